@@ -1,0 +1,233 @@
+"""Speech to text: faster-whisper, steered to Simplified Chinese and cleaned of
+Whisper's known failure modes on Chinese audio.
+
+The backend knows nothing about calls or phrases. It turns 16 kHz samples
+into small ``Segment`` records with word timestamps, lazily. Streaming policy
+(``stream.py``) and scoring (``pipeline.py``) sit on top of it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from monitor.audio import CallAudio
+from monitor.text import to_simplified
+
+DEFAULT_PROMPT = "以下是普通话的句子。"
+
+# Text Whisper invents on silence or music, learnt from subtitled video. Matched
+# after t2s with punctuation and spaces removed.
+HALLUCINATIONS = (
+    "字幕由amara.org社区提供",
+    "amara.org",
+    "请不吝点赞订阅转发打赏支持明镜与点点栏目",
+    "点赞订阅转发打赏",
+    "明镜与点点栏目",
+    "谢谢观看",
+    "感谢观看",
+    "谢谢收看",
+    "感谢收看",
+    "字幕志愿者",
+    "中文字幕",
+    "优优独播剧场",
+    "yoyotelevisionseries",
+    "请订阅我的频道",
+    "欢迎订阅",
+    "字幕by",
+    "字幕提供",
+)
+_PUNCTUATION = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+@dataclass
+class TranscriptionOptions:
+    """How audio is decoded. Defaults are tuned for Mandarin service calls."""
+
+    language: str = "zh"
+    """Whisper language code. Fixed rather than detected: short greetings are
+    often misdetected as Japanese or Cantonese."""
+    beam_size: int = 5
+    """Beam width; 5 is Whisper's own default and the measured baseline."""
+    initial_prompt: str | None = DEFAULT_PROMPT
+    """Text fed as previous context. A simplified-Chinese sentence with
+    punctuation steers Whisper towards simplified script and punctuation."""
+    hotwords: str | None = None
+    """Vocabulary to bias decoding towards (e.g. a phrasebook's key terms)."""
+    vad_filter: bool = True
+    """Skip non-speech with Silero VAD; removes most hallucinations on silence."""
+    vad_min_silence_ms: int = 500
+    """Silence that splits speech into separate chunks for VAD."""
+    word_timestamps: bool = True
+    """Per-word times, so a matched phrase gets its own start and end."""
+    condition_on_previous_text: bool = False
+    """Off: feeding earlier output back in is the main cause of repetition loops."""
+    compression_ratio_threshold: float | None = 2.4
+    """A window whose text compresses better than this is a loop; re-decoded hotter."""
+    log_prob_threshold: float | None = -1.0
+    """A window with lower average log-probability is re-decoded at a higher temperature."""
+    no_speech_threshold: float | None = 0.6
+    """A window Whisper thinks is silence (and that decoded badly) is dropped."""
+    hallucination_silence_threshold: float | None = 2.0
+    """Skip silent stretches longer than this (s) around a suspected hallucination."""
+    max_repeats: int = 3
+    """A run of the same word or words repeated more often than this is cut back to one."""
+
+
+@dataclass
+class Word:
+    """One recognised word (for Chinese, usually one to three characters)."""
+
+    start: float
+    """Seconds from the start of the recording."""
+    end: float
+    """Seconds from the start of the recording."""
+    text: str
+    """Simplified Chinese, punctuation attached as Whisper placed it."""
+    probability: float = 1.0
+    """Whisper's confidence in this word."""
+
+
+@dataclass
+class Segment:
+    """A stretch of speech by one speaker."""
+
+    start: float
+    """Seconds from the start of the recording."""
+    end: float
+    """Seconds from the start of the recording."""
+    text: str
+    """Simplified Chinese; when ``words`` is set, their texts joined."""
+    speaker: str = "agent"
+    """``agent`` or ``customer``."""
+    words: list[Word] = field(default_factory=list)
+    """Word timings, empty when word timestamps were off."""
+
+    def to_json(self) -> dict:
+        return {"start": round(self.start, 2), "end": round(self.end, 2), "speaker": self.speaker, "text": self.text}
+
+
+def is_hallucination(text: str) -> bool:
+    """True when the text is mostly one of Whisper's invented credit lines."""
+    bare = _PUNCTUATION.sub("", text.lower())
+    if not bare:
+        return True
+    covered = sum(len(phrase) for phrase in HALLUCINATIONS if phrase in bare)
+    return covered * 2 >= len(bare)
+
+
+def collapse_repeats(words: list[Word], max_repeats: int) -> list[Word]:
+    """Cut a run of the same 1-4 word unit repeated more than ``max_repeats`` times.
+
+    Whisper sometimes loops ("谢谢谢谢谢谢…") when the compression-ratio check
+    misses a short loop. Operating on words keeps the timestamps of what stays.
+    """
+    keys = [_PUNCTUATION.sub("", w.text) for w in words]
+    out: list[Word] = []
+    i = 0
+    while i < len(words):
+        cut = False
+        for period in range(1, 5):
+            unit = keys[i : i + period]
+            if len(unit) < period or not "".join(unit):
+                continue
+            repeats = 1
+            while keys[i + repeats * period : i + (repeats + 1) * period] == unit:
+                repeats += 1
+            if repeats > max_repeats:
+                out.extend(words[i : i + period])
+                i += repeats * period
+                cut = True
+                break
+        if not cut:
+            out.append(words[i])
+            i += 1
+    return out
+
+
+def _simplified_words(words: Iterable) -> list[Word]:
+    """faster-whisper words to our records, converted to simplified script.
+
+    The joined text is converted at once, so OpenCC sees whole phrases; t2s keeps
+    the length, which lets us cut the result back into the original words.
+    """
+    raw = [w.word for w in words]
+    joined = to_simplified("".join(raw))
+    pieces: list[str] = []
+    if len(joined) == sum(map(len, raw)):
+        offset = 0
+        for text in raw:
+            pieces.append(joined[offset : offset + len(text)])
+            offset += len(text)
+    else:
+        pieces = [to_simplified(text) for text in raw]
+    return [Word(start=w.start, end=w.end, text=p, probability=w.probability) for w, p in zip(words, pieces)]
+
+
+class Transcriber:
+    """A loaded Whisper model and the way we call it. Safe to share between threads."""
+
+    def __init__(self, model: str | None = None, cpu_threads: int = 0, num_workers: int = 1):
+        from monitor.models import load_whisper, resolve_model
+
+        self.model_name = resolve_model(model).name
+        self.model = load_whisper(model, cpu_threads=cpu_threads, num_workers=num_workers)
+
+    def transcribe(
+        self,
+        samples: np.ndarray,
+        options: TranscriptionOptions | None = None,
+        speaker: str = "agent",
+        offset: float = 0.0,
+    ) -> Iterator[Segment]:
+        """Yield segments of 16 kHz mono ``samples`` as they are decoded.
+
+        ``offset`` (seconds) is added to every time, for audio that starts
+        later in a call.
+        """
+        options = options or TranscriptionOptions()
+        raw_segments, _info = self.model.transcribe(
+            samples,
+            language=options.language,
+            beam_size=options.beam_size,
+            initial_prompt=options.initial_prompt,
+            hotwords=options.hotwords,
+            vad_filter=options.vad_filter,
+            vad_parameters={"min_silence_duration_ms": options.vad_min_silence_ms},
+            word_timestamps=options.word_timestamps,
+            condition_on_previous_text=options.condition_on_previous_text,
+            compression_ratio_threshold=options.compression_ratio_threshold,
+            log_prob_threshold=options.log_prob_threshold,
+            no_speech_threshold=options.no_speech_threshold,
+            hallucination_silence_threshold=(
+                options.hallucination_silence_threshold if options.word_timestamps else None
+            ),
+        )
+        for raw in raw_segments:
+            segment = self._clean(raw, options, speaker, offset)
+            if segment is not None:
+                yield segment
+
+    @staticmethod
+    def _clean(raw, options: TranscriptionOptions, speaker: str, offset: float) -> Segment | None:
+        if raw.words:
+            words = collapse_repeats(_simplified_words(raw.words), options.max_repeats)
+            words = [Word(w.start + offset, w.end + offset, w.text, w.probability) for w in words]
+            text = "".join(w.text for w in words).strip()
+            start, end = (words[0].start, words[-1].end) if words else (raw.start + offset, raw.end + offset)
+        else:
+            words, text = [], to_simplified(raw.text).strip()
+            start, end = raw.start + offset, raw.end + offset
+        if is_hallucination(text):
+            return None
+        return Segment(start=start, end=end, text=text, speaker=speaker, words=words)
+
+    def transcribe_call(self, call: CallAudio, options: TranscriptionOptions | None = None) -> list[Segment]:
+        """Transcribe both sides of a call and interleave them by start time."""
+        segments = list(self.transcribe(call.agent, options, speaker="agent"))
+        if call.customer is not None:
+            segments += self.transcribe(call.customer, options, speaker="customer")
+        return sorted(segments, key=lambda s: (s.start, s.end))

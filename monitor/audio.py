@@ -1,0 +1,117 @@
+"""Audio in: recordings decoded to 16 kHz float32, one array per speaker.
+
+Decoding is PyAV's (through faster-whisper's ``decode_audio``), so every format
+FFmpeg reads works: wav (PCM, 8 kHz μ-law/A-law telephone audio), flac, mp3,
+ogg/opus, m4a. Stereo recordings keep their channels apart because call
+recorders put the agent on one side and the customer on the other.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitor.errors import MonitorError
+
+SAMPLE_RATE = 16000
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm", ".amr")
+AGENT_CHANNELS = ("left", "right", "mono")
+
+
+@dataclass
+class CallAudio:
+    """A decoded call, split by speaker."""
+
+    path: str
+    """The file it was read from."""
+    agent: np.ndarray
+    """Agent speech, 16 kHz mono float32."""
+    customer: np.ndarray | None
+    """Customer speech on its own channel, or None when the recording is mono
+    (or mixed with ``--agent-channel mono``), in which case all speech is the agent's."""
+    source_rate: int
+    """The sample rate of the file before resampling."""
+    source_channels: int
+    """The number of channels in the file."""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.agent) / SAMPLE_RATE
+
+
+def is_audio_file(path: str) -> bool:
+    return path.lower().endswith(AUDIO_EXTENSIONS)
+
+
+def _probe(path: str) -> tuple[int, int]:
+    """Return (sample rate, channels) of the first audio stream."""
+    import av
+
+    try:
+        with av.open(path, mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise MonitorError(f"{path}: no audio stream (not an audio file?)")
+            context = container.streams.audio[0].codec_context
+            return context.sample_rate, context.channels
+    except av.FFmpegError as exc:
+        raise MonitorError(f"{path}: cannot be decoded as audio ({_ffmpeg_reason(exc)})") from None
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc).split(":")[0] or type(exc).__name__
+
+
+def load_call(path: str, agent_channel: str = "left") -> CallAudio:
+    """Decode a recording into agent and customer speech.
+
+    ``agent_channel`` says which side of a stereo file is the agent (``left`` or
+    ``right``); ``mono`` mixes both and treats all speech as the agent's.
+    """
+    import av
+    from faster_whisper.audio import decode_audio
+
+    if agent_channel not in AGENT_CHANNELS:
+        raise MonitorError(f"--agent-channel {agent_channel}: must be one of {', '.join(AGENT_CHANNELS)}")
+    if not os.path.exists(path):
+        raise MonitorError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise MonitorError(f"{path}: is a directory, not an audio file")
+    if os.path.getsize(path) == 0:
+        raise MonitorError(f"{path}: empty file")
+    rate, channels = _probe(path)
+    split = channels >= 2 and agent_channel != "mono"
+    try:
+        decoded = decode_audio(path, sampling_rate=SAMPLE_RATE, split_stereo=split)
+    except (av.FFmpegError, ValueError) as exc:
+        raise MonitorError(f"{path}: cannot be decoded as audio ({_ffmpeg_reason(exc)})") from None
+    if split:
+        left, right = decoded
+        agent, customer = (left, right) if agent_channel == "left" else (right, left)
+    else:
+        agent, customer = decoded, None
+    if len(agent) == 0:
+        raise MonitorError(f"{path}: contains no audio samples (zero length)")
+    return CallAudio(path=path, agent=agent, customer=customer, source_rate=rate, source_channels=channels)
+
+
+def pcm16_to_float(data: bytes, channels: int = 1) -> np.ndarray:
+    """Interleaved little-endian 16-bit PCM to float32, shape (frames, channels)."""
+    usable = len(data) - len(data) % (2 * channels)
+    samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+    return samples.reshape(-1, channels)
+
+
+def resample(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Resample a mono float32 signal to 16 kHz (linear interpolation).
+
+    Used for live PCM from sources that do not run at 16 kHz; recorded files go
+    through FFmpeg's resampler instead.
+    """
+    if rate == SAMPLE_RATE or len(samples) == 0:
+        return samples.astype(np.float32, copy=False)
+    duration = len(samples) / rate
+    target = np.arange(int(round(duration * SAMPLE_RATE))) / SAMPLE_RATE
+    source = np.arange(len(samples)) / rate
+    return np.interp(target, source, samples).astype(np.float32)
