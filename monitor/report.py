@@ -1,0 +1,294 @@
+"""Per-call reports: the ``monitor.report/1`` JSON and a self-contained HTML page.
+
+The JSON shape is a contract (see CONTRACT.md): its keys stay, extensions are
+added alongside (``checks[].article``, ``events[].severity``, ``coaching``...).
+The HTML is rendered from the JSON alone, so a stored report can be re-rendered
+without the audio or the phrasebook. Both files are written atomically, so a
+batch that is killed never leaves a half-written report that resume would trust.
+
+Transcripts and heard texts are redacted by default: runs of 7 or more digits
+(Arabic, full-width or Chinese numerals, as ASR writes phone and ID-card
+numbers) become ``*``, except numbers the phrasebook itself prescribes (the
+service hotline), which agents are supposed to say.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from monitor.asr import Segment
+from monitor.phrasebook import Phrasebook
+from monitor.rules import Judgement
+
+SCHEMA = "monitor.report/1"
+REQUIRED_KEYS = (
+    "schema", "call_id", "audio", "agent_id", "duration_s", "phrasebook", "transcript",
+    "events", "checks", "score", "metrics", "timing",
+)  # fmt: skip
+
+_DIGITS = "0-9０-９零〇一二三四五六七八九幺"
+# 7+ digits, optionally split by single spaces or hyphens (139-0012-3456), and
+# the check letter that ends an ID-card number.
+_NUMBER_RUN = re.compile(rf"[{_DIGITS}](?:[-\s]?[{_DIGITS}]){{6,}}[Xx]?")
+_DIGIT_VALUES = str.maketrans("０１２３４５６７８９零〇一二三四五六七八九幺", "012345678900123456789" + "1")
+_NOT_SPOKEN = re.compile(r"[\s\W_]+", re.UNICODE)
+SEVERITY_LABELS = {"critical": "严重", "major": "较重", "minor": "轻微"}
+
+
+def build_report(
+    call_id: str,
+    audio_path: str | os.PathLike,
+    agent_id: str | None,
+    duration_s: float,
+    phrasebook: Phrasebook,
+    segments: list[Segment],
+    judgement: Judgement,
+    timing: dict,
+    redact: bool = True,
+) -> dict:
+    """The report of one call, as the JSON contract describes it."""
+    keep = phrasebook_numbers(phrasebook)
+
+    def clean(text: str) -> str:
+        return redact_text(text, keep) if redact else text
+
+    def clean_evidence(evidence: dict | None) -> dict | None:
+        return evidence and {**evidence, "heard": clean(evidence["heard"])}
+
+    events = []
+    for hit in judgement.events:
+        phrase = phrasebook.by_id(hit.phrase_id)
+        events.append(
+            {
+                "kind": hit.kind,
+                "phrase_id": hit.phrase_id,
+                "category": hit.category,
+                "canonical": hit.canonical,
+                "heard": clean(hit.heard),
+                "start": _round(hit.start),
+                "end": _round(hit.end),
+                "speaker": hit.speaker,
+                "confidence": round(hit.confidence, 3),
+                "article": hit.article,
+                "method": hit.method,
+                "severity": phrase.severity,
+                "instead": phrase.instead,
+                "instead_article": phrase.instead_article,
+            }
+        )
+    checks = None
+    if judgement.checks is not None:
+        checks = []
+        for result in judgement.checks:
+            row = result.to_json()
+            row["evidence"] = [clean_evidence(e) for e in row["evidence"]]
+            checks.append(row)
+    deductions = []
+    for deduction in judgement.deductions:
+        row = deduction.to_json()
+        row["evidence"] = clean_evidence(row["evidence"])
+        deductions.append(row)
+    coaching = [
+        {
+            "source": d["source"],
+            "severity": d["severity"],
+            "start": d["evidence"]["start"] if d["evidence"] else None,
+            "heard": d["evidence"]["heard"] if d["evidence"] else None,
+            "say": d["coaching"],
+            "article": d["coaching_article"],
+            "reason": d["reason"],
+        }
+        for d in deductions
+        if d["coaching"]
+    ]
+    metrics = dict(judgement.metrics)
+    metrics["interruption_events"] = [clean_evidence(e) for e in metrics.get("interruption_events", [])]
+    transcript = []
+    for segment in segments:
+        row = segment.to_json()
+        row["text"] = clean(row["text"])
+        transcript.append(row)
+    return {
+        "schema": SCHEMA,
+        "call_id": call_id,
+        "audio": str(audio_path),
+        "agent_id": agent_id,
+        "duration_s": _round(duration_s),
+        "phrasebook": {"id": phrasebook.id, "version": phrasebook.version, "title": phrasebook.title},
+        "transcript": transcript,
+        "events": events,
+        "checks": checks,
+        "score": {"total": judgement.score_total, "max": judgement.score_max, "deductions": deductions},
+        "coaching": coaching,
+        "metrics": metrics,
+        "timing": dict(timing),
+        "redacted": redact,
+    }
+
+
+def redact_text(text: str, keep: set[str]) -> str:
+    """Mask phone and ID-card numbers: runs of 7+ digits or Chinese numerals.
+
+    A run stays when it reads as one of ``keep`` (normalised digit strings),
+    also with one digit doubled, as ASR tends to write 66616567 as 666616567.
+    """
+
+    def mask(match: re.Match) -> str:
+        run = match.group()
+        return run if _reads_as(_normalise_number(run), keep) else "*" * len(run)
+
+    return _NUMBER_RUN.sub(mask, text)
+
+
+def phrasebook_numbers(phrasebook: Phrasebook) -> set[str]:
+    """The numbers (hotlines) the phrasebook's own wording contains, as digit strings."""
+    texts = [c.instead or "" for c in phrasebook.checks]
+    for phrase in phrasebook.phrases:
+        texts += [phrase.text, phrase.instead or "", *phrase.variants]
+    return {_normalise_number(m.group()) for text in texts for m in _NUMBER_RUN.finditer(text)}
+
+
+def write_json(report: dict, path: str | os.PathLike) -> None:
+    """Write the report atomically: readers see the old file or the whole new one."""
+    _write_atomic(path, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+
+
+def write_html(report: dict, path: str | os.PathLike, audio_src: str | None) -> None:
+    """Render the report as HTML and write it atomically."""
+    _write_atomic(path, render_html(report, audio_src))
+
+
+def is_complete_report(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds a finished ``monitor.report/1`` report (for batch resume)."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and report.get("schema") == SCHEMA and all(k in report for k in REQUIRED_KEYS)
+
+
+def render_html(report: dict, audio_src: str | None) -> str:
+    """A self-contained HTML page for the agent and the supervisor.
+
+    ``audio_src`` is put as is into the page's ``<audio>`` element: a path
+    relative to where the HTML will be written, or a URL. None leaves the
+    player out.
+    """
+    duration = report["duration_s"] or max((t["end"] for t in report["transcript"]), default=0) or 1
+    return _templates().get_template("report.html.j2").render(
+        report=report,
+        audio_src=audio_src,
+        duration=duration,
+        lanes=_lanes(report),
+        rows=_transcript_rows(report),
+        failed_checks=[c for c in report["checks"] or [] if not c["passed"]],
+        severity_labels=SEVERITY_LABELS,
+    )
+
+
+@lru_cache(maxsize=1)
+def _templates() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("monitor", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["clock"] = _clock
+    return environment
+
+
+def _lanes(report: dict) -> list[dict]:
+    """Timeline lanes: the agent's speech, and the customer's when there is any."""
+    speakers = ["agent"] + (["customer"] if any(t["speaker"] == "customer" for t in report["transcript"]) else [])
+    return [
+        {"speaker": s, "label": "坐席" if s == "agent" else "客户", "spans": [t for t in report["transcript"] if t["speaker"] == s]}
+        for s in speakers
+    ]
+
+
+def _transcript_rows(report: dict) -> list[dict]:
+    """Transcript rows cut into pieces, with each event's heard text marked.
+
+    An event belongs to the row of the same speaker whose time span contains
+    its start; the heard text is located ignoring punctuation, since the
+    matcher compares without it.
+    """
+    rows = []
+    for index, turn in enumerate(report["transcript"]):
+        text = turn["text"]
+        marks = []
+        for number, event in enumerate(report["events"]):
+            if event["speaker"] != turn["speaker"] or event["start"] is None:
+                continue
+            if not turn["start"] - 0.5 <= event["start"] <= turn["end"] + 0.5:
+                continue
+            span = _locate(event["heard"], text)
+            if span and not any(span[0] < end and start < span[1] for start, end, _, _ in marks):
+                marks.append((span[0], span[1], event, number))
+        pieces, position = [], 0
+        for start, end, event, number in sorted(marks, key=lambda m: m[0]):
+            pieces.append({"text": text[position:start], "event": None, "number": None})
+            pieces.append({"text": text[start:end], "event": event, "number": number})
+            position = end
+        pieces.append({"text": text[position:], "event": None, "number": None})
+        rows.append({**turn, "index": index, "pieces": [p for p in pieces if p["text"]]})
+    return rows
+
+
+def _locate(heard: str, text: str) -> tuple[int, int] | None:
+    """Span of ``heard`` in ``text``, comparing spoken characters only."""
+    spoken = [(i, c) for i, c in enumerate(text) if not _NOT_SPOKEN.fullmatch(c)]
+    needle = _NOT_SPOKEN.sub("", heard)
+    if not needle:
+        return None
+    at = "".join(c for _, c in spoken).find(needle)
+    if at < 0:
+        return None
+    return spoken[at][0], spoken[at + len(needle) - 1][0] + 1
+
+
+def _write_atomic(path: str | os.PathLike, text: str) -> None:
+    target = Path(path)
+    handle = tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, target)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def _normalise_number(run: str) -> str:
+    return re.sub(r"[-\s]", "", run).translate(_DIGIT_VALUES).upper()
+
+
+def _reads_as(digits: str, keep: set[str]) -> bool:
+    if digits in keep:
+        return True
+    return any(
+        digits[i] == digits[i - 1] and digits[:i] + digits[i + 1 :] in keep for i in range(1, len(digits))
+    )
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{int(seconds // 60):02d}:{seconds % 60:04.1f}"
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 2) if value is not None else None
