@@ -9,7 +9,15 @@ loader validates the YAML and reports file, line and reason for any mistake.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from monitor.errors import MonitorError
 
 KINDS = ("mandated", "forbidden", "cue")
 SEVERITIES = ("minor", "major", "critical")
@@ -114,3 +122,182 @@ class Phrasebook:
 
     def in_category(self, category: str) -> list[Phrase]:
         return [p for p in self.phrases if p.category == category]
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+PHRASEBOOK_DIR = Path(__file__).resolve().parent / "phrasebooks"
+
+_ARTICLE = {"type": "string", "minLength": 1}
+_PHRASE_SCHEMA = {
+    "type": "object",
+    "required": ["id", "kind", "category", "article", "text"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]+$"},
+        "kind": {"enum": list(KINDS)},
+        "category": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*$"},
+        "article": _ARTICLE,
+        "text": {"type": "string", "minLength": 1},
+        "variants": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "severity": {"enum": list(SEVERITIES)},
+        "points": {"type": "integer", "minimum": 0},
+        "instead": {"type": ["string", "null"]},
+        "instead_article": {"type": ["string", "null"]},
+        "threshold": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "speaker": {"enum": list(SPEAKERS)},
+        "standalone": {"type": "boolean"},
+    },
+}
+_CHECK_SCHEMA = {
+    "type": "object",
+    "required": ["id", "expect", "article", "points"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*$"},
+        "expect": {"type": "string"},
+        "article": _ARTICLE,
+        "points": {"type": "integer", "minimum": 0},
+        "description": {"type": "string"},
+        "within_first_s": {"type": "number", "exclusiveMinimum": 0},
+        "within_last_s": {"type": "number", "exclusiveMinimum": 0},
+        "after": {"type": "string"},
+        "within_s": {"type": "number", "exclusiveMinimum": 0},
+        "instead": {"type": "string"},
+    },
+}
+SCHEMA = {
+    "type": "object",
+    "required": ["id", "version", "title", "checks", "phrases"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*$"},
+        "version": {"type": "string"},
+        "title": {"type": "string"},
+        "source": {"type": "string"},
+        "limits": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "speech_rate_max_cpm": {"type": "number", "exclusiveMinimum": 0},
+                "max_silence_s": {"type": "number", "exclusiveMinimum": 0},
+            },
+        },
+        "checks": {"type": "array", "items": _CHECK_SCHEMA},
+        "phrases": {"type": "array", "minItems": 1, "items": _PHRASE_SCHEMA},
+    },
+}
+"""JSON schema of a phrasebook file (YAML parsed to plain data)."""
+
+REQUIRED_CHECKS = ("greeting", "farewell")
+"""Reports always carry these two checks, so every phrasebook must define them."""
+
+
+def bundled_phrasebooks() -> list[str]:
+    """Names of the phrasebooks shipped with the package (``broadband``, ...)."""
+    return sorted(p.stem for p in PHRASEBOOK_DIR.glob("*.yaml"))
+
+
+def load_phrasebook(name_or_path: str) -> Phrasebook:
+    """Load and validate a phrasebook: a bundled name (``broadband``) or a YAML path.
+
+    Raises ``MonitorError("<path>:<line>: <reason>")`` for any problem.
+    """
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") and os.sep not in name_or_path and "/" not in name_or_path:
+        path = PHRASEBOOK_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise MonitorError(
+                f"{name_or_path}: no such phrasebook (bundled: {', '.join(bundled_phrasebooks())})"
+            )
+    path = path.resolve()
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise MonitorError(f"{path}: cannot read phrasebook: {exc.strerror or exc}") from None
+    return _load_cached(str(path), mtime)
+
+
+@lru_cache(maxsize=32)
+def _load_cached(path: str, mtime_ns: int) -> Phrasebook:
+    # mtime_ns is part of the cache key only: an edited file is loaded afresh.
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MonitorError(f"{path}: cannot read phrasebook: {exc}") from None
+    try:
+        root = yaml.compose(source, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(source)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise MonitorError(f"{path}:{line}: YAML syntax error: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise MonitorError(f"{path}:1: YAML error: {exc}") from None
+
+    def fail(location: list, reason: str) -> MonitorError:
+        return MonitorError(f"{path}:{_line_of(root, location)}: {reason}")
+
+    if not isinstance(data, dict):
+        raise fail([], "a phrasebook is a mapping with id, version, title, checks and phrases")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "top level"
+        raise fail(list(error.absolute_path), f"{where}: {error.message}")
+
+    phrases = [Phrase(**entry) for entry in data["phrases"]]
+    seen: dict[str, int] = {}
+    for index, phrase in enumerate(phrases):
+        if phrase.id in seen:
+            raise fail(["phrases", index, "id"], f"duplicate phrase id {phrase.id!r} (first at entry {seen[phrase.id] + 1})")
+        seen[phrase.id] = index
+        if "/" in phrase.text and not phrase.variants:
+            raise fail(["phrases", index, "text"],
+                       f"{phrase.id}: text with '/' alternatives needs variants that spell them out")
+    checks = [Check(**entry) for entry in data["checks"]]
+    categories = {p.category for p in phrases}
+    check_ids = [c.id for c in checks]
+    for index, check in enumerate(checks):
+        if check_ids.count(check.id) > 1:
+            raise fail(["checks", index, "id"], f"duplicate check id {check.id!r}")
+        for field_name in ("expect", "after"):
+            category = getattr(check, field_name)
+            if category is not None and category not in categories:
+                raise fail(["checks", index, field_name],
+                           f"check {check.id!r}: no phrase has category {category!r}")
+    for required in REQUIRED_CHECKS:
+        if required not in check_ids:
+            raise fail(["checks"], f"missing required check {required!r}")
+    return Phrasebook(
+        id=data["id"],
+        version=data["version"],
+        title=data["title"],
+        phrases=phrases,
+        checks=checks,
+        limits=Limits(**data.get("limits", {})),
+        source=data.get("source", ""),
+        path=path,
+    )
+
+
+def _line_of(root: yaml.Node | None, location: list) -> int:
+    """1-based line of the YAML node at ``location`` (keys and list indices), or
+    of its deepest existing ancestor."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else 1
+    for step in location:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == step:
+                    child = value
+                    line = key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+            child = node.value[step]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
