@@ -1,0 +1,80 @@
+"""Recall and precision of the phrase matcher on real Whisper transcripts.
+
+Reads a JSON of ASR transcripts ({"<call>.wav": [{"ch", "start", "end", "text"}]},
+as Whisper base produced them on the sample calls) and the calls' labels
+(``<call>.labels.json``: turns tagged forbidden / greeting / farewell /
+customer_forbidden_like). A labelled forbidden turn is found when a forbidden
+hit overlaps it within ±1 s; a forbidden hit is correct when it overlaps a
+forbidden turn so. Channel 1 is the customer (stereo calls); on mono calls all
+speech is on channel 0 and counts as the agent's, as in the scorer.
+
+    python bench/match_eval.py [--asr bench/data/sample_calls_asr.json] [--labels DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from monitor.asr import Segment
+from monitor.match import matcher_for
+from monitor.phrasebook import load_phrasebook
+
+HERE = Path(__file__).resolve().parent
+TOLERANCE_S = 1.0
+
+
+def segments_of(entries: list[dict]) -> list[Segment]:
+    return [
+        Segment(start=e["start"], end=e["end"], text=e["text"], speaker="customer" if e.get("ch", 0) == 1 else "agent")
+        for e in entries
+    ]
+
+
+def near(hit, turn) -> bool:
+    return hit.start <= turn["end"] + TOLERANCE_S and hit.end >= turn["start"] - TOLERANCE_S
+
+
+def evaluate(asr: dict, labels_dir: Path, verbose: bool = False) -> dict:
+    totals = {"forbidden_turns": 0, "forbidden_found": 0, "forbidden_hits": 0, "forbidden_hits_correct": 0,
+              "position_turns": 0, "position_found": 0}
+    for audio_name, entries in sorted(asr.items()):
+        labels = json.loads((labels_dir / f"{Path(audio_name).stem}.labels.json").read_text(encoding="utf-8"))
+        hits = matcher_for(load_phrasebook(labels["phrasebook"])).match_segments(segments_of(entries))
+        forbidden_hits = [h for h in hits if h.kind == "forbidden"]
+        forbidden_turns = [t for t in labels["turns"] if "forbidden" in t["tags"]]
+        found = [t for t in forbidden_turns if any(near(h, t) for h in forbidden_hits)]
+        correct = [h for h in forbidden_hits if any(near(h, t) for t in forbidden_turns)]
+        totals["forbidden_turns"] += len(forbidden_turns)
+        totals["forbidden_found"] += len(found)
+        totals["forbidden_hits"] += len(forbidden_hits)
+        totals["forbidden_hits_correct"] += len(correct)
+        for tag in ("greeting", "farewell"):
+            for turn in (t for t in labels["turns"] if tag in t["tags"]):
+                totals["position_turns"] += 1
+                totals["position_found"] += any(h.category == tag and near(h, turn) for h in hits)
+        if verbose:
+            print(f"{labels['call_id']}: {len(found)}/{len(forbidden_turns)} forbidden turns found, "
+                  f"{len(correct)}/{len(forbidden_hits)} forbidden hits correct")
+            for h in hits:
+                print(f"    {h.start:6.2f}-{h.end:6.2f} {h.speaker:8} {h.kind:9} {h.phrase_id:32} "
+                      f"{h.method:8} {h.confidence:.3f} {h.heard}")
+    totals["recall"] = totals["forbidden_found"] / max(1, totals["forbidden_turns"])
+    totals["precision"] = totals["forbidden_hits_correct"] / max(1, totals["forbidden_hits"])
+    totals["greeting_farewell_recall"] = totals["position_found"] / max(1, totals["position_turns"])
+    return totals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--asr", type=Path, default=HERE / "data" / "sample_calls_asr.json")
+    parser.add_argument("--labels", type=Path, default=HERE.parent / "samples")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    totals = evaluate(json.loads(args.asr.read_text(encoding="utf-8")), args.labels, args.verbose)
+    print(json.dumps(totals, ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()

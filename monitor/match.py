@@ -1,0 +1,493 @@
+"""Finding a phrasebook's phrases in what Whisper heard.
+
+Whisper base mishears Mandarin predictably: homophones (宽带→宽代, 拨→播,
+又问→又闻), near-homophones (预约→一约, 界面→见面, 家庭→家平), dropped particles
+and punctuation, traditional script, numbers as words or with a digit doubled
+(66616567 → 六六六一六五六七 or 666616567). Matching runs in three stages on
+normalised text (``monitor.normalize``):
+
+1. exact: every form of every phrase in one Aho-Corasick automaton;
+2. template: forms with ``**`` slots are matched piece by piece, each slot a
+   gap of at most ``MAX_SLOT_CHARS`` characters;
+3. fuzzy: text and phrases are spelt as toneless pinyin, two symbols per
+   character (initial, final), so homophones are equal and near-homophones
+   differ by one symbol. Syllable bigrams shared with a phrase vote for an
+   alignment; where enough agree, rapidfuzz aligns the phrase to that window
+   and the similarity is the hit's confidence.
+
+Short generic phrases marked ``standalone`` (不知道, 可能是) count only where
+they open a clause (after optional fillers such as 嗯/那) or follow a
+first-person subject (我, 我们, 也: 我也不清楚). 您不知道的话…, 看不清楚 and
+这个可能是最好的选择 are therefore not hits.
+
+Overlapping hits of the same kind are resolved in favour of the one with more
+evidence, confidence × matched length: 对不起 inside a full 第22条 apology
+yields the apology, and of two similar greetings the better heard one wins.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from bisect import bisect_left
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import ahocorasick
+from pypinyin import Style, lazy_pinyin
+from rapidfuzz import fuzz
+from rapidfuzz.distance import Levenshtein
+
+from monitor.normalize import Normalized, normalize
+from monitor.phrasebook import Phrase, Phrasebook
+
+if TYPE_CHECKING:
+    from monitor.asr import Segment
+
+MAX_SLOT_CHARS = 8
+"""A ``**`` slot (a name, a device, a time) stands for at most this many characters."""
+SLOT = re.compile(r"\*\*|×+")
+ASIDE = re.compile(r"（[^）]*）|\([^)]*\)")
+"""（…） asides in the code explain a slot or list alternatives; they are not spoken
+as such, so they are dropped, and alternatives are spelt out as variants."""
+SEGMENT_JOINER = " "
+"""Put between joined segments: dropped by normalisation, so a phrase split across
+segments still matches, but it marks a clause start for standalone phrases."""
+FILLERS = "嗯呃额啊哦唉哎那"
+"""Characters that may precede a standalone phrase at a clause start (嗯，不知道)."""
+FIRST_PERSON = ("我", "也", "我们", "咱们", "我还")
+"""Subjects after which a standalone phrase counts anywhere in a clause (具体时间我也不清楚)."""
+FUZZY_CEILING = 0.99
+"""Fuzzy hits never claim the certainty of a character-exact match."""
+
+
+@dataclass
+class Hit:
+    """One phrase found in a transcript."""
+
+    phrase_id: str
+    """``Phrase.id``."""
+    kind: str
+    """mandated, forbidden or cue."""
+    category: str
+    """``Phrase.category``."""
+    canonical: str
+    """``Phrase.text``: the code's wording."""
+    heard: str
+    """The span of the original transcript text that matched (not normalised)."""
+    confidence: float
+    """0..1: 1 for a character-exact match, pinyin similarity for a fuzzy one."""
+    article: str
+    """``Phrase.article``."""
+    start: float | None
+    """Seconds from the start of the recording; None when matching bare text."""
+    end: float | None
+    """Seconds from the start of the recording; None when matching bare text."""
+    speaker: str
+    """agent or customer; agent for bare text."""
+    method: str
+    """exact, template or fuzzy."""
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "phrase_id": self.phrase_id,
+            "category": self.category,
+            "canonical": self.canonical,
+            "heard": self.heard,
+            "confidence": round(self.confidence, 3),
+            "article": self.article,
+            "start": None if self.start is None else round(self.start, 2),
+            "end": None if self.end is None else round(self.end, 2),
+            "speaker": self.speaker,
+            "method": self.method,
+        }
+
+
+@dataclass
+class _Form:
+    """One matchable wording of a phrase (its text or a variant), compiled."""
+
+    phrase: Phrase
+    """The phrase it belongs to."""
+    pieces: list[str]
+    """Normalised text between ``**`` slots, empty pieces dropped."""
+    symbols: str
+    """Pinyin symbols of the pieces joined (slots removed), two per character."""
+    threshold: float
+    """Minimum fuzzy similarity to count."""
+    negations: int = 0
+    """Negation syllables (不, 没, 别) in the form; a fuzzy hit must hear as many."""
+
+    @property
+    def length(self) -> int:
+        return len(self.symbols) // 2
+
+
+@dataclass
+class _Candidate:
+    """A hit before overlaps are resolved, in normalised-text coordinates."""
+
+    form: _Form
+    start: int
+    end: int
+    confidence: float
+    method: str
+
+    @property
+    def evidence(self) -> float:
+        # Characters' worth of the phrase that was heard; rounded so equal evidence ties exactly.
+        return round(self.confidence * self.form.length, 6)
+
+
+# ---------------------------------------------------------------------------
+# Pinyin symbols
+
+
+_symbol_codes: dict[str, str] = {}
+
+
+def _symbol(sound: str) -> str:
+    """One private-use character per distinct initial or final (so rapidfuzz compares sounds)."""
+    code = _symbol_codes.get(sound)
+    if code is None:
+        code = _symbol_codes[sound] = chr(0xE000 + len(_symbol_codes))
+    return code
+
+
+DIGIT_READINGS = dict(zip("0123456789", "零一二三四五六七八九"))
+
+
+@lru_cache(maxsize=None)
+def _char_symbols(char: str) -> str:
+    """Two symbols for one normalised character: its toneless initial and final.
+
+    Characters are read one at a time, the same way in phrases and in text, so a
+    polyphone gets the same reading on both sides. Digits are read as spoken.
+    """
+    spoken = DIGIT_READINGS.get(char, char)
+    initial = lazy_pinyin(spoken, style=Style.INITIALS, strict=False)[0]
+    final = lazy_pinyin(spoken, style=Style.FINALS, strict=False)[0]
+    if final == spoken:  # not Chinese: a letter stands for itself
+        return _symbol("#" + char) + _symbol("")
+    return _symbol("i:" + initial) + _symbol("f:" + final)
+
+
+NEGATION_SYLLABLES = ("不", "没", "别")
+
+
+def _negations(symbols: str) -> int:
+    """Negation syllables in a symbol string (by sound, so a homophone 步 still counts)."""
+    pairs = {_char_symbols(c) for c in NEGATION_SYLLABLES}
+    return sum(symbols[i : i + 2] in pairs for i in range(0, len(symbols) - 1, 2))
+
+
+def to_symbols(normalized_text: str) -> str:
+    """Pinyin symbols of normalised text, two per character."""
+    return "".join(map(_char_symbols, normalized_text))
+
+
+# ---------------------------------------------------------------------------
+# Compilation
+
+
+def _default_threshold(phrase: Phrase, length: int) -> float:
+    """How similar a fuzzy match must be, by phrase length.
+
+    Up to three characters only homophones count (a near-homophone 2-syllable
+    phrase is a different word). Long mandated phrases (greetings with slots and
+    several misheard words) count when most of them is heard.
+    """
+    if length <= 3:
+        return 1.0
+    if length <= 5:
+        return 0.88
+    if phrase.kind == "mandated" and length >= 12:
+        return 0.7
+    return 0.8
+
+
+def _forms(phrase: Phrase) -> list[str]:
+    """The wordings to match: the text (unless it has ``/`` alternatives) and the variants."""
+    texts = ([] if "/" in phrase.text else [phrase.text]) + phrase.variants
+    return [ASIDE.sub("", text) for text in texts]
+
+
+class Matcher:
+    """A phrasebook compiled for matching. Build once (``matcher_for``), use from any thread."""
+
+    def __init__(self, phrasebook: Phrasebook):
+        self.phrasebook = phrasebook
+        self.forms: list[_Form] = []
+        for phrase in phrasebook.phrases:
+            for wording in _forms(phrase):
+                pieces = [p for p in (normalize(piece).text for piece in SLOT.split(wording)) if p]
+                if not pieces:
+                    continue
+                symbols = to_symbols("".join(pieces))
+                threshold = phrase.threshold if phrase.threshold is not None else _default_threshold(
+                    phrase, len(symbols) // 2
+                )
+                self.forms.append(_Form(phrase, pieces, symbols, threshold, _negations(symbols)))
+
+        # Stage 1 and 2: every piece of every form, exact.
+        self._automaton = ahocorasick.Automaton()
+        for form_index, form in enumerate(self.forms):
+            for piece_index, piece in enumerate(form.pieces):
+                entries = self._automaton.get(piece, [])
+                entries.append((form_index, piece_index))
+                self._automaton.add_word(piece, entries)
+        self._automaton.make_automaton()
+
+        # Stage 3: syllable bigram → (form, character position) postings.
+        self._seeds: dict[str, list[tuple[int, int]]] = {}
+        for form_index, form in enumerate(self.forms):
+            for position in range(max(1, form.length - 1)):
+                key = form.symbols[2 * position : 2 * position + 4]
+                self._seeds.setdefault(key, []).append((form_index, position))
+
+    # -- public -------------------------------------------------------------
+
+    def match_text(self, text: str) -> list[Hit]:
+        """Hits in bare text (no timing); all of it is taken as the agent's."""
+        normalized = normalize(text)
+        return [self._hit(c, text, normalized, "agent", None) for c in self._candidates(normalized, "agent")]
+
+    def match_segments(self, segments: list[Segment]) -> list[Hit]:
+        """Hits in a transcript, each timed by word timestamps.
+
+        A speaker's segments are joined into one stream in time order, so a
+        phrase Whisper split across segments is still found.
+        """
+        hits: list[Hit] = []
+        for speaker in sorted({s.speaker for s in segments}):
+            own = sorted((s for s in segments if s.speaker == speaker), key=lambda s: (s.start, s.end))
+            text, times = _stream(own)
+            normalized = normalize(text)
+            for candidate in self._candidates(normalized, speaker):
+                hits.append(self._hit(candidate, text, normalized, speaker, times))
+        return sorted(hits, key=lambda h: (h.start, h.end, h.phrase_id))
+
+    # -- stages -------------------------------------------------------------
+
+    def _candidates(self, normalized: Normalized, speaker: str) -> list[_Candidate]:
+        wanted = [f.phrase.speaker in (speaker, "any") for f in self.forms]
+        found = self._exact(normalized.text, wanted)
+        found += self._fuzzy(normalized.text, wanted, found)
+        found = [c for c in found if not c.form.phrase.standalone or _stands_alone(normalized, c.start)]
+        return _resolve_overlaps(found)
+
+    def _exact(self, text: str, wanted: list[bool]) -> list[_Candidate]:
+        """Stage 1 (whole forms) and stage 2 (slot templates, piece by piece)."""
+        found: list[_Candidate] = []
+        piece_starts: dict[tuple[int, int], list[int]] = {}
+        for end, entries in self._automaton.iter(text):
+            for form_index, piece_index in entries:
+                if not wanted[form_index]:
+                    continue
+                form = self.forms[form_index]
+                start = end + 1 - len(form.pieces[piece_index])
+                if len(form.pieces) == 1:
+                    found.append(_Candidate(form, start, end + 1, 1.0, "exact"))
+                else:
+                    piece_starts.setdefault((form_index, piece_index), []).append(start)
+        for (form_index, piece_index), starts in piece_starts.items():
+            if piece_index == 0:
+                found += self._chain(form_index, starts, piece_starts)
+        return found
+
+    def _chain(self, form_index: int, first_starts: list[int], piece_starts: dict) -> list[_Candidate]:
+        """Template hits: each next piece begins within ``MAX_SLOT_CHARS`` of the previous one's end."""
+        form = self.forms[form_index]
+        found = []
+        for start in first_starts:
+            end = start + len(form.pieces[0])
+            for piece_index in range(1, len(form.pieces)):
+                starts = piece_starts.get((form_index, piece_index), [])
+                i = bisect_left(starts, end)
+                if i == len(starts) or starts[i] - end > MAX_SLOT_CHARS:
+                    break
+                end = starts[i] + len(form.pieces[piece_index])
+            else:
+                found.append(_Candidate(form, start, end, 1.0, "template"))
+        return found
+
+    def _fuzzy(self, text: str, wanted: list[bool], exact: list[_Candidate]) -> list[_Candidate]:
+        """Stage 3: pinyin alignment where enough syllable bigrams agree."""
+        symbols = to_symbols(text)
+        diagonals: dict[int, list[int]] = {}
+        seeds = self._seeds
+        for position in range(len(text) - 1):
+            postings = seeds.get(symbols[2 * position : 2 * position + 4])
+            if postings:
+                for form_index, form_position in postings:
+                    diagonals.setdefault(form_index, []).append(position - form_position)
+        covered: dict[int, list[tuple[int, int]]] = {}
+        for c in exact:
+            covered.setdefault(id(c.form), []).append((c.start, c.end))
+
+        found = []
+        for form_index, starts in diagonals.items():
+            form = self.forms[form_index]
+            if not wanted[form_index]:
+                continue
+            for low, high, votes in _clusters(sorted(starts), slack=2 + form.length // 8):
+                if votes < _votes_needed(form):
+                    continue
+                if any(s < high + form.length and e > low for s, e in covered.get(id(form), ())):
+                    continue  # this wording was heard exactly there
+                candidate = self._align(form, symbols, low, high)
+                if candidate is not None:
+                    found.append(candidate)
+        return found
+
+    def _align(self, form: _Form, symbols: str, low: int, high: int) -> _Candidate | None:
+        slots = len(form.pieces) - 1
+        slack = 2 + form.length // 4 + slots * 3
+        window_start = max(0, low - slack)
+        window = symbols[2 * window_start : 2 * (high + form.length + slack)]
+        alignment = fuzz.partial_ratio_alignment(form.symbols, window, score_cutoff=form.threshold * 100 - 15)
+        if alignment is None or alignment.score == 0:
+            return None
+        best = None
+        # Slot content makes the heard span longer than the form: also try a wider span.
+        for pad in {0, 2 * MAX_SLOT_CHARS * slots}:
+            span = _trim(form.symbols, window, alignment.dest_start, min(len(window), alignment.dest_end + pad))
+            if span is None:
+                continue
+            similarity = max(0.0, 1 - Levenshtein.distance(form.symbols, window[span[0] : span[1]]) / len(form.symbols))
+            if best is None or similarity > best[0]:
+                best = (similarity, span)
+        if best is None or best[0] < form.threshold:
+            return None
+        similarity, (start, end) = best
+        # Symbols come in pairs; widen to whole characters.
+        first, last = window_start + start // 2, window_start + (end + 1) // 2
+        if _negations(symbols[2 * first : 2 * last]) < form.negations:
+            return None  # 这个问题我会处理 is one edit from 这个问题我不会处理, and its opposite
+        return _Candidate(form, first, last, similarity, "fuzzy")
+
+    def _hit(self, c: _Candidate, text: str, normalized: Normalized, speaker: str, times) -> Hit:
+        first, last = normalized.original_span(c.start, c.end)
+        phrase = c.form.phrase
+        return Hit(
+            phrase_id=phrase.id,
+            kind=phrase.kind,
+            category=phrase.category,
+            canonical=phrase.text,
+            heard=text[first:last],
+            confidence=round(c.confidence if c.method != "fuzzy" else min(c.confidence, FUZZY_CEILING), 3),
+            article=phrase.article,
+            start=None if times is None else times[first][0],
+            end=None if times is None else times[last - 1][1],
+            speaker=speaker,
+            method=c.method,
+        )
+
+
+def _votes_needed(form: _Form) -> int:
+    """Agreeing syllable bigrams needed before aligning: all of them for short
+    phrases (homophones only), a quarter for long ones (at least two)."""
+    bigrams = max(1, form.length - 1)
+    return bigrams if form.length <= 3 else min(bigrams, max(2, bigrams // 4))
+
+
+def _clusters(diagonals: list[int], slack: int):
+    """Group sorted alignment offsets that lie within ``slack`` of each other:
+    yields (lowest, highest, count)."""
+    low = high = diagonals[0]
+    count = 0
+    for d in diagonals:
+        if d - high > slack:
+            yield low, high, count
+            low, count = d, 0
+        high = d
+        count += 1
+    yield low, high, count
+
+
+def _trim(pattern: str, window: str, start: int, end: int) -> tuple[int, int] | None:
+    """Narrow ``window[start:end]`` to what aligns with ``pattern`` (drop extra symbols at either end)."""
+    ops = Levenshtein.opcodes(pattern, window[start:end])
+    aligned = [op for op in ops if op.tag != "insert"]
+    if not aligned:
+        return None
+    new_start, new_end = start + aligned[0].dest_start, start + aligned[-1].dest_end
+    return (new_start, new_end) if new_end > new_start else None
+
+
+def _stands_alone(normalized: Normalized, start: int) -> bool:
+    """The context rule for standalone phrases (see the module docstring)."""
+    clause = start
+    while clause > 0 and not normalized.clause_starts[clause]:
+        clause -= 1
+    before = normalized.text[clause:start]
+    return not before.lstrip(FILLERS) or before.endswith(FIRST_PERSON)
+
+
+def _resolve_overlaps(candidates: list[_Candidate]) -> list[_Candidate]:
+    """One hit per phrase per place, then one hit per overlapping group of a kind.
+
+    Both steps rank by evidence, similarity × wording length (ties: the more
+    confident). The same phrase found twice over the same words (exact and
+    fuzzy, or two of its wordings) keeps its best hit, so a full wording heard
+    with one homophone beats an exact hit of a shorter variant. Different
+    phrases of the same kind that share at least half of the shorter span keep
+    the best one.
+    """
+    def overlap(a: _Candidate, b: _Candidate) -> int:
+        return min(a.end, b.end) - max(a.start, b.start)
+
+    best_per_phrase: list[_Candidate] = []
+    ranked = sorted(candidates, key=lambda c: (-c.evidence, -c.confidence, c.start, c.end, c.form.phrase.id))
+    for c in ranked:
+        if not any(k.form.phrase is c.form.phrase and overlap(k, c) > 0 for k in best_per_phrase):
+            best_per_phrase.append(c)
+    kept: list[_Candidate] = []
+    for c in sorted(best_per_phrase, key=lambda c: (-c.evidence, -c.confidence, c.start, c.form.phrase.id)):
+        if not any(
+            k.form.phrase.kind == c.form.phrase.kind
+            and 2 * overlap(k, c) >= min(k.end - k.start, c.end - c.start)
+            for k in kept
+        ):
+            kept.append(c)
+    return sorted(kept, key=lambda c: (c.start, c.end, c.form.phrase.id))
+
+
+def _stream(segments: list[Segment]) -> tuple[str, list[tuple[float, float]]]:
+    """Join one speaker's segments and give every character a (start, end) time.
+
+    Characters inside a word share its time span in equal parts; a segment
+    without words spreads its span over its text; a joiner takes the gap.
+    """
+    parts: list[str] = []
+    times: list[tuple[float, float]] = []
+    for index, segment in enumerate(segments):
+        if index:
+            parts.append(SEGMENT_JOINER)
+            times.append((times[-1][1], segment.start))
+        words = [(w.text, w.start, w.end) for w in segment.words] or [(segment.text, segment.start, segment.end)]
+        for text, start, end in words:
+            parts.append(text)
+            step = (end - start) / max(1, len(text))
+            times.extend((start + i * step, start + (i + 1) * step) for i in range(len(text)))
+    return "".join(parts), times
+
+
+_matchers: dict[int, tuple[Phrasebook, Matcher]] = {}
+_matchers_lock = threading.Lock()
+
+
+def matcher_for(phrasebook: Phrasebook) -> Matcher:
+    """The compiled matcher for a phrasebook object, built once.
+
+    ``load_phrasebook`` returns the same object for an unchanged file, so this is
+    one matcher per phrasebook edition. Keyed by identity (the record is mutable,
+    hence unhashable); the entry keeps the phrasebook alive so the id stays unique.
+    """
+    with _matchers_lock:
+        entry = _matchers.get(id(phrasebook))
+        if entry is None:
+            entry = _matchers[id(phrasebook)] = (phrasebook, Matcher(phrasebook))
+        return entry[1]
