@@ -1,0 +1,196 @@
+"""Matcher tests: the case table (tests/match_cases.yaml) and the behaviours around it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitor.asr import Segment, Word
+from monitor.match import Hit, matcher_for
+from monitor.normalize import normalize
+from monitor.phrasebook import load_phrasebook
+
+CASES = yaml.safe_load((Path(__file__).parent / "match_cases.yaml").read_text(encoding="utf-8"))
+CHAR_S = 0.25
+"""Seconds per character in the synthetic word timings below."""
+
+
+def segments_from(text: str, speaker: str = "agent", start: float = 0.0) -> list[Segment]:
+    """One segment per '|'-separated part, one word per character, 0.5 s between segments."""
+    segments = []
+    for part in text.split("|"):
+        words = [Word(start + i * CHAR_S, start + (i + 1) * CHAR_S, ch) for i, ch in enumerate(part)]
+        segments.append(Segment(start, start + len(part) * CHAR_S, part, speaker, words))
+        start += len(part) * CHAR_S + 0.5
+    return segments
+
+
+def hits_for(case: dict) -> list[Hit]:
+    return matcher_for(load_phrasebook(case["phrasebook"])).match_segments(segments_from(case["text"]))
+
+
+def case_id(case: dict) -> str:
+    return f"{case.get('hit') or case.get('absent') or case['absent_kind']}-{case['type']}-{case['text'][:12]}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+def test_case(case):
+    hits = hits_for(case)
+    ids = [h.phrase_id for h in hits]
+    if "hit" in case:
+        assert case["hit"] in ids, f"{case['hit']} not found in {case['text']!r}: {ids}"
+        hit = next(h for h in hits if h.phrase_id == case["hit"])
+        assert 0 < hit.confidence <= 1
+        assert hit.heard.replace(" ", "") in case["text"].replace("|", "")
+    if "absent" in case:
+        assert case["absent"] not in ids, f"{case['absent']} fired on near miss {case['text']!r}"
+    if "absent_kind" in case:
+        assert not [h for h in hits if h.kind == case["absent_kind"]], ids
+
+
+def test_forbidden_cases_recall_and_precision():
+    positives = [c for c in CASES if c.get("hit", "").split(".")[1:2] == ["forbidden"]]
+    negatives = [c for c in CASES if "absent" in c or "absent_kind" in c]
+    found = sum(c["hit"] in {h.phrase_id for h in hits_for(c)} for c in positives)
+    false_alarms = sum(
+        any(h.kind == "forbidden" and h.phrase_id == c.get("absent", h.phrase_id) for h in hits_for(c))
+        for c in negatives
+    )
+    assert len(positives) >= 100 and len(negatives) >= 40
+    assert found / len(positives) >= 0.95
+    assert found / (found + false_alarms) >= 0.95
+
+
+def test_every_forbidden_phrase_has_canonical_two_corruptions_and_a_near_miss():
+    for name in ("broadband", "customer_service", "investment"):
+        for phrase in load_phrasebook(name).phrases:
+            if phrase.kind != "forbidden":
+                continue
+            types = [c["type"] for c in CASES if c.get("hit") == phrase.id]
+            assert "canonical" in types and "traditional" in types, phrase.id
+            assert len([t for t in types if t != "canonical"]) >= 3, phrase.id
+            assert any(c.get("absent") == phrase.id for c in CASES), phrase.id
+
+
+# -- normalisation -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("請撥六六六一六五六七號聯絡，再見！", "请拨66616567号联络再见"),
+        ("ＡＢ１２，你好", "ab12你好"),
+        ("我来给您讲解一下。", "我来给您讲解一下"),  # a lone 一 is a word, not a digit
+        ("电话是一三九零零零零一二三四", "电话是13900001234"),
+    ],
+)
+def test_normalize(text, expected):
+    assert normalize(text).text == expected
+
+
+def test_normalize_maps_every_char_back_to_its_source():
+    text = "你問我，我問誰？"
+    n = normalize(text)
+    assert [text[i] for i in n.offsets] == list("你問我我問誰")
+    assert n.clause_starts == [True, False, False, True, False, False]
+    assert text[slice(*n.original_span(3, 6))] == "我問誰"
+
+
+# -- hits ------------------------------------------------------------------------
+
+
+def test_heard_is_original_text_and_json_has_contract_fields():
+    matcher = matcher_for(load_phrasebook("broadband"))
+    [hit] = [h for h in matcher.match_text("喂，你問我，我問誰？") if h.kind == "forbidden"]
+    assert hit.heard == "你問我，我問誰" and hit.method == "exact" and hit.confidence == 1.0
+    assert hit.start is None and hit.speaker == "agent"
+    record = hit.to_json()
+    for key in ("kind", "phrase_id", "canonical", "heard", "confidence", "article", "start", "end", "speaker"):
+        assert key in record
+    assert record["canonical"] == "你问我，我问谁？" and record["article"] == "第36条"
+    json.dumps(record, ensure_ascii=False)
+
+
+def test_phrase_split_across_segments_gets_times_from_both():
+    matcher = matcher_for(load_phrasebook("broadband"))
+    segments = segments_from("好的。快下班了，|明天再说。")
+    [hit] = [h for h in matcher.match_segments(segments) if h.kind == "forbidden"]
+    assert hit.start == pytest.approx(3 * CHAR_S)  # after 好的。
+    assert hit.end == pytest.approx(segments[1].start + 4 * CHAR_S)  # 明天再说
+
+
+def test_segments_without_words_are_timed_by_interpolation():
+    matcher = matcher_for(load_phrasebook("broadband"))
+    segment = Segment(10.0, 20.0, "0123456789你问我我问谁", "agent")  # 16 characters over 10 s
+    [hit] = matcher.match_segments([segment])
+    assert hit.start == pytest.approx(10 + 10 * 10 / 16)
+    assert hit.end == pytest.approx(20.0)
+
+
+def test_forbidden_phrases_are_not_looked_for_in_customer_speech_but_any_cues_are():
+    matcher = matcher_for(load_phrasebook("broadband"))
+    segments = [
+        Segment(0.0, 3.0, "我的网从昨天晚上就断了，你有没有搞错？", "customer"),
+        Segment(3.5, 5.0, "对不起，我们正在全力处理，故障将很快解决", "agent"),
+    ]
+    kinds = {(h.speaker, h.kind) for h in matcher.match_segments(segments)}
+    assert ("customer", "forbidden") not in kinds
+    assert ("customer", "cue") in kinds and ("agent", "mandated") in kinds
+
+
+def test_hits_are_sorted_by_start_and_deterministic():
+    matcher = matcher_for(load_phrasebook("broadband"))
+    segments = segments_from("快下班了，明天再说。你问我，我问谁？|不知道，这是不归我管。")
+    first = [h.to_json() for h in matcher.match_segments(segments)]
+    assert [h["phrase_id"] for h in first] == [
+        "bb.forbidden.closing_time", "bb.forbidden.ask_me", "bb.forbidden.not_my_job"]
+    assert first == [h.to_json() for h in matcher.match_segments(segments)]
+
+
+def test_full_apology_wins_over_the_short_sorry_inside_it():
+    matcher = matcher_for(load_phrasebook("broadband"))
+    hits = matcher.match_text("对不起，由于我方原因，使您的业务无法正常使用，我们深表歉意。我们正在加紧抢修")
+    assert [h.phrase_id for h in hits] == ["bb.apology.our_fault_repairing"]
+
+
+def test_longest_wording_of_a_phrase_is_reported():
+    matcher = matcher_for(load_phrasebook("broadband"))
+    [hit] = matcher.match_text("故障见面在这里,我方没有问题,你自己找人来处理吧。")
+    assert hit.heard == "故障见面在这里,我方没有问题,你自己找人来处理吧" and hit.method == "fuzzy"
+    assert 0.9 < hit.confidence < 1
+
+
+def test_partial_greeting_counts_with_lower_confidence():
+    matcher = matcher_for(load_phrasebook("broadband"))
+    [hit] = matcher.match_text("你好,我是家平宽代维护的工程师小吴。负责您使用设备的维护。现在由我来处理故障")
+    assert hit.phrase_id == "bb.greeting.fault" and 0.7 <= hit.confidence < 0.95
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("大概是下个月吧，具体时间我也不清楚。", ["inv.forbidden.probably", "inv.forbidden.unclear"]),
+        ("嗯，不知道。", ["inv.forbidden.dont_know"]),
+        ("我们也可能是下个月才能定。", ["inv.forbidden.maybe"]),
+        ("您不知道的话我可以帮您查。", []),
+        ("这个可能是最好的选择。", []),
+        ("图片看不清楚的话我再发一次。", []),
+    ],
+)
+def test_standalone_context_rule(text, expected):
+    matcher = matcher_for(load_phrasebook("investment"))
+    assert [h.phrase_id for h in matcher.match_text(text) if h.kind == "forbidden"] == expected
+
+
+def test_negation_must_be_heard_for_a_fuzzy_hit():
+    matcher = matcher_for(load_phrasebook("customer_service"))
+    assert not [h for h in matcher.match_text("这个问题我们公司能给您解决。") if h.kind == "forbidden"]
+    assert [h.phrase_id for h in matcher.match_text("这个问题我们公司不能给您解决。")] == ["cs.forbidden.company_cannot"]
+
+
+def test_matcher_is_built_once_per_phrasebook():
+    phrasebook = load_phrasebook("investment")
+    assert matcher_for(phrasebook) is matcher_for(load_phrasebook("investment"))
