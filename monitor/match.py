@@ -27,9 +27,11 @@ yields the apology, and of two similar greetings the better heard one wins.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
-from bisect import bisect_left
+from collections import defaultdict
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -58,6 +60,8 @@ FILLERS = "嗯呃额啊哦唉哎那"
 """Characters that may precede a standalone phrase at a clause start (嗯，不知道)."""
 FIRST_PERSON = ("我", "也", "我们", "咱们", "我还")
 """Subjects after which a standalone phrase counts anywhere in a clause (具体时间我也不清楚)."""
+VOTE_MARGIN = 0.25
+"""How far below a phrase's threshold the share of agreeing syllable bigrams may fall (see ``_votes_needed``)."""
 FUZZY_CEILING = 0.99
 """Fuzzy hits never claim the certainty of a character-exact match."""
 
@@ -119,6 +123,8 @@ class _Form:
     """Minimum fuzzy similarity to count."""
     negations: int = 0
     """Negation syllables (不, 没, 别) in the form; a fuzzy hit must hear as many."""
+    votes_needed: int = 1
+    """Agreeing syllable bigrams needed before an alignment is tried."""
 
     @property
     def length(self) -> int:
@@ -229,7 +235,9 @@ class Matcher:
                 threshold = phrase.threshold if phrase.threshold is not None else _default_threshold(
                     phrase, len(symbols) // 2
                 )
-                self.forms.append(_Form(phrase, pieces, symbols, threshold, _negations(symbols)))
+                form = _Form(phrase, pieces, symbols, threshold, _negations(symbols))
+                form.votes_needed = _votes_needed(form)
+                self.forms.append(form)
 
         # Stage 1 and 2: every piece of every form, exact.
         self._automaton = ahocorasick.Automaton()
@@ -263,10 +271,10 @@ class Matcher:
         hits: list[Hit] = []
         for speaker in sorted({s.speaker for s in segments}):
             own = sorted((s for s in segments if s.speaker == speaker), key=lambda s: (s.start, s.end))
-            text, times = _stream(own)
+            text, timeline = _stream(own)
             normalized = normalize(text)
             for candidate in self._candidates(normalized, speaker):
-                hits.append(self._hit(candidate, text, normalized, speaker, times))
+                hits.append(self._hit(candidate, text, normalized, speaker, timeline))
         return sorted(hits, key=lambda h: (h.start, h.end, h.phrase_id))
 
     # -- stages -------------------------------------------------------------
@@ -316,26 +324,28 @@ class Matcher:
     def _fuzzy(self, text: str, wanted: list[bool], exact: list[_Candidate]) -> list[_Candidate]:
         """Stage 3: pinyin alignment where enough syllable bigrams agree."""
         symbols = to_symbols(text)
-        diagonals: dict[int, list[int]] = {}
+        diagonals: defaultdict[int, list[int]] = defaultdict(list)
         seeds = self._seeds
-        for position in range(len(text) - 1):
-            postings = seeds.get(symbols[2 * position : 2 * position + 4])
+        bigrams = [symbols[i : i + 4] for i in range(0, len(symbols) - 2, 2)]
+        for position, postings in enumerate(map(seeds.get, bigrams)):
             if postings:
                 for form_index, form_position in postings:
-                    diagonals.setdefault(form_index, []).append(position - form_position)
-        covered: dict[int, list[tuple[int, int]]] = {}
-        for c in exact:
-            covered.setdefault(id(c.form), []).append((c.start, c.end))
+                    diagonals[form_index].append(position - form_position)
+        covered: defaultdict[int, list[int]] = defaultdict(list)
+        for c in sorted(exact, key=lambda c: c.start):
+            covered[id(c.form)].append(c.start)
 
         found = []
         for form_index, starts in diagonals.items():
             form = self.forms[form_index]
-            if not wanted[form_index]:
+            if not wanted[form_index] or len(starts) < form.votes_needed:
                 continue
-            for low, high, votes in _clusters(sorted(starts), slack=2 + form.length // 8):
-                if votes < _votes_needed(form):
+            # Slot content and dropped words shift later syllables: one occurrence, one cluster.
+            slack = 2 + form.length // 8 + 4 * (len(form.pieces) - 1)
+            for low, high, votes in _clusters(sorted(starts), slack):
+                if votes < form.votes_needed:
                     continue
-                if any(s < high + form.length and e > low for s, e in covered.get(id(form), ())):
+                if _covered(covered.get(id(form)), low, high + form.length):
                     continue  # this wording was heard exactly there
                 candidate = self._align(form, symbols, low, high)
                 if candidate is not None:
@@ -347,12 +357,12 @@ class Matcher:
         slack = 2 + form.length // 4 + slots * 3
         window_start = max(0, low - slack)
         window = symbols[2 * window_start : 2 * (high + form.length + slack)]
-        alignment = fuzz.partial_ratio_alignment(form.symbols, window, score_cutoff=form.threshold * 100 - 15)
+        alignment = fuzz.partial_ratio_alignment(form.symbols, window, score_cutoff=form.threshold * 100 - 5)
         if alignment is None or alignment.score == 0:
             return None
         best = None
         # Slot content makes the heard span longer than the form: also try a wider span.
-        for pad in {0, 2 * MAX_SLOT_CHARS * slots}:
+        for pad in (0, 2 * MAX_SLOT_CHARS * slots) if slots else (0,):
             span = _trim(form.symbols, window, alignment.dest_start, min(len(window), alignment.dest_end + pad))
             if span is None:
                 continue
@@ -364,11 +374,11 @@ class Matcher:
         similarity, (start, end) = best
         # Symbols come in pairs; widen to whole characters.
         first, last = window_start + start // 2, window_start + (end + 1) // 2
-        if _negations(symbols[2 * first : 2 * last]) < form.negations:
+        if form.negations and _negations(symbols[2 * first : 2 * last]) < form.negations:
             return None  # 这个问题我会处理 is one edit from 这个问题我不会处理, and its opposite
         return _Candidate(form, first, last, similarity, "fuzzy")
 
-    def _hit(self, c: _Candidate, text: str, normalized: Normalized, speaker: str, times) -> Hit:
+    def _hit(self, c: _Candidate, text: str, normalized: Normalized, speaker: str, timeline: _Timeline | None) -> Hit:
         first, last = normalized.original_span(c.start, c.end)
         phrase = c.form.phrase
         return Hit(
@@ -379,18 +389,30 @@ class Matcher:
             heard=text[first:last],
             confidence=round(c.confidence if c.method != "fuzzy" else min(c.confidence, FUZZY_CEILING), 3),
             article=phrase.article,
-            start=None if times is None else times[first][0],
-            end=None if times is None else times[last - 1][1],
+            start=None if timeline is None else timeline.at(first)[0],
+            end=None if timeline is None else timeline.at(last - 1)[1],
             speaker=speaker,
             method=c.method,
         )
 
 
 def _votes_needed(form: _Form) -> int:
-    """Agreeing syllable bigrams needed before aligning: all of them for short
-    phrases (homophones only), a quarter for long ones (at least two)."""
+    """Agreeing syllable bigrams needed before aligning.
+
+    Up to three characters, all of them (homophones only). Longer phrases need
+    a share that grows with the threshold: a wrong syllable breaks at most two
+    bigrams, so a phrase heard well enough to pass keeps well over this share,
+    while a different phrase that merely opens the same way (您好，我是…) does not.
+    """
     bigrams = max(1, form.length - 1)
-    return bigrams if form.length <= 3 else min(bigrams, max(2, bigrams // 4))
+    if form.length <= 3:
+        return bigrams
+    return min(bigrams, max(2, math.ceil(bigrams * (form.threshold - VOTE_MARGIN))))
+
+
+def _covered(starts: list[int] | None, low: int, high: int) -> bool:
+    """Whether an exact hit of a form (given by its sorted starts) begins in [low, high)."""
+    return bool(starts) and bisect_left(starts, low) < bisect_left(starts, high)
 
 
 def _clusters(diagonals: list[int], slack: int):
@@ -436,43 +458,87 @@ def _resolve_overlaps(candidates: list[_Candidate]) -> list[_Candidate]:
     phrases of the same kind that share at least half of the shorter span keep
     the best one.
     """
-    def overlap(a: _Candidate, b: _Candidate) -> int:
-        return min(a.end, b.end) - max(a.start, b.start)
-
-    best_per_phrase: list[_Candidate] = []
-    ranked = sorted(candidates, key=lambda c: (-c.evidence, -c.confidence, c.start, c.end, c.form.phrase.id))
-    for c in ranked:
-        if not any(k.form.phrase is c.form.phrase and overlap(k, c) > 0 for k in best_per_phrase):
-            best_per_phrase.append(c)
     kept: list[_Candidate] = []
-    for c in sorted(best_per_phrase, key=lambda c: (-c.evidence, -c.confidence, c.start, c.form.phrase.id)):
-        if not any(
-            k.form.phrase.kind == c.form.phrase.kind
-            and 2 * overlap(k, c) >= min(k.end - k.start, c.end - c.start)
-            for k in kept
-        ):
-            kept.append(c)
+    for group in _overlapping_groups(candidates):
+        best_per_phrase: list[_Candidate] = []
+        for c in sorted(group, key=_rank):
+            if not any(k.form.phrase is c.form.phrase and _overlap(k, c) > 0 for k in best_per_phrase):
+                best_per_phrase.append(c)
+        winners: list[_Candidate] = []
+        for c in sorted(best_per_phrase, key=_rank):
+            if not any(
+                k.form.phrase.kind == c.form.phrase.kind
+                and 2 * _overlap(k, c) >= min(k.end - k.start, c.end - c.start)
+                for k in winners
+            ):
+                winners.append(c)
+        kept += winners
     return sorted(kept, key=lambda c: (c.start, c.end, c.form.phrase.id))
 
 
-def _stream(segments: list[Segment]) -> tuple[str, list[tuple[float, float]]]:
-    """Join one speaker's segments and give every character a (start, end) time.
+def _rank(c: _Candidate):
+    return -c.evidence, -c.confidence, c.start, c.end, c.form.phrase.id
 
-    Characters inside a word share its time span in equal parts; a segment
-    without words spreads its span over its text; a joiner takes the gap.
+
+def _overlap(a: _Candidate, b: _Candidate) -> int:
+    return min(a.end, b.end) - max(a.start, b.start)
+
+
+def _overlapping_groups(candidates: list[_Candidate]):
+    """Split candidates into runs whose spans chain together, so overlaps are
+    only looked for among neighbours."""
+    group: list[_Candidate] = []
+    reach = -1
+    for c in sorted(candidates, key=lambda c: (c.start, c.end)):
+        if group and c.start >= reach:
+            yield group
+            group = []
+        group.append(c)
+        reach = max(reach, c.end) if len(group) > 1 else c.end
+    if group:
+        yield group
+
+
+@dataclass
+class _Timeline:
+    """Times of a joined stream's characters, looked up only for the hits."""
+
+    offsets: list[int]
+    """Stream offset where each timed piece (a word, or a segment without words) begins."""
+    pieces: list[tuple[int, float, float]]
+    """(length, start, end) of each piece: its characters share the span in equal parts."""
+
+    def at(self, index: int) -> tuple[float, float]:
+        """(start, end) seconds of the stream's character ``index``."""
+        piece = bisect_right(self.offsets, index) - 1
+        length, start, end = self.pieces[piece]
+        step = (end - start) / max(1, length)
+        within = index - self.offsets[piece]
+        return start + within * step, start + (within + 1) * step
+
+
+def _stream(segments: list[Segment]) -> tuple[str, _Timeline]:
+    """Join one speaker's segments and time every character.
+
+    Characters of a word share its time span in equal parts; a segment without
+    words spreads its span over its text; a joiner takes the gap between segments.
     """
     parts: list[str] = []
-    times: list[tuple[float, float]] = []
+    timeline = _Timeline([], [])
+    offset = 0
     for index, segment in enumerate(segments):
         if index:
+            timeline.offsets.append(offset)
+            timeline.pieces.append((len(SEGMENT_JOINER), timeline.pieces[-1][2], segment.start))
             parts.append(SEGMENT_JOINER)
-            times.append((times[-1][1], segment.start))
+            offset += len(SEGMENT_JOINER)
         words = [(w.text, w.start, w.end) for w in segment.words] or [(segment.text, segment.start, segment.end)]
         for text, start, end in words:
+            timeline.offsets.append(offset)
+            timeline.pieces.append((len(text), start, end))
             parts.append(text)
-            step = (end - start) / max(1, len(text))
-            times.extend((start + i * step, start + (i + 1) * step) for i in range(len(text)))
-    return "".join(parts), times
+            offset += len(text)
+    return "".join(parts), timeline
 
 
 _matchers: dict[int, tuple[Phrasebook, Matcher]] = {}

@@ -10,8 +10,10 @@ normalised text can be reported as the words actually heard.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 from monitor.text import to_simplified
 
@@ -40,9 +42,12 @@ class Normalized:
         return self.offsets[start], self.offsets[end - 1] + 1
 
 
-def _is_kept(char: str) -> bool:
-    # Letters (CJK included) and digits carry speech; everything else is punctuation or space.
-    return char.isalnum()
+@lru_cache(maxsize=4096)
+def _fold(char: str) -> str:
+    """What a non-ideograph character becomes: NFKC folds full-width forms to ASCII
+    (Ｐ→p, ６→6), letters are lower-cased, and punctuation and spaces vanish
+    (only letters and digits carry speech)."""
+    return "".join(c for c in unicodedata.normalize("NFKC", char).lower() if c.isalnum())
 
 
 def _simplified_chars(text: str) -> str:
@@ -57,34 +62,39 @@ def _simplified_chars(text: str) -> str:
     return "".join(c if len(c) == 1 else ch for ch, c in ((ch, to_simplified(ch)) for ch in text))
 
 
+CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
+"""Common CJK ideographs: kept as they are, a run at a time (the bulk of any transcript)."""
+SPOKEN_NUMBER = re.compile(f"[{''.join(CHINESE_DIGITS)}]{{{MIN_SPOKEN_NUMBER},}}")
+TO_ARABIC = str.maketrans(CHINESE_DIGITS)
+
+
 def normalize(text: str) -> Normalized:
     """Normalise ``text`` for matching; see ``Normalized``."""
     chars: list[str] = []
     offsets: list[int] = []
     clause_starts: list[bool] = []
     pending_break = True
-    for index, char in enumerate(_simplified_chars(text)):
-        # NFKC folds full-width letters, digits and punctuation to ASCII (Ｐ→P, ６→6, ，→,).
-        for folded in unicodedata.normalize("NFKC", char).lower():
-            if not _is_kept(folded):
+    simplified = _simplified_chars(text)
+    position = 0
+    for run in CJK_RUN.finditer(simplified + "\u4e00"):  # a sentinel run flushes the tail
+        for index in range(position, run.start()):
+            folded = _fold(simplified[index])
+            if not folded:
                 pending_break = True
                 continue
             chars.append(folded)
-            offsets.append(index)
+            offsets.extend([index] * len(folded))
             clause_starts.append(pending_break)
+            clause_starts.extend([False] * (len(folded) - 1))
             pending_break = False
-    _spoken_digits_to_arabic(chars)
-    return Normalized("".join(chars), offsets, clause_starts)
-
-
-def _spoken_digits_to_arabic(chars: list[str]) -> None:
-    """Rewrite runs of Chinese digit characters (六六六一…) as Arabic digits, in place."""
-    run_start = None
-    for i in range(len(chars) + 1):
-        inside = i < len(chars) and chars[i] in CHINESE_DIGITS
-        if inside and run_start is None:
-            run_start = i
-        elif not inside and run_start is not None:
-            if i - run_start >= MIN_SPOKEN_NUMBER:
-                chars[run_start:i] = [CHINESE_DIGITS[c] for c in chars[run_start:i]]
-            run_start = None
+        start, end = run.span()
+        end = min(end, len(simplified))
+        if end > start:
+            chars.append(simplified[start:end])
+            offsets.extend(range(start, end))
+            clause_starts.append(pending_break)
+            clause_starts.extend([False] * (end - start - 1))
+            pending_break = False
+        position = end
+    normalized = SPOKEN_NUMBER.sub(lambda m: m.group().translate(TO_ARABIC), "".join(chars))
+    return Normalized(normalized, offsets, clause_starts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import pytest
@@ -75,7 +76,6 @@ def test_loading_is_cached_until_the_file_changes(tmp_path):
     first = load_phrasebook(str(path))
     assert load_phrasebook(str(path)) is first
     path.write_text(VALID.replace('"1"', '"2"'), encoding="utf-8")
-    import os
     os.utime(path, ns=(1, 1))
     assert load_phrasebook(str(path)).version == "2"
 
