@@ -59,8 +59,10 @@ class TranscriptionOptions:
     """Vocabulary to bias decoding towards (e.g. a phrasebook's key terms)."""
     vad_filter: bool = True
     """Skip non-speech with Silero VAD; removes most hallucinations on silence."""
-    vad_min_silence_ms: int = 500
-    """Silence that splits speech into separate chunks for VAD."""
+    vad_min_silence_ms: int = 2000
+    """Silence that splits speech into separate chunks for VAD (faster-whisper's
+    default). Shorter values cut calls into more pieces, and each piece's last
+    half second is re-decoded after word alignment, which costs time and invents text."""
     word_timestamps: bool = True
     """Per-word times, so a matched phrase gets its own start and end."""
     condition_on_previous_text: bool = False
@@ -71,8 +73,14 @@ class TranscriptionOptions:
     """A window with lower average log-probability is re-decoded at a higher temperature."""
     no_speech_threshold: float | None = 0.6
     """A window Whisper thinks is silence (and that decoded badly) is dropped."""
-    hallucination_silence_threshold: float | None = 2.0
-    """Skip silent stretches longer than this (s) around a suspected hallucination."""
+    hallucination_silence_threshold: float | None = None
+    """Skip silent stretches longer than this (s) around a suspected hallucination.
+    Off by default: VAD already removes silence, and on short clips it costs time."""
+    max_chars_per_second: float = 12.0
+    """A segment spoken faster than this is not speech. Whisper produces such
+    segments when, after word alignment, it re-decodes the last half second of a
+    clip and invents a phrase (让我们一起挑战) or repeats the previous one; fast
+    Mandarin is about 7 characters per second."""
     max_repeats: int = 3
     """A run of the same word or words repeated more often than this is cut back to one."""
 
@@ -117,6 +125,25 @@ def is_hallucination(text: str) -> bool:
         return True
     covered = sum(len(phrase) for phrase in HALLUCINATIONS if phrase in bare)
     return covered * 2 >= len(bare)
+
+
+def _failed_every_temperature(raw, options: TranscriptionOptions) -> bool:
+    """Whisper keeps a window even when decoding failed at its hottest temperature.
+
+    Such windows are typically the half second after the last aligned word,
+    decoded again on its own: the output is invented (请请看, 我认识了你).
+    """
+    return (
+        options.log_prob_threshold is not None
+        and raw.temperature >= 1.0
+        and raw.avg_logprob < options.log_prob_threshold
+    )
+
+
+def _too_fast(text: str, duration_s: float, max_chars_per_second: float) -> bool:
+    spoken = len(_PUNCTUATION.sub("", text))
+    # A clause of one or two characters can legitimately be clipped short.
+    return spoken > 2 and spoken > max_chars_per_second * max(duration_s, 0.0)
 
 
 def collapse_repeats(words: list[Word], max_repeats: int) -> list[Word]:
@@ -213,6 +240,8 @@ class Transcriber:
 
     @staticmethod
     def _clean(raw, options: TranscriptionOptions, speaker: str, offset: float) -> Segment | None:
+        if _failed_every_temperature(raw, options):
+            return None
         if raw.words:
             words = collapse_repeats(_simplified_words(raw.words), options.max_repeats)
             words = [Word(w.start + offset, w.end + offset, w.text, w.probability) for w in words]
@@ -221,7 +250,7 @@ class Transcriber:
         else:
             words, text = [], to_simplified(raw.text).strip()
             start, end = raw.start + offset, raw.end + offset
-        if is_hallucination(text):
+        if is_hallucination(text) or _too_fast(text, end - start, options.max_chars_per_second):
             return None
         return Segment(start=start, end=end, text=text, speaker=speaker, words=words)
 

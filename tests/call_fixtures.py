@@ -4,27 +4,8 @@ broadband phrasebook taken from 第一篇 of the codes of conduct."""
 from __future__ import annotations
 
 from monitor.asr import Segment
+from monitor.match import Hit
 from monitor.phrasebook import Check, Limits, Phrase, Phrasebook
-
-try:
-    from monitor.match import Hit
-except ImportError:  # match.py is written alongside; same fields as its Hit record
-    from dataclasses import dataclass
-
-    @dataclass
-    class Hit:
-        phrase_id: str
-        kind: str
-        category: str
-        canonical: str
-        heard: str
-        confidence: float
-        article: str
-        start: float | None
-        end: float | None
-        speaker: str
-        method: str
-
 
 GREETING = "您好，我是**家庭宽带维护的工程师**，负责您使用设备的维护，现在由我来处理故障，请问可以吗？"
 FAREWELL = "很高兴为您服务，今后如有需要，请您拨66616567号联络，再见！"
