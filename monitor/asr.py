@@ -41,6 +41,7 @@ HALLUCINATIONS = (
     "字幕提供",
 )
 _PUNCTUATION = re.compile(r"[\s\W_]+", re.UNICODE)
+_HALLUCINATION_KEYS = tuple(_PUNCTUATION.sub("", phrase) for phrase in HALLUCINATIONS)
 
 
 @dataclass
@@ -123,8 +124,33 @@ def is_hallucination(text: str) -> bool:
     bare = _PUNCTUATION.sub("", text.lower())
     if not bare:
         return True
-    covered = sum(len(phrase) for phrase in HALLUCINATIONS if phrase in bare)
+    covered = sum(len(phrase) for phrase in _HALLUCINATION_KEYS if phrase in bare)
     return covered * 2 >= len(bare)
+
+
+_SENTENCE_END = ("。", "？", "！", "?", "!")
+
+
+def split_sentences(segment: Segment) -> list[Segment]:
+    """Cut a segment after each sentence-final mark, using the word times.
+
+    Whisper often returns 20 s of a mono call, agent and customer alike, as one
+    segment; sentences give reports a readable transcript and metrics real pauses.
+    """
+    if not segment.words:
+        return [segment]
+    pieces, current = [], []
+    for word in segment.words:
+        current.append(word)
+        if word.text.rstrip().endswith(_SENTENCE_END):
+            pieces.append(current)
+            current = []
+    if current:
+        pieces.append(current)
+    return [
+        Segment(start=ws[0].start, end=ws[-1].end, text="".join(w.text for w in ws).strip(), speaker=segment.speaker, words=ws)
+        for ws in pieces
+    ]
 
 
 def _failed_every_temperature(raw, options: TranscriptionOptions) -> bool:
@@ -191,7 +217,11 @@ def _simplified_words(words: Iterable) -> list[Word]:
             offset += len(text)
     else:
         pieces = [to_simplified(text) for text in raw]
-    return [Word(start=w.start, end=w.end, text=p, probability=w.probability) for w, p in zip(words, pieces)]
+    # float(): faster-whisper gives numpy scalars, which leak into reports as np.bool_ comparisons.
+    return [
+        Word(start=float(w.start), end=float(w.end), text=p, probability=float(w.probability))
+        for w, p in zip(words, pieces)
+    ]
 
 
 class Transcriber:
@@ -236,7 +266,7 @@ class Transcriber:
         for raw in raw_segments:
             segment = self._clean(raw, options, speaker, offset)
             if segment is not None:
-                yield segment
+                yield from split_sentences(segment)
 
     @staticmethod
     def _clean(raw, options: TranscriptionOptions, speaker: str, offset: float) -> Segment | None:
@@ -246,10 +276,10 @@ class Transcriber:
             words = collapse_repeats(_simplified_words(raw.words), options.max_repeats)
             words = [Word(w.start + offset, w.end + offset, w.text, w.probability) for w in words]
             text = "".join(w.text for w in words).strip()
-            start, end = (words[0].start, words[-1].end) if words else (raw.start + offset, raw.end + offset)
+            start, end = (words[0].start, words[-1].end) if words else (float(raw.start) + offset, float(raw.end) + offset)
         else:
             words, text = [], to_simplified(raw.text).strip()
-            start, end = raw.start + offset, raw.end + offset
+            start, end = float(raw.start) + offset, float(raw.end) + offset
         if is_hallucination(text) or _too_fast(text, end - start, options.max_chars_per_second):
             return None
         return Segment(start=start, end=end, text=text, speaker=speaker, words=words)

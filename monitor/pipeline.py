@@ -1,0 +1,127 @@
+"""One call through the whole pipeline: audio → asr → match → rules → report.
+
+Batch scoring (``batch.py``) and the live monitor (``live.py``) both end here,
+so a call scored live and the same call scored from its recording get the
+same kind of report.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from monitor.asr import Segment, Transcriber, TranscriptionOptions
+from monitor.audio import load_call
+from monitor.match import matcher_for
+from monitor.phrasebook import Phrasebook
+from monitor.report import build_report, write_html, write_json
+from monitor.rules import judge
+
+
+@dataclass
+class ScoreOptions:
+    """How each call of a batch is scored."""
+
+    agent_channel: str = "left"
+    """Which side of a stereo recording is the agent: left, right, or mono (mix, all agent)."""
+    redact: bool = True
+    """Mask phone and ID-card numbers in the report (the phrasebook's hotline stays)."""
+    use_hotwords: bool = False
+    """Bias Whisper towards the phrasebook's vocabulary (see ``hotwords_for``).
+    Off by default: on the sample calls it did not improve detection (bench/evaluate.py)."""
+    transcription: TranscriptionOptions = field(default_factory=TranscriptionOptions)
+    """Decoding options."""
+
+
+def report_for_segments(
+    call_id: str,
+    audio_path: str,
+    agent_id: str | None,
+    duration_s: float,
+    phrasebook: Phrasebook,
+    segments: list[Segment],
+    stereo: bool,
+    timing: dict,
+    redact: bool = True,
+) -> dict:
+    """Match, judge and build the report of an already transcribed call."""
+    hits = matcher_for(phrasebook).match_segments(segments)
+    judgement = judge(segments, hits, phrasebook, duration_s, stereo)
+    return build_report(call_id, audio_path, agent_id, duration_s, phrasebook, segments, judgement, timing, redact)
+
+
+def score_call(
+    path: str,
+    transcriber: Transcriber,
+    phrasebook: Phrasebook,
+    options: ScoreOptions,
+    call_id: str | None = None,
+    agent_id: str | None = None,
+) -> dict:
+    """Transcribe and score one recording; returns its report (contract ``monitor.report/1``)."""
+    started = time.perf_counter()
+    call = load_call(path, options.agent_channel)
+    decoding = options.transcription
+    if options.use_hotwords:
+        decoding = TranscriptionOptions(**{**decoding.__dict__, "hotwords": hotwords_for(phrasebook)})
+    asr_started = time.perf_counter()
+    segments = transcriber.transcribe_call(call, decoding)
+    asr_s = time.perf_counter() - asr_started
+    timing = {"asr_s": asr_s}
+    report = report_for_segments(
+        call_id or call_id_for(path),
+        path,
+        agent_id,
+        call.duration_s,
+        phrasebook,
+        segments,
+        stereo=call.customer is not None,
+        timing=timing,
+        redact=options.redact,
+    )
+    total_s = time.perf_counter() - started
+    # The report dict holds the timing it was built with; complete it in place.
+    report["timing"] = {
+        "asr_s": round(asr_s, 3),
+        "total_s": round(total_s, 3),
+        "rtf": round(total_s / call.duration_s, 4) if call.duration_s else None,
+        "model": transcriber.model_name,
+    }
+    return report
+
+
+def write_report(report: dict, out_dir: str, audio_path: str | None) -> tuple[str, str]:
+    """Write ``<call_id>.json`` and ``<call_id>.html`` into ``out_dir``; return their paths.
+
+    The HTML's audio player points at the recording by a path relative to the
+    report, so a report directory and its recordings can be moved together.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    json_path = os.path.join(out_dir, f"{report['call_id']}.json")
+    html_path = os.path.join(out_dir, f"{report['call_id']}.html")
+    audio_src = os.path.relpath(os.path.abspath(audio_path), os.path.abspath(out_dir)) if audio_path else None
+    # HTML first: a JSON report on disk is what marks the call as done on resume.
+    write_html(report, html_path, audio_src)
+    write_json(report, json_path)
+    return json_path, html_path
+
+
+def call_id_for(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+@lru_cache(maxsize=16)
+def _hotwords(phrasebook_id: str, texts: tuple[str, ...]) -> str:
+    import jieba.analyse
+
+    # The distinctive words of the code (宽带, 维护工程师, 故障…), not its
+    # function words; Whisper's prompt has room for a few dozen.
+    return " ".join(jieba.analyse.extract_tags("。".join(texts), topK=30))
+
+
+def hotwords_for(phrasebook: Phrasebook) -> str:
+    """Key vocabulary of a phrasebook, for Whisper's ``hotwords`` bias."""
+    texts = tuple(p.text.replace("*", "") for p in phrasebook.phrases if p.kind != "cue")
+    return _hotwords(phrasebook.id, texts)
