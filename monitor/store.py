@@ -1,0 +1,338 @@
+"""The results database: scored calls, and what the web app needs around them.
+
+SQLite by default (one file, no set-up) or PostgreSQL (``postgresql://…``),
+written with SQLAlchemy Core; there is no ORM layer. A call's report is saved
+whole (the ``monitor.report/1`` JSON, so the HTML page can be re-rendered from
+the database alone) and also spread over tables that can be queried: its
+transcript segments, events, checks and score deductions.
+
+Saving is idempotent per ``call_id``: one transaction upserts the call
+(``INSERT … ON CONFLICT (call_id) DO UPDATE``) and replaces its rows in the
+other tables, so two batches that score the same call at the same time leave
+one copy of it.
+
+Schema versions: ``schema_migrations`` records which versions a database has.
+A new database gets the current tables at once; an older one is brought up to
+date by the steps in ``MIGRATIONS``. To change the schema, edit the tables
+below and append a step that makes the same change to an existing database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from monitor.errors import MonitorError
+
+metadata = sa.MetaData()
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _call_ref() -> sa.Column:
+    """The owning call; its rows go when the call does."""
+    return sa.Column("call_id", sa.ForeignKey("calls.call_id", ondelete="CASCADE"), nullable=False, index=True)
+
+
+Timestamp = sa.DateTime(timezone=True)
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", Timestamp, nullable=False),
+)
+
+calls = sa.Table(
+    "calls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("call_id", sa.String(255), nullable=False, unique=True),
+    sa.Column("agent_id", sa.String(255), index=True),
+    sa.Column("phrasebook", sa.String(255), nullable=False),
+    sa.Column("phrasebook_version", sa.String(64)),
+    sa.Column("audio", sa.Text, nullable=False),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("score", sa.Integer),  # null when the agent said nothing
+    sa.Column("score_max", sa.Integer),
+    sa.Column("started_at", Timestamp),  # when the call took place, if known (a file alone does not say)
+    sa.Column("scored_at", Timestamp, nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+)
+
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _call_ref(),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("speaker", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _call_ref(),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("phrase_id", sa.String(255), nullable=False),
+    sa.Column("canonical", sa.Text, nullable=False),
+    sa.Column("heard", sa.Text, nullable=False),
+    sa.Column("start", sa.Float),
+    sa.Column("end", sa.Float),
+    sa.Column("speaker", sa.String(16)),
+    sa.Column("confidence", sa.Float),
+    sa.Column("article", sa.String(64)),
+    sa.Column("severity", sa.String(16)),
+)
+
+checks = sa.Table(
+    "checks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _call_ref(),
+    sa.Column("check_id", sa.String(255), nullable=False),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("article", sa.String(64)),
+)
+
+deductions = sa.Table(
+    "deductions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _call_ref(),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("points", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(255)),
+    sa.Column("severity", sa.String(16)),
+    sa.Column("article", sa.String(64)),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("call_id", sa.String(255), nullable=False, index=True),  # a live call has no calls row until it is scored
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("phrase_id", sa.String(255), nullable=False),
+    sa.Column("canonical", sa.Text, nullable=False),
+    sa.Column("heard", sa.Text, nullable=False),
+    sa.Column("start", sa.Float),
+    sa.Column("end", sa.Float),
+    sa.Column("article", sa.String(64)),
+    sa.Column("latency_s", sa.Float),
+    sa.Column("created_at", Timestamp, nullable=False, default=_utc_now),
+    sa.Column("acknowledged_at", Timestamp),
+    sa.Column("acknowledged_by", sa.String(255)),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("agent_id", sa.String(255)),  # the agent whose calls an agent user may see
+    sa.Column("password_hash", sa.Text),
+    sa.Column("api_token_hash", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False, default=_utc_now),
+    sa.CheckConstraint("role IN ('supervisor', 'agent')", name="users_role"),
+)
+
+# Version N's step takes a database at version N-1 to N. Version 1 is the
+# first schema, which a database only ever gets whole, so it has no step.
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
+SCHEMA_VERSION = max(MIGRATIONS, default=1)
+
+_CHILD_TABLES = (segments, events, checks, deductions)
+_INSERT_FOR_DIALECT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+# Any fixed number: it names the lock that keeps two processes from creating
+# or migrating the same PostgreSQL database at once.
+_MIGRATION_LOCK = 7_204_611
+
+
+class Store:
+    """A results database. Build it with ``open_store``."""
+
+    def __init__(self, engine: sa.Engine, url: str):
+        self.engine = engine
+        self.url = url
+        self._insert = _INSERT_FOR_DIALECT[engine.dialect.name]
+
+    def save_report(self, report: dict, audio_path: str | None = None, started_at: dt.datetime | None = None) -> None:
+        """Save a call's report, replacing any earlier one with the same call_id.
+
+        ``audio_path`` is where the recording can be found (defaults to the
+        report's ``audio``); ``started_at`` is when the call took place.
+        """
+        call_id = report["call_id"]
+        row = {
+            "call_id": call_id,
+            "agent_id": report.get("agent_id"),
+            "phrasebook": report["phrasebook"]["id"],
+            "phrasebook_version": report["phrasebook"].get("version"),
+            "audio": str(audio_path or report["audio"]),
+            "duration_s": report.get("duration_s"),
+            "score": report["score"]["total"],
+            "score_max": report["score"]["max"],
+            "started_at": started_at,
+            "scored_at": _utc_now(),
+            "report": report,
+        }
+        upsert = self._insert(calls).values(row)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[calls.c.call_id], set_={k: upsert.excluded[k] for k in row if k != "call_id"}
+        )
+        with self._writing() as conn:
+            # The upsert comes first: it locks the call's row, so a concurrent
+            # save of the same call waits here and then replaces these rows.
+            conn.execute(upsert)
+            for table in _CHILD_TABLES:
+                conn.execute(table.delete().where(table.c.call_id == call_id))
+            for table, rows in _child_rows(report).items():
+                if rows:
+                    conn.execute(table.insert(), [{**r, "call_id": call_id} for r in rows])
+
+    def has_report(self, call_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(calls.c.id).where(calls.c.call_id == call_id)).first() is not None
+
+    def get_report(self, call_id: str) -> dict | None:
+        """The saved report JSON of a call, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(calls.c.report).where(calls.c.call_id == call_id)).scalar_one_or_none()
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar_one()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        """A transaction that may write; on SQLite it takes the write lock at once."""
+        with self.engine.connect() as conn:
+            with conn.execution_options(sqlite_immediate=True).begin():
+                yield conn
+
+
+def open_store(url: str) -> Store:
+    """Open (and create or bring up to date) the database at ``url``.
+
+    ``url`` is a SQLAlchemy URL (``sqlite:///reports.db``, ``postgresql://user@host/db``)
+    or the path of a SQLite file.
+    """
+    if "://" not in url:
+        url = f"sqlite:///{os.path.abspath(url)}"
+    try:
+        engine = _engine(url)
+        store = Store(engine, url)
+        _migrate(store)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError):
+        raise MonitorError(f"database {_safe(url)}: not a sqlite:// or postgresql:// URL") from None
+    except sa.exc.OperationalError as exc:
+        raise MonitorError(f"database {_safe(url)}: cannot open ({_first_line(exc.orig)})") from None
+    return store
+
+
+def _engine(url: str) -> sa.Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not the psycopg2 default
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
+        # Wait for another process's write rather than fail at once.
+        engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+        _sqlite_transactions(engine)
+        return engine
+    if parsed.get_backend_name() not in _INSERT_FOR_DIALECT:
+        raise sa.exc.ArgumentError(parsed.get_backend_name())
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+def _sqlite_transactions(engine: sa.Engine) -> None:
+    """Let SQLAlchemy, not the sqlite3 module, begin transactions.
+
+    Python's sqlite3 begins a transaction lazily and lets DDL run outside it;
+    writers here begin with BEGIN IMMEDIATE instead, so two processes saving or
+    creating tables at once queue on the lock rather than fail with "database
+    is locked". WAL lets readers (the web app) read while a batch writes.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
+
+
+def _migrate(store: Store) -> None:
+    with store._writing() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+        if not sa.inspect(conn).has_table(schema_migrations.name):
+            metadata.create_all(conn)
+            conn.execute(schema_migrations.insert(), [{"version": SCHEMA_VERSION, "applied_at": _utc_now()}])
+            return
+        current = conn.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar_one() or 0
+        if current > SCHEMA_VERSION:
+            raise MonitorError(
+                f"database {_safe(store.url)}: schema version {current} is newer than this monitor's ({SCHEMA_VERSION}); upgrade it"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version](conn)
+            conn.execute(schema_migrations.insert().values(version=version, applied_at=_utc_now()))
+
+
+def _child_rows(report: dict) -> dict[sa.Table, list[dict]]:
+    """A report's rows for the tables other than ``calls``."""
+    return {
+        segments: [
+            {"position": i, "start": s["start"], "end": s["end"], "speaker": s["speaker"], "text": s["text"]}
+            for i, s in enumerate(report["transcript"])
+        ],
+        events: [
+            {key: e.get(key) for key in ("kind", "phrase_id", "canonical", "heard", "start", "end", "speaker",
+                                         "confidence", "article", "severity")}  # fmt: skip
+            for e in report["events"]
+        ],
+        checks: [
+            {"check_id": c["id"], "passed": c["passed"], "detail": c.get("detail"), "article": c.get("article")}
+            for c in report["checks"] or []
+        ],
+        deductions: [
+            {key: d.get(key) for key in ("reason", "points", "source", "severity", "article")}
+            for d in report["score"]["deductions"]
+        ],
+    }
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+def _first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if error and str(error).strip() else type(error).__name__
