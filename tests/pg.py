@@ -4,8 +4,9 @@
 tests that need it skip, saying why. PostgreSQL refuses to run as root, so the
 cluster is created and run as the ``postgres`` system user when we are root.
 
-Use it with ``from pg import postgres_url`` in a test module: the fixture is
-session-scoped, so one server serves every test that asks for it.
+Use it with ``from pg import postgres_server, postgres_url`` in a test module:
+one server serves the whole session, and ``postgres_url`` is a new empty
+database on it for each test.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 
 import pytest
 
@@ -40,8 +42,8 @@ def _as_server_user(command: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    """URL of a fresh database on a PostgreSQL server started for this test session."""
+def postgres_server():
+    """URL of the ``postgres`` database of a server started for this test session."""
     bin_dir = _server_binaries()
     if bin_dir is None:
         pytest.skip("PostgreSQL server binaries not installed (.ci/run installs Debian's postgresql)")
@@ -62,8 +64,18 @@ def postgres_url():
         "-o", f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off", "start",
     )  # fmt: skip
     try:
-        run(os.path.join(bin_dir, "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "monitor")
-        yield f"postgresql://postgres@127.0.0.1:{port}/monitor"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         run(os.path.join(bin_dir, "pg_ctl"), "-D", data, "-m", "immediate", "stop")
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """URL of a new, empty database for one test."""
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + f"/{name}"
