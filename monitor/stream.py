@@ -157,7 +157,8 @@ class UtteranceStream:
         return self.fed_until - self.checked_until
 
     def has_work(self, check_every_s: float) -> bool:
-        return self.pending_s() >= check_every_s or (self.ended and not self.drained())
+        pending = self.pending_s()
+        return (pending > 0 and pending >= check_every_s) or (self.ended and not self.drained())
 
     def drained(self) -> bool:
         """Ended, and every sample fed has been decoded or dropped."""

@@ -1,0 +1,96 @@
+"""The streaming policy on real audio with the embedded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.asr import Word
+from monitor.audio import SAMPLE_RATE, load_call
+from monitor.match import matcher_for
+from monitor.phrasebook import load_phrasebook
+from monitor.stream import Committed, Hypothesis, PhraseWatch, StreamingOptions, UtteranceStream, agreed_prefix
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+@pytest.fixture(scope="module")
+def transcriber():
+    from monitor.asr import Transcriber
+
+    return Transcriber()
+
+
+@pytest.fixture(scope="module")
+def broadband_watch_matcher():
+    return matcher_for(load_phrasebook("broadband"))
+
+
+def _words(*pieces: tuple[str, float, float]) -> list[Word]:
+    return [Word(start, end, text) for text, start, end in pieces]
+
+
+def test_agreed_prefix_is_the_shared_head_of_two_hypotheses():
+    before = _words(("刚才", 0, 0.4), ("不是", 0.4, 0.8), ("跟你", 0.8, 1.1))
+    after = _words(("刚才", 0, 0.4), ("不是", 0.4, 0.8), ("跟他", 0.8, 1.1), ("说了", 1.1, 1.4))
+    assert [w.text for w in agreed_prefix(before, after)] == ["刚才", "不是"]
+    assert agreed_prefix([], after) == []
+
+
+def test_phrase_split_across_two_committed_pieces_is_found_once(broadband_watch_matcher):
+    watch = PhraseWatch(broadband_watch_matcher)
+    first = _words(("刚才", 14.6, 15.0), ("不是", 15.0, 15.4), ("跟你", 15.4, 15.7), ("说了,", 15.7, 16.0))
+    second = _words(("怎么", 16.1, 16.4), ("又问?", 16.4, 16.9))
+    assert watch.check(first, "agent", commit=True) == []
+    hits = watch.check(second, "agent", commit=True)
+    assert [h.phrase_id for h in hits] == ["bb.forbidden.asked_again"]
+    assert hits[0].start == pytest.approx(14.6) and hits[0].end > 16.4  # spans both pieces
+    # The same utterance decoded again (timestamps shifted a little) is not a new alert.
+    again = _words(("刚才不是跟你说了,", 14.55, 16.0), ("怎么又问?", 16.0, 17.0))
+    assert watch.check(again, "agent", commit=True) == []
+
+
+def test_hypothesis_hits_wait_until_the_phrase_is_clear_of_the_audio_end(broadband_watch_matcher):
+    watch = PhraseWatch(broadband_watch_matcher)
+    heard = _words(("不知道,这事不归我管。", 20.0, 22.2))
+    assert watch.check(heard, "agent", commit=False, heard_until=21.5) == []
+    assert [h.phrase_id for h in watch.check(heard, "agent", commit=False, heard_until=22.5)] == [
+        "bb.forbidden.not_my_job"
+    ]
+
+
+def test_stream_commits_each_utterance_and_bounds_the_window(transcriber, broadband_watch_matcher):
+    """d02 fed in 0.1 s blocks: every agent turn is committed, no decode window exceeds max_window_s."""
+    options = StreamingOptions(max_window_s=4.0)  # shorter than d02's first turn (0.5-10.2 s, short pauses only)
+    stream = UtteranceStream("agent", options)
+    audio = load_call(str(SAMPLES / "d02_fault_rude.wav")).agent
+    windows: list[float] = []
+    original = stream._decode
+
+    def measured(transcriber, samples, word_timestamps=True):
+        windows.append(len(samples) / SAMPLE_RATE)
+        return original(transcriber, samples, word_timestamps)
+
+    stream._decode = measured
+    events = []
+    block = SAMPLE_RATE // 10
+    for offset in range(0, len(audio), block):
+        stream.feed(audio[offset : offset + block])
+        if stream.has_work(1.5):  # every 1.5 s of audio keeps the test short
+            events += stream.step(transcriber)
+    stream.end()
+    while not stream.drained():
+        events += stream.step(transcriber)
+
+    committed = [e.segment for e in events if isinstance(e, Committed)]
+    text = "".join(s.text for s in committed)
+    assert "不归我管" in text and "什么时候能修好" in text
+    assert all(a.end <= b.start + 0.05 for a, b in zip(committed, committed[1:])), "commits overlap"
+    assert max(windows) <= options.max_window_s + 1e-6
+    assert any(isinstance(e, Hypothesis) for e in events)
+    assert stream.drained()
+    watch = PhraseWatch(broadband_watch_matcher)
+    found = {h.phrase_id for s in committed for h in watch.check(s.words, "agent", commit=True)}
+    assert {"bb.forbidden.asked_again", "bb.forbidden.not_my_job"} <= found
