@@ -1,0 +1,93 @@
+"""``monitor live`` end to end: a sample call fed at speech speed, alerts on stdout and a webhook."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import wave
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import numpy as np
+
+from monitor.alerts import WebhookOptions, WebhookSink
+from monitor.audio import load_call
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def _webhook_receiver():
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, received
+
+
+def _live(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.live", *args], input=stdin, capture_output=True, timeout=240,
+    )
+
+
+def test_realtime_file_alerts_on_stdout_and_webhook():
+    httpd, received = _webhook_receiver()
+    try:
+        done = _live(
+            "--phrasebook", "broadband", "--file", str(SAMPLES / "d06_no_greeting_rude.wav"),
+            "--realtime", "--time-scale", "2", "--webhook", f"http://127.0.0.1:{httpd.server_port}/alerts",
+        )
+    finally:
+        httpd.shutdown()
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    events = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert {e["type"] for e in events} == {"segment", "alert"}
+    alerts = [e for e in events if e["type"] == "alert"]
+    assert len(alerts) == len({(a["phrase_id"], a["start"]) for a in alerts}), "an alert was repeated"
+    assert len(alerts) >= 2
+    for alert in alerts:
+        assert {"kind", "phrase_id", "canonical", "heard", "start", "end", "article", "latency_s"} <= alert.keys()
+        assert alert["kind"] == "forbidden" and 0 <= alert["latency_s"] < 15
+    assert [a["phrase_id"] for a in received] == [a["phrase_id"] for a in alerts]
+
+
+def test_stereo_pcm_on_stdin_keeps_customer_speech_apart():
+    call = load_call(str(SAMPLES / "d07_stereo_apology.wav"))
+    interleaved = np.stack([call.agent, call.customer], axis=1)[:: 2]  # 8 kHz (crude decimation is enough here)
+    pcm = (np.clip(interleaved[: 8000 * 15], -1, 1) * 32767).astype("<i2").tobytes()
+    done = _live("--phrasebook", "broadband", "--stdin-pcm", "8000", "--channels", "2", stdin=pcm)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    segments = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    speakers = {s["speaker"] for s in segments if s["type"] == "segment"}
+    assert speakers == {"agent", "customer"}
+    assert max(s["end"] for s in segments) <= 15.2
+
+
+def test_bad_inputs_are_one_line_errors():
+    missing = _live("--phrasebook", "broadband", "--file", "/nonexistent/call.wav")
+    assert missing.returncode == 2 and "/nonexistent/call.wav: no such file" in missing.stderr.decode()
+    rate = _live("--phrasebook", "broadband", "--stdin-pcm", "12", stdin=b"")
+    assert rate.returncode == 2 and "--stdin-pcm 12" in rate.stderr.decode()
+
+
+def test_webhook_that_is_down_keeps_the_alert_and_says_so(caplog):
+    sink = WebhookSink("http://127.0.0.1:9/alerts", WebhookOptions(attempts=3, backoff_s=0.01, timeout_s=1))
+    alert = {"type": "alert", "phrase_id": "bb.forbidden.not_my_job", "call_id": "c1"}
+    with caplog.at_level(logging.WARNING, logger="monitor.alerts"):
+        sink.send({"type": "segment", "text": "您好"})  # not an alert: never posted
+        sink.send(alert)
+        assert sink.close(timeout_s=10) == [alert]
+    assert sink.delivered == 0
+    assert any("not delivered after 3 attempts" in r.getMessage() for r in caplog.records)
