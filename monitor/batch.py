@@ -68,6 +68,12 @@ class BatchOptions:
     """Show a progress bar on stderr."""
     score: ScoreOptions = field(default_factory=ScoreOptions)
     """Per-call options."""
+    db: str | None = None
+    """Results database URL (see ``store.open_store``): reports are saved there as well as in out_dir,
+    and a call already saved there is not scored again."""
+    cluster: str | None = None
+    """Dask scheduler address (``tcp://HOST:8786``): score each call as a task on that cluster
+    instead of in local processes (``workers`` then does not apply)."""
 
 
 def find_audio(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -167,22 +173,26 @@ def write_summary(rows: list[dict], out_dir: str) -> None:
 
 
 # --- worker side: one transcriber per process, loaded once -------------------------
+# (a local pool process, or a Dask worker through cluster.TranscriberPlugin)
 _transcriber = None
 
 
-def _init_worker(model: str | None, cpu_threads: int) -> None:
+def load_worker_transcriber(model: str | None, cpu_threads: int) -> None:
     global _transcriber
     from monitor.asr import Transcriber
 
     _transcriber = Transcriber(model, cpu_threads=cpu_threads)
 
 
-def _score_job(job: CallJob, score_options: ScoreOptions, out_dir: str) -> tuple[dict | None, str | None]:
-    """Score and write one call; returns (report, None) or (None, error message)."""
+def score_job(job: CallJob, score_options: ScoreOptions) -> tuple[dict | None, str | None]:
+    """Score one call with this process's transcriber; returns (report, None) or (None, error message).
+
+    It never raises for a bad call, so a corrupt recording is an error row
+    rather than a task that a cluster would retry.
+    """
     try:
         phrasebook = load_phrasebook(job.phrasebook)
         report = score_call(job.audio, _transcriber, phrasebook, score_options, job.call_id, job.agent_id)
-        write_report(report, out_dir, job.audio)
         return report, None
     except MonitorError as exc:
         return None, str(exc)
@@ -198,19 +208,20 @@ def run_batch(inputs: list[str], options: BatchOptions) -> int:
     # A malformed phrasebook fails the whole batch before any audio is decoded.
     for name in sorted({job.phrasebook for job in jobs}):
         load_phrasebook(name)
-    # Likewise an unknown model; this also assembles the embedded model once,
-    # here, rather than in every worker at the same time.
-    resolve_model(options.model)
+    if not options.cluster:
+        # Likewise an unknown model; this also assembles the embedded model once,
+        # here, rather than in every worker at the same time. (Cluster workers
+        # resolve it from their own cache as they start.)
+        resolve_model(options.model)
     os.makedirs(options.out_dir, exist_ok=True)
+    store = _open_store(options.db) if options.db else None
 
     rows: dict[str, dict] = {}
     todo = []
     for job in jobs:
-        report_path = os.path.join(options.out_dir, f"{job.call_id}.json")
-        html_path = os.path.join(options.out_dir, f"{job.call_id}.html")
-        if is_complete_report(report_path) and os.path.exists(html_path):
-            with open(report_path, encoding="utf-8") as handle:
-                rows[job.call_id] = summary_row(job, json.load(handle))
+        report = _earlier_report(job, options.out_dir, store)
+        if report is not None:
+            rows[job.call_id] = summary_row(job, report)
         else:
             todo.append(job)
     errors = [{"call_id": call_id_for(item), "audio": item, "status": "error", "error": error} for item, error in missing]
@@ -218,6 +229,12 @@ def run_batch(inputs: list[str], options: BatchOptions) -> int:
         print(f"monitor: error: {error['error']}", file=sys.stderr)
 
     def finished(job: CallJob, report: dict | None, error: str | None) -> None:
+        if report is not None:
+            try:
+                _save(report, job, options.out_dir, store)
+            except Exception as exc:  # a full disk or a lost database fails this call, not the batch
+                log.debug("saving %s failed", job.call_id, exc_info=True)
+                report, error = None, f"{job.audio}: cannot save the report: {type(exc).__name__}: {exc}"
         rows[job.call_id] = summary_row(job, report, error)
         if error:
             print(f"monitor: error: {error}", file=sys.stderr)
@@ -237,22 +254,59 @@ def run_batch(inputs: list[str], options: BatchOptions) -> int:
     return 1 if failed else 0
 
 
+def _open_store(url: str):
+    from monitor.store import open_store
+
+    return open_store(url)
+
+
+def _save(report: dict, job: CallJob, out_dir: str, store) -> None:
+    write_report(report, out_dir, job.audio)
+    if store is not None:
+        store.save_report(report, os.path.abspath(job.audio))
+
+
+def _earlier_report(job: CallJob, out_dir: str, store) -> dict | None:
+    """The report of a call that an earlier run scored, from out_dir or the database, or None.
+
+    A report found in only one of the two is copied to the other, so both hold
+    every scored call whichever run scored it.
+    """
+    report_path = os.path.join(out_dir, f"{job.call_id}.json")
+    on_disk = is_complete_report(report_path) and os.path.exists(os.path.join(out_dir, f"{job.call_id}.html"))
+    if on_disk:
+        with open(report_path, encoding="utf-8") as handle:
+            report = json.load(handle)
+        if store is not None and not store.has_report(job.call_id):
+            store.save_report(report, os.path.abspath(job.audio))
+        return report
+    report = store.get_report(job.call_id) if store is not None else None
+    if report is not None:
+        write_report(report, out_dir, job.audio)
+    return report
+
+
 def _ordered(rows: dict[str, dict], jobs: list[CallJob]) -> list[dict]:
     return [rows[job.call_id] for job in jobs if job.call_id in rows]
 
 
 def _run(todo: list[CallJob], options: BatchOptions):
-    """Yield (job, (report, error)) as calls finish, in this process or in a pool."""
+    """Yield (job, (report, error)) as calls finish, in this process, in a pool or on a cluster."""
+    if options.cluster:
+        from monitor.cluster import score_on_cluster  # Dask is needed for --cluster only
+
+        yield from score_on_cluster(todo, options)
+        return
     cores = os.cpu_count() or 1
     workers = max(1, min(options.workers, len(todo)))
     threads = max(1, cores // workers)
     if workers == 1:
-        _init_worker(options.model, threads)
+        load_worker_transcriber(options.model, threads)
         for job in todo:
-            yield job, _score_job(job, options.score, options.out_dir)
+            yield job, score_job(job, options.score)
         return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(options.model, threads)) as pool:
-        pending = {pool.submit(_score_job, job, options.score, options.out_dir): job for job in todo}
+    with ProcessPoolExecutor(workers, initializer=load_worker_transcriber, initargs=(options.model, threads)) as pool:
+        pending = {pool.submit(score_job, job, options.score): job for job in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

@@ -73,6 +73,8 @@ def _score(args: argparse.Namespace) -> int:
         model=args.model,
         progress=not args.no_progress and sys.stderr.isatty(),
         score=ScoreOptions(agent_channel=args.agent_channel, redact=not args.no_redact, use_hotwords=args.hotwords),
+        db=args.db,
+        cluster=args.cluster,
     )
     return run_batch(args.inputs, options)
 
@@ -118,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--no-redact", action="store_true", help="keep phone and ID numbers in reports")
     score.add_argument("--hotwords", action="store_true", help="bias decoding towards the phrasebook's vocabulary")
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    score.add_argument("--db", metavar="URL",
+                       help="also save reports in this database (sqlite:///FILE or postgresql://…); calls already there are skipped")
+    score.add_argument("--cluster", metavar="URL",
+                       help="score on this Dask scheduler (tcp://HOST:8786), one task per call (see docs/cluster.md)")
     score.set_defaults(run=_score)
 
     from monitor.live import add_live_arguments

@@ -36,9 +36,28 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _call_ref() -> sa.Column:
-    """The owning call; its rows go when the call does."""
-    return sa.Column("call_id", sa.ForeignKey("calls.call_id", ondelete="CASCADE"), nullable=False, index=True)
+def _part_of_call(name: str, *columns: sa.Column) -> sa.Table:
+    """A table whose rows belong to one scored call, and go when the call does."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("call_id", sa.ForeignKey("calls.call_id", ondelete="CASCADE"), nullable=False, index=True),
+        *columns,
+    )
+
+
+def _heard_phrase() -> list[sa.Column]:
+    """A phrasebook phrase heard in a call: the columns events (scored calls) and alerts (live calls) share."""
+    return [
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("phrase_id", sa.String(255), nullable=False),
+        sa.Column("canonical", sa.Text, nullable=False),
+        sa.Column("heard", sa.Text, nullable=False),
+        sa.Column("start", sa.Float),
+        sa.Column("end", sa.Float),
+        sa.Column("article", sa.String(64)),
+    ]
 
 
 Timestamp = sa.DateTime(timezone=True)
@@ -67,11 +86,8 @@ calls = sa.Table(
     sa.Column("report", sa.JSON, nullable=False),
 )
 
-segments = sa.Table(
+segments = _part_of_call(
     "segments",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    _call_ref(),
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("start", sa.Float, nullable=False),
     sa.Column("end", sa.Float, nullable=False),
@@ -79,39 +95,24 @@ segments = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
 )
 
-events = sa.Table(
+events = _part_of_call(
     "events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    _call_ref(),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("phrase_id", sa.String(255), nullable=False),
-    sa.Column("canonical", sa.Text, nullable=False),
-    sa.Column("heard", sa.Text, nullable=False),
-    sa.Column("start", sa.Float),
-    sa.Column("end", sa.Float),
+    *_heard_phrase(),
     sa.Column("speaker", sa.String(16)),
     sa.Column("confidence", sa.Float),
-    sa.Column("article", sa.String(64)),
     sa.Column("severity", sa.String(16)),
 )
 
-checks = sa.Table(
+checks = _part_of_call(
     "checks",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    _call_ref(),
     sa.Column("check_id", sa.String(255), nullable=False),
     sa.Column("passed", sa.Boolean, nullable=False),
     sa.Column("detail", sa.Text),
     sa.Column("article", sa.String(64)),
 )
 
-deductions = sa.Table(
+deductions = _part_of_call(
     "deductions",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    _call_ref(),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("points", sa.Integer, nullable=False),
     sa.Column("source", sa.String(255)),
@@ -124,13 +125,7 @@ alerts = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("call_id", sa.String(255), nullable=False, index=True),  # a live call has no calls row until it is scored
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("phrase_id", sa.String(255), nullable=False),
-    sa.Column("canonical", sa.Text, nullable=False),
-    sa.Column("heard", sa.Text, nullable=False),
-    sa.Column("start", sa.Float),
-    sa.Column("end", sa.Float),
-    sa.Column("article", sa.String(64)),
+    *_heard_phrase(),
     sa.Column("latency_s", sa.Float),
     sa.Column("created_at", Timestamp, nullable=False, default=_utc_now),
     sa.Column("acknowledged_at", Timestamp),
