@@ -239,12 +239,12 @@ def _evaluate(check: Check, agent_hits: list[Hit], cues: list[Hit], agent_start:
         ]
         if not unanswered:
             answers = [h for h in expected if h.start >= triggers[0].start]
-            return result(True, f"“{check.after}”后已按规范回应", [_evidence(answers[0])])
+            return result(True, f"“{triggers[0].heard}”之后已按规范回应", [_evidence(answers[0])])
         first = unanswered[0]
         limit = f"{window:g}秒内" if check.within_s is not None else "之后"
         return result(
             False,
-            f"{_clock(first.start)} 出现“{check.after}”，{limit}未听到规范用语（{check.expect}）",
+            f"{_clock(first.start)} 听到“{first.heard}”，{limit}未听到规范用语",
             [_evidence(t) for t in unanswered],
         )
 
