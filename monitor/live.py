@@ -19,7 +19,7 @@ import numpy as np
 
 from monitor.alerts import StdoutSink, WebhookSink, publisher
 from monitor.asr import Segment
-from monitor.audio import AGENT_CHANNELS, SAMPLE_RATE
+from monitor.audio import AGENT_CHANNELS
 from monitor.errors import MonitorError
 from monitor.sources import speaker_channels
 from monitor.stream import Committed, DecodeScheduler, Hypothesis, PhraseWatch, StreamingOptions, UtteranceStream
@@ -64,6 +64,7 @@ class LiveCall:
         self._fed_audio: list[float] = []  # call seconds fed so far, one entry per block
         self._fed_wall: list[float] = []  # monotonic time each block arrived
         self._lock = threading.Lock()
+        self._watch_lock = threading.Lock()
         self._done = threading.Event()
         self.scheduler: DecodeScheduler | None = None
 
@@ -123,18 +124,20 @@ class LiveCall:
             if isinstance(event, Committed):
                 self.segments.append(event.segment)
                 self._emit({"type": "segment", "call_id": self.call_id, **event.segment.to_json(), "final": event.final})
-                self._alert(self.watch.check(event.segment.words, stream.speaker, commit=True))
+                with self._watch_lock:
+                    self._alert(self.watch.check(event.segment.words, stream.speaker, commit=True))
             elif isinstance(event, Hypothesis):
                 text = "".join(w.text for w in event.words)
                 self._emit({"type": "partial", "call_id": self.call_id, "speaker": stream.speaker,
                             "start": round(event.words[0].start, 2), "end": round(event.words[-1].end, 2), "text": text})
-                self._alert(self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until))
+                with self._watch_lock:
+                    self._alert(self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until))
         self.asr_s += time.perf_counter() - started
         if all(s.drained() for s in self.streams):
             self._finish()
 
     def _alert(self, hits) -> None:
-        for hit in hits:
+        for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
             event = {
                 "type": "alert",
                 "kind": hit.kind,
