@@ -23,6 +23,7 @@ import datetime as dt
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -130,6 +131,8 @@ alerts = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False, default=_utc_now),
     sa.Column("acknowledged_at", Timestamp),
     sa.Column("acknowledged_by", sa.String(255)),
+    sa.Column("agent_id", sa.String(255), index=True),  # version 2: whose call it is, for the agents' portal
+    sa.Column("severity", sa.String(16)),  # version 2: the phrase's severity, for the dashboard's emphasis
 )
 
 users = sa.Table(
@@ -145,9 +148,29 @@ users = sa.Table(
     sa.CheckConstraint("role IN ('supervisor', 'agent')", name="users_role"),
 )
 
+sessions = sa.Table(  # version 2: web app log-ins
+    "sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # sha256 of the cookie; the cookie itself is never stored
+    sa.Column("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False, default=_utc_now),
+    sa.Column("expires_at", Timestamp, nullable=False),
+)
+
 # Version N's step takes a database at version N-1 to N. Version 1 is the
 # first schema, which a database only ever gets whole, so it has no step.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
+def _add_web_app_tables(conn: sa.Connection) -> None:
+    """Version 2: alerts know their agent and severity; web sessions."""
+    for column in ("agent_id", "severity"):
+        width = 255 if column == "agent_id" else 16
+        conn.exec_driver_sql(f"ALTER TABLE alerts ADD COLUMN {column} VARCHAR({width})")
+    conn.exec_driver_sql("CREATE INDEX ix_alerts_agent_id ON alerts (agent_id)")
+    sessions.create(conn)
+
+
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _add_web_app_tables}
 SCHEMA_VERSION = max(MIGRATIONS, default=1)
 
 _CHILD_TABLES = (segments, events, checks, deductions)
@@ -155,6 +178,26 @@ _INSERT_FOR_DIALECT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 # Any fixed number: it names the lock that keeps two processes from creating
 # or migrating the same PostgreSQL database at once.
 _MIGRATION_LOCK = 7_204_611
+
+
+@dataclass
+class CallFilter:
+    """Which calls ``Store.list_calls`` returns."""
+
+    agent_id: str | None = None
+    """Only this agent's calls."""
+    since: dt.datetime | None = None
+    """Only calls that took place (or, when unknown, were scored) at or after this time."""
+    until: dt.datetime | None = None
+    """Only calls before this time."""
+    min_score: int | None = None
+    """Only calls scoring at least this."""
+    max_score: int | None = None
+    """Only calls scoring at most this."""
+    violation: str | None = None
+    """Only calls where this forbidden phrase (``phrase_id``) was heard."""
+    limit: int = 500
+    """At most this many calls."""
 
 
 class Store:
@@ -207,6 +250,146 @@ class Store:
         """The saved report JSON of a call, or None."""
         with self.engine.connect() as conn:
             return conn.execute(sa.select(calls.c.report).where(calls.c.call_id == call_id)).scalar_one_or_none()
+
+    # --- what the web app reads and writes ---------------------------------------
+    def call_row(self, call_id: str) -> dict | None:
+        """A call's summary columns (no report JSON), or None."""
+        columns = [c for c in calls.c if c.name != "report"]
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(*columns).where(calls.c.call_id == call_id)).mappings().first()
+        return dict(row) if row else None
+
+    def list_calls(self, filters: CallFilter | None = None) -> list[dict]:
+        """Scored calls, newest first, with how many forbidden phrases each had."""
+        f = filters or CallFilter()
+        forbidden = (
+            sa.select(sa.func.count())
+            .where(events.c.call_id == calls.c.call_id, events.c.kind == "forbidden")
+            .scalar_subquery()
+        )
+        when = sa.func.coalesce(calls.c.started_at, calls.c.scored_at)
+        query = sa.select(*[c for c in calls.c if c.name != "report"], forbidden.label("violations"), when.label("when"))
+        if f.agent_id:
+            query = query.where(calls.c.agent_id == f.agent_id)
+        if f.since:
+            query = query.where(when >= f.since)
+        if f.until:
+            query = query.where(when < f.until)
+        if f.min_score is not None:
+            query = query.where(calls.c.score >= f.min_score)
+        if f.max_score is not None:
+            query = query.where(calls.c.score <= f.max_score)
+        if f.violation:
+            query = query.where(
+                sa.exists().where(events.c.call_id == calls.c.call_id, events.c.kind == "forbidden",
+                                  events.c.phrase_id == f.violation)
+            )
+        query = query.order_by(when.desc(), calls.c.id.desc()).limit(f.limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def violation_types(self, agent_id: str | None = None) -> list[dict]:
+        """The forbidden phrases heard in scored calls: ``phrase_id``, ``canonical``, ``count``."""
+        query = (
+            sa.select(events.c.phrase_id, sa.func.min(events.c.canonical).label("canonical"), sa.func.count().label("count"))
+            .where(events.c.kind == "forbidden")
+            .group_by(events.c.phrase_id)
+            .order_by(sa.func.count().desc(), events.c.phrase_id)
+        )
+        if agent_id:
+            query = query.join(calls, calls.c.call_id == events.c.call_id).where(calls.c.agent_id == agent_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def agent_ids(self) -> list[str]:
+        with self.engine.connect() as conn:
+            query = sa.select(calls.c.agent_id).where(calls.c.agent_id.is_not(None)).distinct().order_by(calls.c.agent_id)
+            return list(conn.execute(query).scalars())
+
+    def save_alert(self, alert: dict, agent_id: str | None = None, severity: str | None = None) -> int:
+        """Persist a live alert (the CONTRACT's alert line); returns its id, which only grows."""
+        row = {key: alert.get(key) for key in ("call_id", "kind", "phrase_id", "canonical", "heard", "start", "end",
+                                               "article", "latency_s")}  # fmt: skip
+        with self._writing() as conn:
+            return conn.execute(
+                alerts.insert().values(**row, agent_id=agent_id, severity=severity, created_at=_utc_now())
+            ).inserted_primary_key[0]
+
+    def alerts_after(self, after_id: int = 0, agent_id: str | None = None, call_id: str | None = None,
+                     limit: int = 500) -> list[dict]:
+        """Alerts with an id above ``after_id``, oldest first (a reconnecting dashboard's replay)."""
+        query = sa.select(alerts).where(alerts.c.id > after_id).order_by(alerts.c.id).limit(limit)
+        if agent_id:
+            query = query.where(alerts.c.agent_id == agent_id)
+        if call_id:
+            query = query.where(alerts.c.call_id == call_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def recent_alerts(self, limit: int = 50) -> list[dict]:
+        """The newest alerts, newest first."""
+        with self.engine.connect() as conn:
+            query = sa.select(alerts).order_by(alerts.c.id.desc()).limit(limit)
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def acknowledge_alert(self, alert_id: int, by: str) -> bool:
+        """Mark an alert seen; False when there is no such alert. A second acknowledgement keeps the first."""
+        with self._writing() as conn:
+            found = conn.execute(sa.select(alerts.c.id).where(alerts.c.id == alert_id)).first()
+            conn.execute(
+                alerts.update()
+                .where(alerts.c.id == alert_id, alerts.c.acknowledged_at.is_(None))
+                .values(acknowledged_at=_utc_now(), acknowledged_by=by)
+            )
+        return found is not None
+
+    def add_user(self, name: str, role: str, agent_id: str | None, password_hash: str | None) -> None:
+        """Create a user, or replace the role, agent and password of an existing one."""
+        row = {"name": name, "role": role, "agent_id": agent_id, "password_hash": password_hash, "created_at": _utc_now()}
+        upsert = self._insert(users).values(row)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[users.c.name], set_={k: upsert.excluded[k] for k in ("role", "agent_id", "password_hash")}
+        )
+        with self._writing() as conn:
+            conn.execute(upsert)
+
+    def get_user(self, name: str | None = None, user_id: int | None = None, api_token_hash: str | None = None) -> dict | None:
+        """A user found by exactly one of name, id or API token hash."""
+        column, value = next((c, v) for c, v in ((users.c.name, name), (users.c.id, user_id),
+                                                 (users.c.api_token_hash, api_token_hash)) if v is not None)
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(users).where(column == value)).mappings().first()
+        return dict(row) if row else None
+
+    def set_api_token_hash(self, name: str, token_hash: str) -> bool:
+        """Replace a user's API token; False when there is no such user."""
+        with self._writing() as conn:
+            return conn.execute(users.update().where(users.c.name == name).values(api_token_hash=token_hash)).rowcount > 0
+
+    def create_session(self, token_hash: str, user_id: int, csrf_token: str, expires_at: dt.datetime) -> None:
+        with self._writing() as conn:
+            conn.execute(sessions.insert().values(token_hash=token_hash, user_id=user_id, csrf_token=csrf_token,
+                                                  created_at=_utc_now(), expires_at=expires_at))
+
+    def session(self, token_hash: str) -> dict | None:
+        """The unexpired session with this token hash, joined with its user (``csrf_token``, ``name``, ``role``…)."""
+        query = (
+            sa.select(sessions.c.csrf_token, sessions.c.expires_at, users)
+            .join(users, users.c.id == sessions.c.user_id)
+            .where(sessions.c.token_hash == token_hash)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        expires = row["expires_at"]
+        if expires.tzinfo is None:  # SQLite hands back naive datetimes; they were written in UTC
+            expires = expires.replace(tzinfo=dt.timezone.utc)
+        return dict(row) if expires > _utc_now() else None
+
+    def delete_session(self, token_hash: str) -> None:
+        with self._writing() as conn:
+            conn.execute(sessions.delete().where(sessions.c.token_hash == token_hash))
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
