@@ -156,7 +156,12 @@ class IngestServer:
     """Accepts WhisperLive connections; each one is a ``LiveCall`` on the shared scheduler."""
 
     def __init__(self, scheduler: DecodeScheduler, phrasebook, matcher, default_phrasebook: str,
-                 extra_sinks: list | None = None, report_dir: str | None = None, max_calls: int = 4):
+                 extra_sinks: list | None = None, report_dir: str | None = None, max_calls: int = 4,
+                 on_start=None, on_finish=None):
+        """``on_start(call)`` runs before the call's first audio is fed; ``on_finish(call)``
+        runs (in a worker thread) once it is decoded, e.g. to save its report."""
+        self.on_start = on_start
+        self.on_finish = on_finish
         self.scheduler = scheduler
         self.phrasebook = phrasebook
         self.matcher = matcher
@@ -207,6 +212,8 @@ class IngestServer:
             agent_id=options["agent_id"], audio_path=f"ws:{uid}",
         )
         call.scheduler = self.scheduler
+        if self.on_start is not None:
+            self.on_start(call)
         self.calls[uid] = call
         self.scheduler.add(call)
         log.info("ingest %s: call %s started (%s, %d Hz, %d channel(s))", peer, call.call_id,
@@ -235,6 +242,8 @@ class IngestServer:
         del self.calls[uid]
         self.finished.append(call)
         await asyncio.get_running_loop().run_in_executor(None, finish_call, call, None, self.report_dir)
+        if self.on_finish is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.on_finish, call)
         log.info("ingest %s: call %s done: %.1fs of audio, %d alert(s)", peer, call.call_id, call.duration_s, len(call.alerts))
         await websocket.close()
 
