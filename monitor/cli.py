@@ -85,6 +85,50 @@ def _live(args: argparse.Namespace) -> int:
     return run_live(args)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from monitor.web.app import WebOptions, create_app
+    from monitor.web.live import LiveOptions
+
+    app = create_app(args.db, WebOptions(live=LiveOptions(model=args.model)))
+    print(f"monitor serve: http://{args.host}:{args.port}/ (database {app.state.store.url.split('://')[0]})", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="debug" if args.debug else "warning",
+                ws="websockets-sansio")
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    from monitor.store import open_store
+    from monitor.web import auth
+
+    store = open_store(args.db)
+    if args.users_command == "token":
+        token = auth.issue_api_token(store, args.name)
+        if token is None:
+            raise MonitorError(f"no user named {args.name!r}")
+        print(token)
+        return 0
+    if args.role == "agent" and not args.agent_id:
+        raise MonitorError("an agent needs --agent-id (the agent id their calls carry)")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"password for {args.name}: ")
+        if password != getpass.getpass("again: "):
+            raise MonitorError("the passwords differ")
+    if len(password) < 8:
+        raise MonitorError("the password must be at least 8 characters")
+    store.add_user(args.name, args.role, args.agent_id, auth.hash_password(password))
+    print(f"user {args.name} ({args.role}{', agent ' + args.agent_id if args.agent_id else ''}) saved", file=sys.stderr)
+    return 0
+
+
+DEFAULT_DB = "monitor.db"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitor",
@@ -131,6 +175,26 @@ def build_parser() -> argparse.ArgumentParser:
     live = commands.add_parser("live", help="transcribe a call as it happens and alert on forbidden phrases")
     add_live_arguments(live)
     live.set_defaults(run=_live)
+
+    serve = commands.add_parser("serve", help="the web app: live dashboard, call browser, agent portal")
+    serve.add_argument("--db", default=DEFAULT_DB, metavar="URL",
+                       help=f"results database: sqlite:///FILE, a file path or postgresql://… (default {DEFAULT_DB})")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model", help="Whisper model for live streams (default: embedded base, loaded on the first stream)")
+    serve.set_defaults(run=_serve)
+
+    users = commands.add_parser("users", help="web app users and API tokens")
+    users.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"results database (default {DEFAULT_DB})")
+    user_commands = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    add = user_commands.add_parser("add", help="create a user or change their role and password")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--role", required=True, choices=["supervisor", "agent"])
+    add.add_argument("--agent-id", metavar="ID", help="for an agent: the agent id on their calls (e.g. A1001)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    token = user_commands.add_parser("token", help="print a new API token for NAME (replaces the old one)")
+    token.add_argument("name", metavar="NAME")
+    users.set_defaults(run=_users)
     return parser
 
 

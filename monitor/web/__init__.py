@@ -1,0 +1,1 @@
+"""``monitor serve``: the web app supervisors, quality staff and agents share."""

@@ -1,0 +1,211 @@
+"""Live calls inside the web app: WhisperLive ingest in, dashboard events out.
+
+Streams arrive on the ``/ws/ingest`` route and are handed, through a small
+adapter, to ``monitor.ingest.IngestServer``: the same protocol handling as
+``monitor live --listen``, with one model loaded on the first stream and one
+``DecodeScheduler`` for every call. Each alert is written to the ``alerts``
+table first and pushed to the dashboards after, carrying its row id, so a
+dashboard that missed it can ask for it again by id. When a stream ends, its
+report is saved to the store like a batch-scored call's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from fastapi import WebSocket, WebSocketDisconnect
+
+from monitor.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveOptions:
+    """How the web app serves live streams."""
+
+    default_phrasebook: str = "broadband"
+    """Phrasebook of a stream whose options name none."""
+    max_calls: int = 4
+    """Streams served at once; more are told to wait."""
+    decode_workers: int = 1
+    """Threads decoding for every live call."""
+    model: str | None = None
+    """Whisper model (None: the embedded base model)."""
+    transcript_lines: int = 12
+    """Completed segments kept per live call for a dashboard that opens mid-call."""
+
+
+class Hub:
+    """Fans live events out to the dashboards connected to this process.
+
+    ``publish`` may be called from any thread; each subscriber is an asyncio
+    queue drained by its own SSE response on the event loop.
+    """
+
+    def __init__(self, store: Store, options: LiveOptions):
+        self.store = store
+        self.options = options
+        self.calls: dict[str, dict] = {}  # call_id -> what a dashboard shows of a live call
+        self._live: dict[str, object] = {}  # call_id -> LiveCall, for its agent and phrasebook
+        self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
+        self._lock = threading.Lock()
+
+    # --- dashboards ----------------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        with self._lock:
+            self._subscribers.append((asyncio.get_running_loop(), queue))
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        with self._lock:
+            self._subscribers = [(loop, q) for loop, q in self._subscribers if q is not queue]
+
+    def publish(self, event: dict) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for loop, queue in subscribers:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+            except RuntimeError:  # that dashboard's loop is gone
+                self.unsubscribe(queue)
+
+    def snapshot(self) -> list[dict]:
+        """The live calls as a dashboard that has just (re)connected should draw them."""
+        with self._lock:
+            return [{**c, "lines": list(c["lines"])} for c in self.calls.values()]
+
+    # --- calls (IngestServer hooks and sink) -------------------------------------
+    def call_started(self, call) -> None:
+        entry = {"call_id": call.call_id, "agent_id": call.agent_id, "phrasebook": call.phrasebook.id,
+                 "started": time.time(), "lines": collections.deque(maxlen=self.options.transcript_lines),
+                 "partial": None, "alerts": 0}
+        with self._lock:
+            self._live[call.call_id] = call
+            self.calls[call.call_id] = entry
+        self.publish({"type": "call_started", **{k: v for k, v in entry.items() if k != "lines"}, "lines": []})
+
+    def call_finished(self, call) -> None:
+        """Save the call's report (what was heard live), then tell the dashboards."""
+        score = None
+        if call.failed is None and call.duration_s > 0:
+            report = call.report()
+            self.store.save_report(report)
+            score = report["score"]["total"]
+        with self._lock:
+            self._live.pop(call.call_id, None)
+            self.calls.pop(call.call_id, None)
+        self.publish({"type": "call_ended", "call_id": call.call_id, "score": score, "saved": score is not None or call.failed is None})
+
+    def send(self, event: dict) -> None:
+        """A sink of every live call (runs on a decoding thread)."""
+        kind = event.get("type")
+        call_id = event.get("call_id")
+        with self._lock:
+            call = self._live.get(call_id)
+            entry = self.calls.get(call_id)
+        if kind == "alert":
+            phrase = call.phrasebook.by_id(event["phrase_id"]) if call is not None else None
+            severity = getattr(phrase, "severity", None)
+            agent_id = call.agent_id if call is not None else None
+            # Persisted first: a dashboard that misses the push gets it back by id.
+            alert_id = self.store.save_alert(event, agent_id=agent_id, severity=severity)
+            if entry is not None:
+                entry["alerts"] += 1
+            self.publish({**event, "id": alert_id, "agent_id": agent_id, "severity": severity, "acknowledged": False})
+        elif kind == "segment":
+            line = {k: event.get(k) for k in ("start", "end", "speaker", "text")}
+            if entry is not None:
+                with self._lock:
+                    entry["lines"].append(line)
+                    entry["partial"] = None
+            self.publish({"type": "segment", "call_id": call_id, **line})
+        elif kind == "partial":
+            line = {k: event.get(k) for k in ("start", "end", "speaker", "text")}
+            if entry is not None:
+                entry["partial"] = line
+            self.publish({"type": "partial", "call_id": call_id, **line})
+
+    def close(self) -> None:
+        pass
+
+
+class Ingest:
+    """The WhisperLive ingest, built on the first stream (loading the model takes seconds)."""
+
+    def __init__(self, hub: Hub, options: LiveOptions, transcriber=None):
+        self.hub = hub
+        self.options = options
+        self._transcriber = transcriber
+        self._server = None
+        self._scheduler = None
+        self._lock = asyncio.Lock()
+
+    async def server(self):
+        async with self._lock:
+            if self._server is None:
+                self._server = await asyncio.get_running_loop().run_in_executor(None, self._build)
+        return self._server
+
+    def _build(self):
+        from monitor.ingest import IngestServer
+        from monitor.live import load_transcriber
+        from monitor.match import matcher_for
+        from monitor.phrasebook import load_phrasebook
+        from monitor.stream import DecodeScheduler
+
+        transcriber = self._transcriber or load_transcriber(self.options.model, self.options.decode_workers)
+        self._scheduler = DecodeScheduler(transcriber, workers=self.options.decode_workers)
+        phrasebook = load_phrasebook(self.options.default_phrasebook)
+        return IngestServer(
+            self._scheduler, phrasebook, matcher_for(phrasebook), self.options.default_phrasebook,
+            extra_sinks=[self.hub], max_calls=self.options.max_calls,
+            on_start=self.hub.call_started, on_finish=self.hub.call_finished,
+        )
+
+    async def handle(self, websocket: WebSocket) -> None:
+        server = await self.server()
+        await server.handle(StarletteSocket(websocket))
+
+    def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
+
+
+class StarletteSocket:
+    """A FastAPI WebSocket dressed as the ``websockets`` connection IngestServer talks to."""
+
+    def __init__(self, websocket: WebSocket):
+        self.websocket = websocket
+        client = websocket.client
+        self.remote_address = (client.host, client.port) if client else None
+
+    async def recv(self) -> str | bytes:
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        return message["bytes"] if message.get("bytes") is not None else message["text"]
+
+    async def send(self, text: str) -> None:
+        await self.websocket.send_text(text)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        try:
+            await self.websocket.close(code, reason)
+        except RuntimeError:  # already closed by the client
+            pass
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        try:
+            return await self.recv()
+        except WebSocketDisconnect:
+            raise StopAsyncIteration from None
