@@ -1,9 +1,13 @@
 """Batch scoring of recorded calls: ``monitor score INPUT... --out DIR``.
 
-Each call's report is written as soon as the call is done, and
-``summary.csv`` is rewritten after every call, so an interrupted batch loses
-at most the call in progress. A rerun skips calls whose report is complete.
-One bad file becomes an error row; the rest of the batch goes on.
+Calls are scored in this process, in a local process pool, or as tasks on a
+Dask cluster (``--cluster``, see cluster.py); either way the reports come
+back here and this process writes them, to ``--out`` and, with ``--db``, to
+the results database (store.py). Each call's report is written as soon as
+the call is done, and ``summary.csv`` is rewritten after every call, so an
+interrupted batch loses at most the calls in progress. A rerun skips calls
+whose report is complete, in ``--out`` or in the database. One bad file
+becomes an error row; the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -293,8 +297,12 @@ def _ordered(rows: dict[str, dict], jobs: list[CallJob]) -> list[dict]:
 def _run(todo: list[CallJob], options: BatchOptions):
     """Yield (job, (report, error)) as calls finish, in this process, in a pool or on a cluster."""
     if options.cluster:
-        from monitor.cluster import score_on_cluster  # Dask is needed for --cluster only
-
+        try:
+            from monitor.cluster import score_on_cluster  # Dask is needed for --cluster only
+        except ImportError as exc:
+            raise MonitorError(
+                f"cluster {options.cluster}: needs dask.distributed (pip install 'call-conduct-monitor[cluster]'): {exc}"
+            ) from None
         yield from score_on_cluster(todo, options)
         return
     cores = os.cpu_count() or 1
