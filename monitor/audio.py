@@ -9,6 +9,7 @@ recorders put the agent on one side and the customer on the other.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,11 @@ class CallAudio:
     @property
     def duration_s(self) -> float:
         return len(self.agent) / SAMPLE_RATE
+
+
+def is_url(path: str) -> bool:
+    """True for inputs FFmpeg fetches itself (http://, https://, s3 gateways...)."""
+    return re.match(r"^[a-z][a-z0-9+.-]*://", path, re.IGNORECASE) is not None
 
 
 def is_audio_file(path: str) -> bool:
@@ -74,12 +80,13 @@ def load_call(path: str, agent_channel: str = "left") -> CallAudio:
 
     if agent_channel not in AGENT_CHANNELS:
         raise MonitorError(f"--agent-channel {agent_channel}: must be one of {', '.join(AGENT_CHANNELS)}")
-    if not os.path.exists(path):
-        raise MonitorError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise MonitorError(f"{path}: is a directory, not an audio file")
-    if os.path.getsize(path) == 0:
-        raise MonitorError(f"{path}: empty file")
+    if not is_url(path):
+        if not os.path.exists(path):
+            raise MonitorError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise MonitorError(f"{path}: is a directory, not an audio file")
+        if os.path.getsize(path) == 0:
+            raise MonitorError(f"{path}: empty file")
     rate, channels = _probe(path)
     split = channels >= 2 and agent_channel != "mono"
     try:

@@ -22,7 +22,7 @@ import tempfile
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from monitor.audio import is_audio_file
+from monitor.audio import is_audio_file, is_url
 from monitor.errors import MonitorError
 from monitor.models import resolve_model
 from monitor.phrasebook import load_phrasebook
@@ -88,7 +88,7 @@ def find_audio(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
             for root, dirs, files in os.walk(item):
                 dirs.sort()
                 found += [os.path.join(root, f) for f in sorted(files) if is_audio_file(f)]
-        elif os.path.exists(item):
+        elif os.path.exists(item) or is_url(item):
             found.append(item)  # named explicitly: try it whatever its extension
         else:
             missing.append((item, f"{item}: no such file or directory"))

@@ -27,6 +27,7 @@ from dataclasses import replace
 from distributed import Client, WorkerPlugin, as_completed
 from distributed.comm.addressing import get_address_host
 
+from monitor.audio import is_url
 from monitor.batch import BatchOptions, CallJob, load_worker_transcriber, score_job
 from monitor.errors import MonitorError
 
@@ -77,7 +78,7 @@ def score_on_cluster(todo: list[CallJob], options: BatchOptions) -> Iterator[tup
         except Exception as exc:
             raise MonitorError(f"cluster {options.cluster}: workers cannot load the model ({exc})") from None
         futures = {
-            client.submit(score_job, replace(job, audio=os.path.abspath(job.audio)), options.score, pure=False): job
+            client.submit(score_job, replace(job, audio=job.audio if is_url(job.audio) else os.path.abspath(job.audio)), options.score, pure=False): job
             for job in todo
         }
         for future in as_completed(futures, loop=client.loop):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from monitor.asr import Segment, Transcriber, TranscriptionOptions
-from monitor.audio import load_call
+from monitor.audio import is_url, load_call
 from monitor.match import matcher_for
 from monitor.phrasebook import Phrasebook
 from monitor.report import build_report, write_html, write_json
@@ -103,7 +103,10 @@ def write_report(report: dict, out_dir: str, audio_path: str | None) -> tuple[st
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, f"{report['call_id']}.json")
     html_path = os.path.join(out_dir, f"{report['call_id']}.html")
-    audio_src = os.path.relpath(os.path.abspath(audio_path), os.path.abspath(out_dir)) if audio_path else None
+    if not audio_path or is_url(audio_path):
+        audio_src = audio_path
+    else:
+        audio_src = os.path.relpath(os.path.abspath(audio_path), os.path.abspath(out_dir))
     # HTML first: a JSON report on disk is what marks the call as done on resume.
     write_html(report, html_path, audio_src)
     write_json(report, json_path)

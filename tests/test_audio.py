@@ -100,3 +100,24 @@ def test_pcm16_interleaved_and_resampling():
     assert frames[0, 1] == pytest.approx(0.5) and frames[1, 0] == -1.0
     up = resample(tone(8000, 1.0, 200).astype(np.float32), 8000)
     assert len(up) == 16000 and up.dtype == np.float32
+
+
+def test_recordings_can_be_read_from_a_url(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from conftest import SAMPLES
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SAMPLES))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/d06_no_greeting_rude.wav"
+        from_url = load_call(url)
+        assert np.array_equal(from_url.agent, load_call(sample("d06_no_greeting_rude")).agent)
+        with pytest.raises(MonitorError) as error:
+            load_call(f"http://127.0.0.1:{server.server_port}/missing.wav")
+        assert "missing.wav" in str(error.value)
+    finally:
+        server.shutdown()
