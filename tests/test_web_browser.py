@@ -1,0 +1,113 @@
+"""A real browser (Debian's Chromium, driven by Playwright) against `monitor serve` on loopback.
+
+A supervisor logs in, a sample call is streamed live into the server, the
+forbidden-phrase alert appears on the dashboard, the supervisor acknowledges
+it and opens the call with the violation highlighted. An agent logs in and
+cannot open another agent's call. Screenshots go to ``MONITOR_SCREENSHOTS``
+(a temporary directory when unset).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from web_helpers import PASSWORD, SAMPLES, LiveServer, scored_db_copy, stream_call
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (.ci/run installs it)")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def server(transcriber, tmp_path_factory):
+    from monitor.store import open_store
+    from monitor.web import auth
+    from monitor.web.app import create_app
+
+    url = scored_db_copy(transcriber, tmp_path_factory.mktemp("browser"))
+    token = auth.issue_api_token(open_store(url), "sup")
+    with LiveServer(create_app(url, transcriber=transcriber)) as live:
+        live.token = token
+        yield live
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    directory = Path(os.environ.get("MONITOR_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def log_in(page, base: str, name: str) -> None:
+    page.goto(base + "/")
+    assert "/login" in page.url
+    page.fill("#name", name)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+
+
+def test_supervisor_sees_live_alert_and_opens_the_call(server, browser, shots):
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
+    page = context.new_page()
+    log_in(page, server.url, "sup")
+    page.wait_for_url("**/dashboard")
+    page.wait_for_selector("#status.on", timeout=10_000)
+
+    streamed: list = []
+    feeder = threading.Thread(target=lambda: streamed.extend(stream_call(
+        server.port, server.token, str(SAMPLES / "d02_fault_rude.wav"), "live-d02", "A1002", "broadband", time_scale=3.0)))
+    feeder.start()
+    page.wait_for_selector(".live-call[data-call-id=live-d02]", timeout=30_000)
+    alert = page.wait_for_selector(".alert:has(a:text('live-d02'))", timeout=60_000)
+    page.wait_for_timeout(600)
+    page.screenshot(path=str(shots / "1-dashboard-live-alert.png"))
+    assert "不归我管" in alert.inner_text() or "怎么又问" in alert.inner_text()
+
+    alert.query_selector("button.ack").click()
+    page.wait_for_selector(".alert.acked:has(a:text('live-d02'))", timeout=5_000)
+    feeder.join(120)
+    assert not feeder.is_alive() and any("alert" in m for m in streamed)
+    page.wait_for_selector(".live-call[data-call-id=live-d02]", state="detached", timeout=30_000)
+
+    page.click(".alert a:text('live-d02')")
+    page.wait_for_url("**/calls/live-d02")
+    mark = page.wait_for_selector("mark.major, mark.critical", timeout=10_000)
+    # The heard words are marked (ASR may hear 又问 as 又闻); the mark names the forbidden phrase.
+    assert mark.is_visible() and "禁语" in mark.get_attribute("title") and mark.inner_text().startswith("刚才不是")
+    page.screenshot(path=str(shots / "2-call-report.png"), full_page=True)
+
+    page.goto(server.url + "/calls")
+    assert page.locator("table a:text('d09_service_condescending')").count() == 1
+    page.screenshot(path=str(shots / "3-call-browser.png"))
+    context.close()
+
+
+def test_agent_sees_own_portal_but_not_another_agents_call(server, browser, shots):
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
+    page = context.new_page()
+    log_in(page, server.url, "alice")
+    page.wait_for_url("**/me")
+    assert page.locator("svg.trend circle").count() >= 2
+    page.screenshot(path=str(shots / "4-agent-portal.png"), full_page=True)
+
+    response = page.goto(server.url + "/calls/d09_service_condescending")
+    assert response.status == 404
+    assert "d09_service_condescending" not in page.content().split("<main>")[1]
+    page.screenshot(path=str(shots / "5-agent-forbidden.png"))
+    assert page.goto(server.url + "/calls/d09_service_condescending/audio").status == 404
+    assert page.goto(server.url + "/dashboard").status == 403
+    context.close()
