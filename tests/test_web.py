@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -218,3 +219,25 @@ def test_serve_starts_on_an_empty_sqlite_database(tmp_path):
     client = TestClient(app)
     assert client.get("/healthz").json() == {"ok": True, "schema": 2}
     assert client.get("/login").status_code == 200
+
+
+def test_a_version_1_database_is_migrated_for_the_web_app(tmp_path):
+    import sqlalchemy as sa
+
+    path = tmp_path / "v1.db"
+    open_store(str(path)).close()
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:  # take it back to version 1's schema
+        for statement in ("DROP TABLE sessions", "DROP INDEX ix_alerts_agent_id", "ALTER TABLE alerts DROP COLUMN agent_id",
+                          "ALTER TABLE alerts DROP COLUMN severity", "DELETE FROM schema_migrations",
+                          "INSERT INTO schema_migrations VALUES (1, '2024-01-01 00:00:00')"):
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+    store = open_store(str(path))
+    assert store.schema_version() == 2
+    alert_id = store.save_alert({"call_id": "c1", "kind": "forbidden", "phrase_id": "p", "canonical": "x", "heard": "x"},
+                                agent_id="A1", severity="major")
+    assert store.alerts_after(0, agent_id="A1")[0]["id"] == alert_id
+    store.add_user("u", "supervisor", None, auth.hash_password(PASSWORD))
+    user = auth.check_password(store, "u", PASSWORD)
+    assert auth.user_for_session(store, auth.start_session(store, user, dt.timedelta(hours=1))).name == "u"
