@@ -296,7 +296,8 @@ def finish_call(call: LiveCall, webhook: WebhookSink | None, report_dir: str | N
     if report_dir and call.failed is None:
         from monitor.pipeline import write_report
 
-        write_report(call.report(), report_dir, call.audio_path)
+        recording = call.audio_path if call.audio_path and os.path.isfile(call.audio_path) else None
+        write_report(call.report(), report_dir, recording)
     if call.failed:
         log.error("call %s: %s", call.call_id, call.failed)
         status = 1

@@ -5,12 +5,14 @@ decides which window to hand it while audio is still arriving, in the manner of
 whisper_streaming:
 
 * Silero VAD (from faster-whisper) splits the incoming audio of one speaker into
-  utterances. A pause of ``pause_s`` ends an utterance; it is decoded once more
-  and committed as a final segment, and its audio is dropped.
+  utterances. A pause of ``pause_s`` ends an utterance; it is committed as a
+  final segment and its audio is dropped. When the last look-ahead decode
+  (below) already covered the whole utterance, its words are committed as they
+  are; otherwise the utterance is decoded once more.
 * While an utterance is still going on, its audio is re-decoded every
-  ``partial_every_s`` (without word timestamps, which double the cost). Phrases
-  heard in that hypothesis more than ``stable_margin_s`` before the end of the
-  audio are reported at once, before the speaker pauses.
+  ``partial_every_s``. Phrases heard in that hypothesis more than
+  ``stable_margin_s`` before the end of the audio are reported at once, before
+  the speaker pauses.
 * The decode window never exceeds ``max_window_s``: an utterance longer than
   that is cut where two consecutive hypotheses agree (LocalAgreement-2), or, if
   they do not, before the last ``tail_keep_s`` seconds.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -35,6 +37,9 @@ from monitor.asr import Segment, Transcriber, TranscriptionOptions, Word
 from monitor.audio import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
+
+SEEK_AGAIN_S = 1.0
+"""Audio left after the last decoded word that is not worth a second decoding pass."""
 
 
 def streaming_transcription_options() -> TranscriptionOptions:
@@ -61,10 +66,15 @@ class StreamingOptions:
     pause_s: float = 0.4
     """Silence that ends an utterance; the utterance is then decoded and committed."""
     partial_every_s: float = 0.6
-    """New audio needed before an unfinished utterance is decoded again."""
-    stable_margin_s: float = 0.3
+    """New audio needed before an unfinished utterance is decoded again. No
+    partial decode starts during a short silence: the pause that may end the
+    utterance is better met with the decoder free."""
+    stable_margin_s: float = 0.2
     """Hypothesis words ending at least this long before the end of the audio
     are taken as heard: the phrase watch sees them before the pause."""
+    min_lookahead_s: float = 1.0
+    """Unfinished speech shorter than this is not decoded: Whisper tends to loop
+    on a fraction of a word, at the cost of a full decode."""
     max_window_s: float = 12.0
     """Longest window ever decoded; bounds latency on long unbroken speech."""
     tail_keep_s: float = 2.0
@@ -96,8 +106,7 @@ class Hypothesis:
     """What an utterance still being spoken sounds like so far (may still change)."""
 
     words: list[Word]
-    """Decoded without word timestamps (half the cost): one pseudo-word per
-    Whisper segment, whose characters share its time span."""
+    """All words decoded so far in the utterance."""
     speaker: str
     """``agent`` or ``customer``."""
     heard_until: float
@@ -139,6 +148,7 @@ class UtteranceStream:
         """Call time (s) up to which VAD has looked at the audio."""
         self._decoded_until = 0.0
         self._previous: list[Word] = []
+        self._hypothesis: tuple[list[Word], float] = ([], 0.0)  # last look-ahead, and the call time it decoded to
         self.ended = False
 
     def feed(self, samples: np.ndarray) -> None:
@@ -207,10 +217,15 @@ class UtteranceStream:
             paused = len(speech) > 1 or len(region) - first_end >= opts.pause_s * SAMPLE_RATE or ended
             # --- the commit rule -------------------------------------------------
             if paused:  # a pause ended the utterance: decode it whole, commit it all
-                cut = min(len(region), first_end + pad) if len(speech) > 1 or not ended else len(region)
-                words = self._decode(transcriber, self._audio[:cut])
+                cut = min(len(region), first_end + pad)  # trailing silence only ever decodes as hallucination
+                cut_at = self.buffer_start + cut / SAMPLE_RATE
+                heard, decoded_until = self._hypothesis
+                if decoded_until >= self.buffer_start + first_end / SAMPLE_RATE:  # the look-ahead heard it all
+                    words = [w for w in heard if w.start < cut_at]
+                else:
+                    words = self._decode(transcriber, self._audio[:cut])
                 self._drop(cut)
-                self._previous = []
+                self._previous, self._hypothesis = [], ([], 0.0)
                 if words:
                     yield Committed(_segment(words, self.speaker), final=True)
                 continue
@@ -223,32 +238,31 @@ class UtteranceStream:
                     self._drop(len(region) - int(opts.tail_keep_s * SAMPLE_RATE))
                     self._previous = []
                     continue
-                cut_at = agreed[-1].end
-                self._previous = [w for w in words[len(agreed):]]
-                self._drop(int((cut_at - self.buffer_start) * SAMPLE_RATE))
+                self._previous, self._hypothesis = words[len(agreed) :], ([], 0.0)
+                # (at least a second goes, so odd timestamps cannot make this loop forever)
+                self._drop(max(int((agreed[-1].end - self.buffer_start) * SAMPLE_RATE), SAMPLE_RATE))
                 yield Committed(_segment(agreed, self.speaker), final=False)
                 continue
-            if region_end - self._decoded_until >= opts.partial_every_s:  # still speaking: look ahead
-                words = self._decode(transcriber, region, word_timestamps=False)
+            due = region_end - self._decoded_until >= opts.partial_every_s
+            if due and len(region) >= opts.min_lookahead_s * SAMPLE_RATE:  # still speaking: look ahead
+                words = self._decode(transcriber, region)
+                self._hypothesis = (words, region_end)
                 if words:
                     yield Hypothesis(words, self.speaker, region_end - opts.stable_margin_s)
-            return
             # ----------------------------------------------------------------------
+            return
 
-    def _decode(self, transcriber: Transcriber, samples: np.ndarray, word_timestamps: bool = True) -> list[Word]:
+    def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:
         self._decoded_until = self.buffer_start + len(samples) / SAMPLE_RATE
         started = time.perf_counter()
-        options = self.options.transcription
-        if options.word_timestamps != word_timestamps:
-            options = replace(options, word_timestamps=word_timestamps)
         words: list[Word] = []
-        segments = transcriber.transcribe(samples, options, self.speaker, self.buffer_start)
+        segments = transcriber.transcribe(samples, self.options.transcription, self.speaker, self.buffer_start)
         for segment in segments:
-            words += [w for w in segment.words or [Word(segment.start, segment.end, segment.text)] if w.text.strip()]
+            words += [w for w in segment.words if w.text.strip()]
             # Whisper would now seek to the last word and run the encoder again on
-            # the fraction of a second left: twice the cost, for a pad of silence
-            # that only ever decodes as a hallucination.
-            if segment.end >= self._decoded_until - self.options.pause_s:
+            # the second or less left: twice the cost, for what the first pass heard
+            # as silence (or a word being cut off, which the next window decodes).
+            if segment.end >= self._decoded_until - SEEK_AGAIN_S:
                 segments.close()
                 break
         log.debug(

@@ -7,7 +7,6 @@ import logging
 import subprocess
 import sys
 import threading
-import wave
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -42,12 +41,13 @@ def _live(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess
     )
 
 
-def test_realtime_file_alerts_on_stdout_and_webhook():
+def test_realtime_file_alerts_on_stdout_and_webhook_then_reports(tmp_path):
     httpd, received = _webhook_receiver()
     try:
         done = _live(
             "--phrasebook", "broadband", "--file", str(SAMPLES / "d06_no_greeting_rude.wav"),
             "--realtime", "--time-scale", "2", "--webhook", f"http://127.0.0.1:{httpd.server_port}/alerts",
+            "--report", str(tmp_path), "--agent-id", "A1006",
         )
     finally:
         httpd.shutdown()
@@ -61,6 +61,10 @@ def test_realtime_file_alerts_on_stdout_and_webhook():
         assert {"kind", "phrase_id", "canonical", "heard", "start", "end", "article", "latency_s"} <= alert.keys()
         assert alert["kind"] == "forbidden" and 0 <= alert["latency_s"] < 15
     assert [a["phrase_id"] for a in received] == [a["phrase_id"] for a in alerts]
+    report = json.loads((tmp_path / "d06_no_greeting_rude.json").read_text())
+    assert report["schema"] == "monitor.report/1" and report["agent_id"] == "A1006"
+    assert {a["phrase_id"] for a in alerts} <= {e["phrase_id"] for e in report["events"] if e["kind"] == "forbidden"}
+    assert (tmp_path / "d06_no_greeting_rude.html").exists()
 
 
 def test_stereo_pcm_on_stdin_keeps_customer_speech_apart():

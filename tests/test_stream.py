@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from monitor.asr import Word
@@ -69,9 +68,9 @@ def test_stream_commits_each_utterance_and_bounds_the_window(transcriber, broadb
     windows: list[float] = []
     original = stream._decode
 
-    def measured(transcriber, samples, word_timestamps=True):
+    def measured(transcriber, samples):
         windows.append(len(samples) / SAMPLE_RATE)
-        return original(transcriber, samples, word_timestamps)
+        return original(transcriber, samples)
 
     stream._decode = measured
     events = []
