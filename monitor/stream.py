@@ -13,6 +13,9 @@ whisper_streaming:
   ``partial_every_s``. Phrases heard in that hypothesis more than
   ``stable_margin_s`` before the end of the audio are reported at once, before
   the speaker pauses.
+* Under load (the stream waited more than ``lookahead_max_lag_s`` for the
+  decoder) there is no look-ahead, and all finished utterances in the window
+  share one decode, so several calls on one model degrade in latency, not lag.
 * The decode window never exceeds ``max_window_s``: an utterance longer than
   that is cut where two consecutive hypotheses agree (LocalAgreement-2), or, if
   they do not, before the last ``tail_keep_s`` seconds.
@@ -75,6 +78,9 @@ class StreamingOptions:
     min_lookahead_s: float = 1.0
     """Unfinished speech shorter than this is not decoded: Whisper tends to loop
     on a fraction of a word, at the cost of a full decode."""
+    lookahead_max_lag_s: float = 1.5
+    """No look-ahead when the stream waited longer than this for the decoder:
+    under load, decoding time goes to finishing utterances."""
     max_window_s: float = 12.0
     """Longest window ever decoded; bounds latency on long unbroken speech."""
     tail_keep_s: float = 2.0
@@ -190,6 +196,7 @@ class UtteranceStream:
         """Look at the audio fed since the last step; decode when the policy says so."""
         from faster_whisper.vad import get_speech_timestamps
 
+        behind_s = self.fed_until - self.checked_until
         ended = self._take_fed()
         opts = self.options
         window = int(opts.max_window_s * SAMPLE_RATE)
@@ -213,21 +220,26 @@ class UtteranceStream:
                 speech = [{"start": s["start"] - lead, "end": s["end"] - lead} for s in speech]
                 region = self._audio[:window]
                 region_end = self.buffer_start + len(region) / SAMPLE_RATE
-            first_end = speech[0]["end"]
-            paused = len(speech) > 1 or len(region) - first_end >= opts.pause_s * SAMPLE_RATE or ended
+            finished = [s for i, s in enumerate(speech) if i + 1 < len(speech) or ended
+                        or len(region) - s["end"] >= opts.pause_s * SAMPLE_RATE]
             # --- the commit rule -------------------------------------------------
-            if paused:  # a pause ended the utterance: decode it whole, commit it all
-                cut = min(len(region), first_end + pad)  # trailing silence only ever decodes as hallucination
-                cut_at = self.buffer_start + cut / SAMPLE_RATE
+            if finished:  # a pause ended the utterance: commit it whole
+                # Behind real time, every finished utterance in the window shares one decode.
+                utterances = finished if behind_s > opts.lookahead_max_lag_s else finished[:1]
+                cut = min(len(region), utterances[-1]["end"] + pad)  # trailing silence decodes as hallucination
                 heard, decoded_until = self._hypothesis
-                if decoded_until >= self.buffer_start + first_end / SAMPLE_RATE:  # the look-ahead heard it all
-                    words = [w for w in heard if w.start < cut_at]
+                if decoded_until >= self.buffer_start + utterances[-1]["end"] / SAMPLE_RATE:
+                    words = heard  # the last look-ahead already heard it all
                 else:
                     words = self._decode(transcriber, self._audio[:cut])
+                bounds = [self.buffer_start + u["start"] / SAMPLE_RATE for u in utterances[1:]]
+                bounds.append(self.buffer_start + cut / SAMPLE_RATE)
                 self._drop(cut)
                 self._previous, self._hypothesis = [], ([], 0.0)
-                if words:
-                    yield Committed(_segment(words, self.speaker), final=True)
+                for utterance_end in bounds:
+                    said, words = [w for w in words if w.start < utterance_end], [w for w in words if w.start >= utterance_end]
+                    if said:
+                        yield Committed(_segment(said, self.speaker), final=True)
                 continue
             if len(region) >= window:  # long speech without a pause: cut where hypotheses agree
                 words = self._decode(transcriber, region)
@@ -243,7 +255,7 @@ class UtteranceStream:
                 self._drop(max(int((agreed[-1].end - self.buffer_start) * SAMPLE_RATE), SAMPLE_RATE))
                 yield Committed(_segment(agreed, self.speaker), final=False)
                 continue
-            due = region_end - self._decoded_until >= opts.partial_every_s
+            due = region_end - self._decoded_until >= opts.partial_every_s and behind_s <= opts.lookahead_max_lag_s
             if due and len(region) >= opts.min_lookahead_s * SAMPLE_RATE:  # still speaking: look ahead
                 words = self._decode(transcriber, region)
                 self._hypothesis = (words, region_end)
