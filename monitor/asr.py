@@ -82,6 +82,9 @@ class TranscriptionOptions:
     segments when, after word alignment, it re-decodes the last half second of a
     clip and invents a phrase (让我们一起挑战) or repeats the previous one; fast
     Mandarin is about 7 characters per second."""
+    max_new_tokens: int | None = None
+    """Cap on tokens decoded per window. Bounds what a repetition loop costs on a
+    short streaming window (about 6 tokens per second of Mandarin speech)."""
     max_repeats: int = 3
     """A run of the same word or words repeated more often than this is cut back to one."""
 
@@ -259,6 +262,7 @@ class Transcriber:
             compression_ratio_threshold=options.compression_ratio_threshold,
             log_prob_threshold=options.log_prob_threshold,
             no_speech_threshold=options.no_speech_threshold,
+            max_new_tokens=options.max_new_tokens,
             hallucination_silence_threshold=(
                 options.hallucination_silence_threshold if options.word_timestamps else None
             ),

@@ -59,6 +59,8 @@ def streaming_transcription_options() -> TranscriptionOptions:
         compression_ratio_threshold=None,
         log_prob_threshold=None,
         hallucination_silence_threshold=None,
+        # A window is at most ``max_window_s`` long: room for fast speech, not for a loop.
+        max_new_tokens=int(StreamingOptions.max_window_s * 12),
     )
 
 
