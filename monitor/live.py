@@ -222,6 +222,10 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--call-id", default=None, help="call id in events and the report (default: file stem)")
     parser.add_argument("--webhook", metavar="URL", help="POST every alert as JSON to URL (retried with backoff)")
     parser.add_argument("--report", metavar="DIR", help="write the call's report (JSON + HTML) to DIR at the end")
+    parser.add_argument("--server", metavar="URL",
+                        help="stream to a monitor server (http://HOST:PORT of `monitor serve`, or ws:// of --listen) "
+                             "and print what it hears, instead of decoding here")
+    parser.add_argument("--token", help="with --server: an API token (`monitor users token NAME`)")
     parser.add_argument("--model", default=None, help="Whisper model (default: the embedded base model)")
     parser.add_argument("--max-calls", type=int, default=4, help="with --listen: calls served at once")
     parser.add_argument("--decode-workers", type=int, default=1,
@@ -254,6 +258,8 @@ def run_live(args: argparse.Namespace) -> int:
         raise MonitorError("--realtime: only applies to --file")
     if args.decode_workers < 1:
         raise MonitorError(f"--decode-workers {args.decode_workers}: must be at least 1")
+    if args.server and (args.webhook or args.report or args.listen):
+        raise MonitorError("--server: the server delivers alerts and keeps the report; drop --webhook/--report/--listen")
     phrasebook = load_phrasebook(args.phrasebook)
     matcher = matcher_for(phrasebook)
     webhook = WebhookSink(args.webhook) if args.webhook else None
@@ -264,9 +270,14 @@ def run_live(args: argparse.Namespace) -> int:
         return serve_forever(args, transcriber, phrasebook, matcher, webhook)
 
     source = _open_source(args)
+    call_id = args.call_id or (os.path.splitext(os.path.basename(args.file))[0] if args.file else "live")
+    if args.server:
+        from monitor.remote import stream_to_server
+
+        return stream_to_server(source, args.server, args.token, call_id, args.phrasebook, args.agent_id,
+                                args.agent_channel)
     transcriber = load_transcriber(args.model, args.decode_workers)
     sinks = [PartialFilter(StdoutSink()), publisher] + ([webhook] if webhook else [])
-    call_id = args.call_id or (os.path.splitext(os.path.basename(args.file))[0] if args.file else "live")
     call = LiveCall(call_id, phrasebook, matcher, sinks, stereo=source.channels > 1,
                     agent_channel=args.agent_channel, agent_id=args.agent_id, audio_path=source.path)
     scheduler = DecodeScheduler(transcriber, workers=args.decode_workers)

@@ -110,3 +110,41 @@ def test_whisper_live_client_gets_segments_and_alerts_and_bad_clients_do_not_hur
     assert {a["phrase_id"] for a in alerts} <= {e["phrase_id"] for e in published if e.get("type") == "alert"}
     quitter_call = next(call for call in ingest.finished if call.call_id == "quitter")
     assert quitter_call.duration_s == pytest.approx(3.0, abs=0.01) and quitter_call.failed is None
+
+
+def test_monitor_live_streams_to_a_server_and_prints_its_alerts(server):
+    import subprocess
+    import sys
+
+    _, port = server
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor", "live", "--phrasebook", "broadband", "--call-id", "remote-d06",
+         "--file", str(SAMPLES / "d06_no_greeting_rude.wav"), "--realtime", "--time-scale", str(TIME_SCALE),
+         "--server", f"ws://127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    alerts = [line for line in lines if line["type"] == "alert"]
+    assert {"你问我，我问谁？", "快下班了，明天再说。"} <= {a["canonical"] for a in alerts}
+    assert all(a["call_id"] == "remote-d06" and a["latency_s"] >= 0 for a in alerts)
+    segments = [line for line in lines if line["type"] == "segment"]
+    assert segments and len({(s["start"], s["end"]) for s in segments}) == len(segments), "each segment once"
+
+
+def test_server_urls_and_an_unreachable_server():
+    import subprocess
+    import sys
+
+    from monitor.remote import ingest_url
+
+    assert ingest_url("http://127.0.0.1:8000", "t0k") == "ws://127.0.0.1:8000/ws/ingest?token=t0k"
+    assert ingest_url("https://qa.example/monitor/", None) == "wss://qa.example/monitor/ws/ingest"
+    assert ingest_url("ws://127.0.0.1:9090", None) == "ws://127.0.0.1:9090"
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor", "live", "--phrasebook", "broadband",
+         "--file", str(SAMPLES / "d06_no_greeting_rude.wav"), "--server", "http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "http://127.0.0.1:9" in result.stderr
