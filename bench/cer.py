@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import re
 import sys
 import time
 
@@ -23,14 +22,13 @@ from rapidfuzz.distance import Levenshtein
 
 from monitor.asr import DEFAULT_PROMPT, Transcriber, TranscriptionOptions
 from monitor.audio import load_call
-from monitor.text import to_simplified
+from monitor.text import spoken, to_simplified
 
-_NOT_CHARS = re.compile(r"[\s\W_]+", re.UNICODE)
 
 
 def cer_text(text: str) -> str:
     """What CER compares: simplified script, no punctuation or spaces."""
-    return _NOT_CHARS.sub("", to_simplified(text))
+    return spoken(to_simplified(text))
 
 
 def read_manifest(corpus: str) -> list[dict]:

@@ -8,14 +8,13 @@ into small ``Segment`` records with word timestamps, lazily. Streaming policy
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from monitor.audio import CallAudio
-from monitor.text import to_simplified
+from monitor.text import simplified_pieces, spoken, to_simplified
 
 DEFAULT_PROMPT = "以下是普通话的句子。"
 
@@ -40,8 +39,7 @@ HALLUCINATIONS = (
     "字幕by",
     "字幕提供",
 )
-_PUNCTUATION = re.compile(r"[\s\W_]+", re.UNICODE)
-_HALLUCINATION_KEYS = tuple(_PUNCTUATION.sub("", phrase) for phrase in HALLUCINATIONS)
+_HALLUCINATION_KEYS = tuple(spoken(phrase) for phrase in HALLUCINATIONS)
 
 
 @dataclass
@@ -124,7 +122,7 @@ class Segment:
 
 def is_hallucination(text: str) -> bool:
     """True when the text is mostly one of Whisper's invented credit lines."""
-    bare = _PUNCTUATION.sub("", text.lower())
+    bare = spoken(text.lower())
     if not bare:
         return True
     covered = sum(len(phrase) for phrase in _HALLUCINATION_KEYS if phrase in bare)
@@ -170,9 +168,9 @@ def _failed_every_temperature(raw, options: TranscriptionOptions) -> bool:
 
 
 def _too_fast(text: str, duration_s: float, max_chars_per_second: float) -> bool:
-    spoken = len(_PUNCTUATION.sub("", text))
+    characters = len(spoken(text))
     # A clause of one or two characters can legitimately be clipped short.
-    return spoken > 2 and spoken > max_chars_per_second * max(duration_s, 0.0)
+    return characters > 2 and characters > max_chars_per_second * max(duration_s, 0.0)
 
 
 def collapse_repeats(words: list[Word], max_repeats: int) -> list[Word]:
@@ -181,7 +179,7 @@ def collapse_repeats(words: list[Word], max_repeats: int) -> list[Word]:
     Whisper sometimes loops ("谢谢谢谢谢谢…") when the compression-ratio check
     misses a short loop. Operating on words keeps the timestamps of what stays.
     """
-    keys = [_PUNCTUATION.sub("", w.text) for w in words]
+    keys = [spoken(w.text) for w in words]
     out: list[Word] = []
     i = 0
     while i < len(words):
@@ -205,21 +203,8 @@ def collapse_repeats(words: list[Word], max_repeats: int) -> list[Word]:
 
 
 def _simplified_words(words: Iterable) -> list[Word]:
-    """faster-whisper words to our records, converted to simplified script.
-
-    The joined text is converted at once, so OpenCC sees whole phrases; t2s keeps
-    the length, which lets us cut the result back into the original words.
-    """
-    raw = [w.word for w in words]
-    joined = to_simplified("".join(raw))
-    pieces: list[str] = []
-    if len(joined) == sum(map(len, raw)):
-        offset = 0
-        for text in raw:
-            pieces.append(joined[offset : offset + len(text)])
-            offset += len(text)
-    else:
-        pieces = [to_simplified(text) for text in raw]
+    """faster-whisper words to our records, converted to simplified script."""
+    pieces = simplified_pieces([w.word for w in words])
     # float(): faster-whisper gives numpy scalars, which leak into reports as np.bool_ comparisons.
     return [
         Word(start=float(w.start), end=float(w.end), text=p, probability=float(w.probability))

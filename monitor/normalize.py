@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-from monitor.text import to_simplified
+from monitor.text import simplified_pieces
 
 CHINESE_DIGITS = {"零": "0", "〇": "0", "一": "1", "二": "2", "两": "2", "三": "3", "四": "4",
                   "五": "5", "六": "6", "七": "7", "八": "8", "九": "9", "幺": "1"}
@@ -51,15 +51,9 @@ def _fold(char: str) -> str:
 
 
 def _simplified_chars(text: str) -> str:
-    """t2s, keeping one output character per input character.
-
-    OpenCC converts by phrase; t2s nearly always keeps the length, in which case
-    the whole-string result is used, otherwise each character is converted alone.
-    """
-    converted = to_simplified(text)
-    if len(converted) == len(text):
-        return converted
-    return "".join(c if len(c) == 1 else ch for ch, c in ((ch, to_simplified(ch)) for ch in text))
+    """t2s, keeping one output character per input character (a character whose
+    own conversion changes the length stays as it was)."""
+    return "".join(c if len(c) == 1 else ch for ch, c in zip(text, simplified_pieces(list(text))))
 
 
 CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")

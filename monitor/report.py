@@ -26,6 +26,7 @@ import jinja2
 from monitor.asr import Segment
 from monitor.phrasebook import Phrasebook
 from monitor.rules import Judgement
+from monitor.text import NOT_SPOKEN, spoken
 
 SCHEMA = "monitor.report/1"
 REQUIRED_KEYS = (
@@ -38,7 +39,6 @@ _DIGITS = "0-9０-９零〇一二三四五六七八九幺"
 # the check letter that ends an ID-card number.
 _NUMBER_RUN = re.compile(rf"[{_DIGITS}](?:[-\s]?[{_DIGITS}]){{6,}}[Xx]?")
 _DIGIT_VALUES = str.maketrans("０１２３４５６７８９零〇一二三四五六七八九幺", "012345678900123456789" + "1")
-_NOT_SPOKEN = re.compile(r"[\s\W_]+", re.UNICODE)
 SEVERITY_LABELS = {"critical": "严重", "major": "较重", "minor": "轻微"}
 
 
@@ -246,14 +246,14 @@ def _transcript_rows(report: dict) -> list[dict]:
 
 def _locate(heard: str, text: str) -> tuple[int, int] | None:
     """Span of ``heard`` in ``text``, comparing spoken characters only."""
-    spoken = [(i, c) for i, c in enumerate(text) if not _NOT_SPOKEN.fullmatch(c)]
-    needle = _NOT_SPOKEN.sub("", heard)
+    kept = [(i, c) for i, c in enumerate(text) if not NOT_SPOKEN.fullmatch(c)]
+    needle = spoken(heard)
     if not needle:
         return None
-    at = "".join(c for _, c in spoken).find(needle)
+    at = "".join(c for _, c in kept).find(needle)
     if at < 0:
         return None
-    return spoken[at][0], spoken[at + len(needle) - 1][0] + 1
+    return kept[at][0], kept[at + len(needle) - 1][0] + 1
 
 
 def _write_atomic(path: str | os.PathLike, text: str) -> None:

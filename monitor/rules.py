@@ -28,12 +28,12 @@ Decisions a reader would otherwise have to guess:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from monitor.asr import Segment
 from monitor.phrasebook import Check, Limits, Phrasebook
+from monitor.text import spoken
 
 if TYPE_CHECKING:
     from monitor.match import Hit
@@ -45,7 +45,6 @@ MAX_DEDUCTIONS_PER_PHRASE = 3
 # turn that starts this close to the end of the customer's is a quick reply,
 # not 抢话.
 INTERRUPTION_TOLERANCE_S = 0.3
-_NOT_SPOKEN = re.compile(r"[\s\W_]+", re.UNICODE)
 
 
 @dataclass
@@ -195,7 +194,7 @@ def metrics(segments: list[Segment], duration_s: float, limits: Limits, stereo: 
     agent = _spoken(segments, "agent")
     customer = _spoken(segments, "customer")
     agent_talk_s = _covered(agent)
-    characters = sum(len(_NOT_SPOKEN.sub("", s.text)) for s in agent)
+    characters = sum(len(spoken(s.text)) for s in agent)
     speech_rate = characters / (agent_talk_s / 60) if agent_talk_s > 0 else None
     gaps = _gaps(agent + customer)
     longest = max(gaps, key=lambda g: g[1] - g[0], default=None)
