@@ -23,17 +23,12 @@ import os
 import sys
 import time
 
+from labelled import forbidden_agent_turns, overlaps
+
 from monitor.asr import DEFAULT_PROMPT, Transcriber
 from monitor.audio import load_call
 from monitor.phrasebook import load_phrasebook
 from monitor.pipeline import ScoreOptions, score_call
-
-TOLERANCE_S = 1.0
-
-
-def overlaps(event: dict, turn: dict) -> bool:
-    return event["start"] <= turn["end"] + TOLERANCE_S and event["end"] >= turn["start"] - TOLERANCE_S
-
 
 def bare_whisper_seconds(transcriber: Transcriber, path: str) -> float:
     """Time bare faster-whisper takes on the same audio (both channels of a stereo call)."""
@@ -73,10 +68,10 @@ def main() -> int:
         bare_s += bare_whisper_seconds(transcriber, audio)
         audio_s += report["duration_s"]
 
-        wanted = [t for t in labels["turns"] if "forbidden" in t["tags"] and t["speaker"] == "agent"]
+        wanted = forbidden_agent_turns(labels)
         forbidden = [e for e in report["events"] if e["kind"] == "forbidden"]
-        hit_turns = sum(1 for t in wanted if any(overlaps(e, t) for e in forbidden))
-        true_events = sum(1 for e in forbidden if any(overlaps(e, t) for t in wanted))
+        hit_turns = sum(1 for t in wanted if any(overlaps(e["start"], e["end"], t) for e in forbidden))
+        true_events = sum(1 for e in forbidden if any(overlaps(e["start"], e["end"], t) for t in wanted))
         found, labelled = found + hit_turns, labelled + len(wanted)
         events_ok, events_all = events_ok + true_events, events_all + len(forbidden)
 
@@ -87,7 +82,7 @@ def main() -> int:
             agree = checks.get(check) == expected
             checks_agree, checks_all = checks_agree + agree, checks_all + 1
             verdicts.append(f"{'ok' if agree else 'WRONG'}:{checks.get(check)}")
-        false_alarms = [e["heard"] for e in forbidden if not any(overlaps(e, t) for t in wanted)]
+        false_alarms = [e["heard"] for e in forbidden if not any(overlaps(e["start"], e["end"], t) for t in wanted)]
         print(f"{labels['call_id']:28} {hit_turns:>7}/{len(wanted):<7} {len(false_alarms):>12} "
               f"{verdicts[0]:>9} {verdicts[1]:>9} {report['score']['total']!s:>5}"
               + (f"  false alarms: {false_alarms}" if false_alarms else ""))  # fmt: skip

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from labelled import latency_summary
 
 from monitor.audio import SAMPLE_RATE, load_call
 from monitor.live import LiveCall, load_transcriber
@@ -86,9 +87,8 @@ def main() -> int:
         call.wait()
     scheduler.close()
     latencies = [a["latency_s"] for c in calls for a in c.alerts]
-    p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2
     first, last = np.mean(lags[: max(1, len(lags) // 5)]), np.mean(lags[-max(1, len(lags) // 5) :])
-    print(f"\nalerts: {len(latencies)}  latency_s p50={p50:.2f} p95={p95:.2f} max={max(latencies, default=0):.2f}")
+    print(f"\nalerts: {len(latencies)}  {latency_summary(latencies)}")
     print(f"mean lag first fifth {first:.2f}s, last fifth {last:.2f}s; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
+from labelled import forbidden_agent_turns, latency_summary, overlaps
 
 from monitor.asr import Transcriber
 from monitor.audio import load_call
@@ -25,12 +25,12 @@ from monitor.sources import FileSource
 from monitor.stream import DecodeScheduler
 
 
-def forbidden_turns(labels: dict) -> list[tuple[float, float]]:
-    return [(t["start"], t["end"]) for t in labels["turns"] if "forbidden" in t["tags"]]
+LIVE_TOLERANCE_S = 0.5
+"""Stricter than batch's ±1 s: a live alert must point at the turn itself."""
 
 
-def recalled(turns, hits) -> int:
-    return sum(any(h_start < end + 0.5 and start - 0.5 < h_end for h_start, h_end in hits) for start, end in turns)
+def recalled(turns: list[dict], hits: list[tuple[float, float]]) -> int:
+    return sum(any(overlaps(start, end, turn, LIVE_TOLERANCE_S) for start, end in hits) for turn in turns)
 
 
 def main() -> int:
@@ -57,7 +57,7 @@ def main() -> int:
         live = [(a["start"], a["end"]) for a in call.alerts if a["speaker"] == "agent"]
         segments = transcriber.transcribe_call(load_call(str(wav)))
         batch = [(h.start, h.end) for h in matcher.match_segments(segments) if h.kind == "forbidden" and h.speaker == "agent"]
-        turns = forbidden_turns(labels)
+        turns = forbidden_agent_turns(labels)
         latencies += [a["latency_s"] for a in call.alerts]
         turns_total += len(turns)
         live_hits_total += recalled(turns, live)
@@ -67,8 +67,7 @@ def main() -> int:
         print(f"{wav.stem:28s} turns={len(turns)} live={rows[-1][2]} batch={rows[-1][3]} "
               f"alerts={len(call.alerts)} latency_s={rows[-1][4]}", flush=True)
     scheduler.close()
-    p50, p95 = (np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2)
-    print(f"\nforbidden alerts: {len(latencies)}  latency_s p50={p50:.2f} p95={p95:.2f} max={max(latencies, default=0):.2f}")
+    print(f"\nforbidden alerts: {len(latencies)}  {latency_summary(latencies)}")
     print(f"recall of labelled forbidden turns: live {live_hits_total}/{turns_total}={live_hits_total / turns_total:.3f}"
           f"  batch {batch_hits_total}/{turns_total}={batch_hits_total / turns_total:.3f}")
     return 0

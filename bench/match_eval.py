@@ -17,23 +17,18 @@ import argparse
 import json
 from pathlib import Path
 
+from labelled import forbidden_agent_turns, overlaps
+
 from monitor.asr import Segment
 from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
 
 HERE = Path(__file__).resolve().parent
-TOLERANCE_S = 1.0
-
-
 def segments_of(entries: list[dict]) -> list[Segment]:
     return [
         Segment(start=e["start"], end=e["end"], text=e["text"], speaker="customer" if e.get("ch", 0) == 1 else "agent")
         for e in entries
     ]
-
-
-def near(hit, turn) -> bool:
-    return hit.start <= turn["end"] + TOLERANCE_S and hit.end >= turn["start"] - TOLERANCE_S
 
 
 def evaluate(asr: dict, labels_dir: Path, verbose: bool = False) -> dict:
@@ -43,9 +38,9 @@ def evaluate(asr: dict, labels_dir: Path, verbose: bool = False) -> dict:
         labels = json.loads((labels_dir / f"{Path(audio_name).stem}.labels.json").read_text(encoding="utf-8"))
         hits = matcher_for(load_phrasebook(labels["phrasebook"])).match_segments(segments_of(entries))
         forbidden_hits = [h for h in hits if h.kind == "forbidden"]
-        forbidden_turns = [t for t in labels["turns"] if "forbidden" in t["tags"]]
-        found = [t for t in forbidden_turns if any(near(h, t) for h in forbidden_hits)]
-        correct = [h for h in forbidden_hits if any(near(h, t) for t in forbidden_turns)]
+        forbidden_turns = forbidden_agent_turns(labels)
+        found = [t for t in forbidden_turns if any(overlaps(h.start, h.end, t) for h in forbidden_hits)]
+        correct = [h for h in forbidden_hits if any(overlaps(h.start, h.end, t) for t in forbidden_turns)]
         totals["forbidden_turns"] += len(forbidden_turns)
         totals["forbidden_found"] += len(found)
         totals["forbidden_hits"] += len(forbidden_hits)
@@ -53,7 +48,7 @@ def evaluate(asr: dict, labels_dir: Path, verbose: bool = False) -> dict:
         for tag in ("greeting", "farewell"):
             for turn in (t for t in labels["turns"] if tag in t["tags"]):
                 totals["position_turns"] += 1
-                totals["position_found"] += any(h.category == tag and near(h, turn) for h in hits)
+                totals["position_found"] += any(h.category == tag and overlaps(h.start, h.end, turn) for h in hits)
         if verbose:
             print(f"{labels['call_id']}: {len(found)}/{len(forbidden_turns)} forbidden turns found, "
                   f"{len(correct)}/{len(forbidden_hits)} forbidden hits correct")
