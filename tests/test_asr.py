@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import labels, sample
 
-from monitor.asr import Segment, Word, collapse_repeats, is_hallucination, split_sentences
+from monitor.asr import Segment, TranscriptionOptions, Word, collapse_repeats, is_hallucination, split_sentences
 from monitor.audio import load_call
 from monitor.text import to_simplified
 
@@ -31,6 +31,24 @@ def test_sample_calls_come_out_simplified_with_word_timestamps(transcriber, call
     heard_to = max(s.end for s in segments)
     for turn in labels(call_id)["turns"]:
         assert heard_from - 1 <= turn["start"] and turn["end"] <= heard_to + 1.5
+
+
+def test_short_encoder_input_encodes_the_window_not_30_seconds(transcriber):
+    from faster_whisper.audio import pad_or_trim
+
+    from monitor.asr import short_encoder_input
+
+    greeting = load_call(sample("d08_phone_blame")).agent[8000:64000]  # 0.5-4.0 s: 您好，我是家庭宽带维护的工程师
+    audio_frames = transcriber.model.feature_extractor(greeting).shape[-1]
+    padded = pad_or_trim(transcriber.model.feature_extractor(greeting))  # what faster-whisper hands the encoder
+    view = short_encoder_input(transcriber.model, padding_frames=300)
+    whole_seconds = -(-(audio_frames + 300) // 100) * 100
+    assert view.encode(padded).shape[1] == whole_seconds // 2  # two frames per encoder position
+    assert transcriber.model.encode(padded).shape[1] == 1500, "the shared model still encodes 30 s"
+    # And it hears the same greeting.
+    options = TranscriptionOptions(beam_size=1, vad_filter=False, encoder_padding_s=3.0)
+    heard = "".join(s.text for s in transcriber.transcribe(greeting, options))
+    assert "家庭" in heard and "工程师" in heard
 
 
 def test_stereo_call_separates_agent_and_customer(transcriber):
