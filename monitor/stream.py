@@ -31,13 +31,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
 
 from monitor.asr import Segment, Transcriber, TranscriptionOptions, Word
 from monitor.audio import SAMPLE_RATE
+from monitor.text import spoken
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,18 @@ def streaming_transcription_options() -> TranscriptionOptions:
     Temperature fallback is off: a window cut mid-word decodes "badly" by
     Whisper's measures, and re-decoding it up to five times hotter costs seconds
     for nothing. VAD already ran on the window. Greedy decoding measured as
-    accurate as beam 5 on the sample calls at a third less time.
+    accurate as beam 5 on the sample calls at a third less time. The encoder
+    sees the window and 3 s of padding, not 30 s, which makes a decode of a
+    few seconds twice as fast (``bench/short_encoder.py``); with less padding,
+    one-second look-ahead windows often decode to nothing.
     """
     return TranscriptionOptions(
         beam_size=1,
+        encoder_padding_s=3.0,
         vad_filter=False,
         compression_ratio_threshold=None,
         log_prob_threshold=None,
         hallucination_silence_threshold=None,
-        # A window is at most ``max_window_s`` long: room for fast speech, not for a loop.
-        max_new_tokens=int(StreamingOptions.max_window_s * 12),
     )
 
 
@@ -91,8 +94,21 @@ class StreamingOptions:
     vad_threshold: float = 0.5
     """Silero speech probability above which a frame is speech."""
     speech_pad_s: float = 0.1
-    """Audio kept around detected speech when cutting (Silero's own default,
+    """Audio kept after detected speech when cutting (Silero's own default,
     0.4 s, would delay every endpoint by as much)."""
+    onset_pad_s: float = 0.4
+    """Audio kept before detected speech. Silero finds a soft onset (the g of
+    故障) up to 0.2 s late, depending on where its 32 ms frames fall; a window
+    that starts after the onset hears 不仗 for 故障."""
+    prompt_chars: int = 40
+    """Characters of the speaker's committed text handed to Whisper as the
+    preceding context of each window, as whisper_streaming does. A window that
+    starts mid-sentence then continues the sentence, where the default prompt
+    (以下是普通话的句子。) would leak in as 以下是."""
+    tokens_per_s: float = 12.0
+    """Most tokens decoded per second of window (fast Mandarin with punctuation
+    is about 8). A window cut mid-word can make Whisper loop until its token
+    limit; this bounds what the loop costs."""
     min_utterance_s: float = 0.25
     """Speech shorter than this (a click, a breath) is dropped without decoding."""
     transcription: TranscriptionOptions = field(default_factory=streaming_transcription_options)
@@ -157,6 +173,7 @@ class UtteranceStream:
         self._decoded_until = 0.0
         self._previous: list[Word] = []
         self._hypothesis: tuple[list[Word], float] = ([], 0.0)  # last look-ahead, and the call time it decoded to
+        self._said: list[Word] = []  # the last words committed: the next window's prompt
         self.ended = False
 
     def feed(self, samples: np.ndarray) -> None:
@@ -216,8 +233,9 @@ class UtteranceStream:
                     return
                 continue
             pad = int(opts.speech_pad_s * SAMPLE_RATE)
-            if speech[0]["start"] > pad:
-                lead = speech[0]["start"] - pad
+            onset_pad = int(opts.onset_pad_s * SAMPLE_RATE)
+            if speech[0]["start"] > onset_pad:
+                lead = speech[0]["start"] - onset_pad
                 self._drop(lead)
                 speech = [{"start": s["start"] - lead, "end": s["end"] - lead} for s in speech]
                 region = self._audio[:window]
@@ -229,11 +247,10 @@ class UtteranceStream:
                 # Behind real time, every finished utterance in the window shares one decode.
                 utterances = finished if behind_s > opts.lookahead_max_lag_s else finished[:1]
                 cut = min(len(region), utterances[-1]["end"] + pad)  # trailing silence decodes as hallucination
-                heard, decoded_until = self._hypothesis
-                if decoded_until >= self.buffer_start + utterances[-1]["end"] / SAMPLE_RATE:
-                    words = heard  # the last look-ahead already heard it all
-                else:
-                    words = self._decode(transcriber, self._audio[:cut])
+                following = speech[len(utterances)]["start"] if len(speech) > len(utterances) else None
+                words = self._lookahead_heard(utterances[-1]["end"], following) or self._decode(
+                    transcriber, self._audio[:cut]
+                )
                 bounds = [self.buffer_start + u["start"] / SAMPLE_RATE for u in utterances[1:]]
                 bounds.append(self.buffer_start + cut / SAMPLE_RATE)
                 self._drop(cut)
@@ -241,7 +258,7 @@ class UtteranceStream:
                 for utterance_end in bounds:
                     said, words = [w for w in words if w.start < utterance_end], [w for w in words if w.start >= utterance_end]
                     if said:
-                        yield Committed(_segment(said, self.speaker), final=True)
+                        yield self._commit(said, final=True)
                 continue
             if len(region) >= window:  # long speech without a pause: cut where hypotheses agree
                 words = self._decode(transcriber, region)
@@ -255,7 +272,7 @@ class UtteranceStream:
                 self._previous, self._hypothesis = words[len(agreed) :], ([], 0.0)
                 # (at least a second goes, so odd timestamps cannot make this loop forever)
                 self._drop(max(int((agreed[-1].end - self.buffer_start) * SAMPLE_RATE), SAMPLE_RATE))
-                yield Committed(_segment(agreed, self.speaker), final=False)
+                yield self._commit(agreed, final=False)
                 continue
             due = region_end - self._decoded_until >= opts.partial_every_s and behind_s <= opts.lookahead_max_lag_s
             if due and len(region) >= opts.min_lookahead_s * SAMPLE_RATE:  # still speaking: look ahead
@@ -266,11 +283,30 @@ class UtteranceStream:
             # ----------------------------------------------------------------------
             return
 
+    def _lookahead_heard(self, said_until: int, following: int | None) -> list[Word]:
+        """The last look-ahead's words, if it decoded the buffer up to ``said_until``
+        (a sample offset) and not into the ``following`` utterance."""
+        words, decoded_until = self._hypothesis
+        decoded = round((decoded_until - self.buffer_start) * SAMPLE_RATE)
+        return words if said_until <= decoded and (following is None or decoded <= following) else []
+
+    def _commit(self, words: list[Word], final: bool) -> Committed:
+        self._said = (self._said + words)[-self.options.prompt_chars :]  # words: at least as many characters
+        return Committed(_segment(words, self.speaker), final)
+
     def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:
         self._decoded_until = self.buffer_start + len(samples) / SAMPLE_RATE
         started = time.perf_counter()
         words: list[Word] = []
-        segments = transcriber.transcribe(samples, self.options.transcription, self.speaker, self.buffer_start)
+        # A few tokens more than the window can hold: room for fast speech, not for a loop.
+        max_tokens = 8 + int(self.options.tokens_per_s * len(samples) / SAMPLE_RATE)
+        options = replace(
+            self.options.transcription,
+            max_new_tokens=max_tokens,
+            initial_prompt="".join(w.text for w in self._said)[-self.options.prompt_chars :]
+            or self.options.transcription.initial_prompt,
+        )
+        segments = transcriber.transcribe(samples, options, self.speaker, self.buffer_start)
         for segment in segments:
             words += [w for w in segment.words if w.text.strip()]
             # Whisper would now seek to the last word and run the encoder again on
@@ -279,11 +315,30 @@ class UtteranceStream:
             if segment.end >= self._decoded_until - SEEK_AGAIN_S:
                 segments.close()
                 break
+        words = without_repeated_head(self._said, words)
         log.debug(
             "%s: decoded %.1f-%.1fs in %.2fs, %.1fs fed: %s", self.speaker, self.buffer_start,
             self._decoded_until, time.perf_counter() - started, self.fed_until, "".join(w.text for w in words),
         )
         return words
+
+
+def without_repeated_head(said: list[Word], words: list[Word], within_s: float = 1.0) -> list[Word]:
+    """``words`` less a head that repeats the end of what was just committed.
+
+    A window starts where the previous utterance was cut, and Whisper may hear
+    its last syllables again, the more so with that text as its prompt
+    (whisper_streaming drops such n-grams the same way). Only a head of two or
+    more characters, starting within ``within_s`` of the committed end, goes.
+    """
+    if not said or not words or words[0].start > said[-1].end + within_s:
+        return words
+    said_text = spoken("".join(w.text for w in said))
+    for count in range(len(words), 0, -1):  # the longest repeated head first
+        head = spoken("".join(w.text for w in words[:count]))
+        if len(head) >= 2 and said_text.endswith(head):
+            return words[count:]
+    return words
 
 
 def _segment(words: list[Word], speaker: str) -> Segment:

@@ -10,7 +10,15 @@ from monitor.asr import Word
 from monitor.audio import SAMPLE_RATE, load_call
 from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
-from monitor.stream import Committed, Hypothesis, PhraseWatch, StreamingOptions, UtteranceStream, agreed_prefix
+from monitor.stream import (
+    Committed,
+    Hypothesis,
+    PhraseWatch,
+    StreamingOptions,
+    UtteranceStream,
+    agreed_prefix,
+    without_repeated_head,
+)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -36,6 +44,20 @@ def test_agreed_prefix_is_the_shared_head_of_two_hypotheses():
     after = _words(("刚才", 0, 0.4), ("不是", 0.4, 0.8), ("跟他", 0.8, 1.1), ("说了", 1.1, 1.4))
     assert [w.text for w in agreed_prefix(before, after)] == ["刚才", "不是"]
     assert agreed_prefix([], after) == []
+
+
+def test_a_window_that_hears_the_end_of_the_last_commit_again_drops_it():
+    said = _words(("你好,", 0.9, 1.2), ("我是", 1.4, 1.75))
+    again = _words(("我是", 1.65, 1.9), ("家庭", 1.9, 2.3), ("宽带", 2.3, 2.6))
+    assert [w.text for w in without_repeated_head(said, again)] == ["家庭", "宽带"]
+    # Punctuation and word boundaries do not matter; a single repeated character stays.
+    assert [w.text for w in without_repeated_head(said, _words(("是", 1.7, 1.8), ("的", 1.8, 2.0)))] == ["是", "的"]
+    split = _words(("我", 1.65, 1.75), ("是。", 1.75, 1.9), ("家庭", 1.9, 2.3))
+    assert [w.text for w in without_repeated_head(said, split)] == ["家庭"]
+    # Said again much later, it is new speech.
+    later = _words(("我是", 5.0, 5.3), ("小吴", 5.3, 5.7))
+    assert without_repeated_head(said, later) == later
+    assert without_repeated_head([], again) == again
 
 
 def test_phrase_split_across_two_committed_pieces_is_found_once(broadband_watch_matcher):
@@ -77,7 +99,7 @@ def test_stream_commits_each_utterance_and_bounds_the_window(transcriber, broadb
     block = SAMPLE_RATE // 10
     for offset in range(0, len(audio), block):
         stream.feed(audio[offset : offset + block])
-        if stream.has_work(1.5):  # every 1.5 s of audio keeps the test short
+        if stream.has_work(1.0):  # every second of audio keeps the test short
             events += stream.step(transcriber)
     stream.end()
     while not stream.drained():
@@ -93,3 +115,24 @@ def test_stream_commits_each_utterance_and_bounds_the_window(transcriber, broadb
     watch = PhraseWatch(broadband_watch_matcher)
     found = {h.phrase_id for s in committed for h in watch.check(s.words, "agent", commit=True)}
     assert {"bb.forbidden.asked_again", "bb.forbidden.not_my_job"} <= found
+
+
+def test_stream_keeps_soft_onsets_and_one_word_utterances(transcriber):
+    """d08 fed and looked at every 0.1 s, as a live call is.
+
+    The greeting's 您好 is a short utterance of its own, and 故障 starts with a
+    soft g that Silero detects late: both must reach the committed text.
+    """
+    stream = UtteranceStream("agent")
+    audio = load_call(str(SAMPLES / "d08_phone_blame.wav")).agent[: 19 * SAMPLE_RATE]
+    committed = []
+    block = SAMPLE_RATE // 10
+    for offset in range(0, len(audio), block):
+        stream.feed(audio[offset : offset + block])
+        committed += [e.segment for e in stream.step(transcriber) if isinstance(e, Committed)]
+    stream.end()
+    while not stream.drained():
+        committed += [e.segment for e in stream.step(transcriber) if isinstance(e, Committed)]
+    text = "".join(s.text for s in committed)
+    assert "好" in committed[0].text and committed[0].start < 1.5, text  # 您好 / 你好
+    assert "故障" in text.split("用不了")[-1], text  # the agent's turn at 13.4 s, not only the earlier 处理故障
