@@ -7,8 +7,11 @@ whisper_streaming:
 * Silero VAD (from faster-whisper) splits the incoming audio of one speaker into
   utterances. A pause of ``pause_s`` ends an utterance; it is committed as a
   final segment and its audio is dropped. When the last look-ahead decode
-  (below) already covered the whole utterance, its words are committed as they
-  are; otherwise the utterance is decoded once more.
+  (below) covered the whole utterance and nothing after it, its words are
+  committed as they are; otherwise the utterance is decoded once more.
+* Each window is decoded with the speaker's last committed words as its
+  prompt, and a head that repeats them is dropped, so a sentence split by a
+  pause reads on rather than restarting.
 * While an utterance is still going on, its audio is re-decoded every
   ``partial_every_s``. Phrases heard in that hypothesis more than
   ``stable_margin_s`` before the end of the audio are reported at once, before
@@ -106,8 +109,8 @@ class StreamingOptions:
     starts mid-sentence then continues the sentence, where the default prompt
     (以下是普通话的句子。) would leak in as 以下是."""
     tokens_per_s: float = 12.0
-    """Most tokens decoded per second of window (fast Mandarin with punctuation
-    is about 8). A window cut mid-word can make Whisper loop until its token
+    """Most tokens decoded per second of window (Mandarin speech is about 6, fast
+    speech with punctuation about 8). A window cut mid-word can make Whisper loop until its token
     limit; this bounds what the loop costs."""
     min_utterance_s: float = 0.25
     """Speech shorter than this (a click, a breath) is dropped without decoding."""
