@@ -5,7 +5,7 @@ window) with the live path's options, once with the encoder input padded to
 30 s and once cut to the audio plus ``encoder_padding_s``, and prints CER and
 decode time of each, and their ratio.
 
-    python bench/short_encoder.py [--corpus DIR] [--padding 0.5] [--repeat 2]
+    python bench/short_encoder.py [--corpus DIR] [--padding 3] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from cer import cer_text, read_manifest
 from rapidfuzz.distance import Levenshtein
 
 from monitor.asr import Transcriber
-from monitor.audio import load_call
+from monitor.audio import SAMPLE_RATE, load_call
 from monitor.stream import SEEK_AGAIN_S, streaming_transcription_options
 
 
@@ -30,7 +30,7 @@ def decode_like_the_stream(transcriber: Transcriber, samples, options) -> str:
     segments = transcriber.transcribe(samples, options)
     for segment in segments:
         heard.append(segment.text)
-        if segment.end >= len(samples) / 16000 - SEEK_AGAIN_S:
+        if segment.end >= len(samples) / SAMPLE_RATE - SEEK_AGAIN_S:
             segments.close()
             break
     return "".join(heard)
@@ -62,7 +62,7 @@ def main() -> int:
                 heard = decode_like_the_stream(transcriber, samples, options)
                 seconds[name] += time.perf_counter() - started
                 errors[name] += Levenshtein.distance(reference, cer_text(heard))
-    audio_s = sum(len(samples) for samples, _ in clips) / 16000 * args.repeat
+    audio_s = sum(len(samples) for samples, _ in clips) / SAMPLE_RATE * args.repeat
     characters = sum(len(reference) for _, reference in clips) * args.repeat
     print(f"{len(clips)} clips, {audio_s / args.repeat:.1f} s of audio, {args.repeat} passes, the live path's decoding")
     print(f"{'config':28} {'CER':>6} {'decode s':>9} {'RTF':>6}")
