@@ -21,19 +21,7 @@ from rapidfuzz.distance import Levenshtein
 
 from monitor.asr import Transcriber
 from monitor.audio import SAMPLE_RATE, load_call
-from monitor.stream import SEEK_AGAIN_S, streaming_transcription_options
-
-
-def decode_like_the_stream(transcriber: Transcriber, samples, options) -> str:
-    """Text of one window, stopping where ``UtteranceStream`` stops (no second pass on the last second)."""
-    heard = []
-    segments = transcriber.transcribe(samples, options)
-    for segment in segments:
-        heard.append(segment.text)
-        if segment.end >= len(samples) / SAMPLE_RATE - SEEK_AGAIN_S:
-            segments.close()
-            break
-    return "".join(heard)
+from monitor.stream import decode_window, streaming_transcription_options
 
 
 def main() -> int:
@@ -59,7 +47,7 @@ def main() -> int:
         for name, options in configs.items():  # alternate, so machine noise hits both alike
             for samples, reference in clips:
                 started = time.perf_counter()
-                heard = decode_like_the_stream(transcriber, samples, options)
+                heard = "".join(s.text for s in decode_window(transcriber, samples, options))
                 seconds[name] += time.perf_counter() - started
                 errors[name] += Levenshtein.distance(reference, cer_text(heard))
     audio_s = sum(len(samples) for samples, _ in clips) / SAMPLE_RATE * args.repeat

@@ -300,7 +300,6 @@ class UtteranceStream:
     def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:
         self._decoded_until = self.buffer_start + len(samples) / SAMPLE_RATE
         started = time.perf_counter()
-        words: list[Word] = []
         # A few tokens more than the window can hold: room for fast speech, not for a loop.
         max_tokens = 8 + int(self.options.tokens_per_s * len(samples) / SAMPLE_RATE)
         options = replace(
@@ -309,21 +308,35 @@ class UtteranceStream:
             initial_prompt="".join(w.text for w in self._said)[-self.options.prompt_chars :]
             or self.options.transcription.initial_prompt,
         )
-        segments = transcriber.transcribe(samples, options, self.speaker, self.buffer_start)
-        for segment in segments:
-            words += [w for w in segment.words if w.text.strip()]
-            # Whisper would now seek to the last word and run the encoder again on
-            # the second or less left: twice the cost, for what the first pass heard
-            # as silence (or a word being cut off, which the next window decodes).
-            if segment.end >= self._decoded_until - SEEK_AGAIN_S:
-                segments.close()
-                break
+        segments = decode_window(transcriber, samples, options, self.speaker, self.buffer_start)
+        words = [w for segment in segments for w in segment.words if w.text.strip()]
         words = without_repeated_head(self._said, words)
         log.debug(
             "%s: decoded %.1f-%.1fs in %.2fs, %.1fs fed: %s", self.speaker, self.buffer_start,
             self._decoded_until, time.perf_counter() - started, self.fed_until, "".join(w.text for w in words),
         )
         return words
+
+
+def decode_window(
+    transcriber: Transcriber, samples: np.ndarray, options: TranscriptionOptions, speaker: str = "agent", offset: float = 0.0
+) -> list[Segment]:
+    """The segments of one window, without Whisper's second pass over its end.
+
+    Once the window's words are aligned, Whisper seeks to the last word and runs
+    the encoder again on the second or less left: twice the cost, for what the
+    first pass heard as silence (or a word being cut off, which the next window
+    decodes). Decoding stops at the first segment within ``SEEK_AGAIN_S`` of the end.
+    """
+    until = offset + len(samples) / SAMPLE_RATE - SEEK_AGAIN_S
+    heard = []
+    segments = transcriber.transcribe(samples, options, speaker, offset)
+    for segment in segments:
+        heard.append(segment)
+        if segment.end >= until:
+            segments.close()
+            break
+    return heard
 
 
 def without_repeated_head(said: list[Word], words: list[Word], within_s: float = 1.0) -> list[Word]:
