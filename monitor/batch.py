@@ -23,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from monitor.audio import is_audio_file, is_url
+from monitor.callid import check_call_id
 from monitor.errors import MonitorError
 from monitor.models import resolve_model
 from monitor.phrasebook import load_phrasebook
@@ -113,6 +114,9 @@ def _read_manifest(path: str) -> dict[str, dict]:
         raise MonitorError(f"manifest {path}: {exc.strerror}") from None
     if not rows or "path" not in rows[0]:
         raise MonitorError(f"manifest {path}: needs a header row with at least the column 'path'")
+    for number, row in enumerate(rows, start=2):  # call ids name report files: refuse any that leave --out
+        if row.get("call_id"):
+            check_call_id(row["call_id"], f"manifest {path} line {number}: call_id")
     base = os.path.dirname(os.path.abspath(path))
     return {os.path.normpath(os.path.join(base, row["path"])): row for row in rows}
 

@@ -219,16 +219,38 @@ def load_phrasebook(name_or_path: str) -> Phrasebook:
     return _load_cached(str(path), mtime)
 
 
+MAX_PHRASEBOOK_BYTES = 1024 * 1024
+"""The bundled phrasebooks are under 20 kB; a file far larger is not a phrasebook."""
+MAX_ERROR_CHARS = 300
+"""Longest reason in an error line (a schema message quotes the offending value)."""
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """The safe loader without aliases: a phrasebook has no use for them, and a few
+    hundred bytes of nested aliases expand to gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a phrasebook",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
 @lru_cache(maxsize=32)
 def _load_cached(path: str, mtime_ns: int) -> Phrasebook:
     # mtime_ns is part of the cache key only: an edited file is loaded afresh.
     try:
-        source = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_PHRASEBOOK_BYTES + 1)
+        if len(raw) > MAX_PHRASEBOOK_BYTES:
+            raise MonitorError(f"{path}: larger than {MAX_PHRASEBOOK_BYTES // 1024} kB; not a phrasebook")
+        source = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MonitorError(f"{path}: cannot read phrasebook: {exc}") from None
     try:
-        root = yaml.compose(source, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(source)
+        root = yaml.compose(source, Loader=_PlainLoader)
+        data = yaml.load(source, Loader=_PlainLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -237,6 +259,8 @@ def _load_cached(path: str, mtime_ns: int) -> Phrasebook:
         raise MonitorError(f"{path}:1: YAML error: {exc}") from None
 
     def fail(location: list, reason: str) -> MonitorError:
+        if len(reason) > MAX_ERROR_CHARS:
+            reason = reason[: MAX_ERROR_CHARS - 3] + "..."
         return MonitorError(f"{path}:{_line_of(root, location)}: {reason}")
 
     if not isinstance(data, dict):

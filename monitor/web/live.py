@@ -39,6 +39,8 @@ class LiveOptions:
     """Whisper model (None: the embedded base model)."""
     transcript_lines: int = 12
     """Completed segments kept per live call for a dashboard that opens mid-call."""
+    phrasebook_dir: str | None = None
+    """Besides the bundled phrasebooks, streams may name ``<name>.yaml`` files in this directory."""
 
 
 class Hub:
@@ -154,8 +156,8 @@ class Ingest:
         return self._server
 
     def _build(self):
-        from monitor.ingest import IngestServer
-        from monitor.live import load_transcriber
+        from monitor.ingest import IngestOptions, IngestServer
+        from monitor.livecall import load_transcriber
         from monitor.match import matcher_for
         from monitor.phrasebook import load_phrasebook
         from monitor.stream import DecodeScheduler
@@ -165,8 +167,9 @@ class Ingest:
         phrasebook = load_phrasebook(self.options.default_phrasebook)
         return IngestServer(
             self._scheduler, phrasebook, matcher_for(phrasebook), self.options.default_phrasebook,
-            extra_sinks=[self.hub], max_calls=self.options.max_calls,
-            on_start=self.hub.call_started, on_finish=self.hub.call_finished,
+            # No token here: app.py authenticates /ws/ingest (a supervisor's API token) before handing it over.
+            IngestOptions(max_calls=self.options.max_calls, phrasebook_dir=self.options.phrasebook_dir),
+            extra_sinks=[self.hub], on_start=self.hub.call_started, on_finish=self.hub.call_finished,
         )
 
     async def handle(self, websocket: WebSocket) -> None:
