@@ -80,6 +80,8 @@ class IngestOptions:
     """A call whose client sends nothing for this long is finished as interrupted."""
     max_call_s: float = 7200.0
     """Seconds of audio one call may send; the call is then finished, with a message to the client."""
+    max_backlog_s: float = MAX_BACKLOG_S
+    """While a call has more undecoded audio than this, its socket is not read (backpressure)."""
     shutdown_grace_s: float = 5.0
     """When the server stops, how long calls in progress may go on decoding what they were sent."""
     phrasebook_dir: str | None = None
@@ -361,7 +363,7 @@ class IngestServer:
                     await _send_quietly(websocket, {"uid": uid, "status": "WARNING", "message": message})
                     return message
                 # Backpressure: while decoding lags, stop reading; the socket's buffers fill and the client waits.
-                while call.backlog_s() > MAX_BACKLOG_S and not call.failed and not self._stopping.is_set():
+                while call.backlog_s() > self.options.max_backlog_s and not call.failed and not self._stopping.is_set():
                     await asyncio.sleep(0.05)
         finally:
             stopping.cancel()
