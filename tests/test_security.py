@@ -44,17 +44,15 @@ def audio() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def ingest(tmp_path_factory):
+def ingest(tmp_path_factory, transcriber):
     """An ingest with a token, a report directory and a phrasebook directory, on an ephemeral port."""
-    from monitor.asr import Transcriber
-
     root = tmp_path_factory.mktemp("ingest")
     reports, phrasebooks = root / "reports", root / "phrasebooks"
     phrasebooks.mkdir()
     (phrasebooks / "house.yaml").write_text((SAMPLES.parent / "phrasebooks" / "investment.yaml").read_text("utf-8"), "utf-8")
     (phrasebooks / "leaky.yaml").write_text(f"id: {SECRET}\n", "utf-8")
     phrasebook = load_phrasebook("broadband")
-    scheduler = DecodeScheduler(Transcriber())
+    scheduler = DecodeScheduler(transcriber)
     options = IngestOptions(max_calls=MAX_CALLS, token=TOKEN, idle_timeout_s=IDLE_TIMEOUT_S, phrasebook_dir=str(phrasebooks))
     server = IngestServer(scheduler, phrasebook, matcher_for(phrasebook), "broadband", options, report_dir=str(reports))
     loop = asyncio.new_event_loop()
@@ -404,3 +402,50 @@ def test_ctrl_c_with_stdout_piped_to_a_closed_reader_is_quiet():
     stderr = reader_gone.stderr.read().decode()
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr[-2000:]
     assert reader_gone.returncode == 130
+
+
+# --- 2. the same through `monitor serve`'s /ws/ingest --------------------------------------------
+def test_the_web_apps_ingest_frees_its_slot_and_marks_a_cut_call(tmp_path, transcriber, audio):
+    from web_helpers import LiveServer
+
+    from monitor.store import open_store
+    from monitor.web import auth
+    from monitor.web.app import WebOptions, create_app
+    from monitor.web.live import LiveOptions
+
+    db = tmp_path / "monitor.db"
+    store = open_store(str(db))
+    store.add_user("sup", "supervisor", None, auth.hash_password("correct horse battery"))
+    token = auth.issue_api_token(store, "sup")
+    app = create_app(f"sqlite:///{db}", WebOptions(live=LiveOptions(max_calls=1)), transcriber)
+    with LiveServer(app) as server:
+        url = f"ws://127.0.0.1:{server.port}/ws/ingest?token={token}"
+
+        def start(stack: contextlib.ExitStack, options: dict):
+            """Connect and send options until the one slot is free (it frees as the last call finishes)."""
+            deadline = time.monotonic() + 10
+            while True:
+                ws = stack.enter_context(connect(url))
+                ws.send(json.dumps({"language": "zh", **options}))
+                reply = json.loads(ws.recv(timeout=10))
+                if reply.get("status") != "WAIT" or time.monotonic() > deadline:
+                    return ws, reply
+                time.sleep(0.2)
+
+        for attack in ("END_OF_AUDIO", b"\x01\x02\x03", None, "END_OF_AUDIO", b"\x01", None):  # None: hang up
+            with contextlib.ExitStack() as stack:
+                ws, reply = start(stack, {"uid": "nothing"})
+                assert reply["message"] == "SERVER_READY", f"after {attack!r}: {reply}"
+                if attack is not None:
+                    ws.send(attack)
+        with contextlib.ExitStack() as stack:
+            _, reply = start(stack, {"uid": "cut", "phrasebook": "/etc/passwd"})
+            assert reply["status"] == "ERROR" and "not a path" in reply["message"]
+        with contextlib.ExitStack() as stack:
+            ws, started = start(stack, {"uid": "cut", "call_id": "crm-9", "agent_id": "A1002"})
+            assert started["message"] == "SERVER_READY" and started["call_id"] != "crm-9"
+            ws.send(audio[: 16000 * 3].astype("<f4").tobytes())
+        # ... hung up without END_OF_AUDIO: scored on what was heard, and marked
+        assert _wait_for(lambda: store.has_report(started["call_id"]), 60)
+    report = store.get_report(started["call_id"])
+    assert report["status"] == "interrupted" and report["external_ref"] == "crm-9" and report["agent_id"] == "A1002"

@@ -177,16 +177,18 @@ def test_live_stream_alerts_are_persisted_pushed_replayed_and_scored(db_url, app
         messages = stream_call(server.port, token, str(SAMPLES / "d06_no_greeting_rude.wav"), "live-d06", "A1002",
                                "broadband")
         assert messages[0]["message"] == "SERVER_READY"
+        call_id = messages[0]["call_id"]  # the server names the call; the client's id is its external_ref
         pushed = [m["alert"] for m in messages if "alert" in m]
         assert pushed, "the stream raised no alert"
         saved = store.alerts_after(before)
         assert [a["phrase_id"] for a in saved] == [a["phrase_id"] for a in pushed]
         assert all(a["agent_id"] == "A1002" and a["severity"] for a in saved)
         for _ in range(100):  # the report is saved just after the connection closes
-            if store.has_report("live-d06"):
+            if store.has_report(call_id):
                 break
             time.sleep(0.1)
-        assert store.call_row("live-d06")["agent_id"] == "A1002"
+        assert store.call_row(call_id)["agent_id"] == "A1002"
+        assert store.get_report(call_id)["external_ref"] == "live-d06"
 
         # A dashboard reconnecting with Last-Event-ID gets exactly the alerts after it, from the database.
         with httpx.Client(base_url=server.url) as http:
@@ -203,9 +205,9 @@ def test_live_stream_alerts_are_persisted_pushed_replayed_and_scored(db_url, app
     # The agent sees the alerts of their own live call; another agent does not.
     alice, bob = client_for(app, "alice"), client_for(app, "bob")
     assert {a["id"] for a in alice.get("/api/alerts").json()} >= {a["id"] for a in saved}
-    assert alice.get("/calls/live-d06/alerts").status_code == 200
+    assert alice.get(f"/calls/{call_id}/alerts").status_code == 200
     assert bob.get("/api/alerts").json() == []
-    assert bob.get("/calls/live-d06/alerts").status_code == 404
+    assert bob.get(f"/calls/{call_id}/alerts").status_code == 404
     # Acknowledging needs the session's CSRF token.
     sup = client_for(app, "sup")
     assert sup.post(f"/alerts/{saved[0]['id']}/ack").status_code == 403

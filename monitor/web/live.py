@@ -85,7 +85,8 @@ class Hub:
 
     # --- calls (IngestServer hooks and sink) -------------------------------------
     def call_started(self, call) -> None:
-        entry = {"call_id": call.call_id, "agent_id": call.agent_id, "phrasebook": call.phrasebook.id,
+        entry = {"call_id": call.call_id, "external_ref": call.external_ref, "agent_id": call.agent_id,
+                 "phrasebook": call.phrasebook.id,
                  "started": time.time(), "lines": collections.deque(maxlen=self.options.transcript_lines),
                  "partial": None, "alerts": 0}
         with self._lock:
