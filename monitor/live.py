@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 
 from monitor.alerts import StdoutSink, WebhookSink, publisher
@@ -141,7 +142,8 @@ def run_live(args: argparse.Namespace) -> int:
     scheduler.add(call)
     interrupted = None
     cut_short = False  # by Ctrl-C or SIGTERM
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends the call like Ctrl-C
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends the call like Ctrl-C
     max_samples = int(args.max_call_s * SAMPLE_RATE)
     try:
         for frames in source:

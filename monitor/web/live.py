@@ -178,6 +178,8 @@ class Ingest:
         await server.handle(StarletteSocket(websocket))
 
     def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()  # a stream still open is finished as interrupted
         if self._scheduler is not None:
             self._scheduler.close()
 
