@@ -451,7 +451,10 @@ async def serve(server: IngestServer, host: str, port: int, started: asyncio.Fut
     from websockets.asyncio.server import serve as ws_serve
 
     stop = stop or asyncio.Event()
-    async with ws_serve(server.handle, host, port, max_size=MAX_MESSAGE_BYTES,
+    # No keepalive pings: while backpressure holds a fast client, its pongs sit unread behind
+    # its audio and the ping would time out a healthy call; the idle timeout finds dead clients.
+    # max_queue: at most 4 unread messages (4 MiB) per connection are held in this process.
+    async with ws_serve(server.handle, host, port, max_size=MAX_MESSAGE_BYTES, max_queue=4, ping_interval=None,
                         process_request=server._check_request) as ws_server:
         bound = ws_server.sockets[0].getsockname()[1]
         log.info("ingest: listening on ws://%s:%d", host, bound)

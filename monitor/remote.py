@@ -48,9 +48,12 @@ def stream_to_server(source, server: str, token: str | None, call_id: str, phras
     url = ingest_url(server)
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        connection = connect(url, open_timeout=10, max_size=2**24, additional_headers=headers)
+        # No keepalive pings: a server holding back a file sent faster than speech (backpressure)
+        # reads our pongs only after the audio queued before them, and the ping would time out.
+        connection = connect(url, open_timeout=10, max_size=2**24, additional_headers=headers, ping_interval=None)
     except InvalidStatus as exc:
-        raise MonitorError(f"server {server}: refused the stream (HTTP {exc.response.status_code})") from None
+        why = " (a valid --token is needed)" if exc.response.status_code in (401, 403) else ""
+        raise MonitorError(f"server {server}: refused the stream (HTTP {exc.response.status_code}){why}") from None
     except (OSError, TimeoutError, WebSocketException) as exc:
         raise MonitorError(f"server {server}: cannot connect ({exc or type(exc).__name__})") from None
     relay = _Relay(connection, StdoutSink())
