@@ -17,19 +17,20 @@ import secrets
 
 from monitor.errors import MonitorError
 
-MAX_CALL_ID_LEN = 128
-_CALL_ID = re.compile(r"[^\x00-\x1f\x7f/\\.][^\x00-\x1f\x7f/\\]{0,%d}" % (MAX_CALL_ID_LEN - 1))
-"""Printable, no path separators, not starting with a dot (so never ``.`` or ``..``)."""
+MAX_CALL_ID_BYTES = 200
+"""UTF-8 bytes of a call id: with ``.json`` or ``.html`` it stays within a file name's 255."""
+_PATH_CHARACTERS = re.compile(r"[/\\\x00-\x1f\x7f\ud800-\udfff]")
+"""Path separators, control characters (NUL, newlines) and lone surrogates: never in a call id."""
 
 
 def call_id_problem(value) -> str | None:
     """Why ``value`` cannot be a call id, or None when it can."""
     if not isinstance(value, str) or not value:
         return "must be a non-empty string"
-    if len(value) > MAX_CALL_ID_LEN:
-        return f"is longer than {MAX_CALL_ID_LEN} characters"
-    if not _CALL_ID.fullmatch(value) or value != value.strip():
-        return "may not contain '/', '\\' or control characters, start with '.', or start or end with a space"
+    if _PATH_CHARACTERS.search(value) or value in (".", ".."):
+        return "may not contain '/', '\\' or control characters, nor be '.' or '..'"
+    if len(value.encode("utf-8")) > MAX_CALL_ID_BYTES:
+        return f"is longer than {MAX_CALL_ID_BYTES} bytes"
     return None
 
 

@@ -129,7 +129,7 @@ def test_clients_without_the_token_are_refused_before_they_are_heard(ingest):
 
 
 # --- 1. call ids never leave the report directory --------------------------------------------
-@pytest.mark.parametrize("bad", ["../../escaped", "/tmp/absolute-escape", "..", "a/b", "a\\b", ".hidden", "x" * 200, "tab\there"])
+@pytest.mark.parametrize("bad", ["../../escaped", "/tmp/absolute-escape", "..", ".", "a/b", "a\\b", "nul\x00", "x" * 201, "tab\there"])
 def test_a_clients_call_id_never_becomes_a_path(ingest, bad):
     before = _files_under(ingest.root.parent)
     for key in ("call_id", "uid"):
