@@ -346,7 +346,7 @@ class IngestServer:
                 try:
                     message = receiving.result()
                 except Exception as exc:  # closed or broken without END_OF_AUDIO
-                    return f"the client disconnected before END_OF_AUDIO ({type(exc).__name__})"
+                    return f"the connection closed before END_OF_AUDIO ({type(exc).__name__})"
                 if message == END_OF_AUDIO or message == END_OF_AUDIO.decode():
                     return None
                 if isinstance(message, str):

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -98,6 +99,11 @@ def _report_of(server, call_id: str) -> dict:
     path = server.reports / f"{call_id}.json"
     assert _wait_for(path.exists, 30), f"no report {path}"
     return json.loads(path.read_text("utf-8"))
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _files_under(root: Path) -> set[Path]:
@@ -449,3 +455,38 @@ def test_the_web_apps_ingest_frees_its_slot_and_marks_a_cut_call(tmp_path, trans
         assert _wait_for(lambda: store.has_report(started["call_id"]), 60)
     report = store.get_report(started["call_id"])
     assert report["status"] == "interrupted" and report["external_ref"] == "crm-9" and report["agent_id"] == "A1002"
+
+
+def test_sigterm_stops_serve_with_a_stream_in_progress(tmp_path, audio):
+    db = str(tmp_path / "monitor.db")
+    users = [sys.executable, "-m", "monitor", "users", "--db", db]
+    subprocess.run(users + ["add", "sup", "--role", "supervisor", "--password-stdin"], input="correct horse battery\n",
+                   text=True, check=True, capture_output=True, timeout=60)
+    token = subprocess.run(users + ["token", "sup"], text=True, check=True, capture_output=True, timeout=60).stdout.strip()
+    with socket.socket() as probe:  # a free port for uvicorn (it prints no bound port)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--db", db, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "monitor serve: http://" in server.stderr.readline()
+        assert _wait_for(lambda: _port_open(port), 20)
+        with connect(f"ws://127.0.0.1:{port}/ws/ingest", additional_headers={"Authorization": f"Bearer {token}"},
+                     open_timeout=30) as ws:
+            ws.send(json.dumps({"uid": "u", "call_id": "crm-2", "language": "zh"}))
+            ready = json.loads(ws.recv(timeout=60))
+            ws.send(audio[: 16000 * 5].astype("<f4").tobytes())
+            time.sleep(1.0)
+            stopped = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)
+        took = time.monotonic() - stopped
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert took < 10, f"SIGTERM took {took:.1f}s"
+    from monitor.store import open_store
+
+    report = open_store(db).get_report(ready["call_id"])
+    assert report["status"] == "interrupted" and report["external_ref"] == "crm-2" and report["duration_s"] == 5.0
