@@ -105,6 +105,8 @@ def run_live(args: argparse.Namespace) -> int:
         raise MonitorError("--realtime: only applies to --file")
     if args.decode_workers < 1:
         raise MonitorError(f"--decode-workers {args.decode_workers}: must be at least 1")
+    if args.max_calls < 1:
+        raise MonitorError(f"--max-calls {args.max_calls}: must be at least 1")
     if args.server and (args.webhook or args.report or args.listen):
         raise MonitorError("--server: the server delivers alerts and keeps the report; drop --webhook/--report/--listen")
     token = args.token or os.environ.get(TOKEN_ENV) or None
