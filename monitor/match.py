@@ -33,15 +33,13 @@ import threading
 from collections import defaultdict
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import ahocorasick
-from pypinyin import Style, lazy_pinyin
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
-from monitor.normalize import Normalized, normalize
+from monitor.normalize import Normalized, char_symbols, normalize, to_symbols
 from monitor.phrasebook import Phrase, Phrasebook
 
 if TYPE_CHECKING:
@@ -147,51 +145,13 @@ class _Candidate:
         return round(self.confidence * self.form.length, 6)
 
 
-# ---------------------------------------------------------------------------
-# Pinyin symbols
-
-
-_symbol_codes: dict[str, str] = {}
-
-
-def _symbol(sound: str) -> str:
-    """One private-use character per distinct initial or final (so rapidfuzz compares sounds)."""
-    code = _symbol_codes.get(sound)
-    if code is None:
-        code = _symbol_codes[sound] = chr(0xE000 + len(_symbol_codes))
-    return code
-
-
-DIGIT_READINGS = dict(zip("0123456789", "零一二三四五六七八九"))
-
-
-@lru_cache(maxsize=None)
-def _char_symbols(char: str) -> str:
-    """Two symbols for one normalised character: its toneless initial and final.
-
-    Characters are read one at a time, the same way in phrases and in text, so a
-    polyphone gets the same reading on both sides. Digits are read as spoken.
-    """
-    spoken = DIGIT_READINGS.get(char, char)
-    initial = lazy_pinyin(spoken, style=Style.INITIALS, strict=False)[0]
-    final = lazy_pinyin(spoken, style=Style.FINALS, strict=False)[0]
-    if final == spoken:  # not Chinese: a letter stands for itself
-        return _symbol("#" + char) + _symbol("")
-    return _symbol("i:" + initial) + _symbol("f:" + final)
-
-
 NEGATION_SYLLABLES = ("不", "没", "别")
 
 
 def _negations(symbols: str) -> int:
     """Negation syllables in a symbol string (by sound, so a homophone 步 still counts)."""
-    pairs = {_char_symbols(c) for c in NEGATION_SYLLABLES}
+    pairs = {char_symbols(c) for c in NEGATION_SYLLABLES}
     return sum(symbols[i : i + 2] in pairs for i in range(0, len(symbols) - 1, 2))
-
-
-def to_symbols(normalized_text: str) -> str:
-    """Pinyin symbols of normalised text, two per character."""
-    return "".join(map(_char_symbols, normalized_text))
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
+from pypinyin import Style, lazy_pinyin
+
 from monitor.text import simplified_pieces
 
 CHINESE_DIGITS = {"零": "0", "〇": "0", "一": "1", "二": "2", "两": "2", "三": "3", "四": "4",
@@ -92,3 +94,41 @@ def normalize(text: str) -> Normalized:
         position = end
     normalized = SPOKEN_NUMBER.sub(lambda m: m.group().translate(TO_ARABIC), "".join(chars))
     return Normalized(normalized, offsets, clause_starts)
+
+
+# ---------------------------------------------------------------------------
+# Sounds: toneless pinyin as symbols
+
+
+_symbol_codes: dict[str, str] = {}
+
+
+def _symbol(sound: str) -> str:
+    """One private-use character per distinct initial or final (so rapidfuzz compares sounds)."""
+    code = _symbol_codes.get(sound)
+    if code is None:
+        code = _symbol_codes[sound] = chr(0xE000 + len(_symbol_codes))
+    return code
+
+
+DIGIT_READINGS = dict(zip("0123456789", "零一二三四五六七八九"))
+
+
+@lru_cache(maxsize=None)
+def char_symbols(char: str) -> str:
+    """Two symbols for one normalised character: its toneless initial and final.
+
+    Characters are read one at a time, the same way in phrases and in text, so a
+    polyphone gets the same reading on both sides. Digits are read as spoken.
+    """
+    spoken = DIGIT_READINGS.get(char, char)
+    initial = lazy_pinyin(spoken, style=Style.INITIALS, strict=False)[0]
+    final = lazy_pinyin(spoken, style=Style.FINALS, strict=False)[0]
+    if final == spoken:  # not Chinese: a letter stands for itself
+        return _symbol("#" + char) + _symbol("")
+    return _symbol("i:" + initial) + _symbol("f:" + final)
+
+
+def to_symbols(normalized_text: str) -> str:
+    """Pinyin symbols of normalised text, two per character."""
+    return "".join(map(char_symbols, normalized_text))
