@@ -39,6 +39,7 @@ import ahocorasick
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
+from monitor.kinds import KindRules
 from monitor.normalize import Normalized, char_symbols, normalize, to_symbols
 from monitor.phrasebook import Phrase, Phrasebook
 
@@ -186,7 +187,13 @@ class Matcher:
     def __init__(self, phrasebook: Phrasebook):
         self.phrasebook = phrasebook
         self.forms: list[_Form] = []
+        # Kind-level rules (monitor.kinds): found by word groups, not by wording.
+        ruled = [p for p in phrasebook.phrases if p.rule is not None]
+        self._rule_forms = [_Form(p, [], "", 1.0) for p in ruled]
+        self._kinds = KindRules([p.rule for p in ruled])
         for phrase in phrasebook.phrases:
+            if phrase.rule is not None:
+                continue
             for wording in _forms(phrase):
                 pieces = [p for p in (normalize(piece).text for piece in SLOT.split(wording)) if p]
                 if not pieces:
@@ -241,9 +248,15 @@ class Matcher:
 
     def _candidates(self, normalized: Normalized, speaker: str) -> list[_Candidate]:
         wanted = [f.phrase.speaker in (speaker, "any") for f in self.forms]
+        symbols = to_symbols(normalized.text)
         found = self._exact(normalized.text, wanted)
-        found += self._fuzzy(normalized.text, wanted, found)
+        found += self._fuzzy(symbols, wanted, found)
         found = [c for c in found if not c.form.phrase.standalone or _stands_alone(normalized, c.start)]
+        found += [
+            _Candidate(self._rule_forms[m.rule], m.start, m.end, m.confidence, "rule")
+            for m in self._kinds.find(normalized.text, symbols)
+            if self._rule_forms[m.rule].phrase.speaker in (speaker, "any")
+        ]
         return _resolve_overlaps(found)
 
     def _exact(self, text: str, wanted: list[bool]) -> list[_Candidate]:
@@ -281,9 +294,8 @@ class Matcher:
                 found.append(_Candidate(form, start, end, 1.0, "template"))
         return found
 
-    def _fuzzy(self, text: str, wanted: list[bool], exact: list[_Candidate]) -> list[_Candidate]:
-        """Stage 3: pinyin alignment where enough syllable bigrams agree."""
-        symbols = to_symbols(text)
+    def _fuzzy(self, symbols: str, wanted: list[bool], exact: list[_Candidate]) -> list[_Candidate]:
+        """Stage 3: pinyin alignment where enough syllable bigrams agree (``symbols``: the text's)."""
         diagonals: defaultdict[int, list[int]] = defaultdict(list)
         seeds = self._seeds
         bigrams = [symbols[i : i + 4] for i in range(0, len(symbols) - 2, 2)]

@@ -31,8 +31,8 @@ class Normalized:
     """Normalised text and where each of its characters came from."""
 
     text: str
-    """Simplified, half-width, lower-case, without punctuation or spaces, spoken
-    digit runs as Arabic digits."""
+    """Simplified, half-width, lower-case, without punctuation, spaces or the
+    sounds in ``UNSAID``, spoken digit runs as Arabic digits."""
     offsets: list[int]
     """``offsets[i]`` is the index in the original string of ``text[i]``."""
     clause_starts: list[bool]
@@ -58,6 +58,11 @@ def _simplified_chars(text: str) -> str:
     return "".join(c if len(c) == 1 else ch for ch, c in zip(text, simplified_pieces(list(text))))
 
 
+UNSAID = re.compile("(?<=[这那哪事点会块边天明今昨玩样空劲活门味头片])儿|[啊呀呢]")
+"""Sounds that carry no words: the 儿 of 儿化 (这事儿不归我管 is 这事不归我管; the 儿 of
+儿子 or 女儿 is a word and stays) and the tone particles 啊, 呀, 呢 that speakers
+sprinkle anywhere (你问我呢，我问谁去). 吗 and 吧 stay: they make a question or a
+suggestion, and 嘛 is part of 干嘛."""
 CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
 """Common CJK ideographs: kept as they are, a run at a time (the bulk of any transcript)."""
 SPOKEN_NUMBER = re.compile(f"[{''.join(CHINESE_DIGITS)}]{{{MIN_SPOKEN_NUMBER},}}")
@@ -85,11 +90,15 @@ def normalize(text: str) -> Normalized:
             pending_break = False
         start, end = run.span()
         end = min(end, len(simplified))
-        if end > start:
-            chars.append(simplified[start:end])
-            offsets.extend(range(start, end))
+        kept = range(start, end)
+        dropped = {m.start() for m in UNSAID.finditer(simplified, start, end)}
+        if dropped:
+            kept = [i for i in kept if i not in dropped]
+        if kept:
+            chars.append("".join(simplified[i] for i in kept) if isinstance(kept, list) else simplified[start:end])
+            offsets.extend(kept)
             clause_starts.append(pending_break)
-            clause_starts.extend([False] * (end - start - 1))
+            clause_starts.extend([False] * (len(kept) - 1))
             pending_break = False
         position = end
     normalized = SPOKEN_NUMBER.sub(lambda m: m.group().translate(TO_ARABIC), "".join(chars))

@@ -67,8 +67,8 @@ def test_forbidden_cases_recall_and_precision():
 def test_every_forbidden_phrase_has_canonical_two_corruptions_and_a_near_miss():
     for name in ("broadband", "customer_service", "investment"):
         for phrase in load_phrasebook(name).phrases:
-            if phrase.kind != "forbidden":
-                continue
+            if phrase.kind != "forbidden" or phrase.from_lexicon:
+                continue  # lexicon entries are judged by tests/meaning_cases.yaml
             types = [c["type"] for c in CASES if c.get("hit") == phrase.id]
             assert "canonical" in types and "traditional" in types, phrase.id
             assert len([t for t in types if t != "canonical"]) >= 3, phrase.id
