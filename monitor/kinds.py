@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import ahocorasick
 
@@ -30,15 +31,16 @@ SOUND_MIN_CHARS = 3
 """Words of at least this many characters also match by sound."""
 SOUND_CONFIDENCE = 0.9
 """Confidence of a rule hit when some of its words were only heard alike."""
-NEGATION_REACH = 3
-"""A negation guard word counts when it ends at most this many characters before the match."""
+NEGATION_REACH = 1
+"""A negation guard word counts when it ends at most this many characters before the
+match: 我不是说你脑子有问题 (one character, 你, between), but not 我又不是神仙，我怎么知道."""
 YOU = str.maketrans("你您", "您你")
 """你 and 您 swapped: Whisper writes either, so a word with one also stands for the other."""
 
 
-@dataclass(frozen=True)
-class Occurrence:
-    """A word heard in the text, in normalised-text characters."""
+class Occurrence(NamedTuple):
+    """A word heard in the text, in normalised-text characters (a tuple: thousands
+    are made per hour of speech)."""
 
     start: int
     end: int
@@ -92,23 +94,32 @@ class KindRules:
         if not self.rules:
             return []
         heard = self._occurrences(text, symbols)
+        merged: dict[frozenset[int], tuple[list[int], list[Occurrence]]] = {}
+
+        def group(ids: frozenset[int]) -> tuple[list[int], list[Occurrence]]:
+            # Rules share groups (me, you, helping): merge each once per text.
+            if ids not in merged:
+                found = _merged(heard, ids)
+                merged[ids] = ([o.start for o in found], found)
+            return merged[ids]
+
         matches = []
         for index, rule in enumerate(self.rules):
-            groups = [_merged(heard, ids) for ids in self._groups[index]]
-            if not all(groups):
+            if not all(ids & heard.keys() for ids in self._groups[index]):
                 continue
-            later = [([o.start for o in group], group) for group in groups[1:]]
-            unless = _merged(heard, self._unless[index])
-            not_after = _merged(heard, self._not_after[index])
+            groups = [group(ids) for ids in self._groups[index]]
+            later = groups[1:]
+            unless = group(self._unless[index])[1]
+            not_after = group(self._not_after[index])[1]
             reach = -1
-            for first in groups[0]:
+            for first in groups[0][1]:
                 if first.start < reach:
                     continue  # inside the previous match
                 chosen = _chain(first, later, rule.within)
                 if chosen is None:
                     continue
                 start, end = first.start, chosen[-1].end
-                if _near(unless, start - rule.guard_within, end + rule.guard_within):
+                if _near(unless, start - rule.guard_within, end + rule.guard_within, chosen):
                     continue
                 if any(start - NEGATION_REACH <= o.end <= start for o in not_after):
                     continue
@@ -155,5 +166,10 @@ def _chain(first: Occurrence, rest: list[tuple[list[int], list[Occurrence]]], wi
     return chosen
 
 
-def _near(occurrences: list[Occurrence], low: int, high: int) -> bool:
-    return any(o.start >= low and o.end <= high for o in occurrences)
+def _near(guards: list[Occurrence], low: int, high: int, matched: list[Occurrence]) -> bool:
+    """Whether a guard word lies within [low, high) and is not one of the matched words
+    (不是我们负责的 is no politeness though 负责的 is a guard word)."""
+    return any(
+        g.start >= low and g.end <= high and not any(g.start < m.end and m.start < g.end for m in matched)
+        for g in guards
+    )

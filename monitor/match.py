@@ -188,10 +188,11 @@ class Matcher:
         self.phrasebook = phrasebook
         self.forms: list[_Form] = []
         # Kind-level rules (monitor.kinds): found by word groups, not by wording.
-        ruled = [p for p in phrasebook.phrases if p.rule is not None]
+        phrases = phrasebook.phrases + phrasebook.kind_phrases
+        ruled = [p for p in phrases if p.rule is not None]
         self._rule_forms = [_Form(p, [], "", 1.0) for p in ruled]
         self._kinds = KindRules([p.rule for p in ruled])
-        for phrase in phrasebook.phrases:
+        for phrase in phrases:
             if phrase.rule is not None:
                 continue
             for wording in _forms(phrase):

@@ -62,12 +62,6 @@ class Phrase:
     """Set for a kind-level rule from the lexicon: the phrase is then found by
     its word groups (``monitor.kinds``), and ``text`` names the kind."""
 
-    @property
-    def from_lexicon(self) -> bool:
-        """Whether the phrase came from the shared lexicon (its id starts ``lexicon.``),
-        not from the phrasebook's own list of the code's wordings."""
-        return self.id.startswith(LEXICON_ID_PREFIX)
-
 
 @dataclass
 class Rule:
@@ -166,13 +160,16 @@ class Phrasebook:
     path: str = ""
     """The YAML file it was loaded from."""
     forbidden_kinds: dict[str, ForbiddenKind] = field(default_factory=dict)
-    """Kinds of forbidden talk (category → article) the code forbids as a class;
-    the lexicon's expressions and rules of these categories join ``phrases``."""
+    """Kinds of forbidden talk (category → article) the code forbids as a class."""
     lexicon: str = ""
-    """The lexicon file those phrases come from; empty without ``forbidden_kinds``."""
+    """The lexicon file the kinds' phrases come from; empty without ``forbidden_kinds``."""
+    kind_phrases: list[Phrase] = field(default_factory=list)
+    """Forbidden phrases of those kinds: the lexicon's expressions and rules, with
+    this code's article. Kept apart from ``phrases`` (the code's own wordings),
+    which also steer Whisper's vocabulary; ids start ``lexicon.``."""
 
     def by_id(self, phrase_id: str) -> Phrase:
-        return next(p for p in self.phrases if p.id == phrase_id)
+        return next(p for p in self.phrases + self.kind_phrases if p.id == phrase_id)
 
     def in_category(self, category: str) -> list[Phrase]:
         return [p for p in self.phrases if p.category == category]
@@ -561,4 +558,4 @@ def _with_lexicon(path: str, mtime_ns: int, lexicon_path: str, lexicon_mtime_ns:
             threshold=entry.threshold,
             rule=entry.rule,
         ))
-    return dataclasses.replace(base, phrases=base.phrases + added)
+    return dataclasses.replace(base, kind_phrases=added)
