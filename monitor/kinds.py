@@ -19,6 +19,7 @@ often another word (傻逼 / 啥比较).
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -128,26 +129,26 @@ class KindRules:
                 reach = end
         return matches
 
-    def _occurrences(self, text: str, symbols: str) -> dict[int, set[Occurrence]]:
+    def _occurrences(self, text: str, symbols: str) -> dict[int, list[Occurrence]]:
         """Word id → where it was heard, as written or (long words) alike in sound."""
-        heard: dict[int, set[Occurrence]] = {}
-        exact = set()
+        heard: defaultdict[int, list[Occurrence]] = defaultdict(list)
+        exact = set()  # (word, start) of long words heard as written
         if len(self._by_text):
             for end, (word_id, length) in self._by_text.iter(text):
-                occurrence = Occurrence(end + 1 - length, end + 1, True)
-                heard.setdefault(word_id, set()).add(occurrence)
-                exact.add((word_id, occurrence.start))
+                heard[word_id].append(Occurrence(end + 1 - length, end + 1, True))
+                if length >= SOUND_MIN_CHARS:
+                    exact.add((word_id, end + 1 - length))
         if len(self._by_sound):
             for end, entries in self._by_sound.iter(symbols):
                 for word_id, length in entries:
                     start = end + 1 - 2 * length
                     if start % 2 or (word_id, start // 2) in exact:
                         continue  # a symbol pair split across characters, or already heard as written
-                    heard.setdefault(word_id, set()).add(Occurrence(start // 2, start // 2 + length, False))
+                    heard[word_id].append(Occurrence(start // 2, start // 2 + length, False))
         return heard
 
 
-def _merged(heard: dict[int, set[Occurrence]], ids: frozenset[int]) -> list[Occurrence]:
+def _merged(heard: dict[int, list[Occurrence]], ids: frozenset[int]) -> list[Occurrence]:
     """The occurrences of any of a group's words, by start."""
     return sorted(
         (o for word_id in ids for o in heard.get(word_id, ())), key=lambda o: (o.start, -o.end, not o.exact)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -76,6 +77,7 @@ def normalize(text: str) -> Normalized:
     clause_starts: list[bool] = []
     pending_break = True
     simplified = _simplified_chars(text)
+    unsaid = [m.start() for m in UNSAID.finditer(simplified)]
     position = 0
     for run in CJK_RUN.finditer(simplified + "\u4e00"):  # a sentinel run flushes the tail
         for index in range(position, run.start()):
@@ -90,16 +92,17 @@ def normalize(text: str) -> Normalized:
             pending_break = False
         start, end = run.span()
         end = min(end, len(simplified))
-        kept = range(start, end)
-        dropped = {m.start() for m in UNSAID.finditer(simplified, start, end)}
-        if dropped:
-            kept = [i for i in kept if i not in dropped]
-        if kept:
-            chars.append("".join(simplified[i] for i in kept) if isinstance(kept, list) else simplified[start:end])
-            offsets.extend(kept)
-            clause_starts.append(pending_break)
-            clause_starts.extend([False] * (len(kept) - 1))
-            pending_break = False
+        # The run's pieces between unsaid characters (usually the whole run).
+        first, last = bisect_left(unsaid, start), bisect_left(unsaid, end)
+        starts = [start] + [i + 1 for i in unsaid[first:last]]
+        ends = unsaid[first:last] + [end]
+        for piece_start, piece_end in zip(starts, ends):
+            if piece_end > piece_start:
+                chars.append(simplified[piece_start:piece_end])
+                offsets.extend(range(piece_start, piece_end))
+                clause_starts.append(pending_break)
+                clause_starts.extend([False] * (piece_end - piece_start - 1))
+                pending_break = False
         position = end
     normalized = SPOKEN_NUMBER.sub(lambda m: m.group().translate(TO_ARABIC), "".join(chars))
     return Normalized(normalized, offsets, clause_starts)
