@@ -13,7 +13,11 @@ normalised text (``monitor.normalize``):
    character (initial, final), so homophones are equal and near-homophones
    differ by one symbol. Syllable bigrams shared with a phrase vote for an
    alignment; where enough agree, rapidfuzz aligns the phrase to that window
-   and the similarity is the hit's confidence.
+   and the similarity is the hit's confidence;
+4. rule: the phrasebook's forbidden kinds (推诿, 训斥, ... from the shared
+   lexicon) are also found by word groups that come together, with politeness
+   and negation guards (``monitor.kinds``), on the same normalised text and
+   pinyin symbols.
 
 Short generic phrases marked ``standalone`` (不知道, 可能是) count only where
 they open a clause (after optional fillers such as 嗯/那) or follow a
@@ -22,7 +26,9 @@ first-person subject (我, 我们, 也: 我也不清楚). 您不知道的话…,
 
 Overlapping hits of the same kind are resolved in favour of the one with more
 evidence, confidence × matched length: 对不起 inside a full 第22条 apology
-yields the apology, and of two similar greetings the better heard one wins.
+yields the apology, and of two similar greetings the better heard one wins. A
+rule hit has no wording to have heard, so any phrase it overlaps wins: where
+the agent says the code's own 禁语, the report names it.
 """
 
 from __future__ import annotations
@@ -90,7 +96,7 @@ class Hit:
     speaker: str
     """agent or customer; agent for bare text."""
     method: str
-    """exact, template or fuzzy."""
+    """exact, template, fuzzy or rule (a forbidden kind's word groups, ``monitor.kinds``)."""
 
     def to_json(self) -> dict:
         return {

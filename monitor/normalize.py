@@ -6,6 +6,9 @@ goes, and numbers written as digits or spoken as words (六六六一六五六七
 66616567). ``normalize`` removes those differences and remembers, for every
 character it keeps, which character of the input it came from, so a match in
 normalised text can be reported as the words actually heard.
+
+It also spells normalised text as sounds (``to_symbols``: toneless pinyin, two
+symbols per character) for the matchers that must hear homophones alike.
 """
 
 from __future__ import annotations
