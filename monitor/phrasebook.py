@@ -356,10 +356,7 @@ def _load_cached(path: str, mtime_ns: int) -> Phrasebook:
 
     if not isinstance(data, dict):
         raise fail([], "a phrasebook is a mapping with id, version, title, checks and phrases")
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data))
-    if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path) or "top level"
-        raise fail(list(error.absolute_path), f"{where}: {error.message}")
+    _check_schema(data, SCHEMA, fail)
 
     phrases = [Phrase(**entry) for entry in data["phrases"]]
     seen: dict[str, int] = {}
@@ -396,6 +393,14 @@ def _load_cached(path: str, mtime_ns: int) -> Phrasebook:
         forbidden_kinds={name: ForbiddenKind(**entry) for name, entry in data.get("forbidden_kinds", {}).items()},
         lexicon=_lexicon_path(Path(path), data.get("lexicon")) if "forbidden_kinds" in data else "",
     )
+
+
+def _check_schema(data: dict, schema: dict, fail) -> None:
+    """Raise ``fail`` at the most relevant schema violation, if any."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "top level"
+        raise fail(list(error.absolute_path), f"{where}: {error.message}")
 
 
 def _read_yaml(path: str, what: str) -> tuple[yaml.Node | None, object]:
@@ -489,10 +494,7 @@ def _load_lexicon(path: str, mtime_ns: int) -> Lexicon:
 
     if not isinstance(data, dict):
         raise fail([], "a lexicon is a mapping with labels, groups and rules")
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(LEXICON_SCHEMA).iter_errors(data))
-    if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path) or "top level"
-        raise fail(list(error.absolute_path), f"{where}: {error.message}")
+    _check_schema(data, LEXICON_SCHEMA, fail)
     groups = data["groups"]
 
     def words(location: list, refs: list) -> list[list[str]]:
@@ -517,13 +519,15 @@ def _load_lexicon(path: str, mtime_ns: int) -> Lexicon:
         if rule.within < sum(min(map(len, group)) for group in rule.groups):
             raise fail(where + ["within"], f"rule {rule.id!r}: within {rule.within} is shorter than its shortest words together")
         entries.append(LexiconEntry(entry["id"], entry["category"], entry["text"], rule=rule))
+    locations = [["expressions", i] for i in range(len(data.get("expressions", [])))]
+    locations += [["rules", i] for i in range(len(data["rules"]))]
     seen: set[str] = set()
-    for index, entry in enumerate(entries):
+    for entry, where in zip(entries, locations):
         if entry.id in seen:
-            raise fail([], f"duplicate lexicon id {entry.id!r}")
+            raise fail(where + ["id"], f"duplicate lexicon id {entry.id!r}")
         seen.add(entry.id)
         if entry.category not in data["labels"]:
-            raise fail([], f"{entry.id}: category {entry.category!r} has no entry in labels")
+            raise fail(where + ["category"], f"{entry.id}: category {entry.category!r} has no entry in labels")
     return Lexicon(labels=data["labels"], entries=entries)
 
 
