@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from itertools import permutations
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -66,7 +67,12 @@ class KindRules:
     def __init__(self, rules: list[Rule]):
         self.rules = rules
         self._word_ids: dict[str, int] = {}
-        self._groups = [[self._ids(group) for group in rule.groups] for rule in rules]
+        # Each rule's groups in every order it may be heard in.
+        self._orders = [
+            [list(order) for order in permutations(self._ids(group) for group in rule.groups)]
+            if rule.any_order else [[self._ids(group) for group in rule.groups]]
+            for rule in rules
+        ]
         self._unless = [self._ids(rule.unless) for rule in rules]
         self._not_after = [self._ids(rule.not_after) for rule in rules]
         self._by_text = ahocorasick.Automaton()
@@ -106,27 +112,29 @@ class KindRules:
 
         matches = []
         for index, rule in enumerate(self.rules):
-            if not all(ids & heard.keys() for ids in self._groups[index]):
+            if not all(ids & heard.keys() for ids in self._orders[index][0]):
                 continue
-            groups = [group(ids) for ids in self._groups[index]]
-            later = groups[1:]
             unless = group(self._unless[index])[1]
             not_after = group(self._not_after[index])[1]
-            reach = -1
-            for first in groups[0][1]:
-                if first.start < reach:
-                    continue  # inside the previous match
-                chosen = _chain(first, later, rule.within)
-                if chosen is None:
-                    continue
-                start, end = first.start, chosen[-1].end
-                if _near(unless, start - rule.guard_within, end + rule.guard_within, chosen):
-                    continue
-                if any(start - NEGATION_REACH <= o.end <= start for o in not_after):
-                    continue
-                confidence = 1.0 if all(o.exact for o in chosen) else SOUND_CONFIDENCE
-                matches.append(RuleMatch(index, start, end, confidence))
-                reach = end
+            found = []
+            for order in self._orders[index]:
+                groups = [group(ids) for ids in order]
+                reach = -1
+                for first in groups[0][1]:
+                    if first.start < reach:
+                        continue  # inside the previous match
+                    chosen = _chain(first, groups[1:], rule.within)
+                    if chosen is None:
+                        continue
+                    start, end = first.start, chosen[-1].end
+                    if _near(unless, start - rule.guard_within, end + rule.guard_within, chosen):
+                        continue
+                    if any(start - NEGATION_REACH <= o.end <= start for o in not_after):
+                        continue
+                    confidence = 1.0 if all(o.exact for o in chosen) else SOUND_CONFIDENCE
+                    found.append(RuleMatch(index, start, end, confidence))
+                    reach = end
+            matches += _apart(found)
         return matches
 
     def _occurrences(self, text: str, symbols: str) -> dict[int, list[Occurrence]]:
@@ -146,6 +154,15 @@ class KindRules:
                         continue  # a symbol pair split across characters, or already heard as written
                     heard[word_id].append(Occurrence(start // 2, start // 2 + length, False))
         return heard
+
+
+def _apart(found: list[RuleMatch]) -> list[RuleMatch]:
+    """One match per place: where two orders of a rule matched overlapping words, the first by start."""
+    kept: list[RuleMatch] = []
+    for match in sorted(found, key=lambda m: (m.start, m.end)):
+        if not kept or match.start >= kept[-1].end:
+            kept.append(match)
+    return kept
 
 
 def _merged(heard: dict[int, list[Occurrence]], ids: frozenset[int]) -> list[Occurrence]:

@@ -74,9 +74,11 @@ class Rule:
     id: str
     """Unique within the lexicon, e.g. ``shirking.not_mine``."""
     groups: list[list[str]]
-    """All of these groups, in order; any word of a group will do."""
+    """All of these groups, in order (unless ``any_order``); any word of a group will do."""
     within: int = 10
-    """The first group's word and the last group's word lie within this many characters."""
+    """The first word's start and the last word's end lie within this many characters."""
+    any_order: bool = False
+    """The groups may come in any order: reordered clauses (明天再说吧，快下班了)."""
     unless: list[str] = field(default_factory=list)
     """Politeness guard: any of these words within ``guard_within`` characters
     before or after the match means the agent is helping (马上帮您转给同事)."""
@@ -297,6 +299,7 @@ LEXICON_SCHEMA = {
                     "unless": {"type": "array", "items": _GROUP},
                     "not_after": {"type": "array", "items": _GROUP},
                     "guard_within": {"type": "integer", "minimum": 0},
+                    "any_order": {"type": "boolean"},
                 },
             },
         },
@@ -515,6 +518,7 @@ def _load_lexicon(path: str, mtime_ns: int) -> Lexicon:
             unless=[w for group in words(where + ["unless"], entry.get("unless", [])) for w in group],
             not_after=[w for group in words(where + ["not_after"], entry.get("not_after", [])) for w in group],
             guard_within=entry.get("guard_within", Rule.guard_within),
+            any_order=entry.get("any_order", False),
         )
         if rule.within < sum(min(map(len, group)) for group in rule.groups):
             raise fail(where + ["within"], f"rule {rule.id!r}: within {rule.within} is shorter than its shortest words together")

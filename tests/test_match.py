@@ -16,7 +16,8 @@ from monitor.phrasebook import load_phrasebook
 CASES = yaml.safe_load((Path(__file__).parent / "match_cases.yaml").read_text(encoding="utf-8"))
 MEANING_CASES = yaml.safe_load((Path(__file__).parent / "meaning_cases.yaml").read_text(encoding="utf-8"))
 """Forbidden talk by kind and meaning (phrasebooks/lexicon.yaml): ``expect`` a category or
-phrase id, or ``absent_kind: forbidden`` for polite talk that must raise nothing."""
+phrase id, or ``absent_kind: forbidden`` for polite talk that must raise nothing; a
+``known_miss`` says why the lexicon cannot yet find it (the test then expects it missed)."""
 CHAR_S = 0.25
 """Seconds per character in the synthetic word timings below."""
 
@@ -75,7 +76,12 @@ def meaning_id(case: dict) -> str:
     return f"{case.get('expect', 'polite')}-{case['phrasebook'][:3]}-{case['text'][:14]}"
 
 
-@pytest.mark.parametrize("case", MEANING_CASES, ids=[meaning_id(c) for c in MEANING_CASES])
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=pytest.mark.xfail(reason=c["known_miss"], strict=True)) if "known_miss" in c else c
+     for c in MEANING_CASES],
+    ids=[meaning_id(c) for c in MEANING_CASES],
+)
 def test_meaning_case(case):
     hits = forbidden_hits(case)
     if "expect" in case:
