@@ -75,6 +75,7 @@ class KindRules:
         ]
         self._unless = [self._ids(rule.unless) for rule in rules]
         self._not_after = [self._ids(rule.not_after) for rule in rules]
+        self._not_in = [self._ids(rule.not_in) for rule in rules]
         self._by_text = ahocorasick.Automaton()
         self._by_sound = ahocorasick.Automaton()
         for word, word_id in self._word_ids.items():
@@ -116,6 +117,7 @@ class KindRules:
                 continue
             unless = group(self._unless[index])[1]
             not_after = group(self._not_after[index])[1]
+            not_in = group(self._not_in[index])[1]
             found = []
             for order in self._orders[index]:
                 groups = [group(ids) for ids in order]
@@ -131,6 +133,8 @@ class KindRules:
                         continue
                     if any(start - NEGATION_REACH <= o.end <= start for o in not_after):
                         continue
+                    if any(_overlap(o, m) and (o.start, o.end) != (m.start, m.end) for o in not_in for m in chosen):
+                        continue  # part of a longer, innocent word
                     confidence = 1.0 if all(o.exact for o in chosen) else SOUND_CONFIDENCE
                     found.append(RuleMatch(index, start, end, confidence))
                     reach = end
@@ -187,7 +191,8 @@ def _chain(first: Occurrence, rest: list[tuple[list[int], list[Occurrence]]], wi
 def _near(guards: list[Occurrence], low: int, high: int, matched: list[Occurrence]) -> bool:
     """Whether a guard word lies within [low, high) and is not one of the matched words
     (不是我们负责的 is no politeness though 负责的 is a guard word)."""
-    return any(
-        g.start >= low and g.end <= high and not any(g.start < m.end and m.start < g.end for m in matched)
-        for g in guards
-    )
+    return any(g.start >= low and g.end <= high and not any(_overlap(g, m) for m in matched) for g in guards)
+
+
+def _overlap(a: Occurrence, b: Occurrence) -> bool:
+    return a.start < b.end and b.start < a.end

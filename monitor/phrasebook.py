@@ -84,6 +84,9 @@ class Rule:
     before or after the match means the agent is helping (马上帮您转给同事)."""
     not_after: list[str] = field(default_factory=list)
     """Negation guard: any of these words just before the match (不是说, 并没有) cancels it."""
+    not_in: list[str] = field(default_factory=list)
+    """Longer words a matched word may be part of without counting: 我操 in 我操作一下,
+    滚开 in 水滚开了."""
     guard_within: int = 12
     """How far (characters) the politeness guard looks either side of the match."""
 
@@ -298,6 +301,7 @@ LEXICON_SCHEMA = {
                     "within": {"type": "integer", "minimum": 1},
                     "unless": {"type": "array", "items": _GROUP},
                     "not_after": {"type": "array", "items": _GROUP},
+                    "not_in": {"type": "array", "items": _GROUP},
                     "guard_within": {"type": "integer", "minimum": 0},
                     "any_order": {"type": "boolean"},
                 },
@@ -517,6 +521,7 @@ def _load_lexicon(path: str, mtime_ns: int) -> Lexicon:
             within=entry.get("within", Rule.within),
             unless=[w for group in words(where + ["unless"], entry.get("unless", [])) for w in group],
             not_after=[w for group in words(where + ["not_after"], entry.get("not_after", [])) for w in group],
+            not_in=[w for group in words(where + ["not_in"], entry.get("not_in", [])) for w in group],
             guard_within=entry.get("guard_within", Rule.guard_within),
             any_order=entry.get("any_order", False),
         )

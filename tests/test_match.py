@@ -141,6 +141,7 @@ def test_long_kind_words_match_by_sound_short_ones_only_as_written():
         ("你脑子有问题吧。", "我不是说你脑子有问题吧，是设置太绕了。"),
         ("我们这边处理不了。", "如果我们这边处理不了，也会联系技术同事。"),
         ("都跟你说了不要自己拆。", "都跟你说了不要担心，费用我们来承担。"),
+        ("我操，这线谁接的。", "我操作一下您的账号。"),  # not_in: part of an innocent longer word
     ],
 )
 def test_politeness_and_negation_guards(bare, guarded):
