@@ -21,7 +21,7 @@ normalised text (``monitor.normalize``):
 
 Short generic phrases marked ``standalone`` (不知道, 可能是) count only where
 they open a clause (after optional fillers such as 嗯/那) or follow a
-first-person subject (我, 我们, 也: 我也不清楚). 您不知道的话…, 看不清楚 and
+first-person subject (我, 我们, 也: 我也不清楚), adverbs allowed between (我真不清楚). 您不知道的话…, 看不清楚 and
 这个可能是最好的选择 are therefore not hits.
 
 Overlapping hits of the same kind are resolved in favour of the one with more
@@ -65,6 +65,8 @@ FILLERS = "嗯呃额啊哦唉哎那"
 """Characters that may precede a standalone phrase at a clause start (嗯，不知道)."""
 FIRST_PERSON = ("我", "也", "我们", "咱们", "我还")
 """Subjects after which a standalone phrase counts anywhere in a clause (具体时间我也不清楚)."""
+ADVERB = re.compile("(?:真的|确实|实在|暂时|目前|现在|真|是|都|就)+$")
+"""Adverbs that may stand between the subject and a standalone phrase (我真不清楚, 我确实不知道)."""
 VOTE_MARGIN = 0.25
 """How far below a phrase's threshold the share of agreeing syllable bigrams may fall (see ``_votes_needed``)."""
 FUZZY_CEILING = 0.99
@@ -424,7 +426,7 @@ def _stands_alone(normalized: Normalized, start: int) -> bool:
     while clause > 0 and not normalized.clause_starts[clause]:
         clause -= 1
     before = normalized.text[clause:start]
-    return not before.lstrip(FILLERS) or before.endswith(FIRST_PERSON)
+    return not before.lstrip(FILLERS) or ADVERB.sub("", before).endswith(FIRST_PERSON)
 
 
 def _resolve_overlaps(candidates: list[_Candidate]) -> list[_Candidate]:

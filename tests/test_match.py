@@ -105,6 +105,13 @@ def test_meaning_cases_recall_and_precision():
     assert found / (found + false_alarms) >= 0.95
 
 
+def test_every_listed_wording_has_a_paraphrase_case():
+    for name in ("broadband", "customer_service", "investment"):
+        for phrase in load_phrasebook(name).phrases:
+            if phrase.kind == "forbidden":
+                assert any(c.get("expect") == phrase.id for c in MEANING_CASES), phrase.id
+
+
 def test_every_lexicon_entry_is_found_by_a_case():
     found = {h.phrase_id for c in MEANING_CASES if "expect" in c for h in forbidden_hits(c)}
     for name in ("broadband", "customer_service", "investment"):
@@ -275,6 +282,8 @@ def test_partial_greeting_counts_with_lower_confidence():
         ("大概是下个月吧，具体时间我也不清楚。", ["inv.forbidden.probably", "inv.forbidden.unclear"]),
         ("嗯，不知道。", ["inv.forbidden.dont_know"]),
         ("我们也可能是下个月才能定。", ["inv.forbidden.maybe"]),
+        ("这个我真不清楚。", ["inv.forbidden.unclear"]),  # an adverb between subject and phrase
+        ("我们确实不知道具体日期。", ["inv.forbidden.dont_know"]),
         ("您不知道的话我可以帮您查。", []),
         ("这个可能是最好的选择。", []),
         ("图片看不清楚的话我再发一次。", []),
