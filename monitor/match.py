@@ -21,8 +21,8 @@ normalised text (``monitor.normalize``):
 
 Short generic phrases marked ``standalone`` (不知道, 可能是) count only where
 they open a clause (after optional fillers such as 嗯/那) or follow a
-first-person subject (我, 我们, 也: 我也不清楚), adverbs allowed between (我真不清楚). 您不知道的话…, 看不清楚 and
-这个可能是最好的选择 are therefore not hits.
+first-person subject (我, 我们, 也: 我也不清楚), perhaps with an adverb between
+(我真不清楚). 您不知道的话…, 看不清楚 and 这个可能是最好的选择 are therefore not hits.
 
 Overlapping hits of the same kind are resolved in favour of the one with more
 evidence, confidence × matched length: 对不起 inside a full 第22条 apology
