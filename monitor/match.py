@@ -69,6 +69,8 @@ ADVERB = re.compile("(?:真的|确实|实在|暂时|目前|现在|真|是|都|�
 """Adverbs that may stand between the subject and a standalone phrase (我真不清楚, 我确实不知道)."""
 VOTE_MARGIN = 0.25
 """How far below a phrase's threshold the share of agreeing syllable bigrams may fall (see ``_votes_needed``)."""
+KIND_GAP_CHARS = 4
+"""Rule hits of one kind at most this many characters apart are one stretch (``_one_per_stretch``)."""
 FUZZY_CEILING = 0.99
 """Fuzzy hits never claim the certainty of a character-exact match."""
 
@@ -261,11 +263,11 @@ class Matcher:
         found = self._exact(normalized.text, wanted)
         found += self._fuzzy(symbols, wanted, found)
         found = [c for c in found if not c.form.phrase.standalone or _stands_alone(normalized, c.start)]
-        found += [
+        found += _one_per_stretch([
             _Candidate(self._rule_forms[m.rule], m.start, m.end, m.confidence, "rule")
             for m in self._kinds.find(normalized.text, symbols)
             if self._rule_forms[m.rule].phrase.speaker in (speaker, "any")
-        ]
+        ])
         return _resolve_overlaps(found)
 
     def _exact(self, text: str, wanted: list[bool]) -> list[_Candidate]:
@@ -375,6 +377,21 @@ class Matcher:
             speaker=speaker,
             method=c.method,
         )
+
+
+def _one_per_stretch(rule_hits: list[_Candidate]) -> list[_Candidate]:
+    """Rule hits of one kind that follow each other within ``KIND_GAP_CHARS`` are one
+    stretch of that talk, reported (and deducted) once: 这事我管不了，你自己想办法吧
+    is one act of 推诿, though two rules see it."""
+    joined: list[_Candidate] = []
+    for c in sorted(rule_hits, key=lambda c: (c.start, c.end)):
+        last = next((j for j in reversed(joined) if j.form.phrase.category == c.form.phrase.category), None)
+        if last is not None and c.start - last.end <= KIND_GAP_CHARS:
+            last.end = max(last.end, c.end)
+            last.confidence = min(last.confidence, c.confidence)
+        else:
+            joined.append(c)
+    return joined
 
 
 def _votes_needed(form: _Form) -> int:

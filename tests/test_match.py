@@ -133,6 +133,14 @@ def test_a_kind_hit_carries_its_category_and_the_article_of_its_phrasebook(name,
     assert hit.phrase_id not in {p.id for p in phrasebook.phrases}  # the code's own wordings stay apart
 
 
+def test_one_stretch_of_a_kind_is_one_hit():
+    matcher = matcher_for(load_phrasebook("customer_service"))
+    [hit] = [h for h in matcher.match_text("这事儿我真管不了，你自己想办法吧。") if h.kind == "forbidden"]
+    assert hit.category == "shirking" and hit.heard == "我真管不了，你自己想办法"
+    later = matcher.match_text("这事儿我真管不了。您稍等，我看一下系统。你自己想办法吧。")
+    assert [h.category for h in later if h.kind == "forbidden"] == ["shirking", "shirking"]
+
+
 def test_long_kind_words_match_by_sound_short_ones_only_as_written():
     matcher = matcher_for(load_phrasebook("broadband"))
     [hit] = [h for h in matcher.match_text("我这边馆不了这个") if h.kind == "forbidden"]
