@@ -93,7 +93,8 @@ def evaluate_cases(cases: list[dict], verbose: bool = False) -> dict:
                 **({"false_alarms": f"{false_alarms[key]}/{polite[key]}",
                     "precision": round(found[key] / max(1, hits), 3)} if polite[key] else {})}
 
-    keys = ["all"] + sorted({c["phrasebook"] for c in cases}) + sorted(set(found) | set(missed) - {"all"} - {c["phrasebook"] for c in cases})
+    books = {c["phrasebook"] for c in cases}
+    keys = ["all", *sorted(books), *sorted((set(found) | set(missed)) - {"all"} - books)]
     return {key: figures(key) for key in dict.fromkeys(keys)}
 
 

@@ -349,7 +349,9 @@ def load_phrasebook(name_or_path: str) -> Phrasebook:
     try:
         lexicon_mtime = Path(phrasebook.lexicon).stat().st_mtime_ns
     except OSError as exc:
-        raise MonitorError(f"{phrasebook.lexicon}: cannot read lexicon (named by {path}): {exc.strerror or exc}") from None
+        raise MonitorError(
+            f"{phrasebook.lexicon}: cannot read lexicon (named by {path}): {exc.strerror or exc}"
+        ) from None
     return _with_lexicon(str(path), mtime, phrasebook.lexicon, lexicon_mtime)
 
 
@@ -526,7 +528,8 @@ def _load_lexicon(path: str, mtime_ns: int) -> Lexicon:
             any_order=entry.get("any_order", False),
         )
         if rule.within < sum(min(map(len, group)) for group in rule.groups):
-            raise fail(where + ["within"], f"rule {rule.id!r}: within {rule.within} is shorter than its shortest words together")
+            raise fail(where + ["within"],
+                       f"rule {rule.id!r}: within {rule.within} is shorter than its shortest words together")
         entries.append(LexiconEntry(entry["id"], entry["category"], entry["text"], rule=rule))
     locations = [["expressions", i] for i in range(len(data.get("expressions", [])))]
     locations += [["rules", i] for i in range(len(data["rules"]))]
@@ -551,7 +554,9 @@ def _with_lexicon(path: str, mtime_ns: int, lexicon_path: str, lexicon_mtime_ns:
     known = {e.category for e in lexicon.entries}
     for category in base.forbidden_kinds:
         if category not in known:
-            raise MonitorError(f"{path}: forbidden_kinds.{category}: {lexicon_path} has no expression or rule of this kind")
+            raise MonitorError(
+                f"{path}: forbidden_kinds.{category}: {lexicon_path} has no expression or rule of this kind"
+            )
     added = []
     for entry in lexicon.entries:
         kind = base.forbidden_kinds.get(entry.category)
