@@ -271,7 +271,9 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
         missed are replayed from the database before live ones follow.
         """
         last_id = request.headers.get("last-event-id", "")
-        since = int(last_id) if last_id.isascii() and last_id.isdigit() and int(last_id) <= MAX_ID else after
+        # Ascii digits only (str.isdigit() also takes "²"), and short enough to convert.
+        valid = last_id.isascii() and last_id.isdigit() and len(last_id) <= len(str(MAX_ID)) and int(last_id) <= MAX_ID
+        since = int(last_id) if valid else after
         queue = hub.subscribe()  # subscribed before the replay, so nothing falls between the two
 
         async def stream():
