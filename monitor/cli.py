@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_after = argparse.ArgumentParser(add_help=False)
     db_after.add_argument("--db", default=argparse.SUPPRESS, metavar="URL", help="results database")
     user_commands = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
-    add = user_commands.add_parser("add", parents=[db_after], help="create a user or change their role and password")
+    add = user_commands.add_parser("add", parents=[db_after], help="create a user, or change their role and password (and enable them again)")
     add.add_argument("name", metavar="NAME")
     add.add_argument("--role", required=True, choices=["supervisor", "agent"])
     add.add_argument("--agent-id", metavar="ID", help="for an agent: the agent id on their calls (e.g. A1001)")
