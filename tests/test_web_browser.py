@@ -98,7 +98,8 @@ def test_supervisor_sees_live_alert_and_opens_the_call(server, browser, shots):
     # The heard words are marked (ASR may hear 又问 as 又闻); the mark names the forbidden phrase.
     assert mark.is_visible() and "禁语" in mark.get_attribute("title") and mark.inner_text().startswith("刚才不是")
     page.screenshot(path=str(shots / "2-call-report.png"), full_page=True)
-    # The report's own script runs under the page's nonce: a timestamp seeks the player.
+    # The report's own script runs under the page's nonce: a timestamp seeks the recording's player.
+    page.goto(server.url + "/calls/d02_fault_rude")
     seek = page.locator("[data-t]").last
     page.evaluate("document.getElementById('player').muted = true")
     seek.click()

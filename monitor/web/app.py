@@ -100,7 +100,6 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
     app.state.store, app.state.hub, app.state.ingest = store, hub, ingest
 
     throttle = LoginThrottle(options.throttle)
-    app.state.throttle = throttle
 
     # --- who is asking -------------------------------------------------------------
     def session_user(request: Request) -> User | None:
