@@ -105,6 +105,9 @@ class KindRules:
         if not self.rules:
             return []
         heard = self._occurrences(text, symbols)
+        if clause_starts:  # a word is heard within one clause: 有本事 | 您放心 is no 有本事你
+            heard = {word: kept for word, found in heard.items()
+                     if (kept := [o for o in found if not any(clause_starts[o.start + 1:o.end])])}
         merged: dict[frozenset[int], tuple[list[int], list[Occurrence]]] = {}
 
         def group(ids: frozenset[int]) -> tuple[list[int], list[Occurrence]]:
