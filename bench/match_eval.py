@@ -13,7 +13,13 @@ and paraphrase, and polite near misses): a case is found when a forbidden hit of
 its expected category or phrase id is; a polite case is a false alarm when any
 forbidden hit is raised. Recall and precision overall, per phrasebook and per kind.
 
+Then the blind set (tests/meaning_blind_cases.yaml: batches written before the
+lexicon was changed for them), where any forbidden hit finds a forbidden line:
+each batch's recorded first look (bench/data/blind_first_look.yaml) beside the
+figures now. Only first-look figures say how the kinds generalise.
+
     python bench/match_eval.py [--asr bench/data/sample_calls_asr.json] [--labels DIR] [--cases YAML]
+                               [--blind YAML] [--first-look YAML]
 """
 
 from __future__ import annotations
@@ -69,18 +75,21 @@ def evaluate(asr: dict, labels_dir: Path, verbose: bool = False) -> dict:
     return totals
 
 
-def evaluate_cases(cases: list[dict], verbose: bool = False) -> dict:
+def evaluate_cases(cases: list[dict], verbose: bool = False, any_category: bool = False) -> dict:
+    """Figures overall, per phrasebook and per expected kind; with ``any_category`` any
+    forbidden hit finds a case, and the figures are also given per batch (``type`` up to '/')."""
     found, missed, false_alarms, polite = Counter(), Counter(), Counter(), Counter()
     for case in cases:
         hits = [h for h in matcher_for(load_phrasebook(case["phrasebook"])).match_text(case["text"]) if h.kind == "forbidden"]
+        batch = [case["type"].split("/")[0]] if any_category else []
         if "expect" in case:
-            ok = any(case["expect"] in (h.category, h.phrase_id) for h in hits)
-            for key in ("all", case["phrasebook"], case["expect"]):
+            ok = bool(hits) if any_category else any(case["expect"] in (h.category, h.phrase_id) for h in hits)
+            for key in ("all", *batch, case["phrasebook"], case["expect"]):
                 (found if ok else missed)[key] += 1
             if verbose and not ok:
                 print(f"    missed {case['expect']}: {case['text']}  {[h.phrase_id for h in hits]}")
         else:
-            for key in ("all", case["phrasebook"]):
+            for key in ("all", *batch, case["phrasebook"]):
                 polite[key] += 1
                 false_alarms[key] += bool(hits)
             if verbose and hits:
@@ -94,7 +103,8 @@ def evaluate_cases(cases: list[dict], verbose: bool = False) -> dict:
                     "precision": round(found[key] / max(1, hits), 3)} if polite[key] else {})}
 
     books = {c["phrasebook"] for c in cases}
-    keys = ["all", *sorted(books), *sorted((set(found) | set(missed)) - {"all"} - books)]
+    batches = {c["type"].split("/")[0] for c in cases} if any_category else set()
+    keys = ["all", *sorted(batches), *sorted(books), *sorted((set(found) | set(missed)) - {"all"} - books - batches)]
     return {key: figures(key) for key in dict.fromkeys(keys)}
 
 
@@ -103,6 +113,8 @@ def main() -> None:
     parser.add_argument("--asr", type=Path, default=HERE / "data" / "sample_calls_asr.json")
     parser.add_argument("--labels", type=Path, default=HERE.parent / "samples")
     parser.add_argument("--cases", type=Path, default=HERE.parent / "tests" / "meaning_cases.yaml")
+    parser.add_argument("--blind", type=Path, default=HERE.parent / "tests" / "meaning_blind_cases.yaml")
+    parser.add_argument("--first-look", type=Path, default=HERE / "data" / "blind_first_look.yaml")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     totals = evaluate(json.loads(args.asr.read_text(encoding="utf-8")), args.labels, args.verbose)
@@ -111,6 +123,26 @@ def main() -> None:
     print(f"kind-level cases ({args.cases.name}):")
     for key, figures in evaluate_cases(cases, args.verbose).items():
         print(f"  {key:18} " + "  ".join(f"{name} {value}" for name, value in figures.items()))
+    blind = evaluate_cases(yaml.safe_load(args.blind.read_text(encoding="utf-8")), args.verbose, any_category=True)
+    first_look = yaml.safe_load(args.first_look.read_text(encoding="utf-8"))
+    print(f"blind set ({args.blind.name}), any forbidden hit finds a line:")
+    for key, figures in blind.items():
+        print(f"  {key:18} " + "  ".join(f"{name} {value}" for name, value in figures.items()))
+    before = {name: sum(batch[name] for batch in first_look.values())
+              for name in ("found", "forbidden", "false_alarms", "polite")}
+    for batch, recorded in [*first_look.items(), ("all", before)]:
+        now = blind.get(batch)
+        if now is None:
+            continue
+        print(f"blind set {batch:6} first look: {rate(recorded)}; after: R {now['found']} = {now['recall']}, "
+              f"P {now['precision']} ({now['false_alarms']} polite lines raised)")
+
+
+def rate(recorded: dict) -> str:
+    """Recall and precision of recorded first-look counts."""
+    found, false_alarms = recorded["found"], recorded["false_alarms"]
+    return (f"R {found}/{recorded['forbidden']} = {found / recorded['forbidden']:.3f}, "
+            f"P {found / max(1, found + false_alarms):.3f} ({false_alarms}/{recorded['polite']} polite lines raised)")
 
 
 if __name__ == "__main__":

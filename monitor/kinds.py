@@ -35,7 +35,8 @@ SOUND_CONFIDENCE = 0.9
 """Confidence of a rule hit when some of its words were only heard alike."""
 NEGATION_REACH = 1
 """A negation guard word counts when it ends at most this many characters before the
-match: 我不是说你脑子有问题 (one character, 你, between), but not 我又不是神仙，我怎么知道."""
+match, in the same clause: 我不是说你脑子有问题 (one character, 你, between), but not
+我又不是神仙，我怎么知道, nor 不是我们的问题就不是 你说破天也没用."""
 YOU = str.maketrans("你您", "您你")
 """你 and 您 swapped: Whisper writes either, so a word with one also stands for the other."""
 
@@ -97,11 +98,16 @@ class KindRules:
                 ids.add(self._word_ids.setdefault(spelling, len(self._word_ids)))
         return frozenset(ids)
 
-    def find(self, text: str, symbols: str) -> list[RuleMatch]:
-        """Every place a rule fires in normalised ``text`` (``symbols`` are its pinyin symbols)."""
+    def find(self, text: str, symbols: str, clause_starts: list[bool] | None = None) -> list[RuleMatch]:
+        """Every place a rule fires in normalised ``text`` (``symbols`` are its pinyin
+        symbols; ``clause_starts`` where its clauses open, which a negation guard does
+        not reach across)."""
         if not self.rules:
             return []
         heard = self._occurrences(text, symbols)
+        if clause_starts:  # a word is heard within one clause: 有本事 | 您放心 is no 有本事你
+            heard = {word: kept for word, found in heard.items()
+                     if (kept := [o for o in found if not any(clause_starts[o.start + 1:o.end])])}
         merged: dict[frozenset[int], tuple[list[int], list[Occurrence]]] = {}
 
         def group(ids: frozenset[int]) -> tuple[list[int], list[Occurrence]]:
@@ -131,7 +137,9 @@ class KindRules:
                     start, end = first.start, chosen[-1].end
                     if _near(unless, start - rule.guard_within, end + rule.guard_within, chosen):
                         continue
-                    if any(start - NEGATION_REACH <= o.end <= start for o in not_after):
+                    if any(start - NEGATION_REACH <= o.end <= start
+                           and not (clause_starts and any(clause_starts[o.end:start + 1]))
+                           for o in not_after):
                         continue
                     if any(_overlap(o, m) and (o.start, o.end) != (m.start, m.end) for o in not_in for m in chosen):
                         continue  # part of a longer, innocent word
