@@ -130,11 +130,15 @@ def find_audio(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 
     for item in inputs:
         if os.path.isdir(item):
+            audio_here = 0
             for root, dirs, files in os.walk(item):
                 dirs.sort()
                 for name in sorted(files):
                     if is_audio_file(name):
                         add(os.path.join(root, name))
+                        audio_here += 1
+            if not audio_here:
+                print(f"monitor: warning: {item}: no audio files in this directory", file=sys.stderr)
         elif os.path.exists(item) or is_url(item):
             add(item)  # named explicitly: try it whatever its extension
         else:

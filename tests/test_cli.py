@@ -108,8 +108,9 @@ def test_batch_with_corrupt_file_scores_the_rest_then_resumes(tmp_path):
     assert second.returncode == 0, second.stderr
     assert os.stat(out / "d02_fault_rude.json").st_mtime_ns == mtime, "a complete report is not redone"
     assert is_complete_report(out / "d06_no_greeting_rude.json")
-    rows = list(csv.DictReader(open(out / "summary.csv", encoding="utf-8")))
-    assert sorted(r["call_id"] for r in rows) == ["d02_fault_rude", "d06_no_greeting_rude"]
+    rows = summary_rows(out)
+    assert [rows[c]["status"] for c in ("d02_fault_rude", "d06_no_greeting_rude")] == ["ok", "ok"]
+    assert sorted(rows) == ["broken", "d02_fault_rude", "d06_no_greeting_rude"], "the first run's rows stay"
 
 
 def summary_rows(out) -> dict[str, dict]:
