@@ -253,3 +253,24 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     while any(_running(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert workers and not any(_running(p) for p in workers)
+
+
+def test_a_sidecar_naming_an_unknown_phrasebook_fails_that_call_only(tmp_path):
+    calls, out = tmp_path / "calls", tmp_path / "out"
+    calls.mkdir()
+    shutil.copy(SAMPLES / "d06_no_greeting_rude.wav", calls / "a.wav")
+    (calls / "a.labels.json").write_text(json.dumps({"phrasebook": "no_such_book", "agent_id": ["not", "text"]}))
+    result = monitor("score", str(calls), str(tmp_path / "missing.wav"), "--out", str(out))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    rows = summary_rows(out)
+    assert rows["a"]["status"] == "error" and "no_such_book" in rows["a"]["error"]
+    assert "agent_id" in rows["a"]["warning"]
+    assert rows["missing"]["status"] == "error"
+
+
+def test_summary_write_error_is_one_line_naming_it(tmp_path):
+    from monitor.batch import write_summary
+    from monitor.errors import MonitorError
+
+    with pytest.raises(MonitorError, match=r"gone/summary.csv: cannot write the summary \("):
+        write_summary([], str(tmp_path / "gone"))
