@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
@@ -335,6 +336,12 @@ def _start_local_worker(model: str | None, parent_pid: int) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before prctl took hold
         os._exit(1)
+    # faster-whisper's progress bars (tqdm) would make a multiprocessing lock, which
+    # a worker ended by Ctrl-C leaves behind, and the resource tracker then warns
+    # of "leaked semaphore objects". Progress bars in one process need a thread lock only.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     start_scoring_process(model)
 
 

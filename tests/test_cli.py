@@ -228,6 +228,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_what_finished(tmp_path):
     # 26 s before: the workers went on with the queue. (A generous bound: the machine is shared.)
     assert time.monotonic() - sent < 10, stderr
     assert batch.returncode == 130 and "interrupted" in stderr, stderr
+    assert "Traceback" not in stderr and "leaked" not in stderr, stderr
     assert workers and not any(_running(p) for p in workers)
     finished = sorted(p.stem for p in out.glob("*.json"))
     rows = summary_rows(out)
