@@ -8,14 +8,22 @@ hit overlaps it within ±1 s; a forbidden hit is correct when it overlaps a
 forbidden turn so. Channel 1 is the customer (stereo calls); on mono calls all
 speech is on channel 0 and counts as the agent's, as in the scorer.
 
-    python bench/match_eval.py [--asr bench/data/sample_calls_asr.json] [--labels DIR]
+Then the kind-level case table (tests/meaning_cases.yaml: forbidden talk by kind
+and paraphrase, and polite near misses): a case is found when a forbidden hit of
+its expected category or phrase id is; a polite case is a false alarm when any
+forbidden hit is raised. Recall and precision overall, per phrasebook and per kind.
+
+    python bench/match_eval.py [--asr bench/data/sample_calls_asr.json] [--labels DIR] [--cases YAML]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
+
+import yaml
 
 from labelled import forbidden_agent_turns, overlaps
 
@@ -61,14 +69,48 @@ def evaluate(asr: dict, labels_dir: Path, verbose: bool = False) -> dict:
     return totals
 
 
+def evaluate_cases(cases: list[dict], verbose: bool = False) -> dict:
+    found, missed, false_alarms, polite = Counter(), Counter(), Counter(), Counter()
+    for case in cases:
+        hits = [h for h in matcher_for(load_phrasebook(case["phrasebook"])).match_text(case["text"]) if h.kind == "forbidden"]
+        if "expect" in case:
+            ok = any(case["expect"] in (h.category, h.phrase_id) for h in hits)
+            for key in ("all", case["phrasebook"], case["expect"]):
+                (found if ok else missed)[key] += 1
+            if verbose and not ok:
+                print(f"    missed {case['expect']}: {case['text']}  {[h.phrase_id for h in hits]}")
+        else:
+            for key in ("all", case["phrasebook"]):
+                polite[key] += 1
+                false_alarms[key] += bool(hits)
+            if verbose and hits:
+                print(f"    false alarm: {case['text']}  {[h.phrase_id for h in hits]}")
+
+    def figures(key: str) -> dict:
+        hits = found[key] + false_alarms[key]
+        return {"found": f"{found[key]}/{found[key] + missed[key]}",
+                "recall": round(found[key] / max(1, found[key] + missed[key]), 3),
+                **({"false_alarms": f"{false_alarms[key]}/{polite[key]}",
+                    "precision": round(found[key] / max(1, hits), 3)} if polite[key] else {})}
+
+    books = {c["phrasebook"] for c in cases}
+    keys = ["all", *sorted(books), *sorted((set(found) | set(missed)) - {"all"} - books)]
+    return {key: figures(key) for key in dict.fromkeys(keys)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--asr", type=Path, default=HERE / "data" / "sample_calls_asr.json")
     parser.add_argument("--labels", type=Path, default=HERE.parent / "samples")
+    parser.add_argument("--cases", type=Path, default=HERE.parent / "tests" / "meaning_cases.yaml")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     totals = evaluate(json.loads(args.asr.read_text(encoding="utf-8")), args.labels, args.verbose)
     print(json.dumps(totals, ensure_ascii=False, indent=1))
+    cases = yaml.safe_load(args.cases.read_text(encoding="utf-8"))
+    print(f"kind-level cases ({args.cases.name}):")
+    for key, figures in evaluate_cases(cases, args.verbose).items():
+        print(f"  {key:18} " + "  ".join(f"{name} {value}" for name, value in figures.items()))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -25,19 +26,45 @@ Subscriber = Callable[[Event], None]
 
 
 class StdoutSink:
-    """One JSON object per line, flushed at once so a pipe reader sees it now."""
+    """One JSON object per line, flushed at once so a pipe reader sees it now.
+
+    When the reader goes away (``monitor live | head``, or Ctrl-C taking the
+    whole pipeline down) the lines stop quietly; the call itself, its report and
+    its webhook carry on.
+    """
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
+        self.closed = False
+        """The reader is gone; nothing more is written."""
         self._lock = threading.Lock()
 
     def send(self, event: Event) -> None:
         line = json.dumps(event, ensure_ascii=False)
         with self._lock:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+            if self.closed:
+                return
+            try:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+                self.closed = True
+                log.warning("stdout closed by its reader; events are no longer printed")
+                _point_at_devnull(self.stream)
 
     def close(self) -> None:
+        pass
+
+
+def _point_at_devnull(stream: TextIO) -> None:
+    """Send what is left in ``stream``'s buffer, and anything later, to /dev/null, so the
+    interpreter's last flush at exit does not raise BrokenPipeError again (see the Python
+    docs on SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (tests pass StringIO)
         pass
 
 

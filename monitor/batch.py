@@ -33,6 +33,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
 from monitor.audio import is_audio_file, is_url, truncation_warning
+from monitor.callid import call_id_problem, shown
 from monitor.errors import MonitorError, UsageError
 from monitor.models import file_sha256, resolve_model
 from monitor.phrasebook import load_phrasebook
@@ -193,10 +194,13 @@ def _read_manifest(path: str) -> dict[str, dict]:
     for line, row in enumerate(rows, start=2):
         row = {(k or "").strip(): v for k, v in row.items()}
         if "" in row:  # DictReader files extra fields under the key None
-            raise UsageError(f"manifest {path}:{line}: more fields than the header has columns")
+            raise UsageError(f"manifest {path} line {line}: more fields than the header has columns")
         audio = (row.get("path") or "").strip()
         if not audio:
-            raise UsageError(f"manifest {path}:{line}: the path is empty")
+            raise UsageError(f"manifest {path} line {line}: the path is empty")
+        call_id = (row.get("call_id") or "").strip()
+        if call_id and call_id_problem(call_id):  # call ids name report files: refuse any that leave --out
+            raise UsageError(f"manifest {path} line {line}: call_id {shown(call_id)}: a call id {call_id_problem(call_id)}")
         key = audio if is_url(audio) else os.path.normpath(os.path.join(base, audio))
         manifest[key] = {k: (v or "").strip() for k, v in row.items()}
     return manifest

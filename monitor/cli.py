@@ -108,16 +108,46 @@ def _live(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import socket
+
     import uvicorn
 
-    from monitor.web.app import WebOptions, create_app
+    from monitor.web.app import WebOptions, create_app, uvicorn_config
     from monitor.web.live import LiveOptions
 
-    app = create_app(args.db, WebOptions(live=LiveOptions(model=args.model)))
-    print(f"monitor serve: http://{args.host}:{args.port}/ (database {app.state.store.url.split('://')[0]})", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="debug" if args.debug else "warning",
-                ws="websockets-sansio")
+    # Bind first: a busy port fails here, before any URL is printed or the database is opened.
+    try:
+        family = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        listener = socket.create_server((args.host, args.port), family=family)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise MonitorError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+    with listener:
+        app = create_app(args.db, WebOptions(secure_cookies=args.secure_cookies, live=LiveOptions(model=args.model)))
+        host, port = listener.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"monitor serve: http://{shown}:{port}/ (database {app.state.store.url.split('://')[0]})", file=sys.stderr)
+        config = uvicorn_config(app, args.host, port, forwarded_allow_ips=args.forwarded_allow_ips,
+                                log_level="debug" if args.debug else "warning")
+        uvicorn.Server(config).run(sockets=[listener])
     return 0
+
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    """The new password from stdin (``--password-stdin``) or asked twice on the terminal; None when neither is possible."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        if not sys.stdin.isatty():
+            return None
+        password = getpass.getpass(f"password for {args.name}: ")
+        if password != getpass.getpass("again: "):
+            raise MonitorError("the passwords differ")
+    if len(password) < 8:
+        raise MonitorError("the password must be at least 8 characters")
+    return password
 
 
 def _users(args: argparse.Namespace) -> int:
@@ -125,27 +155,45 @@ def _users(args: argparse.Namespace) -> int:
     from monitor.web import auth
 
     store = open_store(args.db)
-    if args.users_command == "token":
-        token = auth.issue_api_token(store, args.name)
-        if token is None:
+    try:
+        if args.users_command == "token":
+            token = auth.issue_api_token(store, args.name)
+            if token is None:
+                raise MonitorError(f"no user named {args.name!r}")
+            print(token)
+            return 0
+        if args.users_command == "list":
+            rows = [("NAME", "ROLE", "AGENT", "STATUS", "TOKEN", "SESSIONS", "CREATED")]
+            for u in store.list_users():
+                rows.append((u["name"], u["role"], u["agent_id"] or "-", "disabled" if u["disabled_at"] else "active",
+                             "yes" if u["has_token"] else "no", str(u["sessions"]), f"{u['created_at']:%Y-%m-%d %H:%M}"))
+            widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+            for row in rows:
+                print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+            return 0
+        if args.users_command in ("disable", "enable"):
+            if not store.update_user(args.name, disabled=args.users_command == "disable"):
+                raise MonitorError(f"no user named {args.name!r}")
+            print(f"user {args.name} {args.users_command}d" + (", logged out" if args.users_command == "disable" else ""),
+                  file=sys.stderr)
+            return 0
+        if args.users_command == "add" and args.role == "agent" and not args.agent_id:
+            raise MonitorError("an agent needs --agent-id (the agent id their calls carry)")
+        if args.users_command == "passwd" and store.get_user(name=args.name) is None:
             raise MonitorError(f"no user named {args.name!r}")
-        print(token)
+        password = _read_password(args)
+        if password is None:
+            print("monitor: error: no terminal to ask the password on; pipe it in with --password-stdin", file=sys.stderr)
+            return 2
+        if args.users_command == "passwd":
+            store.update_user(args.name, password_hash=auth.hash_password(password))
+            print(f"password of {args.name} changed; their sessions ended", file=sys.stderr)
+            return 0
+        store.add_user(args.name, args.role, args.agent_id, auth.hash_password(password))
+        print(f"user {args.name} ({args.role}{', agent ' + args.agent_id if args.agent_id else ''}) saved", file=sys.stderr)
         return 0
-    if args.role == "agent" and not args.agent_id:
-        raise MonitorError("an agent needs --agent-id (the agent id their calls carry)")
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        import getpass
-
-        password = getpass.getpass(f"password for {args.name}: ")
-        if password != getpass.getpass("again: "):
-            raise MonitorError("the passwords differ")
-    if len(password) < 8:
-        raise MonitorError("the password must be at least 8 characters")
-    store.add_user(args.name, args.role, args.agent_id, auth.hash_password(password))
-    print(f"user {args.name} ({args.role}{', agent ' + args.agent_id if args.agent_id else ''}) saved", file=sys.stderr)
-    return 0
+    finally:
+        store.close()
 
 
 DEFAULT_DB = "monitor.db"
@@ -236,17 +284,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model", help="Whisper model for live streams (default: embedded base, loaded on the first stream)")
+    serve.add_argument("--secure-cookies", action="store_true",
+                       help="mark cookies Secure: the app is reached over HTTPS (through a TLS proxy)")
+    serve.add_argument("--forwarded-allow-ips", metavar="IPS",
+                       help="trust X-Forwarded-For/-Proto from these proxy addresses (comma-separated, or *); "
+                            "by default they are ignored")
     serve.set_defaults(run=_serve)
 
     users = commands.add_parser("users", help="web app users and API tokens")
     users.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"results database (default {DEFAULT_DB})")
+    # --db may also follow the action (`users add NAME --db URL`); there it overrides the one before.
+    db_after = argparse.ArgumentParser(add_help=False)
+    db_after.add_argument("--db", default=argparse.SUPPRESS, metavar="URL", help="results database")
     user_commands = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
-    add = user_commands.add_parser("add", help="create a user or change their role and password")
+    add = user_commands.add_parser("add", parents=[db_after], help="create a user, or change their role and password (and enable them again)")
     add.add_argument("name", metavar="NAME")
     add.add_argument("--role", required=True, choices=["supervisor", "agent"])
     add.add_argument("--agent-id", metavar="ID", help="for an agent: the agent id on their calls (e.g. A1001)")
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
-    token = user_commands.add_parser("token", help="print a new API token for NAME (replaces the old one)")
+    passwd = user_commands.add_parser("passwd", parents=[db_after], help="change NAME's password (ends their sessions)")
+    passwd.add_argument("name", metavar="NAME")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    user_commands.add_parser("list", parents=[db_after], help="list users, their role, status and sessions")
+    disable = user_commands.add_parser("disable", parents=[db_after],
+                                       help="stop NAME logging in or using their API token (ends their sessions)")
+    disable.add_argument("name", metavar="NAME")
+    enable = user_commands.add_parser("enable", parents=[db_after], help="let a disabled user in again")
+    enable.add_argument("name", metavar="NAME")
+    token = user_commands.add_parser("token", parents=[db_after], help="print a new API token for NAME (replaces the old one)")
     token.add_argument("name", metavar="NAME")
     users.set_defaults(run=_users)
 

@@ -1,206 +1,50 @@
 """``monitor live``: transcribe a call while it happens and alert on forbidden phrases.
 
-A ``LiveCall`` is one call being listened to: one ``UtteranceStream`` per
-speaker, the phrase watch, and the sinks its events go to. Sources (and the
-WebSocket ingest) feed it from their own threads; a ``DecodeScheduler`` shared
-by every call in the process does the decoding.
+The command line of live monitoring: a call from a source (``sources.py``) is
+one ``LiveCall`` (``livecall.py``) on a ``DecodeScheduler``; ``--listen``
+serves WhisperLive clients instead (``ingest.py``), and ``--server`` streams
+the source to a server that does the decoding (``remote.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
+import asyncio
 import logging
+import math
 import os
+import signal
+import sys
 import threading
 import time
 
-import numpy as np
-
 from monitor.alerts import StdoutSink, WebhookSink, publisher
-from monitor.asr import Segment
-from monitor.audio import AGENT_CHANNELS
+from monitor.audio import AGENT_CHANNELS, SAMPLE_RATE
+from monitor.callid import call_id_problem, check_call_id, new_call_id
 from monitor.errors import MonitorError
-from monitor.sources import speaker_channels
-from monitor.stream import Committed, DecodeScheduler, Hypothesis, PhraseWatch, StreamingOptions, UtteranceStream
+from monitor.livecall import MAX_BACKLOG_S, LiveCall, PartialFilter, finish_call, load_transcriber
+from monitor.stream import DecodeScheduler
 
 log = logging.getLogger(__name__)
 
-MAX_BACKLOG_S = 20.0
-"""A file fed faster than real time waits while this much audio is undecoded,
-so the VAD and decode windows stay small."""
+TOKEN_ENV = "MONITOR_LIVE_TOKEN"
+"""Environment variable holding the ``--token`` (so it stays out of ``ps``)."""
+MIN_TOKEN_LEN = 16
+"""Shortest token ``--listen`` accepts: long enough not to be guessed over the network."""
 
 
-class LiveCall:
-    """One call being transcribed live; events go to ``sinks`` as they happen."""
-
-    def __init__(
-        self,
-        call_id: str,
-        phrasebook,
-        matcher,
-        sinks: list,
-        stereo: bool,
-        agent_channel: str = "left",
-        agent_id: str | None = None,
-        options: StreamingOptions | None = None,
-        audio_path: str | None = None,
-    ):
-        self.call_id = call_id
-        self.phrasebook = phrasebook
-        self.agent_channel = agent_channel
-        self.agent_id = agent_id
-        self.audio_path = audio_path
-        self.sinks = sinks
-        self.stereo = stereo and agent_channel != "mono"
-        speakers = ["agent", "customer"] if self.stereo else ["agent"]
-        self.streams = [UtteranceStream(speaker, options) for speaker in speakers]
-        self.watch = PhraseWatch(matcher)
-        self.segments: list[Segment] = []
-        self.alerts: list[dict] = []
-        self.started = time.monotonic()
-        self.asr_s = 0.0
-        self.failed: str | None = None
-        self._fed_audio: list[float] = []  # call seconds fed so far, one entry per block
-        self._fed_wall: list[float] = []  # monotonic time each block arrived
-        self._lock = threading.Lock()
-        self._watch_lock = threading.Lock()
-        self._done = threading.Event()
-        self.scheduler: DecodeScheduler | None = None
-
-    # --- feeding (source threads) ------------------------------------------------
-    def feed(self, frames: np.ndarray) -> None:
-        """Add 16 kHz float32 audio shaped (frames, channels), channels as captured."""
-        if self.failed or not len(frames):
-            return
-        for stream, samples in zip(self.streams, self._split(frames)):
-            stream.feed(samples)
-        with self._lock:
-            self._fed_audio.append(self.streams[0].fed_until)
-            self._fed_wall.append(time.monotonic())
-        if self.scheduler:
-            self.scheduler.wake()
-
-    def _split(self, frames: np.ndarray) -> list[np.ndarray]:
-        by_speaker = speaker_channels(frames, self.agent_channel)
-        if not self.stereo and "customer" in by_speaker:  # stereo source, mono call: mix
-            return [frames.mean(axis=1, dtype=np.float32)]
-        return [by_speaker.get(stream.speaker, np.zeros(len(frames), np.float32)) for stream in self.streams]
-
-    def backlog_s(self) -> float:
-        return max(stream.pending_s() for stream in self.streams)
-
-    def end(self) -> None:
-        """No more audio will come; decoding finishes what was fed."""
-        for stream in self.streams:
-            stream.end()
-        if self.scheduler:
-            self.scheduler.wake()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until every stream is decoded to its end (after ``end()``)."""
-        return self._done.wait(timeout)
-
-    @property
-    def duration_s(self) -> float:
-        return self.streams[0].fed_until
-
-    # --- decoding (scheduler threads) -------------------------------------------
-    def waiting_since(self, stream: UtteranceStream) -> float:
-        """When the oldest audio this stream has not looked at yet arrived."""
-        with self._lock:
-            index = bisect.bisect_right(self._fed_audio, stream.checked_until + 1e-6)
-            return self._fed_wall[min(index, len(self._fed_wall) - 1)] if self._fed_wall else time.monotonic()
-
-    def fed_at(self, call_time: float) -> float:
-        """Wall time (monotonic) at which the audio at ``call_time`` had been fed."""
-        with self._lock:
-            index = bisect.bisect_left(self._fed_audio, call_time - 1e-6)
-            return self._fed_wall[min(index, len(self._fed_wall) - 1)]
-
-    def step(self, stream: UtteranceStream, transcriber) -> None:
-        started = time.perf_counter()
-        for event in stream.step(transcriber):
-            if isinstance(event, Committed):
-                self.segments.append(event.segment)
-                self._emit({"type": "segment", "call_id": self.call_id, **event.segment.to_json(), "final": event.final})
-                with self._watch_lock:
-                    self._alert(self.watch.check(event.segment.words, stream.speaker, commit=True))
-            elif isinstance(event, Hypothesis):
-                text = "".join(w.text for w in event.words)
-                self._emit({"type": "partial", "call_id": self.call_id, "speaker": stream.speaker,
-                            "start": round(event.words[0].start, 2), "end": round(event.words[-1].end, 2), "text": text})
-                with self._watch_lock:
-                    self._alert(self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until))
-        self.asr_s += time.perf_counter() - started
-        if all(s.drained() for s in self.streams):
-            self._finish()
-
-    def _alert(self, hits) -> None:
-        for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
-            event = {
-                "type": "alert",
-                "kind": hit.kind,
-                "phrase_id": hit.phrase_id,
-                "canonical": hit.canonical,
-                "heard": hit.heard,
-                "start": round(hit.start, 2),
-                "end": round(hit.end, 2),
-                "article": hit.article,
-                "call_id": self.call_id,
-                "speaker": hit.speaker,
-                "category": hit.category,
-                "confidence": round(hit.confidence, 3),
-            }
-            # Latency is measured last, just before the event is handed to the sinks.
-            event["latency_s"] = round(time.monotonic() - self.fed_at(hit.end), 3)
-            self.alerts.append(event)
-            self._emit(event)
-
-    def _emit(self, event: dict) -> None:
-        for sink in self.sinks:
-            try:
-                sink.send(event)
-            except Exception:  # a broken sink must not cost the other sinks their events
-                log.exception("call %s: event sink %r failed", self.call_id, sink)
-
-    def fail(self, reason: str) -> None:
-        self.failed = reason
-        self._finish()
-
-    def _finish(self) -> None:
-        if not self._done.is_set():
-            self._done.set()
-            if self.scheduler:
-                self.scheduler.remove(self)
-
-    # --- the end -----------------------------------------------------------------
-    def report(self, redact: bool = True) -> dict:
-        """The batch scorer's report for what was heard."""
-        from monitor.pipeline import report_for_segments
-
-        total_s = time.monotonic() - self.started
-        timing = {"asr_s": round(self.asr_s, 2), "total_s": round(total_s, 2),
-                  "rtf": round(self.asr_s / self.duration_s, 3) if self.duration_s else None}
-        segments = sorted(self.segments, key=lambda s: (s.start, s.end))
-        return report_for_segments(
-            self.call_id, self.audio_path, self.agent_id, round(self.duration_s, 2), self.phrasebook,
-            segments, self.stereo, timing, redact=redact,
-        )
+def _call_id_argument(value: str) -> str:
+    problem = call_id_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{value!r}: a call id {problem}")
+    return value
 
 
-class PartialFilter:
-    """Keeps ``partial`` events (provisional text) away from sinks that only want segments and alerts."""
-
-    def __init__(self, sink):
-        self.sink = sink
-
-    def send(self, event: dict) -> None:
-        if event.get("type") != "partial":
-            self.sink.send(event)
-
-    def close(self) -> None:
-        self.sink.close()
+def _positive_seconds(value: str) -> float:
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be a positive number of seconds")
+    return seconds
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,22 +56,31 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--file", metavar="AUDIO", help="an audio file")
     source.add_argument("--stdin-pcm", type=int, metavar="RATE", help="raw 16-bit little-endian PCM on stdin at RATE Hz")
     source.add_argument("--listen", metavar="[HOST:]PORT",
-                        help="WebSocket ingest speaking WhisperLive's protocol (several calls at once)")
+                        help="WebSocket ingest speaking WhisperLive's protocol (several calls at once; needs a token)")
     parser.add_argument("--realtime", action="store_true", help="feed --file at the speed of speech")
-    parser.add_argument("--time-scale", type=float, default=1.0,
+    parser.add_argument("--time-scale", type=_positive_seconds, default=1.0,
                         help="with --realtime: play this many times faster than speech (tests, demos)")
     parser.add_argument("--channels", type=int, default=1, help="channels of --stdin-pcm or --mic audio (1 or 2)")
     parser.add_argument("--agent-channel", choices=AGENT_CHANNELS, default="left")
     parser.add_argument("--agent-id", default=None)
-    parser.add_argument("--call-id", default=None, help="call id in events and the report (default: file stem)")
+    parser.add_argument("--call-id", type=_call_id_argument, default=None,
+                        help="call id in events and the report (default: the file's stem, else live-TIME-RANDOM); "
+                             "with --server, the server names the call and keeps this as external_ref")
     parser.add_argument("--webhook", metavar="URL", help="POST every alert as JSON to URL (retried with backoff)")
     parser.add_argument("--report", metavar="DIR", help="write the call's report (JSON + HTML) to DIR at the end")
     parser.add_argument("--server", metavar="URL",
                         help="stream to a monitor server (http://HOST:PORT of `monitor serve`, or ws:// of --listen) "
                              "and print what it hears, instead of decoding here")
-    parser.add_argument("--token", help="with --server: an API token (`monitor users token NAME`)")
+    parser.add_argument("--token", help=f"with --server: the token to present; with --listen: the token every client "
+                                        f"must present (at least {MIN_TOKEN_LEN} characters). Default: ${TOKEN_ENV}")
     parser.add_argument("--model", default=None, help="Whisper model (default: the embedded base model)")
     parser.add_argument("--max-calls", type=int, default=4, help="with --listen: calls served at once")
+    parser.add_argument("--max-call-s", type=_positive_seconds, default=7200.0,
+                        help="longest call in seconds of audio; a longer one is finished there (default 7200)")
+    parser.add_argument("--idle-timeout", type=_positive_seconds, default=60.0, metavar="S",
+                        help="with --listen: finish a call whose client sends nothing for S seconds (default 60)")
+    parser.add_argument("--phrasebook-dir", metavar="DIR",
+                        help="with --listen: clients may also name the phrasebooks DIR/<name>.yaml")
     parser.add_argument("--decode-workers", type=int, default=1,
                         help="threads decoding for all calls (each gets a share of the cores)")
 
@@ -242,15 +95,9 @@ def _open_source(args):
     return MicSource(args.mic or None, channels=args.channels)
 
 
-def load_transcriber(model: str | None, decode_workers: int):
-    from monitor.asr import Transcriber
-
-    threads = max(1, (os.cpu_count() or 2) // decode_workers)
-    return Transcriber(model, cpu_threads=threads, num_workers=decode_workers)
-
-
 def run_live(args: argparse.Namespace) -> int:
-    """Run ``monitor live``. Returns 0, or 1 when some alerts could not be delivered to the webhook."""
+    """Run ``monitor live``. Returns 0; 1 when alerts could not be delivered to the webhook or
+    calls were cut short by stopping a server; 130 when Ctrl-C (or SIGTERM) cut a file or stdin call short."""
     from monitor.match import matcher_for
     from monitor.phrasebook import load_phrasebook
 
@@ -258,23 +105,35 @@ def run_live(args: argparse.Namespace) -> int:
         raise MonitorError("--realtime: only applies to --file")
     if args.decode_workers < 1:
         raise MonitorError(f"--decode-workers {args.decode_workers}: must be at least 1")
+    if args.max_calls < 1:
+        raise MonitorError(f"--max-calls {args.max_calls}: must be at least 1")
     if args.server and (args.webhook or args.report or args.listen):
         raise MonitorError("--server: the server delivers alerts and keeps the report; drop --webhook/--report/--listen")
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.listen:
+        if not token:
+            raise MonitorError(f"--listen: clients must present a token; give --token T or set {TOKEN_ENV}")
+        if len(token) < MIN_TOKEN_LEN:
+            raise MonitorError(f"--token: at least {MIN_TOKEN_LEN} characters for --listen")
+    if args.phrasebook_dir and not os.path.isdir(args.phrasebook_dir):
+        raise MonitorError(f"--phrasebook-dir {args.phrasebook_dir}: no such directory")
     phrasebook = load_phrasebook(args.phrasebook)
     matcher = matcher_for(phrasebook)
     webhook = WebhookSink(args.webhook) if args.webhook else None
     if args.listen:
-        from monitor.ingest import serve_forever
-
-        transcriber = load_transcriber(args.model, args.decode_workers)
-        return serve_forever(args, transcriber, phrasebook, matcher, webhook)
+        return listen(args, token, phrasebook, matcher, webhook)
 
     source = _open_source(args)
-    call_id = args.call_id or (os.path.splitext(os.path.basename(args.file))[0] if args.file else "live")
+    if args.call_id:
+        call_id = args.call_id
+    elif args.file:
+        call_id = check_call_id(os.path.splitext(os.path.basename(args.file))[0], f"--file {args.file}: call id")
+    else:
+        call_id = new_call_id()
     if args.server:
         from monitor.remote import stream_to_server
 
-        return stream_to_server(source, args.server, args.token, call_id, args.phrasebook, args.agent_id,
+        return stream_to_server(source, args.server, token, call_id, args.phrasebook, args.agent_id,
                                 args.agent_channel)
     transcriber = load_transcriber(args.model, args.decode_workers)
     sinks = [PartialFilter(StdoutSink()), publisher] + ([webhook] if webhook else [])
@@ -283,42 +142,74 @@ def run_live(args: argparse.Namespace) -> int:
     scheduler = DecodeScheduler(transcriber, workers=args.decode_workers)
     call.scheduler = scheduler
     scheduler.add(call)
+    interrupted = None
+    cut_short = False  # by Ctrl-C or SIGTERM
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends the call like Ctrl-C
+    max_samples = int(args.max_call_s * SAMPLE_RATE)
     try:
         for frames in source:
-            call.feed(frames)
+            room = max_samples - round(call.duration_s * SAMPLE_RATE)
+            call.feed(frames[:room])
+            if len(frames) >= room:
+                interrupted = f"the call reached --max-call-s {args.max_call_s:g}"
+                break
             while not args.realtime and args.file and call.backlog_s() > MAX_BACKLOG_S and not call.failed:
                 time.sleep(0.05)  # a file may wait for the decoder; a live source never does
     except KeyboardInterrupt:
-        log.warning("call %s: interrupted after %.1fs of audio; finishing what was heard", call_id, call.duration_s)
-    call.end()
+        # A microphone call ends when the operator stops it; a file or a PCM stream was cut short.
+        if args.mic is None:
+            interrupted, cut_short = "stopped by Ctrl-C or SIGTERM", True
+    call.end(interrupted)
     call.wait()
     scheduler.close()
-    return finish_call(call, webhook, args.report)
+    status = finish_call(call, webhook, args.report)
+    return 130 if cut_short else status
 
 
-def finish_call(call: LiveCall, webhook: WebhookSink | None, report_dir: str | None) -> int:
-    """Deliver what is pending, write the report, and say what went wrong."""
+def listen(args, token: str, phrasebook, matcher, webhook: WebhookSink | None) -> int:
+    """``monitor live --listen``: serve WhisperLive clients until SIGTERM or Ctrl-C."""
+    from monitor.ingest import IngestOptions, IngestServer, parse_listen, serve
+
+    host, port = parse_listen(args.listen)
+    transcriber = load_transcriber(args.model, args.decode_workers)
+    scheduler = DecodeScheduler(transcriber, workers=args.decode_workers)
+    sinks = [PartialFilter(StdoutSink())] + ([webhook] if webhook else [])
+    options = IngestOptions(max_calls=args.max_calls, token=token, idle_timeout_s=args.idle_timeout,
+                            max_call_s=args.max_call_s, phrasebook_dir=args.phrasebook_dir)
+    server = IngestServer(scheduler, phrasebook, matcher, args.phrasebook, options, sinks, args.report)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        started = loop.create_future()
+        serving = asyncio.ensure_future(serve(server, host, port, started, stop))
+        await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
+        if started.done():
+            print(f"monitor live: listening on ws://{host}:{started.result()}", file=sys.stderr, flush=True)
+        await serving
+        log.info("ingest: stopped")
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise MonitorError(f"--listen {args.listen}: {exc.strerror or exc}") from None
+    finally:
+        scheduler.close()
     status = 0
-    if webhook is not None:
-        undelivered = webhook.close()
-        if undelivered:
-            log.error("webhook %s: %d alert(s) of call %s not delivered", webhook.url, len(undelivered), call.call_id)
-            status = 1
-    if report_dir and call.failed is None:
-        from monitor.pipeline import write_report
-
-        recording = call.audio_path if call.audio_path and os.path.isfile(call.audio_path) else None
-        write_report(call.report(), report_dir, recording)
-    if call.failed:
-        log.error("call %s: %s", call.call_id, call.failed)
+    if server.cut_by_shutdown:
+        log.error("ingest: %d call(s) were interrupted by the shutdown; their reports say so", server.cut_by_shutdown)
+        status = 1
+    if webhook is not None and webhook.close():
+        log.error("webhook %s: %d alert(s) not delivered", webhook.url, len(webhook.undelivered))
         status = 1
     return status
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m monitor.live``: the same as ``monitor live``."""
-    import sys
-
     parser = argparse.ArgumentParser(prog="monitor live", description=__doc__.splitlines()[0])
     add_live_arguments(parser)
     args = parser.parse_args(argv)
@@ -329,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     except MonitorError as exc:
         print(f"monitor live: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("monitor live: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -13,16 +13,22 @@ normalised text (``monitor.normalize``):
    character (initial, final), so homophones are equal and near-homophones
    differ by one symbol. Syllable bigrams shared with a phrase vote for an
    alignment; where enough agree, rapidfuzz aligns the phrase to that window
-   and the similarity is the hit's confidence.
+   and the similarity is the hit's confidence;
+4. rule: the phrasebook's forbidden kinds (推诿, 训斥, ... from the shared
+   lexicon) are also found by word groups that come together, with politeness
+   and negation guards (``monitor.kinds``), on the same normalised text and
+   pinyin symbols.
 
 Short generic phrases marked ``standalone`` (不知道, 可能是) count only where
 they open a clause (after optional fillers such as 嗯/那) or follow a
-first-person subject (我, 我们, 也: 我也不清楚). 您不知道的话…, 看不清楚 and
-这个可能是最好的选择 are therefore not hits.
+first-person subject (我, 我们, 也: 我也不清楚), perhaps with an adverb between
+(我真不清楚). 您不知道的话…, 看不清楚 and 这个可能是最好的选择 are therefore not hits.
 
 Overlapping hits of the same kind are resolved in favour of the one with more
 evidence, confidence × matched length: 对不起 inside a full 第22条 apology
-yields the apology, and of two similar greetings the better heard one wins.
+yields the apology, and of two similar greetings the better heard one wins. A
+rule hit has no wording to have heard, so any phrase it overlaps wins: where
+the agent says the code's own 禁语, the report names it.
 """
 
 from __future__ import annotations
@@ -33,15 +39,14 @@ import threading
 from collections import defaultdict
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import ahocorasick
-from pypinyin import Style, lazy_pinyin
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
-from monitor.normalize import Normalized, normalize
+from monitor.kinds import KindRules
+from monitor.normalize import Normalized, char_symbols, normalize, to_symbols
 from monitor.phrasebook import Phrase, Phrasebook
 
 if TYPE_CHECKING:
@@ -60,8 +65,12 @@ FILLERS = "嗯呃额啊哦唉哎那"
 """Characters that may precede a standalone phrase at a clause start (嗯，不知道)."""
 FIRST_PERSON = ("我", "也", "我们", "咱们", "我还")
 """Subjects after which a standalone phrase counts anywhere in a clause (具体时间我也不清楚)."""
+ADVERB = re.compile("(?:真的|确实|实在|暂时|目前|现在|真|是|都|就)+$")
+"""Adverbs that may stand between the subject and a standalone phrase (我真不清楚, 我确实不知道)."""
 VOTE_MARGIN = 0.25
 """How far below a phrase's threshold the share of agreeing syllable bigrams may fall (see ``_votes_needed``)."""
+KIND_GAP_CHARS = 4
+"""Rule hits of one kind at most this many characters apart are one stretch (``_one_per_stretch``)."""
 FUZZY_CEILING = 0.99
 """Fuzzy hits never claim the certainty of a character-exact match."""
 
@@ -91,7 +100,7 @@ class Hit:
     speaker: str
     """agent or customer; agent for bare text."""
     method: str
-    """exact, template or fuzzy."""
+    """exact, template, fuzzy or rule (a forbidden kind's word groups, ``monitor.kinds``)."""
 
     def to_json(self) -> dict:
         return {
@@ -147,51 +156,13 @@ class _Candidate:
         return round(self.confidence * self.form.length, 6)
 
 
-# ---------------------------------------------------------------------------
-# Pinyin symbols
-
-
-_symbol_codes: dict[str, str] = {}
-
-
-def _symbol(sound: str) -> str:
-    """One private-use character per distinct initial or final (so rapidfuzz compares sounds)."""
-    code = _symbol_codes.get(sound)
-    if code is None:
-        code = _symbol_codes[sound] = chr(0xE000 + len(_symbol_codes))
-    return code
-
-
-DIGIT_READINGS = dict(zip("0123456789", "零一二三四五六七八九"))
-
-
-@lru_cache(maxsize=None)
-def _char_symbols(char: str) -> str:
-    """Two symbols for one normalised character: its toneless initial and final.
-
-    Characters are read one at a time, the same way in phrases and in text, so a
-    polyphone gets the same reading on both sides. Digits are read as spoken.
-    """
-    spoken = DIGIT_READINGS.get(char, char)
-    initial = lazy_pinyin(spoken, style=Style.INITIALS, strict=False)[0]
-    final = lazy_pinyin(spoken, style=Style.FINALS, strict=False)[0]
-    if final == spoken:  # not Chinese: a letter stands for itself
-        return _symbol("#" + char) + _symbol("")
-    return _symbol("i:" + initial) + _symbol("f:" + final)
-
-
 NEGATION_SYLLABLES = ("不", "没", "别")
 
 
 def _negations(symbols: str) -> int:
     """Negation syllables in a symbol string (by sound, so a homophone 步 still counts)."""
-    pairs = {_char_symbols(c) for c in NEGATION_SYLLABLES}
+    pairs = {char_symbols(c) for c in NEGATION_SYLLABLES}
     return sum(symbols[i : i + 2] in pairs for i in range(0, len(symbols) - 1, 2))
-
-
-def to_symbols(normalized_text: str) -> str:
-    """Pinyin symbols of normalised text, two per character."""
-    return "".join(map(_char_symbols, normalized_text))
 
 
 # ---------------------------------------------------------------------------
@@ -226,7 +197,14 @@ class Matcher:
     def __init__(self, phrasebook: Phrasebook):
         self.phrasebook = phrasebook
         self.forms: list[_Form] = []
-        for phrase in phrasebook.phrases:
+        # Kind-level rules (monitor.kinds): found by word groups, not by wording.
+        phrases = phrasebook.phrases + phrasebook.kind_phrases
+        ruled = [p for p in phrases if p.rule is not None]
+        self._rule_forms = [_Form(p, [], "", 1.0) for p in ruled]
+        self._kinds = KindRules([p.rule for p in ruled])
+        for phrase in phrases:
+            if phrase.rule is not None:
+                continue
             for wording in _forms(phrase):
                 pieces = [p for p in (normalize(piece).text for piece in SLOT.split(wording)) if p]
                 if not pieces:
@@ -281,9 +259,15 @@ class Matcher:
 
     def _candidates(self, normalized: Normalized, speaker: str) -> list[_Candidate]:
         wanted = [f.phrase.speaker in (speaker, "any") for f in self.forms]
+        symbols = to_symbols(normalized.text)
         found = self._exact(normalized.text, wanted)
-        found += self._fuzzy(normalized.text, wanted, found)
+        found += self._fuzzy(symbols, wanted, found)
         found = [c for c in found if not c.form.phrase.standalone or _stands_alone(normalized, c.start)]
+        found += _one_per_stretch([
+            _Candidate(self._rule_forms[m.rule], m.start, m.end, m.confidence, "rule")
+            for m in self._kinds.find(normalized.text, symbols)
+            if self._rule_forms[m.rule].phrase.speaker in (speaker, "any")
+        ])
         return _resolve_overlaps(found)
 
     def _exact(self, text: str, wanted: list[bool]) -> list[_Candidate]:
@@ -321,9 +305,8 @@ class Matcher:
                 found.append(_Candidate(form, start, end, 1.0, "template"))
         return found
 
-    def _fuzzy(self, text: str, wanted: list[bool], exact: list[_Candidate]) -> list[_Candidate]:
-        """Stage 3: pinyin alignment where enough syllable bigrams agree."""
-        symbols = to_symbols(text)
+    def _fuzzy(self, symbols: str, wanted: list[bool], exact: list[_Candidate]) -> list[_Candidate]:
+        """Stage 3: pinyin alignment where enough syllable bigrams agree (``symbols``: the text's)."""
         diagonals: defaultdict[int, list[int]] = defaultdict(list)
         seeds = self._seeds
         bigrams = [symbols[i : i + 4] for i in range(0, len(symbols) - 2, 2)]
@@ -396,6 +379,21 @@ class Matcher:
         )
 
 
+def _one_per_stretch(rule_hits: list[_Candidate]) -> list[_Candidate]:
+    """Rule hits of one kind that follow each other within ``KIND_GAP_CHARS`` are one
+    stretch of that talk, reported (and deducted) once: 这事我管不了，你自己想办法吧
+    is one act of 推诿, though two rules see it."""
+    joined: list[_Candidate] = []
+    for c in sorted(rule_hits, key=lambda c: (c.start, c.end)):
+        last = next((j for j in reversed(joined) if j.form.phrase.category == c.form.phrase.category), None)
+        if last is not None and c.start - last.end <= KIND_GAP_CHARS:
+            last.end = max(last.end, c.end)
+            last.confidence = min(last.confidence, c.confidence)
+        else:
+            joined.append(c)
+    return joined
+
+
 def _votes_needed(form: _Form) -> int:
     """Agreeing syllable bigrams needed before aligning.
 
@@ -445,7 +443,7 @@ def _stands_alone(normalized: Normalized, start: int) -> bool:
     while clause > 0 and not normalized.clause_starts[clause]:
         clause -= 1
     before = normalized.text[clause:start]
-    return not before.lstrip(FILLERS) or before.endswith(FIRST_PERSON)
+    return not before.lstrip(FILLERS) or ADVERB.sub("", before).endswith(FIRST_PERSON)
 
 
 def _resolve_overlaps(candidates: list[_Candidate]) -> list[_Candidate]:

@@ -6,14 +6,20 @@ goes, and numbers written as digits or spoken as words (六六六一六五六七
 66616567). ``normalize`` removes those differences and remembers, for every
 character it keeps, which character of the input it came from, so a match in
 normalised text can be reported as the words actually heard.
+
+It also spells normalised text as sounds (``to_symbols``: toneless pinyin, two
+symbols per character) for the matchers that must hear homophones alike.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
+
+from pypinyin import Style, lazy_pinyin
 
 from monitor.text import simplified_pieces
 
@@ -29,8 +35,8 @@ class Normalized:
     """Normalised text and where each of its characters came from."""
 
     text: str
-    """Simplified, half-width, lower-case, without punctuation or spaces, spoken
-    digit runs as Arabic digits."""
+    """Simplified, half-width, lower-case, without punctuation, spaces or the
+    sounds in ``UNSAID``, spoken digit runs as Arabic digits."""
     offsets: list[int]
     """``offsets[i]`` is the index in the original string of ``text[i]``."""
     clause_starts: list[bool]
@@ -56,6 +62,11 @@ def _simplified_chars(text: str) -> str:
     return "".join(c if len(c) == 1 else ch for ch, c in zip(text, simplified_pieces(list(text))))
 
 
+UNSAID = re.compile("(?<=[这那哪事点会块边天明今昨玩样空劲活门味头片])儿|[啊呀呢]")
+"""Sounds that carry no words: the 儿 of 儿化 (这事儿不归我管 is 这事不归我管; the 儿 of
+儿子 or 女儿 is a word and stays) and the tone particles 啊, 呀, 呢 that speakers
+sprinkle anywhere (你问我呢，我问谁去). 吗 and 吧 stay: they make a question or a
+suggestion, and 嘛 is part of 干嘛."""
 CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
 """Common CJK ideographs: kept as they are, a run at a time (the bulk of any transcript)."""
 SPOKEN_NUMBER = re.compile(f"[{''.join(CHINESE_DIGITS)}]{{{MIN_SPOKEN_NUMBER},}}")
@@ -69,6 +80,7 @@ def normalize(text: str) -> Normalized:
     clause_starts: list[bool] = []
     pending_break = True
     simplified = _simplified_chars(text)
+    unsaid = [m.start() for m in UNSAID.finditer(simplified)]
     position = 0
     for run in CJK_RUN.finditer(simplified + "\u4e00"):  # a sentinel run flushes the tail
         for index in range(position, run.start()):
@@ -83,12 +95,55 @@ def normalize(text: str) -> Normalized:
             pending_break = False
         start, end = run.span()
         end = min(end, len(simplified))
-        if end > start:
-            chars.append(simplified[start:end])
-            offsets.extend(range(start, end))
-            clause_starts.append(pending_break)
-            clause_starts.extend([False] * (end - start - 1))
-            pending_break = False
+        # The run's pieces between unsaid characters (usually the whole run).
+        first, last = bisect_left(unsaid, start), bisect_left(unsaid, end)
+        starts = [start] + [i + 1 for i in unsaid[first:last]]
+        ends = unsaid[first:last] + [end]
+        for piece_start, piece_end in zip(starts, ends):
+            if piece_end > piece_start:
+                chars.append(simplified[piece_start:piece_end])
+                offsets.extend(range(piece_start, piece_end))
+                clause_starts.append(pending_break)
+                clause_starts.extend([False] * (piece_end - piece_start - 1))
+                pending_break = False
         position = end
     normalized = SPOKEN_NUMBER.sub(lambda m: m.group().translate(TO_ARABIC), "".join(chars))
     return Normalized(normalized, offsets, clause_starts)
+
+
+# ---------------------------------------------------------------------------
+# Sounds: toneless pinyin as symbols
+
+
+_symbol_codes: dict[str, str] = {}
+
+
+def _symbol(sound: str) -> str:
+    """One private-use character per distinct initial or final (so rapidfuzz compares sounds)."""
+    code = _symbol_codes.get(sound)
+    if code is None:
+        code = _symbol_codes[sound] = chr(0xE000 + len(_symbol_codes))
+    return code
+
+
+DIGIT_READINGS = dict(zip("0123456789", "零一二三四五六七八九"))
+
+
+@lru_cache(maxsize=None)
+def char_symbols(char: str) -> str:
+    """Two symbols for one normalised character: its toneless initial and final.
+
+    Characters are read one at a time, the same way in phrases and in text, so a
+    polyphone gets the same reading on both sides. Digits are read as spoken.
+    """
+    spoken = DIGIT_READINGS.get(char, char)
+    initial = lazy_pinyin(spoken, style=Style.INITIALS, strict=False)[0]
+    final = lazy_pinyin(spoken, style=Style.FINALS, strict=False)[0]
+    if final == spoken:  # not Chinese: a letter stands for itself
+        return _symbol("#" + char) + _symbol("")
+    return _symbol("i:" + initial) + _symbol("f:" + final)
+
+
+def to_symbols(normalized_text: str) -> str:
+    """Pinyin symbols of normalised text, two per character."""
+    return "".join(map(char_symbols, normalized_text))

@@ -9,6 +9,7 @@ loader validates the YAML and reports file, line and reason for any mistake.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -57,6 +58,37 @@ class Phrase:
     standalone: bool = False
     """Short, generic phrases (不知道, 可能是) only count when they stand as their
     own clause or open one, not inside a longer sentence; see ``match.py``."""
+    rule: Rule | None = None
+    """Set for a kind-level rule from the lexicon: the phrase is then found by
+    its word groups (``monitor.kinds``), and ``text`` names the kind."""
+
+
+@dataclass
+class Rule:
+    """A kind of forbidden talk told by words that come together, not by one wording.
+
+    Fires where a word of every group in ``groups`` is heard, in that order,
+    within ``within`` characters, unless a guard word is near (see ``monitor.kinds``).
+    """
+
+    id: str
+    """Unique within the lexicon, e.g. ``shirking.not_mine``."""
+    groups: list[list[str]]
+    """All of these groups, in order (unless ``any_order``); any word of a group will do."""
+    within: int = 10
+    """The first word's start and the last word's end lie within this many characters."""
+    any_order: bool = False
+    """The groups may come in any order: reordered clauses (明天再说吧，快下班了)."""
+    unless: list[str] = field(default_factory=list)
+    """Politeness guard: any of these words within ``guard_within`` characters
+    before or after the match means the agent is helping (马上帮您转给同事)."""
+    not_after: list[str] = field(default_factory=list)
+    """Negation guard: any of these words just before the match (不是说, 并没有) cancels it."""
+    not_in: list[str] = field(default_factory=list)
+    """Longer words a matched word may be part of without counting: 我操 in 我操作一下,
+    滚开 in 水滚开了."""
+    guard_within: int = 12
+    """How far (characters) the politeness guard looks either side of the match."""
 
 
 @dataclass
@@ -97,6 +129,22 @@ class Limits:
 
 
 @dataclass
+class ForbiddenKind:
+    """What a phrasebook's code says about one kind of forbidden talk (``forbidden_kinds``)."""
+
+    article: str
+    """The article that forbids the kind in this code, e.g. ``第36条``."""
+    severity: str = "major"
+    """minor, major or critical, for every phrase of the kind."""
+    points: int = 0
+    """Deducted per occurrence; 0 deducts by severity."""
+    instead: str | None = None
+    """What the code prescribes instead (coaching)."""
+    instead_article: str | None = None
+    """The article of ``instead``."""
+
+
+@dataclass
 class Phrasebook:
     """A loaded, validated phrasebook."""
 
@@ -116,9 +164,17 @@ class Phrasebook:
     """Where the code comes from (document and part)."""
     path: str = ""
     """The YAML file it was loaded from."""
+    forbidden_kinds: dict[str, ForbiddenKind] = field(default_factory=dict)
+    """Kinds of forbidden talk (category → article) the code forbids as a class."""
+    lexicon: str = ""
+    """The lexicon file the kinds' phrases come from; empty without ``forbidden_kinds``."""
+    kind_phrases: list[Phrase] = field(default_factory=list)
+    """Forbidden phrases of those kinds: the lexicon's expressions and rules, with
+    this code's article. Kept apart from ``phrases`` (the code's own wordings),
+    which also steer Whisper's vocabulary; ids start ``lexicon.``."""
 
     def by_id(self, phrase_id: str) -> Phrase:
-        return next(p for p in self.phrases if p.id == phrase_id)
+        return next(p for p in self.phrases + self.kind_phrases if p.id == phrase_id)
 
     def in_category(self, category: str) -> list[Phrase]:
         return [p for p in self.phrases if p.category == category]
@@ -167,6 +223,20 @@ _CHECK_SCHEMA = {
         "instead": {"type": "string"},
     },
 }
+_FORBIDDEN_KIND_SCHEMA = {
+    "type": "object",
+    "required": ["article"],
+    "additionalProperties": False,
+    "properties": {
+        "article": _ARTICLE,
+        "severity": {"enum": list(SEVERITIES)},
+        "points": {"type": "integer", "minimum": 0},
+        "instead": {"type": ["string", "null"]},
+        "instead_article": {"type": ["string", "null"]},
+    },
+}
+"""What a phrasebook's code says about one kind of forbidden talk (shirking,
+scolding, ...): the article that forbids it, and what to say instead."""
 SCHEMA = {
     "type": "object",
     "required": ["id", "version", "title", "checks", "phrases"],
@@ -186,9 +256,66 @@ SCHEMA = {
         },
         "checks": {"type": "array", "items": _CHECK_SCHEMA},
         "phrases": {"type": "array", "minItems": 1, "items": _PHRASE_SCHEMA},
+        "lexicon": {"type": "string", "minLength": 1},
+        "forbidden_kinds": {"type": "object", "additionalProperties": _FORBIDDEN_KIND_SCHEMA},
     },
 }
 """JSON schema of a phrasebook file (YAML parsed to plain data)."""
+
+_WORDS = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
+_GROUP = {"anyOf": [{"type": "string", "minLength": 1}, _WORDS]}
+"""A word group: a group name from the lexicon's ``groups`` or a list of words."""
+LEXICON_SCHEMA = {
+    "type": "object",
+    "required": ["labels", "groups", "rules"],
+    "additionalProperties": False,
+    "properties": {
+        "labels": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+        "groups": {"type": "object", "additionalProperties": _WORDS},
+        "expressions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "category", "text"],
+                "additionalProperties": False,
+                "properties": {
+                    "id": _PHRASE_SCHEMA["properties"]["id"],
+                    "category": _PHRASE_SCHEMA["properties"]["category"],
+                    "text": {"type": "string", "minLength": 1},
+                    "variants": _PHRASE_SCHEMA["properties"]["variants"],
+                    "threshold": _PHRASE_SCHEMA["properties"]["threshold"],
+                },
+            },
+        },
+        "rules": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "category", "text", "all"],
+                "additionalProperties": False,
+                "properties": {
+                    "id": _PHRASE_SCHEMA["properties"]["id"],
+                    "category": _PHRASE_SCHEMA["properties"]["category"],
+                    "text": {"type": "string", "minLength": 1},
+                    "all": {"type": "array", "minItems": 1, "items": _GROUP},
+                    "within": {"type": "integer", "minimum": 1},
+                    "unless": {"type": "array", "items": _GROUP},
+                    "not_after": {"type": "array", "items": _GROUP},
+                    "not_in": {"type": "array", "items": _GROUP},
+                    "guard_within": {"type": "integer", "minimum": 0},
+                    "any_order": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+"""JSON schema of the shared lexicon (``phrasebooks/lexicon.yaml``)."""
+
+LEXICON_ID_PREFIX = "lexicon."
+"""Phrases from the lexicon have ids ``lexicon.<entry id>``."""
+DEFAULT_LEXICON = "lexicon.yaml"
+"""The lexicon a phrasebook with ``forbidden_kinds`` uses unless it names another
+(resolved next to the phrasebook file, then in the bundled directory)."""
 
 REQUIRED_CHECKS = ("greeting", "farewell")
 """Reports always carry these two checks, so every phrasebook must define them."""
@@ -196,7 +323,7 @@ REQUIRED_CHECKS = ("greeting", "farewell")
 
 def bundled_phrasebooks() -> list[str]:
     """Names of the phrasebooks shipped with the package (``broadband``, ...)."""
-    return sorted(p.stem for p in PHRASEBOOK_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in PHRASEBOOK_DIR.glob("*.yaml") if p.name != DEFAULT_LEXICON)
 
 
 def load_phrasebook(name_or_path: str) -> Phrasebook:
@@ -207,7 +334,7 @@ def load_phrasebook(name_or_path: str) -> Phrasebook:
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") and os.sep not in name_or_path and "/" not in name_or_path:
         path = PHRASEBOOK_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
+        if not path.is_file() or path.name == DEFAULT_LEXICON:
             raise MonitorError(
                 f"{name_or_path}: no such phrasebook (bundled: {', '.join(bundled_phrasebooks())})"
             )
@@ -216,35 +343,46 @@ def load_phrasebook(name_or_path: str) -> Phrasebook:
         mtime = path.stat().st_mtime_ns
     except OSError as exc:
         raise MonitorError(f"{path}: cannot read phrasebook: {exc.strerror or exc}") from None
-    return _load_cached(str(path), mtime)
+    phrasebook = _load_cached(str(path), mtime)
+    if not phrasebook.lexicon:
+        return phrasebook
+    try:
+        lexicon_mtime = Path(phrasebook.lexicon).stat().st_mtime_ns
+    except OSError as exc:
+        raise MonitorError(
+            f"{phrasebook.lexicon}: cannot read lexicon (named by {path}): {exc.strerror or exc}"
+        ) from None
+    return _with_lexicon(str(path), mtime, phrasebook.lexicon, lexicon_mtime)
+
+
+MAX_PHRASEBOOK_BYTES = 1024 * 1024
+"""The bundled phrasebooks are under 20 kB; a file far larger is not a phrasebook."""
+MAX_ERROR_CHARS = 300
+"""Longest reason in an error line (a schema message quotes the offending value)."""
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """The safe loader without aliases: a phrasebook has no use for them, and a few
+    hundred bytes of nested aliases expand to gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a phrasebook",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
 
 
 @lru_cache(maxsize=32)
 def _load_cached(path: str, mtime_ns: int) -> Phrasebook:
     # mtime_ns is part of the cache key only: an edited file is loaded afresh.
-    try:
-        source = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MonitorError(f"{path}: cannot read phrasebook: {exc}") from None
-    try:
-        root = yaml.compose(source, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(source)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise MonitorError(f"{path}:{line}: YAML syntax error: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise MonitorError(f"{path}:1: YAML error: {exc}") from None
+    root, data = _read_yaml(path, "phrasebook")
 
-    def fail(location: list, reason: str) -> MonitorError:
-        return MonitorError(f"{path}:{_line_of(root, location)}: {reason}")
+    fail = _failure(path, root)
 
     if not isinstance(data, dict):
         raise fail([], "a phrasebook is a mapping with id, version, title, checks and phrases")
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data))
-    if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path) or "top level"
-        raise fail(list(error.absolute_path), f"{where}: {error.message}")
+    _check_schema(data, SCHEMA, fail)
 
     phrases = [Phrase(**entry) for entry in data["phrases"]]
     seen: dict[str, int] = {}
@@ -278,7 +416,51 @@ def _load_cached(path: str, mtime_ns: int) -> Phrasebook:
         limits=Limits(**data.get("limits", {})),
         source=data.get("source", ""),
         path=path,
+        forbidden_kinds={name: ForbiddenKind(**entry) for name, entry in data.get("forbidden_kinds", {}).items()},
+        lexicon=_lexicon_path(Path(path), data.get("lexicon")) if "forbidden_kinds" in data else "",
     )
+
+
+def _check_schema(data: dict, schema: dict, fail) -> None:
+    """Raise ``fail`` at the most relevant schema violation, if any."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "top level"
+        raise fail(list(error.absolute_path), f"{where}: {error.message}")
+
+
+def _read_yaml(path: str, what: str) -> tuple[yaml.Node | None, object]:
+    """A YAML file's node tree (for line numbers) and its plain data; bounded in size, no aliases."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_PHRASEBOOK_BYTES + 1)
+        if len(raw) > MAX_PHRASEBOOK_BYTES:
+            raise MonitorError(f"{path}: larger than {MAX_PHRASEBOOK_BYTES // 1024} kB; not a {what}")
+        source = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MonitorError(f"{path}: cannot read {what}: {exc}") from None
+    try:
+        root = yaml.compose(source, Loader=_PlainLoader)
+        data = yaml.load(source, Loader=_PlainLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise MonitorError(f"{path}:{line}: YAML syntax error: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise MonitorError(f"{path}:1: YAML error: {exc}") from None
+    return root, data
+
+
+def _failure(path: str, root: yaml.Node | None):
+    """The error for a mistake at a location of a YAML file: ``file:line: reason``,
+    the reason cut short (a schema message quotes the offending value)."""
+
+    def fail(location: list, reason: str) -> MonitorError:
+        if len(reason) > MAX_ERROR_CHARS:
+            reason = reason[: MAX_ERROR_CHARS - 3] + "..."
+        return MonitorError(f"{path}:{_line_of(root, location)}: {reason}")
+
+    return fail
 
 
 def _line_of(root: yaml.Node | None, location: list) -> int:
@@ -301,3 +483,129 @@ def _line_of(root: yaml.Node | None, location: list) -> int:
             break
         node = child
     return line
+
+
+# ---------------------------------------------------------------------------
+# The shared lexicon: kinds of forbidden talk
+
+
+@dataclass
+class LexiconEntry:
+    """An expression or a rule of the lexicon, before a phrasebook gives it an article."""
+
+    id: str
+    """Unique within the lexicon; phrases get ``lexicon.<id>``."""
+    category: str
+    """The kind: shirking, scolding, mocking, swearing, perfunctory, rhetorical."""
+    text: str
+    """An expression's wording, or what a rule catches (for reports)."""
+    variants: list[str] = field(default_factory=list)
+    """Other wordings of an expression."""
+    threshold: float | None = None
+    """Minimum fuzzy-match confidence of an expression; None uses the matcher default."""
+    rule: Rule | None = None
+    """The word groups of a rule; None for an expression."""
+
+
+@dataclass
+class Lexicon:
+    """Expressions and word-group rules of forbidden kinds, shared by phrasebooks."""
+
+    labels: dict[str, str]
+    """Category → its name in the codes (shirking → 推诿)."""
+    entries: list[LexiconEntry]
+    """Expressions first, then rules, in file order."""
+
+
+def _lexicon_path(phrasebook_path: Path, name: str | None) -> str:
+    """The lexicon file a phrasebook names (or the default), next to the phrasebook or bundled."""
+    name = name or DEFAULT_LEXICON
+    for candidate in (phrasebook_path.parent / name, PHRASEBOOK_DIR / name):
+        if candidate.is_file():
+            return str(candidate.resolve())
+    return str(phrasebook_path.parent / name)  # missing: load_phrasebook names it in the error
+
+
+@lru_cache(maxsize=8)
+def _load_lexicon(path: str, mtime_ns: int) -> Lexicon:
+    # mtime_ns is part of the cache key only: an edited file is loaded afresh.
+    root, data = _read_yaml(path, "lexicon")
+
+    fail = _failure(path, root)
+
+    if not isinstance(data, dict):
+        raise fail([], "a lexicon is a mapping with labels, groups and rules")
+    _check_schema(data, LEXICON_SCHEMA, fail)
+    groups = data["groups"]
+
+    def words(location: list, refs: list) -> list[list[str]]:
+        resolved = []
+        for index, ref in enumerate(refs):
+            if isinstance(ref, str) and ref not in groups:
+                raise fail(location + [index], f"no word group named {ref!r} in groups")
+            resolved.append(groups[ref] if isinstance(ref, str) else ref)
+        return resolved
+
+    entries = [LexiconEntry(**entry) for entry in data.get("expressions", [])]
+    for index, entry in enumerate(data["rules"]):
+        where = ["rules", index]
+        rule = Rule(
+            id=entry["id"],
+            groups=words(where + ["all"], entry["all"]),
+            within=entry.get("within", Rule.within),
+            unless=[w for group in words(where + ["unless"], entry.get("unless", [])) for w in group],
+            not_after=[w for group in words(where + ["not_after"], entry.get("not_after", [])) for w in group],
+            not_in=[w for group in words(where + ["not_in"], entry.get("not_in", [])) for w in group],
+            guard_within=entry.get("guard_within", Rule.guard_within),
+            any_order=entry.get("any_order", False),
+        )
+        if rule.within < sum(min(map(len, group)) for group in rule.groups):
+            raise fail(where + ["within"],
+                       f"rule {rule.id!r}: within {rule.within} is shorter than its shortest words together")
+        entries.append(LexiconEntry(entry["id"], entry["category"], entry["text"], rule=rule))
+    locations = [["expressions", i] for i in range(len(data.get("expressions", [])))]
+    locations += [["rules", i] for i in range(len(data["rules"]))]
+    seen: set[str] = set()
+    for entry, where in zip(entries, locations):
+        if entry.id in seen:
+            raise fail(where + ["id"], f"duplicate lexicon id {entry.id!r}")
+        seen.add(entry.id)
+        if entry.category not in data["labels"]:
+            raise fail(where + ["category"], f"{entry.id}: category {entry.category!r} has no entry in labels")
+    return Lexicon(labels=data["labels"], entries=entries)
+
+
+@lru_cache(maxsize=32)
+def _with_lexicon(path: str, mtime_ns: int, lexicon_path: str, lexicon_mtime_ns: int) -> Phrasebook:
+    """The phrasebook with the lexicon's entries of its forbidden kinds as forbidden phrases.
+
+    Cached on both files' times, so one object stands for one edition of the pair.
+    """
+    base = _load_cached(path, mtime_ns)
+    lexicon = _load_lexicon(lexicon_path, lexicon_mtime_ns)
+    known = {e.category for e in lexicon.entries}
+    for category in base.forbidden_kinds:
+        if category not in known:
+            raise MonitorError(
+                f"{path}: forbidden_kinds.{category}: {lexicon_path} has no expression or rule of this kind"
+            )
+    added = []
+    for entry in lexicon.entries:
+        kind = base.forbidden_kinds.get(entry.category)
+        if kind is None:
+            continue
+        added.append(Phrase(
+            id=LEXICON_ID_PREFIX + entry.id,
+            kind="forbidden",
+            category=entry.category,
+            text=f"{lexicon.labels[entry.category]}：{entry.text}" if entry.rule else entry.text,
+            article=kind.article,
+            variants=list(entry.variants),
+            severity=kind.severity,
+            points=kind.points,
+            instead=kind.instead,
+            instead_article=kind.instead_article,
+            threshold=entry.threshold,
+            rule=entry.rule,
+        ))
+    return dataclasses.replace(base, kind_phrases=added)

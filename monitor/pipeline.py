@@ -15,6 +15,7 @@ from functools import lru_cache
 
 from monitor.asr import Segment, Transcriber, TranscriptionOptions
 from monitor.audio import is_url, load_call
+from monitor.callid import report_path
 from monitor.match import matcher_for
 from monitor.phrasebook import Phrasebook
 from monitor.report import build_report, write_html, write_json
@@ -101,8 +102,8 @@ def write_report(report: dict, out_dir: str, audio_path: str | None) -> tuple[st
     report, so a report directory and its recordings can be moved together.
     """
     os.makedirs(out_dir, exist_ok=True)
-    json_path = os.path.join(out_dir, f"{report['call_id']}.json")
-    html_path = os.path.join(out_dir, f"{report['call_id']}.html")
+    json_path = report_path(out_dir, report["call_id"], ".json")  # refuses ids that leave out_dir
+    html_path = report_path(out_dir, report["call_id"], ".html")
     if not audio_path or is_url(audio_path):
         audio_src = audio_path
     else:

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import uuid
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from monitor.alerts import StdoutSink
 from monitor.audio import SAMPLE_RATE
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 INGEST_PATH = "/ws/ingest"
 
 
-def ingest_url(server: str, token: str | None) -> str:
+def ingest_url(server: str) -> str:
     """``http(s)://host:port`` of a ``monitor serve`` becomes its ingest WebSocket;
     a ``ws(s)://`` URL (e.g. ``monitor live --listen``) is used as given."""
     parts = urlsplit(server)
@@ -32,22 +32,28 @@ def ingest_url(server: str, token: str | None) -> str:
         parts = parts._replace(scheme="ws" if parts.scheme == "http" else "wss", path=parts.path.rstrip("/") + INGEST_PATH)
     elif parts.scheme not in ("ws", "wss"):
         raise MonitorError(f"--server {server}: must be an http(s):// or ws(s):// URL")
-    if token:
-        parts = parts._replace(query=urlencode({"token": token}))
     return urlunsplit(parts)
 
 
 def stream_to_server(source, server: str, token: str | None, call_id: str, phrasebook: str,
                      agent_id: str | None, agent_channel: str) -> int:
-    """Send ``source``'s audio to the server; print its segments and alerts. Returns the exit code."""
+    """Send ``source``'s audio to the server; print its segments and alerts. Returns the exit code.
+
+    The token goes in an ``Authorization: Bearer`` header, not the URL (which servers log).
+    The server names the call; ``call_id`` is sent as the client's reference, and alerts carry both.
+    """
     from websockets.exceptions import InvalidStatus, WebSocketException
     from websockets.sync.client import connect
 
-    url = ingest_url(server, token)
+    url = ingest_url(server)
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        connection = connect(url, open_timeout=10, max_size=2**24)
+        # No keepalive pings: a server holding back a file sent faster than speech (backpressure)
+        # reads our pongs only after the audio queued before them, and the ping would time out.
+        connection = connect(url, open_timeout=10, max_size=2**24, additional_headers=headers, ping_interval=None)
     except InvalidStatus as exc:
-        raise MonitorError(f"server {server}: refused the stream (HTTP {exc.response.status_code})") from None
+        why = " (a valid --token is needed)" if exc.response.status_code in (401, 403) else ""
+        raise MonitorError(f"server {server}: refused the stream (HTTP {exc.response.status_code}){why}") from None
     except (OSError, TimeoutError, WebSocketException) as exc:
         raise MonitorError(f"server {server}: cannot connect ({exc or type(exc).__name__})") from None
     relay = _Relay(connection, StdoutSink())
@@ -97,6 +103,12 @@ class _Relay:
             self.sink.send({"type": "alert", **message["alert"]})
         elif message.get("status") == "ERROR":
             self.failed = str(message.get("message"))
+        elif message.get("status") == "WARNING":
+            log.warning("server: %s", message.get("message"))
+        elif message.get("status") == "WAIT":
+            self.failed = "the server is busy with other calls; try again shortly"
+        elif message.get("message") == "SERVER_READY" and message.get("call_id"):
+            log.info("server: the call is %s", message["call_id"])
         for segment in message.get("segments", []):
             key = (segment.get("start"), segment.get("end"))
             # WhisperLive resends the whole recent transcript; print each finished piece once.

@@ -147,6 +147,7 @@ users = sa.Table(
     sa.Column("password_hash", sa.Text),
     sa.Column("api_token_hash", sa.Text),
     sa.Column("created_at", Timestamp, nullable=False, default=_utc_now),
+    sa.Column("disabled_at", Timestamp),  # version 3: a disabled user can neither log in nor use their API token
     sa.CheckConstraint("role IN ('supervisor', 'agent')", name="users_role"),
 )
 
@@ -172,7 +173,13 @@ def _add_web_app_tables(conn: sa.Connection) -> None:
     sessions.create(conn)
 
 
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _add_web_app_tables}
+def _add_user_disabling(conn: sa.Connection) -> None:
+    """Version 3: users can be disabled."""
+    column_type = users.c.disabled_at.type.compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE users ADD COLUMN disabled_at {column_type}")
+
+
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _add_web_app_tables, 3: _add_user_disabling}
 SCHEMA_VERSION = max(MIGRATIONS, default=1)
 
 _CHILD_TABLES = (segments, events, checks, deductions)
@@ -346,17 +353,49 @@ class Store:
         return found is not None
 
     def add_user(self, name: str, role: str, agent_id: str | None, password_hash: str | None) -> None:
-        """Create a user, or replace the role, agent and password of an existing one."""
-        row = {"name": name, "role": role, "agent_id": agent_id, "password_hash": password_hash, "created_at": _utc_now()}
+        """Create a user, or replace the role, agent and password of an existing one (and enable them again).
+
+        An existing user's sessions end: whoever was logged in must log in with the new password.
+        """
+        row = {"name": name, "role": role, "agent_id": agent_id, "password_hash": password_hash, "created_at": _utc_now(),
+               "disabled_at": None}
         upsert = self._insert(users).values(row)
         upsert = upsert.on_conflict_do_update(
-            index_elements=[users.c.name], set_={k: upsert.excluded[k] for k in ("role", "agent_id", "password_hash")}
+            index_elements=[users.c.name],
+            set_={k: upsert.excluded[k] for k in ("role", "agent_id", "password_hash", "disabled_at")},
         )
         with self._writing() as conn:
             conn.execute(upsert)
+            self._end_sessions(conn, name)
+
+    def update_user(self, name: str, password_hash: str | None = None, disabled: bool | None = None) -> bool:
+        """Change a user's password and/or disable or enable them, ending their sessions; False when there is no such user."""
+        values = {}
+        if password_hash is not None:
+            values["password_hash"] = password_hash
+        if disabled is not None:
+            values["disabled_at"] = _utc_now() if disabled else None
+        with self._writing() as conn:
+            found = conn.execute(users.update().where(users.c.name == name).values(**values)).rowcount > 0
+            self._end_sessions(conn, name)
+        return found
+
+    def list_users(self) -> list[dict]:
+        """Every user with ``name``, ``role``, ``agent_id``, ``created_at``, ``disabled_at``, ``has_token`` and ``sessions``
+        (how many unexpired log-ins), by name."""
+        live_sessions = (
+            sa.select(sa.func.count())
+            .where(sessions.c.user_id == users.c.id, sessions.c.expires_at > _utc_now())
+            .scalar_subquery()
+        )
+        query = sa.select(users.c.name, users.c.role, users.c.agent_id, users.c.created_at, users.c.disabled_at,
+                          users.c.api_token_hash.is_not(None).label("has_token"),
+                          live_sessions.label("sessions")).order_by(users.c.name)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
 
     def get_user(self, name: str | None = None, user_id: int | None = None, api_token_hash: str | None = None) -> dict | None:
-        """A user found by exactly one of name, id or API token hash."""
+        """A user found by exactly one of name, id or API token hash (disabled ones too: see ``disabled_at``)."""
         column, value = next((c, v) for c, v in ((users.c.name, name), (users.c.id, user_id),
                                                  (users.c.api_token_hash, api_token_hash)) if v is not None)
         with self.engine.connect() as conn:
@@ -369,16 +408,18 @@ class Store:
             return conn.execute(users.update().where(users.c.name == name).values(api_token_hash=token_hash)).rowcount > 0
 
     def create_session(self, token_hash: str, user_id: int, csrf_token: str, expires_at: dt.datetime) -> None:
+        """Save a new session; expired ones go at the same time, so the table does not grow with every log-in."""
         with self._writing() as conn:
+            conn.execute(sessions.delete().where(sessions.c.expires_at <= _utc_now()))
             conn.execute(sessions.insert().values(token_hash=token_hash, user_id=user_id, csrf_token=csrf_token,
                                                   created_at=_utc_now(), expires_at=expires_at))
 
     def session(self, token_hash: str) -> dict | None:
-        """The unexpired session with this token hash, joined with its user (``csrf_token``, ``name``, ``role``…)."""
+        """The unexpired session with this token hash of an enabled user, joined with the user (``csrf_token``, ``name``, ``role``…)."""
         query = (
             sa.select(sessions.c.csrf_token, sessions.c.expires_at, users)
             .join(users, users.c.id == sessions.c.user_id)
-            .where(sessions.c.token_hash == token_hash)
+            .where(sessions.c.token_hash == token_hash, users.c.disabled_at.is_(None))
         )
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
@@ -392,6 +433,10 @@ class Store:
     def delete_session(self, token_hash: str) -> None:
         with self._writing() as conn:
             conn.execute(sessions.delete().where(sessions.c.token_hash == token_hash))
+
+    @staticmethod
+    def _end_sessions(conn: sa.Connection, name: str) -> None:
+        conn.execute(sessions.delete().where(sessions.c.user_id.in_(sa.select(users.c.id).where(users.c.name == name))))
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:

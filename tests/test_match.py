@@ -14,6 +14,10 @@ from monitor.normalize import normalize
 from monitor.phrasebook import load_phrasebook
 
 CASES = yaml.safe_load((Path(__file__).parent / "match_cases.yaml").read_text(encoding="utf-8"))
+MEANING_CASES = yaml.safe_load((Path(__file__).parent / "meaning_cases.yaml").read_text(encoding="utf-8"))
+"""Forbidden talk by kind and meaning (phrasebooks/lexicon.yaml): ``expect`` a category or
+phrase id, or ``absent_kind: forbidden`` for polite talk that must raise nothing; a
+``known_miss`` says why the lexicon cannot yet find it (the test then expects it missed)."""
 CHAR_S = 0.25
 """Seconds per character in the synthetic word timings below."""
 
@@ -64,6 +68,115 @@ def test_forbidden_cases_recall_and_precision():
     assert found / (found + false_alarms) >= 0.95
 
 
+def forbidden_hits(case: dict) -> list[Hit]:
+    return [h for h in hits_for(case) if h.kind == "forbidden"]
+
+
+def meaning_id(case: dict) -> str:
+    return f"{case.get('expect', 'polite')}-{case['phrasebook'][:3]}-{case['text'][:14]}"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=pytest.mark.xfail(reason=c["known_miss"], strict=True)) if "known_miss" in c else c
+     for c in MEANING_CASES],
+    ids=[meaning_id(c) for c in MEANING_CASES],
+)
+def test_meaning_case(case):
+    hits = forbidden_hits(case)
+    if "expect" in case:
+        found = [h for h in hits if case["expect"] in (h.category, h.phrase_id)]
+        assert found, f"{case['expect']} not found in {case['text']!r}: {[(h.phrase_id, h.heard) for h in hits]}"
+        phrase = load_phrasebook(case["phrasebook"]).by_id(found[0].phrase_id)
+        assert found[0].article == phrase.article and phrase.instead and phrase.instead_article
+        assert found[0].heard.replace(" ", "") in case["text"].replace("|", "").replace(" ", "")
+    else:
+        assert not hits, f"polite {case['text']!r} raised {[(h.phrase_id, h.heard) for h in hits]}"
+
+
+def test_meaning_cases_recall_and_precision():
+    positives = [c for c in MEANING_CASES if "expect" in c]
+    negatives = [c for c in MEANING_CASES if "absent_kind" in c]
+    found = sum(any(c["expect"] in (h.category, h.phrase_id) for h in forbidden_hits(c)) for c in positives)
+    false_alarms = sum(bool(forbidden_hits(c)) for c in negatives)
+    assert len(positives) >= 90 and len(negatives) >= 60
+    assert {c["phrasebook"] for c in positives} == {"broadband", "customer_service", "investment"}
+    assert found / len(positives) >= 0.95
+    assert found / (found + false_alarms) >= 0.95
+
+
+def test_every_listed_wording_has_a_paraphrase_case():
+    for name in ("broadband", "customer_service", "investment"):
+        for phrase in load_phrasebook(name).phrases:
+            if phrase.kind == "forbidden":
+                assert any(c.get("expect") == phrase.id for c in MEANING_CASES), phrase.id
+
+
+def test_every_lexicon_entry_is_found_by_a_case():
+    found = {h.phrase_id for c in MEANING_CASES if "expect" in c for h in forbidden_hits(c)}
+    for name in ("broadband", "customer_service", "investment"):
+        entries = {p.id for p in load_phrasebook(name).kind_phrases}
+        assert entries and entries <= found, sorted(entries - found)
+
+
+@pytest.mark.parametrize(
+    "name, article",
+    [("broadband", "第36条"), ("customer_service", "二、第5条"), ("investment", "客户接待第3条")],
+)
+def test_a_kind_hit_carries_its_category_and_the_article_of_its_phrasebook(name, article):
+    phrasebook = load_phrasebook(name)
+    [hit] = [h for h in matcher_for(phrasebook).match_text("这事儿我真管不了。") if h.kind == "forbidden"]
+    assert (hit.category, hit.method, hit.article, hit.confidence) == ("shirking", "rule", article, 1.0)
+    assert hit.heard == "我真管不了" and hit.canonical.startswith("推诿：")
+    assert hit.to_json()["method"] == "rule" and hit.to_json()["category"] == "shirking"
+    assert phrasebook.by_id(hit.phrase_id).instead_article
+    assert hit.phrase_id not in {p.id for p in phrasebook.phrases}  # the code's own wordings stay apart
+
+
+def test_one_stretch_of_a_kind_is_one_hit():
+    matcher = matcher_for(load_phrasebook("customer_service"))
+    [hit] = [h for h in matcher.match_text("这事儿我真管不了，你自己想办法吧。") if h.kind == "forbidden"]
+    assert hit.category == "shirking" and hit.heard == "我真管不了，你自己想办法"
+    later = matcher.match_text("这事儿我真管不了。您稍等，我看一下系统。你自己想办法吧。")
+    assert [h.category for h in later if h.kind == "forbidden"] == ["shirking", "shirking"]
+
+
+def test_long_kind_words_match_by_sound_short_ones_only_as_written():
+    matcher = matcher_for(load_phrasebook("broadband"))
+    [hit] = [h for h in matcher.match_text("我这边馆不了这个") if h.kind == "forbidden"]
+    assert hit.category == "shirking" and 0.8 <= hit.confidence < 1.0
+    assert [h.category for h in matcher.match_text("你个傻逼") if h.kind == "forbidden"] == ["swearing"]
+    assert not [h for h in matcher.match_text("您看啥比较合适") if h.kind == "forbidden"]  # 傻逼 / 啥比 sound alike
+
+
+@pytest.mark.parametrize(
+    "bare, guarded",
+    [
+        ("这个不归我们部门管。", "这个不归我们部门管，我马上帮您转给负责的同事。"),
+        ("你脑子有问题吧。", "我不是说你脑子有问题吧，是设置太绕了。"),
+        ("我们这边处理不了。", "如果我们这边处理不了，也会联系技术同事。"),
+        ("都跟你说了不要自己拆。", "都跟你说了不要担心，费用我们来承担。"),
+        ("我操，这线谁接的。", "我操作一下您的账号。"),  # not_in: part of an innocent longer word
+    ],
+)
+def test_politeness_and_negation_guards(bare, guarded):
+    matcher = matcher_for(load_phrasebook("customer_service"))
+    assert [h for h in matcher.match_text(bare) if h.kind == "forbidden"]
+    assert not [h for h in matcher.match_text(guarded) if h.kind == "forbidden"]
+
+
+def test_kind_rules_judge_only_the_agent():
+    matcher = matcher_for(load_phrasebook("broadband"))
+    segments = [
+        Segment(0.0, 3.0, "你们脑子有问题吧，我都说了八百遍了，我的网又断了", "customer"),
+        Segment(3.5, 6.0, "非常抱歉，我们正在全力处理，故障将很快解决", "agent"),
+        Segment(7.0, 9.0, "你吵什么吵", "agent"),
+    ]
+    forbidden = [h for h in matcher.match_segments(segments) if h.kind == "forbidden"]
+    assert [(h.speaker, h.category) for h in forbidden] == [("agent", "scolding")]
+    assert forbidden[0].start == pytest.approx(7.0, abs=0.5)
+
+
 def test_every_forbidden_phrase_has_canonical_two_corruptions_and_a_near_miss():
     for name in ("broadband", "customer_service", "investment"):
         for phrase in load_phrasebook(name).phrases:
@@ -85,6 +198,8 @@ def test_every_forbidden_phrase_has_canonical_two_corruptions_and_a_near_miss():
         ("ＡＢ１２，你好", "ab12你好"),
         ("我来给您讲解一下。", "我来给您讲解一下"),  # a lone 一 is a word, not a digit
         ("电话是一三九零零零零一二三四", "电话是13900001234"),
+        ("这事儿不归我管啊！", "这事不归我管"),  # 儿化 and tone particles carry no words
+        ("我女儿在家呢", "我女儿在家"),  # the 儿 of 女儿 is a word
     ],
 )
 def test_normalize(text, expected):
@@ -175,6 +290,8 @@ def test_partial_greeting_counts_with_lower_confidence():
         ("大概是下个月吧，具体时间我也不清楚。", ["inv.forbidden.probably", "inv.forbidden.unclear"]),
         ("嗯，不知道。", ["inv.forbidden.dont_know"]),
         ("我们也可能是下个月才能定。", ["inv.forbidden.maybe"]),
+        ("这个我真不清楚。", ["inv.forbidden.unclear"]),  # an adverb between subject and phrase
+        ("我们确实不知道具体日期。", ["inv.forbidden.dont_know"]),
         ("您不知道的话我可以帮您查。", []),
         ("这个可能是最好的选择。", []),
         ("图片看不清楚的话我再发一次。", []),

@@ -106,3 +106,95 @@ def test_missing_files_and_names_are_monitor_errors(tmp_path):
         load_phrasebook("no_such_book")
     with pytest.raises(MonitorError, match="cannot read"):
         load_phrasebook(str(tmp_path / "absent.yaml"))
+
+
+# -- forbidden kinds and the shared lexicon -------------------------------------
+
+KINDS = """\
+forbidden_kinds:
+  shirking: {article: 第9条, points: 10, instead: 我帮您联系同事, instead_article: 第10条}
+"""
+LEXICON = """\
+labels: {shirking: 推诿, scolding: 训斥}
+groups:
+  me: [我, 我们]
+  helping: [帮您, 转给]
+expressions:
+  - {id: shirking.not_mine, category: shirking, text: 这事不归我管}
+rules:
+  - id: shirking.cannot
+    category: shirking
+    text: 我 + 管不了
+    all: [me, [管不了, 不负责]]
+    within: 6
+    unless: [helping]
+  - {id: scolding.noisy, category: scolding, text: 吵什么, all: [[吵什么]]}
+"""
+
+
+def test_bundled_phrasebooks_take_their_kinds_from_the_shared_lexicon():
+    assert "lexicon" not in bundled_phrasebooks()
+    with pytest.raises(MonitorError, match="no such phrasebook"):
+        load_phrasebook("lexicon")
+    articles = {"broadband": {"第36条"}, "customer_service": {"二、第1条", "二、第4条", "二、第5条", "二、第6条", "一、第3条"},
+                "investment": {"客户接待第2条", "客户接待第3条", "客户接待第4条"}}
+    for name, expected in articles.items():
+        phrasebook = load_phrasebook(name)
+        kinds = phrasebook.kind_phrases
+        assert {p.category for p in kinds} == {"shirking", "scolding", "mocking", "swearing", "perfunctory", "rhetorical"}
+        assert {p.article for p in kinds} == expected
+        assert all(p.kind == "forbidden" and p.id.startswith("lexicon.") and p.instead for p in kinds)
+        assert phrasebook.by_id("lexicon.shirking.cannot_handle").rule.groups[0][0] == "我"
+
+
+def test_a_phrasebook_opts_into_the_kinds_it_names_with_its_own_article(tmp_path):
+    (tmp_path / "lexicon.yaml").write_text(LEXICON, encoding="utf-8")
+    path = write(tmp_path, VALID + KINDS)
+    phrasebook = load_phrasebook(str(path))
+    assert phrasebook.lexicon == str(tmp_path / "lexicon.yaml")
+    assert [p.id for p in phrasebook.kind_phrases] == ["lexicon.shirking.not_mine", "lexicon.shirking.cannot"]
+    cannot = phrasebook.by_id("lexicon.shirking.cannot")
+    assert (cannot.article, cannot.points, cannot.instead_article, cannot.text) == ("第9条", 10, "第10条", "推诿：我 + 管不了")
+    assert cannot.rule.groups == [["我", "我们"], ["管不了", "不负责"]] and cannot.rule.unless == ["帮您", "转给"]
+    assert phrasebook.by_id("lexicon.shirking.not_mine").rule is None
+    assert load_phrasebook(str(path)) is phrasebook
+    assert load_phrasebook(str(write(tmp_path, VALID))).kind_phrases == []  # no forbidden_kinds, no lexicon
+
+
+def test_an_edited_lexicon_is_loaded_afresh(tmp_path):
+    lexicon = tmp_path / "lexicon.yaml"
+    lexicon.write_text(LEXICON, encoding="utf-8")
+    path = write(tmp_path, VALID + KINDS)
+    first = load_phrasebook(str(path))
+    lexicon.write_text(LEXICON.replace("[管不了, 不负责]", "[管不了, 不负责, 找别人]"), encoding="utf-8")
+    os.utime(lexicon, ns=(1, 1))
+    assert load_phrasebook(str(path)).by_id("lexicon.shirking.cannot").rule.groups[1][-1] == "找别人"
+    assert first.by_id("lexicon.shirking.cannot").rule.groups[1][-1] == "不负责"
+
+
+@pytest.mark.parametrize(
+    "edit, line, reason",
+    [
+        (lambda t: t.replace("all: [me,", "all: [us,"), 11, "no word group named 'us'"),
+        (lambda t: t.replace("within: 6", "within: 2"), 12, "shorter than its shortest words"),
+        (lambda t: t.replace("all: [[吵什么]]", "any: [[吵什么]]"), 14, "'all' is a required property"),
+        (lambda t: t.replace("labels: {shirking: 推诿, scolding: 训斥}", "labels: {shirking: 推诿}"), 14, "'scolding' has no entry in labels"),
+        (lambda t: t.replace("id: scolding.noisy", "id: shirking.cannot"), 14, "duplicate lexicon id 'shirking.cannot'"),
+        (lambda t: t.replace("  helping: [帮您, 转给]", "  helping: [帮您, 转给"), 5, "YAML syntax error"),
+    ],
+)
+def test_lexicon_mistakes_name_the_lexicon_file_line_and_reason(tmp_path, edit, line, reason):
+    lexicon = tmp_path / "lexicon.yaml"
+    lexicon.write_text(edit(LEXICON), encoding="utf-8")
+    with pytest.raises(MonitorError) as raised:
+        load_phrasebook(str(write(tmp_path, VALID + KINDS)))
+    assert str(raised.value).startswith(f"{lexicon}:{line}: "), str(raised.value)
+    assert reason in str(raised.value)
+
+
+def test_a_kind_without_lexicon_entries_or_a_missing_lexicon_is_an_error(tmp_path):
+    (tmp_path / "lexicon.yaml").write_text(LEXICON, encoding="utf-8")
+    with pytest.raises(MonitorError, match="forbidden_kinds.swearing: .* has no expression or rule of this kind"):
+        load_phrasebook(str(write(tmp_path, VALID + KINDS + "  swearing: {article: 第9条}\n")))
+    with pytest.raises(MonitorError, match="absent.yaml: cannot read lexicon"):
+        load_phrasebook(str(write(tmp_path, VALID + KINDS + "lexicon: absent.yaml\n")))

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from web_helpers import PASSWORD, SAMPLES, LiveServer, login, scored_db_copy, stream_call
 
-from monitor.store import open_store
+from monitor.store import SCHEMA_VERSION, open_store
 from monitor.web import auth
 from monitor.web.app import create_app
 
@@ -177,16 +177,18 @@ def test_live_stream_alerts_are_persisted_pushed_replayed_and_scored(db_url, app
         messages = stream_call(server.port, token, str(SAMPLES / "d06_no_greeting_rude.wav"), "live-d06", "A1002",
                                "broadband")
         assert messages[0]["message"] == "SERVER_READY"
+        call_id = messages[0]["call_id"]  # the server names the call; the client's id is its external_ref
         pushed = [m["alert"] for m in messages if "alert" in m]
         assert pushed, "the stream raised no alert"
         saved = store.alerts_after(before)
         assert [a["phrase_id"] for a in saved] == [a["phrase_id"] for a in pushed]
         assert all(a["agent_id"] == "A1002" and a["severity"] for a in saved)
         for _ in range(100):  # the report is saved just after the connection closes
-            if store.has_report("live-d06"):
+            if store.has_report(call_id):
                 break
             time.sleep(0.1)
-        assert store.call_row("live-d06")["agent_id"] == "A1002"
+        assert store.call_row(call_id)["agent_id"] == "A1002"
+        assert store.get_report(call_id)["external_ref"] == "live-d06"
 
         # A dashboard reconnecting with Last-Event-ID gets exactly the alerts after it, from the database.
         with httpx.Client(base_url=server.url) as http:
@@ -203,9 +205,9 @@ def test_live_stream_alerts_are_persisted_pushed_replayed_and_scored(db_url, app
     # The agent sees the alerts of their own live call; another agent does not.
     alice, bob = client_for(app, "alice"), client_for(app, "bob")
     assert {a["id"] for a in alice.get("/api/alerts").json()} >= {a["id"] for a in saved}
-    assert alice.get("/calls/live-d06/alerts").status_code == 200
+    assert alice.get(f"/calls/{call_id}/alerts").status_code == 200
     assert bob.get("/api/alerts").json() == []
-    assert bob.get("/calls/live-d06/alerts").status_code == 404
+    assert bob.get(f"/calls/{call_id}/alerts").status_code == 404
     # Acknowledging needs the session's CSRF token.
     sup = client_for(app, "sup")
     assert sup.post(f"/alerts/{saved[0]['id']}/ack").status_code == 403
@@ -217,7 +219,7 @@ def test_live_stream_alerts_are_persisted_pushed_replayed_and_scored(db_url, app
 def test_serve_starts_on_an_empty_sqlite_database(tmp_path):
     app = create_app(str(tmp_path / "fresh.db"))
     client = TestClient(app)
-    assert client.get("/healthz").json() == {"ok": True, "schema": 2}
+    assert client.get("/healthz").json() == {"ok": True, "schema": SCHEMA_VERSION}
     assert client.get("/login").status_code == 200
 
 
@@ -229,15 +231,17 @@ def test_a_version_1_database_is_migrated_for_the_web_app(tmp_path):
     engine = sa.create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:  # take it back to version 1's schema
         for statement in ("DROP TABLE sessions", "DROP INDEX ix_alerts_agent_id", "ALTER TABLE alerts DROP COLUMN agent_id",
-                          "ALTER TABLE alerts DROP COLUMN severity", "DELETE FROM schema_migrations",
+                          "ALTER TABLE alerts DROP COLUMN severity", "ALTER TABLE users DROP COLUMN disabled_at",
+                          "DELETE FROM schema_migrations",
                           "INSERT INTO schema_migrations VALUES (1, '2024-01-01 00:00:00')"):
             conn.exec_driver_sql(statement)
     engine.dispose()
     store = open_store(str(path))
-    assert store.schema_version() == 2
+    assert store.schema_version() == SCHEMA_VERSION
     alert_id = store.save_alert({"call_id": "c1", "kind": "forbidden", "phrase_id": "p", "canonical": "x", "heard": "x"},
                                 agent_id="A1", severity="major")
     assert store.alerts_after(0, agent_id="A1")[0]["id"] == alert_id
     store.add_user("u", "supervisor", None, auth.hash_password(PASSWORD))
     user = auth.check_password(store, "u", PASSWORD)
     assert auth.user_for_session(store, auth.start_session(store, user, dt.timedelta(hours=1))).name == "u"
+    assert store.update_user("u", disabled=True) and auth.check_password(store, "u", PASSWORD) is None  # version 3

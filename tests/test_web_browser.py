@@ -3,8 +3,9 @@
 A supervisor logs in, a sample call is streamed live into the server, the
 forbidden-phrase alert appears on the dashboard, the supervisor acknowledges
 it and opens the call with the violation highlighted. An agent logs in and
-cannot open another agent's call. Screenshots go to ``MONITOR_SCREENSHOTS``
-(a temporary directory when unset).
+cannot open another agent's call. Every page runs under the app's
+Content-Security-Policy, and the browser must report no violation of it.
+Screenshots go to ``MONITOR_SCREENSHOTS`` (a temporary directory when unset).
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def shots(tmp_path_factory) -> Path:
     return directory
 
 
+def csp_violations(page) -> list[str]:
+    """Chromium's console errors about the Content-Security-Policy on ``page``, as they come."""
+    seen: list[str] = []
+    page.on("console", lambda message: seen.append(message.text) if "Content Security Policy" in message.text else None)
+    return seen
+
+
 def log_in(page, base: str, name: str) -> None:
     page.goto(base + "/")
     assert "/login" in page.url
@@ -63,6 +71,7 @@ def log_in(page, base: str, name: str) -> None:
 def test_supervisor_sees_live_alert_and_opens_the_call(server, browser, shots):
     context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
     page = context.new_page()
+    violations = csp_violations(page)
     log_in(page, server.url, "sup")
     page.wait_for_url("**/dashboard")
     page.wait_for_selector("#status.on", timeout=10_000)
@@ -71,34 +80,42 @@ def test_supervisor_sees_live_alert_and_opens_the_call(server, browser, shots):
     feeder = threading.Thread(target=lambda: streamed.extend(stream_call(
         server.port, server.token, str(SAMPLES / "d02_fault_rude.wav"), "live-d02", "A1002", "broadband", time_scale=3.0)))
     feeder.start()
-    page.wait_for_selector(".live-call[data-call-id=live-d02]", timeout=30_000)
-    alert = page.wait_for_selector(".alert:has(a:text('live-d02'))", timeout=60_000)
+    page.wait_for_selector(".live-call[data-call-id^=live-]", timeout=30_000)
+    alert = page.wait_for_selector(".alert:has(a:text('live-'))", timeout=60_000)
     page.wait_for_timeout(600)
     page.screenshot(path=str(shots / "1-dashboard-live-alert.png"))
     assert "不归我管" in alert.inner_text() or "怎么又问" in alert.inner_text()
 
     alert.query_selector("button.ack").click()
-    page.wait_for_selector(".alert.acked:has(a:text('live-d02'))", timeout=5_000)
+    page.wait_for_selector(".alert.acked:has(a:text('live-'))", timeout=5_000)
     feeder.join(120)
     assert not feeder.is_alive() and any("alert" in m for m in streamed)
-    page.wait_for_selector(".live-call[data-call-id=live-d02]", state="detached", timeout=30_000)
+    page.wait_for_selector(".live-call[data-call-id^=live-]", state="detached", timeout=30_000)
 
-    page.click(".alert a:text('live-d02')")
-    page.wait_for_url("**/calls/live-d02")
+    page.click(".alert a:text('live-')")
+    page.wait_for_url("**/calls/live-*")
     mark = page.wait_for_selector("mark.major, mark.critical", timeout=10_000)
     # The heard words are marked (ASR may hear 又问 as 又闻); the mark names the forbidden phrase.
     assert mark.is_visible() and "禁语" in mark.get_attribute("title") and mark.inner_text().startswith("刚才不是")
     page.screenshot(path=str(shots / "2-call-report.png"), full_page=True)
+    # The report's own script runs under the page's nonce: a timestamp seeks the recording's player.
+    page.goto(server.url + "/calls/d02_fault_rude")
+    seek = page.locator("[data-t]").last
+    page.evaluate("document.getElementById('player').muted = true")
+    seek.click()
+    assert page.evaluate("document.getElementById('player').currentTime") >= float(seek.get_attribute("data-t")) - 0.5 > 0
 
     page.goto(server.url + "/calls")
     assert page.locator("table a:text('d09_service_condescending')").count() == 1
     page.screenshot(path=str(shots / "3-call-browser.png"))
+    assert violations == []
     context.close()
 
 
 def test_agent_sees_own_portal_but_not_another_agents_call(server, browser, shots):
     context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
     page = context.new_page()
+    violations = csp_violations(page)
     log_in(page, server.url, "alice")
     page.wait_for_url("**/me")
     assert page.locator("svg.trend circle").count() >= 2
@@ -110,4 +127,6 @@ def test_agent_sees_own_portal_but_not_another_agents_call(server, browser, shot
     page.screenshot(path=str(shots / "5-agent-forbidden.png"))
     assert page.goto(server.url + "/calls/d09_service_condescending/audio").status == 404
     assert page.goto(server.url + "/dashboard").status == 403
+    assert "没有权限" in page.content()
+    assert violations == []
     context.close()

@@ -58,12 +58,14 @@ def login(client, name: str, password: str = PASSWORD):
 
 
 class LiveServer:
-    """The app served by uvicorn on 127.0.0.1 in a thread, for streams and browsers."""
+    """The app served by uvicorn on 127.0.0.1 in a thread, configured as `monitor serve` does, for streams and browsers."""
 
-    def __init__(self, app):
+    def __init__(self, app, forwarded_allow_ips: str | None = None):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio"))
+        from monitor.web.app import uvicorn_config
+
+        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0, forwarded_allow_ips=forwarded_allow_ips))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "LiveServer":

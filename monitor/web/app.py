@@ -6,6 +6,12 @@ other (the same answer as for a call that does not exist, so ids cannot be
 probed). A visitor who is not logged in is sent to the login page (HTML) or
 gets 401 (JSON, audio, events). Machine clients (the live ingest) use an API
 token instead of a session.
+
+Every response carries a strict Content-Security-Policy (scripts and styles
+only from ``/static``; the call report, which is one self-contained page, gets
+a per-response nonce for its own script and style). Failed log-ins and wrong
+API tokens are throttled (``monitor.web.throttle``). Error pages are in
+Chinese and never show internals.
 """
 
 from __future__ import annotations
@@ -14,24 +20,40 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import os
+import secrets
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path as FilePath
+from typing import Annotated
 from urllib.parse import quote, urlsplit
 
 import jinja2
-from fastapi import Depends, FastAPI, Form, HTTPException, Request, WebSocket
+from fastapi import Depends, FastAPI, Form, HTTPException, Path, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitor.report import SEVERITY_LABELS, render_html
 from monitor.store import CallFilter, Store, open_store
 from monitor.web import auth
 from monitor.web.auth import User
 from monitor.web.live import Hub, Ingest, LiveOptions
+from monitor.web.throttle import LoginThrottle, ThrottleOptions
 from monitor.web.trend import trend_chart
 
 log = logging.getLogger(__name__)
+
+STATIC = FilePath(__file__).resolve().parent / "static"
+MAX_ID = 2**63 - 1
+"""The largest id a database integer holds; larger ones in a request are refused (422), not passed on."""
+MAX_FILTER = 10**9
+"""Score filters are clamped to ±this."""
+AlertId = Annotated[int, Path(ge=0, le=MAX_ID)]
+AfterId = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
 @dataclass
@@ -41,7 +63,10 @@ class WebOptions:
     session_hours: float = 12.0
     """A login lasts this long."""
     secure_cookies: bool = False
-    """Mark cookies Secure (set when the app is served over HTTPS by a proxy)."""
+    """Always mark cookies Secure (``--secure-cookies``, for HTTPS at a proxy). Without it they are Secure only on
+    requests that arrived over HTTPS, which behind a proxy the app learns only from a trusted ``X-Forwarded-Proto``."""
+    throttle: ThrottleOptions = field(default_factory=ThrottleOptions)
+    """Limits on failed log-ins and wrong API tokens."""
     heartbeat_s: float = 15.0
     """An idle event stream sends a comment this often, so proxies keep it open and a dead client is noticed."""
     live: LiveOptions = field(default_factory=LiveOptions)
@@ -74,13 +99,28 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
     app = FastAPI(title="Call Conduct Monitor", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.store, app.state.hub, app.state.ingest = store, hub, ingest
 
+    throttle = LoginThrottle(options.throttle)
+
     # --- who is asking -------------------------------------------------------------
+    def session_user(request: Request) -> User | None:
+        return auth.user_for_session(store, request.cookies.get(auth.SESSION_COOKIE))
+
+    def token_user(token: str, address: str) -> User | None:
+        """The user of an API token; wrong tokens are counted per address, and too many get 429."""
+        wait = throttle.token_wait(address)
+        if wait:
+            raise HTTPException(429, "too many wrong API tokens", headers={"Retry-After": str(wait)})
+        user = auth.user_for_token(store, token)
+        if user is None:
+            throttle.token_failed(address)
+        return user
+
     def current_user(request: Request) -> User | None:
-        user = auth.user_for_session(store, request.cookies.get(auth.SESSION_COOKIE))
+        user = session_user(request)
         if user is None:
             header = request.headers.get("authorization", "")
             if header.lower().startswith("bearer "):
-                user = auth.user_for_token(store, header[7:].strip())
+                user = token_user(header[7:].strip(), _address(request))
         return user
 
     def page_user(request: Request) -> User:
@@ -120,38 +160,58 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
             raise HTTPException(404, "no such call")
         return row
 
-    def page(name: str, request: Request, user: User | None, status: int = 200, **context) -> HTMLResponse:
+    def page(name: str, request: Request, user: User | None, status: int = 200, headers: dict | None = None,
+             **context) -> HTMLResponse:
         html = _templates().get_template(name).render(user=user, path=request.url.path, **context)
-        return HTMLResponse(html, status_code=status)
+        return HTMLResponse(html, status_code=status, headers=headers)
+
+    def error_response(request: Request, status: int, detail: str, headers: dict | None = None) -> Response:
+        """JSON for programs, a Chinese page for browsers; neither shows more than ``detail``."""
+        if "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+        try:
+            user = session_user(request)
+        except Exception:  # the database may be what failed
+            user = None
+        return page("error.html.j2", request, user, status=status, headers=headers, status_code=status)
 
     # --- errors ----------------------------------------------------------------------
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, exc: LoginRequired):
         return RedirectResponse(f"/login?next={quote(exc.next_url, safe='')}", status_code=303)
 
-    @app.exception_handler(HTTPException)
-    async def _error(request: Request, exc: HTTPException):
-        wants_html = "text/html" in request.headers.get("accept", "")
-        if not wants_html:
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        user = current_user(request)
-        return page("error.html.j2", request, user, status=exc.status_code, status_code=exc.status_code, detail=exc.detail)
+    @app.exception_handler(StarletteHTTPException)  # also the router's own 404 and 405
+    async def _error(request: Request, exc: StarletteHTTPException):
+        return error_response(request, exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError):
+        fields = ", ".join(str(e["loc"][-1]) for e in exc.errors() if e.get("loc"))
+        return error_response(request, 422, f"invalid value for {fields or 'the request'}")
 
     @app.middleware("http")
     async def _security_headers(request: Request, call_next):
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception:
+            # Logged in full here; the visitor learns only that it failed.
+            log.exception("%s %s failed", request.method, request.url.path)
+            response = error_response(request, 500, "internal error")
+        response.headers.setdefault("Content-Security-Policy", content_security_policy())
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
     # --- logging in and out ----------------------------------------------------------
     @app.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, next: str = "/"):
         token = auth.new_secret()
         response = page("login.html.j2", request, None, next=_local(next), csrf_token=token, error=None)
-        _set_cookie(response, auth.LOGIN_CSRF_COOKIE, token, options, max_age=3600)
+        _set_cookie(response, request, auth.LOGIN_CSRF_COOKIE, token, options, max_age=3600)
         return response
 
     @app.post("/login")
@@ -159,15 +219,22 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
               csrf_token: str = Form("")):
         if not auth.same_secret(csrf_token, request.cookies.get(auth.LOGIN_CSRF_COOKIE, "")):
             raise HTTPException(403, "the login form expired; reload it")
+        address = _address(request)
+        wait = throttle.login_wait(name, address)
+        if wait:  # refused before the password is checked: guessing costs the server nothing more
+            return page("login.html.j2", request, None, status=429, headers={"Retry-After": str(wait)},
+                        next=_local(next), csrf_token=csrf_token,
+                        error=f"登录失败次数过多，请 {math.ceil(wait / 60)} 分钟后再试")
         user = auth.check_password(store, name, password)
         if user is None:
+            throttle.login_failed(name, address)
             # One message for an unknown name and a wrong password.
-            response = page("login.html.j2", request, None, status=401, next=_local(next), csrf_token=csrf_token,
-                            error="用户名或密码错误")
-            return response
+            return page("login.html.j2", request, None, status=401, next=_local(next), csrf_token=csrf_token,
+                        error="用户名或密码错误")
+        throttle.login_succeeded(name, address)
         cookie = auth.start_session(store, user, dt.timedelta(hours=options.session_hours))
         response = RedirectResponse(_local(next), status_code=303)
-        _set_cookie(response, auth.SESSION_COOKIE, cookie, options, max_age=int(options.session_hours * 3600))
+        _set_cookie(response, request, auth.SESSION_COOKIE, cookie, options, max_age=int(options.session_hours * 3600))
         response.delete_cookie(auth.LOGIN_CSRF_COOKIE, path="/")
         return response
 
@@ -196,14 +263,16 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
         return hub.snapshot()
 
     @app.get("/events")
-    async def events(request: Request, after: int = 0, user: User = Depends(supervisor_api)):
+    async def events(request: Request, after: AfterId = 0, user: User = Depends(supervisor_api)):
         """Server-sent events: alerts (with ``id:`` = alert id) and live transcript lines.
 
         A reconnecting EventSource sends ``Last-Event-ID``; the alerts it
         missed are replayed from the database before live ones follow.
         """
         last_id = request.headers.get("last-event-id", "")
-        since = int(last_id) if last_id.isdigit() else max(after, 0)
+        # Ascii digits only (str.isdigit() also takes "²"), and short enough to convert.
+        valid = last_id.isascii() and last_id.isdigit() and len(last_id) <= len(str(MAX_ID)) and int(last_id) <= MAX_ID
+        since = int(last_id) if valid else after
         queue = hub.subscribe()  # subscribed before the replay, so nothing falls between the two
 
         async def stream():
@@ -233,7 +302,7 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.post("/alerts/{alert_id}/ack")
-    async def acknowledge(alert_id: int, request: Request, user: User = Depends(supervisor_api)):
+    async def acknowledge(alert_id: AlertId, request: Request, user: User = Depends(supervisor_api)):
         await check_csrf(request, user)
         if not store.acknowledge_alert(alert_id, user.name):
             raise HTTPException(404, "no such alert")
@@ -241,7 +310,7 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
         return {"id": alert_id, "acknowledged": True}
 
     @app.get("/api/alerts")
-    def alerts_api(after: int = 0, user: User = Depends(api_user)):
+    def alerts_api(after: AfterId = 0, user: User = Depends(api_user)):
         """Alerts the user may see: all for a supervisor, an agent's own otherwise."""
         rows = store.alerts_after(after, agent_id=None if user.is_supervisor else (user.agent_id or "\0"))
         return [_alert_json(a) for a in rows]
@@ -269,8 +338,13 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
         html = render_html(report, audio)
         bar = _templates().get_template("_bar.html.j2").render(user=user, path="/calls")
         # The report page is self-contained (it is also written to disk by
-        # `monitor score`); here it gets the app's navigation bar on top.
-        return HTMLResponse(html.replace("<body>", "<body>\n" + bar, 1))
+        # `monitor score`); here it gets the app's navigation bar on top, and
+        # its own inline script and style run under a nonce. Text from the
+        # call is escaped, so every literal <script> or <style> is the template's.
+        nonce = secrets.token_urlsafe(18)
+        html = html.replace("<body>", "<body>\n" + bar, 1)
+        html = html.replace("<script>", f'<script nonce="{nonce}">').replace("<style>", f'<style nonce="{nonce}">')
+        return HTMLResponse(html, headers={"Content-Security-Policy": content_security_policy(nonce)})
 
     @app.get("/calls/{call_id}/report.json")
     def call_json(call_id: str, user: User = Depends(api_user)):
@@ -309,7 +383,11 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
     @app.websocket("/ws/ingest")
     async def ingest_stream(websocket: WebSocket):
         token = websocket.query_params.get("token") or websocket.headers.get("authorization", "")[7:]
-        user = auth.user_for_token(store, token)
+        try:
+            user = token_user(token, websocket.client.host if websocket.client else "")
+        except HTTPException:  # too many wrong tokens from this address
+            await websocket.close(code=1013, reason="too many wrong API tokens; try again later")
+            return
         if user is None or not user.is_supervisor:
             await websocket.close(code=1008, reason="a supervisor's API token is required")
             return
@@ -339,9 +417,52 @@ def _templates() -> jinja2.Environment:
     return environment
 
 
-def _set_cookie(response: Response, name: str, value: str, options: WebOptions, max_age: int) -> None:
+def content_security_policy(nonce: str | None = None) -> str:
+    """The app's CSP: everything from the app itself, nothing inline, no framing.
+
+    With a nonce (the call report page), the page's own ``<script>`` and
+    ``<style>`` run too, and its ``style`` attributes (the timeline's computed
+    positions) are allowed; a ``style`` attribute cannot run code.
+    """
+    inline = f" 'nonce-{nonce}'" if nonce else ""
+    policy = [
+        "default-src 'self'",
+        f"script-src 'self'{inline}",
+        f"style-src 'self'{inline}",
+        *(["style-src-attr 'unsafe-inline'"] if nonce else []),
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+    return "; ".join(policy)
+
+
+def uvicorn_config(app: FastAPI, host: str, port: int, forwarded_allow_ips: str | None = None,
+                   log_level: str = "warning"):
+    """How ``monitor serve`` (and the tests' live server) runs the app.
+
+    ``X-Forwarded-For``/``X-Forwarded-Proto`` are believed only from
+    ``forwarded_allow_ips`` (a proxy's addresses); without it they are ignored,
+    so a client cannot pose as another address to escape login throttling, or
+    as HTTPS. (Uvicorn alone would trust them from 127.0.0.1.)
+    """
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, ws="websockets-sansio",
+                          proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips,
+                          server_header=False)
+
+
+def _address(request: Request) -> str:
+    """The client's address: the peer's, or a trusted proxy's X-Forwarded-For (see ``uvicorn_config``)."""
+    return request.client.host if request.client else ""
+
+
+def _set_cookie(response: Response, request: Request, name: str, value: str, options: WebOptions, max_age: int) -> None:
     response.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="lax",
-                        secure=options.secure_cookies)
+                        secure=options.secure_cookies or request.url.scheme == "https")
 
 
 def _local(url: str) -> str:
@@ -373,18 +494,20 @@ def _recording(row: dict) -> str | None:
 
 
 def _date(value: str, next_day: bool = False) -> dt.datetime | None:
+    """A filter's day (YYYY-MM-DD); None, like an empty field, when it is not one."""
     try:
         day = dt.date.fromisoformat(value)
-    except ValueError:
+        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+        return start + dt.timedelta(days=1) if next_day else start
+    except (ValueError, OverflowError):  # not a date, or the day after 9999-12-31
         return None
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
-    return start + dt.timedelta(days=1) if next_day else start
 
 
 def _int(value: str) -> int | None:
+    """A filter's whole number, clamped to ±MAX_FILTER; None, like an empty field, when it is not one."""
     try:
-        return int(value)
-    except ValueError:
+        return max(-MAX_FILTER, min(MAX_FILTER, int(value)))
+    except ValueError:  # also "nan", "1e5" and a number too long to convert
         return None
 
 

@@ -57,8 +57,10 @@ def hash_password(password: str) -> str:
 
 
 def check_password(store: Store, name: str, password: str) -> User | None:
-    """The user when name and password match; None otherwise, taking as long either way."""
+    """The enabled user when name and password match; None otherwise, taking as long either way."""
     row = store.get_user(name=name)
+    if row is not None and row["disabled_at"] is not None:
+        row = None
     stored = row["password_hash"] if row and row["password_hash"] else _DUMMY_HASH
     try:
         _hasher.verify(stored, password)
@@ -85,7 +87,7 @@ def user_for_token(store: Store, token: str | None) -> User | None:
     if not token:
         return None
     row = store.get_user(api_token_hash=digest(token))
-    return _user(row) if row else None
+    return _user(row) if row and row["disabled_at"] is None else None
 
 
 def start_session(store: Store, user: User, lifetime: dt.timedelta) -> str:

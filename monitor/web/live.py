@@ -39,6 +39,8 @@ class LiveOptions:
     """Whisper model (None: the embedded base model)."""
     transcript_lines: int = 12
     """Completed segments kept per live call for a dashboard that opens mid-call."""
+    phrasebook_dir: str | None = None
+    """Besides the bundled phrasebooks, streams may name ``<name>.yaml`` files in this directory."""
 
 
 class Hub:
@@ -83,7 +85,8 @@ class Hub:
 
     # --- calls (IngestServer hooks and sink) -------------------------------------
     def call_started(self, call) -> None:
-        entry = {"call_id": call.call_id, "agent_id": call.agent_id, "phrasebook": call.phrasebook.id,
+        entry = {"call_id": call.call_id, "external_ref": call.external_ref, "agent_id": call.agent_id,
+                 "phrasebook": call.phrasebook.id,
                  "started": time.time(), "lines": collections.deque(maxlen=self.options.transcript_lines),
                  "partial": None, "alerts": 0}
         with self._lock:
@@ -154,8 +157,8 @@ class Ingest:
         return self._server
 
     def _build(self):
-        from monitor.ingest import IngestServer
-        from monitor.live import load_transcriber
+        from monitor.ingest import IngestOptions, IngestServer
+        from monitor.livecall import load_transcriber
         from monitor.match import matcher_for
         from monitor.phrasebook import load_phrasebook
         from monitor.stream import DecodeScheduler
@@ -165,8 +168,9 @@ class Ingest:
         phrasebook = load_phrasebook(self.options.default_phrasebook)
         return IngestServer(
             self._scheduler, phrasebook, matcher_for(phrasebook), self.options.default_phrasebook,
-            extra_sinks=[self.hub], max_calls=self.options.max_calls,
-            on_start=self.hub.call_started, on_finish=self.hub.call_finished,
+            # No token here: app.py authenticates /ws/ingest (a supervisor's API token) before handing it over.
+            IngestOptions(max_calls=self.options.max_calls, phrasebook_dir=self.options.phrasebook_dir),
+            extra_sinks=[self.hub], on_start=self.hub.call_started, on_finish=self.hub.call_finished,
         )
 
     async def handle(self, websocket: WebSocket) -> None:
@@ -174,6 +178,8 @@ class Ingest:
         await server.handle(StarletteSocket(websocket))
 
     def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()  # a stream still open is finished as interrupted
         if self._scheduler is not None:
             self._scheduler.close()
 

@@ -1,0 +1,198 @@
+"""Forbidden talk told by kind: word groups that come together.
+
+The codes forbid whole classes (凡脏话、粗话、讽刺、训斥客户的话; 不要责备或训斥客户;
+不允许一推了之) and give a few sentences as examples. Agents seldom say the
+example word for word: 这事儿我真管不了 is 推诿 without any listed wording. A
+``Rule`` (``monitor.phrasebook``) says what such talk is made of: a word of
+each of its groups, in order, within a few characters (我/我们 … 管不了/不负责).
+Two guards keep helpful talk out: a politeness guard (帮您, 马上, 转给…同事
+near the match: 这个不归我们这边，但我马上帮您转给负责的同事) and a negation
+guard (不是说 just before: 我不是说您不懂).
+
+Words are found in normalised text (``monitor.normalize``), and words of at
+least ``SOUND_MIN_CHARS`` characters also by their toneless pinyin, the
+matcher's own symbols, so a misheard homophone (管不了 → 馆不了) still counts.
+Shorter words must be heard as written: two syllables alike in sound are too
+often another word (傻逼 / 啥比较).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+from itertools import permutations
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import ahocorasick
+
+from monitor.normalize import normalize, to_symbols
+from monitor.phrasebook import Rule
+
+SOUND_MIN_CHARS = 3
+"""Words of at least this many characters also match by sound."""
+SOUND_CONFIDENCE = 0.9
+"""Confidence of a rule hit when some of its words were only heard alike."""
+NEGATION_REACH = 1
+"""A negation guard word counts when it ends at most this many characters before the
+match: 我不是说你脑子有问题 (one character, 你, between), but not 我又不是神仙，我怎么知道."""
+YOU = str.maketrans("你您", "您你")
+"""你 and 您 swapped: Whisper writes either, so a word with one also stands for the other."""
+
+
+class Occurrence(NamedTuple):
+    """A word heard in the text, in normalised-text characters (a tuple: thousands
+    are made per hour of speech)."""
+
+    start: int
+    end: int
+    exact: bool
+    """Heard as written (not only alike in sound)."""
+
+
+@dataclass
+class RuleMatch:
+    """Where a rule fired."""
+
+    rule: int
+    """Index into the rules the ``KindRules`` was built from."""
+    start: int
+    end: int
+    confidence: float
+
+
+class KindRules:
+    """Rules compiled for matching: one pass per automaton over a speaker's text."""
+
+    def __init__(self, rules: list[Rule]):
+        self.rules = rules
+        self._word_ids: dict[str, int] = {}
+        # Each rule's groups in every order it may be heard in.
+        self._orders = [
+            [list(order) for order in permutations(self._ids(group) for group in rule.groups)]
+            if rule.any_order else [[self._ids(group) for group in rule.groups]]
+            for rule in rules
+        ]
+        self._unless = [self._ids(rule.unless) for rule in rules]
+        self._not_after = [self._ids(rule.not_after) for rule in rules]
+        self._not_in = [self._ids(rule.not_in) for rule in rules]
+        self._by_text = ahocorasick.Automaton()
+        self._by_sound = ahocorasick.Automaton()
+        for word, word_id in self._word_ids.items():
+            self._by_text.add_word(word, (word_id, len(word)))
+            if len(word) >= SOUND_MIN_CHARS:
+                symbols = to_symbols(word)
+                entries = self._by_sound.get(symbols, [])
+                entries.append((word_id, len(word)))
+                self._by_sound.add_word(symbols, entries)
+        for automaton in (self._by_text, self._by_sound):
+            if len(automaton):
+                automaton.make_automaton()
+
+    def _ids(self, words: list[str]) -> frozenset[int]:
+        ids = set()
+        for word in words:
+            key = normalize(word).text
+            for spelling in {key, key.translate(YOU)} if key else ():
+                ids.add(self._word_ids.setdefault(spelling, len(self._word_ids)))
+        return frozenset(ids)
+
+    def find(self, text: str, symbols: str) -> list[RuleMatch]:
+        """Every place a rule fires in normalised ``text`` (``symbols`` are its pinyin symbols)."""
+        if not self.rules:
+            return []
+        heard = self._occurrences(text, symbols)
+        merged: dict[frozenset[int], tuple[list[int], list[Occurrence]]] = {}
+
+        def group(ids: frozenset[int]) -> tuple[list[int], list[Occurrence]]:
+            # Rules share groups (me, you, helping): merge each once per text.
+            if ids not in merged:
+                found = _merged(heard, ids)
+                merged[ids] = ([o.start for o in found], found)
+            return merged[ids]
+
+        matches = []
+        for index, rule in enumerate(self.rules):
+            if not all(ids & heard.keys() for ids in self._orders[index][0]):
+                continue
+            unless = group(self._unless[index])[1]
+            not_after = group(self._not_after[index])[1]
+            not_in = group(self._not_in[index])[1]
+            found = []
+            for order in self._orders[index]:
+                groups = [group(ids) for ids in order]
+                reach = -1
+                for first in groups[0][1]:
+                    if first.start < reach:
+                        continue  # inside the previous match
+                    chosen = _chain(first, groups[1:], rule.within)
+                    if chosen is None:
+                        continue
+                    start, end = first.start, chosen[-1].end
+                    if _near(unless, start - rule.guard_within, end + rule.guard_within, chosen):
+                        continue
+                    if any(start - NEGATION_REACH <= o.end <= start for o in not_after):
+                        continue
+                    if any(_overlap(o, m) and (o.start, o.end) != (m.start, m.end) for o in not_in for m in chosen):
+                        continue  # part of a longer, innocent word
+                    confidence = 1.0 if all(o.exact for o in chosen) else SOUND_CONFIDENCE
+                    found.append(RuleMatch(index, start, end, confidence))
+                    reach = end
+            matches += _apart(found)
+        return matches
+
+    def _occurrences(self, text: str, symbols: str) -> dict[int, list[Occurrence]]:
+        """Word id → where it was heard, as written or (long words) alike in sound."""
+        heard: defaultdict[int, list[Occurrence]] = defaultdict(list)
+        exact = set()  # (word, start) of long words heard as written
+        if len(self._by_text):
+            for end, (word_id, length) in self._by_text.iter(text):
+                heard[word_id].append(Occurrence(end + 1 - length, end + 1, True))
+                if length >= SOUND_MIN_CHARS:
+                    exact.add((word_id, end + 1 - length))
+        if len(self._by_sound):
+            for end, entries in self._by_sound.iter(symbols):
+                for word_id, length in entries:
+                    start = end + 1 - 2 * length
+                    if start % 2 or (word_id, start // 2) in exact:
+                        continue  # a symbol pair split across characters, or already heard as written
+                    heard[word_id].append(Occurrence(start // 2, start // 2 + length, False))
+        return heard
+
+
+def _apart(found: list[RuleMatch]) -> list[RuleMatch]:
+    """One match per place: where two orders of a rule matched overlapping words, the first by start."""
+    kept: list[RuleMatch] = []
+    for match in sorted(found, key=lambda m: (m.start, m.end)):
+        if not kept or match.start >= kept[-1].end:
+            kept.append(match)
+    return kept
+
+
+def _merged(heard: dict[int, list[Occurrence]], ids: frozenset[int]) -> list[Occurrence]:
+    """The occurrences of any of a group's words, by start."""
+    return sorted(
+        (o for word_id in ids for o in heard.get(word_id, ())), key=lambda o: (o.start, -o.end, not o.exact)
+    )
+
+
+def _chain(first: Occurrence, rest: list[tuple[list[int], list[Occurrence]]], within: int) -> list[Occurrence] | None:
+    """The earliest words of the later groups (given with their starts), each after
+    the previous, all within reach of ``first``."""
+    chosen = [first]
+    for starts, group in rest:
+        i = bisect_left(starts, chosen[-1].end)
+        if i == len(group) or group[i].end - first.start > within:
+            return None
+        chosen.append(group[i])
+    return chosen
+
+
+def _near(guards: list[Occurrence], low: int, high: int, matched: list[Occurrence]) -> bool:
+    """Whether a guard word lies within [low, high) and is not one of the matched words
+    (不是我们负责的 is no politeness though 负责的 is a guard word)."""
+    return any(g.start >= low and g.end <= high and not any(_overlap(g, m) for m in matched) for g in guards)
+
+
+def _overlap(a: Occurrence, b: Occurrence) -> bool:
+    return a.start < b.end and b.start < a.end

@@ -1,0 +1,263 @@
+"""One live call: the streams of its speakers, its phrase watch and where its events go.
+
+A ``LiveCall`` is one call being listened to: one ``UtteranceStream`` per
+speaker, the phrase watch, and the sinks its events go to. Sources (``live.py``)
+and the WebSocket ingest (``ingest.py``) feed it from their own threads; a
+``DecodeScheduler`` shared by every call in the process does the decoding.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import threading
+import time
+
+import numpy as np
+
+from monitor.alerts import WebhookSink
+from monitor.asr import Segment
+from monitor.sources import speaker_channels
+from monitor.stream import Committed, DecodeScheduler, Hypothesis, PhraseWatch, StreamingOptions, UtteranceStream
+
+log = logging.getLogger(__name__)
+
+MAX_BACKLOG_S = 20.0
+"""A source fed faster than real time (a file, a WebSocket client) waits while
+this much audio is undecoded, so the VAD and decode windows and memory stay small."""
+
+
+class LiveCall:
+    """One call being transcribed live; events go to ``sinks`` as they happen."""
+
+    def __init__(
+        self,
+        call_id: str,
+        phrasebook,
+        matcher,
+        sinks: list,
+        stereo: bool,
+        agent_channel: str = "left",
+        agent_id: str | None = None,
+        options: StreamingOptions | None = None,
+        audio_path: str | None = None,
+        external_ref: str | None = None,
+    ):
+        self.call_id = call_id
+        self.external_ref = external_ref
+        """The client's own name for the call (a server owns ``call_id``)."""
+        self.phrasebook = phrasebook
+        self.agent_channel = agent_channel
+        self.agent_id = agent_id
+        self.audio_path = audio_path
+        self.sinks = sinks
+        self.stereo = stereo and agent_channel != "mono"
+        speakers = ["agent", "customer"] if self.stereo else ["agent"]
+        self.streams = [UtteranceStream(speaker, options) for speaker in speakers]
+        self.watch = PhraseWatch(matcher)
+        self.segments: list[Segment] = []
+        self.alerts: list[dict] = []
+        self.started = time.monotonic()
+        self.asr_s = 0.0
+        self.failed: str | None = None
+        self.interrupted: str | None = None
+        """Why the call stopped before its end (client gone, server stopping, too long); None if it ended."""
+        self._fed_audio: list[float] = []  # call seconds fed so far, one entry per block
+        self._fed_wall: list[float] = []  # monotonic time each block arrived
+        self._lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self._done = threading.Event()
+        self.scheduler: DecodeScheduler | None = None
+
+    # --- feeding (source threads) ------------------------------------------------
+    def feed(self, frames: np.ndarray) -> None:
+        """Add 16 kHz float32 audio shaped (frames, channels), channels as captured."""
+        if self.failed or not len(frames):
+            return
+        for stream, samples in zip(self.streams, self._split(frames)):
+            stream.feed(samples)
+        with self._lock:
+            self._fed_audio.append(self.streams[0].fed_until)
+            self._fed_wall.append(time.monotonic())
+        if self.scheduler:
+            self.scheduler.wake()
+
+    def _split(self, frames: np.ndarray) -> list[np.ndarray]:
+        by_speaker = speaker_channels(frames, self.agent_channel)
+        if not self.stereo and "customer" in by_speaker:  # stereo source, mono call: mix
+            return [frames.mean(axis=1, dtype=np.float32)]
+        return [by_speaker.get(stream.speaker, np.zeros(len(frames), np.float32)) for stream in self.streams]
+
+    def backlog_s(self) -> float:
+        return max(stream.pending_s() for stream in self.streams)
+
+    def end(self, interrupted: str | None = None) -> None:
+        """No more audio will come; decoding finishes what was fed.
+
+        ``interrupted`` says why the call stopped before its real end; its report then says so.
+        """
+        if interrupted and self.interrupted is None:
+            self.interrupted = interrupted
+        for stream in self.streams:
+            stream.end()
+        if all(stream.drained() for stream in self.streams):
+            self._finish()  # nothing fed (or all decoded): no decoding step would ever finish it
+        elif self.scheduler:
+            self.scheduler.wake()
+
+    def close(self) -> None:
+        """Stop decoding now (e.g. a stopping server); what was decoded stays in ``segments``."""
+        self._finish()
+
+    @property
+    def done(self) -> bool:
+        """Decoded to its end, closed, or failed."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every stream is decoded to its end (after ``end()``)."""
+        return self._done.wait(timeout)
+
+    @property
+    def duration_s(self) -> float:
+        return self.streams[0].fed_until
+
+    # --- decoding (scheduler threads) -------------------------------------------
+    def waiting_since(self, stream: UtteranceStream) -> float:
+        """When the oldest audio this stream has not looked at yet arrived."""
+        with self._lock:
+            index = bisect.bisect_right(self._fed_audio, stream.checked_until + 1e-6)
+            return self._fed_wall[min(index, len(self._fed_wall) - 1)] if self._fed_wall else time.monotonic()
+
+    def fed_at(self, call_time: float) -> float:
+        """Wall time (monotonic) at which the audio at ``call_time`` had been fed."""
+        with self._lock:
+            index = bisect.bisect_left(self._fed_audio, call_time - 1e-6)
+            return self._fed_wall[min(index, len(self._fed_wall) - 1)]
+
+    def step(self, stream: UtteranceStream, transcriber) -> None:
+        started = time.perf_counter()
+        for event in stream.step(transcriber):
+            if isinstance(event, Committed):
+                self.segments.append(event.segment)
+                self._emit({"type": "segment", "call_id": self.call_id, **event.segment.to_json(), "final": event.final})
+                with self._watch_lock:
+                    self._alert(self.watch.check(event.segment.words, stream.speaker, commit=True))
+            elif isinstance(event, Hypothesis):
+                text = "".join(w.text for w in event.words)
+                self._emit({"type": "partial", "call_id": self.call_id, "speaker": stream.speaker,
+                            "start": round(event.words[0].start, 2), "end": round(event.words[-1].end, 2), "text": text})
+                with self._watch_lock:
+                    self._alert(self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until))
+        self.asr_s += time.perf_counter() - started
+        if all(s.drained() for s in self.streams):
+            self._finish()
+
+    def _alert(self, hits) -> None:
+        for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
+            event = {
+                "type": "alert",
+                "kind": hit.kind,
+                "phrase_id": hit.phrase_id,
+                "canonical": hit.canonical,
+                "heard": hit.heard,
+                "start": round(hit.start, 2),
+                "end": round(hit.end, 2),
+                "article": hit.article,
+                "call_id": self.call_id,
+                "speaker": hit.speaker,
+                "category": hit.category,
+                "confidence": round(hit.confidence, 3),
+            }
+            if self.external_ref is not None:
+                event["external_ref"] = self.external_ref
+            # Latency is measured last, just before the event is handed to the sinks.
+            event["latency_s"] = round(time.monotonic() - self.fed_at(hit.end), 3)
+            self.alerts.append(event)
+            self._emit(event)
+
+    def _emit(self, event: dict) -> None:
+        for sink in self.sinks:
+            try:
+                sink.send(event)
+            except Exception:  # a broken sink must not cost the other sinks their events
+                log.exception("call %s: event sink %r failed", self.call_id, sink)
+
+    def fail(self, reason: str) -> None:
+        self.failed = reason
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self._done.is_set():
+            self._done.set()
+            if self.scheduler:
+                self.scheduler.remove(self)
+
+    # --- the end -----------------------------------------------------------------
+    def report(self, redact: bool = True) -> dict:
+        """The batch scorer's report for what was heard."""
+        from monitor.pipeline import report_for_segments
+
+        total_s = time.monotonic() - self.started
+        timing = {"asr_s": round(self.asr_s, 2), "total_s": round(total_s, 2),
+                  "rtf": round(self.asr_s / self.duration_s, 3) if self.duration_s else None}
+        segments = sorted(self.segments, key=lambda s: (s.start, s.end))
+        report = report_for_segments(
+            self.call_id, self.audio_path, self.agent_id, round(self.duration_s, 2), self.phrasebook,
+            segments, self.stereo, timing, redact=redact,
+        )
+        # A call cut short is scored on what was heard; the report must not pass for a whole call.
+        report["status"] = "interrupted" if self.interrupted else "complete"
+        if self.interrupted:
+            report["interrupted"] = self.interrupted
+        if self.external_ref is not None:
+            report["external_ref"] = self.external_ref
+        return report
+
+
+class PartialFilter:
+    """Keeps ``partial`` events (provisional text) away from sinks that only want segments and alerts."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def send(self, event: dict) -> None:
+        if event.get("type") != "partial":
+            self.sink.send(event)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def load_transcriber(model: str | None, decode_workers: int):
+    from monitor.asr import Transcriber
+
+    threads = max(1, (os.cpu_count() or 2) // decode_workers)
+    return Transcriber(model, cpu_threads=threads, num_workers=decode_workers)
+
+
+def finish_call(call: LiveCall, webhook: WebhookSink | None, report_dir: str | None) -> int:
+    """Deliver what is pending, write the report, and say what went wrong.
+
+    Returns 1 when alerts were lost or decoding failed; an interrupted call's
+    report is written with ``"status": "interrupted"`` and the caller decides its exit code.
+    """
+    status = 0
+    if webhook is not None:
+        undelivered = webhook.close()
+        if undelivered:
+            log.error("webhook %s: %d alert(s) of call %s not delivered", webhook.url, len(undelivered), call.call_id)
+            status = 1
+    if report_dir and call.failed is None:
+        from monitor.pipeline import write_report
+
+        recording = call.audio_path if call.audio_path and os.path.isfile(call.audio_path) else None
+        write_report(call.report(), report_dir, recording)
+    if call.failed:
+        log.error("call %s: %s", call.call_id, call.failed)
+        status = 1
+    elif call.interrupted:
+        log.warning("call %s: interrupted (%s) after %.1fs of audio; its report says so",
+                    call.call_id, call.interrupted, call.duration_s)
+    return status
