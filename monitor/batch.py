@@ -396,8 +396,13 @@ def run_batch(inputs: list[str], options: BatchOptions) -> int:
         if row["status"] == "error":
             print(f"monitor: error: {row['error']}", file=sys.stderr)
 
-    for item, error in missing:
-        record({"call_id": call_id_for(item), "audio": item, "status": "error", "error": error})
+    # A missing input's row gets an id of its own too, never one of a call that is there.
+    missing_ids = unique_call_ids(
+        [job.audio for job in jobs] + [item for item, _ in missing],
+        [job.call_id for job in jobs] + [call_id_for(item) for item, _ in missing],
+    )[len(jobs):]
+    for call_id, (item, error) in zip(missing_ids, missing):
+        record({"call_id": call_id, "audio": item, "status": "error", "error": error})
     todo = []
     already = 0
     for job in jobs:
