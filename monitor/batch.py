@@ -148,21 +148,42 @@ def find_audio(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return found, missing
 
 
+def stem_call_id(path: str) -> str:
+    """A recording's own call id: its stem, with its extension added when another audio
+    file in its folder has the same stem and sorts first (``x.mp3`` → ``x``, ``x.ogg`` →
+    ``x_ogg``, ``x.wav`` → ``x_wav``).
+
+    It depends on the folder, not on which of its files a run is given, so a
+    rerun on part of a folder gives each call the id (and report) it had.
+    """
+    stem = call_id_for(path)
+    if is_url(path):
+        return stem
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        siblings = sorted(f for f in os.listdir(folder) if is_audio_file(f) and os.path.splitext(f)[0] == stem)
+    except OSError:
+        return stem
+    extension = os.path.splitext(name)[1].lstrip(".").lower()
+    return stem if not siblings or siblings[0] == name or not extension else f"{stem}_{extension}"
+
+
 def unique_call_ids(paths: list[str], wanted: list[str]) -> list[str]:
     """Make the wanted call ids unique, in input order: the first input keeps its id.
 
-    A later input whose id is taken gets its extension added (``x.ogg`` → ``x_ogg``),
-    then its folder in front (``b__x_ogg``), then a number (``x_2``). The results
-    stay plain file names. Inputs are in a stable order (directories are walked
-    sorted), so a rerun gives every call the id it had.
+    A later input whose id is taken (a file of the same name in another folder,
+    or a manifest's repeated call_id) gets its folder in front (``b__x``), then
+    its extension added (``b__x_wav``), then a number (``x_2``). The results stay
+    plain file names. Inputs are in a stable order (directories are walked
+    sorted), so a rerun on the same inputs gives every call the id it had.
     """
     taken: set[str] = set()
     ids = []
     for path, want in zip(paths, wanted):
         extension = os.path.splitext(path)[1].lstrip(".").lower()
         folder = os.path.basename(os.path.dirname(os.path.abspath(path))) if not is_url(path) else ""
-        with_extension = f"{want}_{extension}" if extension else want
-        candidates = [want, with_extension, f"{folder}__{with_extension}" if folder else with_extension]
+        prefixed = f"{folder}__{want}" if folder else want
+        candidates = [want, prefixed, f"{prefixed}_{extension}" if extension else prefixed]
         call_id = next((c for c in candidates if c not in taken), None)
         number = 2
         while call_id is None:
@@ -231,11 +252,12 @@ def plan_jobs(audio_files: list[str], options: BatchOptions) -> tuple[list[CallJ
     """The jobs of a batch, and the sidecar warnings by call id."""
     manifest = _read_manifest(options.manifest) if options.manifest else {}
     rows = [manifest.get(audio if is_url(audio) else os.path.normpath(os.path.abspath(audio)), {}) for audio in audio_files]
-    call_ids = unique_call_ids(audio_files, [row.get("call_id") or call_id_for(audio) for audio, row in zip(audio_files, rows)])
+    wanted = [row.get("call_id") or stem_call_id(audio) for audio, row in zip(audio_files, rows)]
+    call_ids = unique_call_ids(audio_files, wanted)
     jobs, warnings = [], {}
     for audio, call_id, row in zip(audio_files, call_ids, rows):
         if call_id != (row.get("call_id") or call_id_for(audio)):
-            print(f"monitor: note: {audio} is call {call_id} (its name is taken by another input)", file=sys.stderr)
+            print(f"monitor: note: {audio} is call {call_id} (another recording has the same name)", file=sys.stderr)
         sidecar, warning = _sidecar(audio)
         if warning:
             warnings[call_id] = warning

@@ -163,6 +163,10 @@ def test_same_stem_inputs_each_scored_summary_merges_forged_report_redone(tmp_pa
     assert first.returncode == 0, first.stderr
     rows = summary_rows(out)
     assert sorted(rows) == ["x", "x_wav"], "x.flac keeps the stem, x.wav gets its extension added"
+    from monitor.batch import BatchOptions, plan_jobs
+
+    alone, _ = plan_jobs([str(calls / "x.wav")], BatchOptions(out_dir=str(out)))
+    assert alone[0].call_id == "x_wav", "the same id when x.wav is scored on its own"
     assert all(r["status"] == "ok" and "x.labels.json" in r["warning"] for r in rows.values())
     assert "truncated" in rows["x_wav"]["warning"] and "truncated" not in rows["x"]["warning"]
     assert float(rows["x_wav"]["duration_s"]) < float(rows["x"]["duration_s"]) - 3
