@@ -5,7 +5,8 @@
 For each worker count it starts a LocalCluster of that many worker processes
 (one task thread each, on loopback), then:
 
-- times loading the model into every worker (``TranscriberPlugin``; the
+- times loading the model into every worker (``SetupPlugin`` running
+  ``batch.start_scoring_process``, one CTranslate2 thread per worker; the
   workers load in parallel), and reports it amortised per call: the worker
   seconds spent loading, divided by the calls of the batch;
 - times ``monitor score --cluster`` on the calls (``run_batch``, which loads the
@@ -27,8 +28,8 @@ import time
 from distributed import Client, LocalCluster
 
 from monitor.audio import load_call
-from monitor.batch import BatchOptions, run_batch
-from monitor.cluster import TranscriberPlugin
+from monitor.batch import BatchOptions, run_batch, start_scoring_process
+from monitor.cluster import SetupPlugin
 from monitor.models import resolve_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +40,7 @@ def measure(audio: list[str], workers: int, model: str | None) -> dict:
         n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     ) as cluster, Client(cluster, set_as_default=False) as client:
         started = time.perf_counter()
-        client.register_plugin(TranscriberPlugin(model, {"127.0.0.1": workers}))
+        client.register_plugin(SetupPlugin(start_scoring_process, (model,)))
         load_s = time.perf_counter() - started
         with tempfile.TemporaryDirectory() as out:
             started = time.perf_counter()

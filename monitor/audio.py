@@ -103,6 +103,62 @@ def load_call(path: str, agent_channel: str = "left") -> CallAudio:
     return CallAudio(path=path, agent=agent, customer=customer, source_rate=rate, source_channels=channels)
 
 
+TRUNCATION_TOLERANCE_S = 1.0
+"""Decoded audio may fall this much (or 5 %) short of what the file declares before
+it counts as truncated: containers round, and bitrate-based estimates drift."""
+
+
+def declared_duration_s(path: str) -> float | None:
+    """The duration the file says it has, or None when it does not say.
+
+    FFmpeg clamps a WAV file's length to the bytes really there, so for RIFF/WAVE
+    the ``data`` chunk's size is read from the header itself; other containers
+    report what their header (or index) declares through PyAV.
+    """
+    import av
+
+    if is_url(path):
+        return None
+    wav = _wav_declared_duration_s(path)
+    if wav is not None:
+        return wav
+    try:
+        with av.open(path, mode="r", metadata_errors="ignore") as container:
+            return container.duration / av.time_base if container.duration else None
+    except av.FFmpegError:
+        return None
+
+
+def _wav_declared_duration_s(path: str) -> float | None:
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(1 << 16)
+    except OSError:
+        return None
+    if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return None
+    byte_rate, position = None, 12
+    while position + 8 <= len(header):
+        chunk, size = header[position : position + 4], int.from_bytes(header[position + 4 : position + 8], "little")
+        if chunk == b"fmt " and size >= 12:
+            byte_rate = int.from_bytes(header[position + 16 : position + 20], "little")
+        elif chunk == b"data":
+            # 0 and 0xFFFFFFFF are what recorders write while still streaming: no claim.
+            if not byte_rate or size in (0, 0xFFFFFFFF):
+                return None
+            return size / byte_rate
+        position += 8 + size + (size & 1)
+    return None
+
+
+def truncation_warning(path: str, decoded_s: float) -> str | None:
+    """A one-line warning when the file holds less audio than its header declares."""
+    declared = declared_duration_s(path)
+    if declared is None or declared - decoded_s <= max(TRUNCATION_TOLERANCE_S, 0.05 * declared):
+        return None
+    return f"truncated: the file declares {declared:.1f} s of audio but holds {decoded_s:.1f} s"
+
+
 def pcm16_to_float(data: bytes, channels: int = 1) -> np.ndarray:
     """Interleaved little-endian 16-bit PCM to float32, shape (frames, channels)."""
     usable = len(data) - len(data) % (2 * channels)

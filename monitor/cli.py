@@ -11,7 +11,7 @@ import time
 
 from monitor import __version__
 from monitor.audio import AGENT_CHANNELS
-from monitor.errors import MonitorError
+from monitor.errors import MonitorError, UsageError
 
 
 def _transcribe(args: argparse.Namespace) -> int:
@@ -62,8 +62,6 @@ def _score(args: argparse.Namespace) -> int:
     from monitor.batch import BatchOptions, run_batch
     from monitor.pipeline import ScoreOptions
 
-    if args.workers < 1:
-        raise MonitorError(f"--workers {args.workers}: must be at least 1")
     options = BatchOptions(
         out_dir=args.out,
         phrasebook=args.phrasebook,
@@ -77,6 +75,30 @@ def _score(args: argparse.Namespace) -> int:
         cluster=args.cluster,
     )
     return run_batch(args.inputs, options)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from monitor.models import load_catalogue, model_file, verify_model
+
+    catalogue = load_catalogue()
+    if args.models_command == "verify":
+        if args.name is not None and args.name not in catalogue:
+            raise UsageError(f"model {args.name}: not in the catalogue (known: {', '.join(catalogue)})")
+        bad = 0
+        for entry in [catalogue[args.name]] if args.name else catalogue.values():
+            ok, detail = verify_model(entry)
+            print(f"{entry.name}: {'ok' if ok else 'MISMATCH' if ok is False else 'unchecked'}: {detail}")
+            bad += ok is False
+        return 1 if bad else 0
+    for entry in catalogue.values():
+        source = "embedded (" + ", ".join(entry.embedded) + ")" if entry.embedded else entry.hub or str(entry.directory)
+        real = (entry.measured or {}).get("corpus_real") or {}
+        measured = f"CER {real['cer']}, RTF {real['rtf']} on {real.get('cores', '?')} cores" if real else "not measured"
+        where = model_file(entry)
+        print(f"{entry.name:10} {'on disk' if where else 'absent':8} {measured:34} {source}")
+        if entry.description:
+            print(f"{'':10} {entry.description}")
+    return 0
 
 
 def _live(args: argparse.Namespace) -> int:
@@ -177,6 +199,29 @@ def _users(args: argparse.Namespace) -> int:
 DEFAULT_DB = "monitor.db"
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
+def _phrasebook(text: str) -> str:
+    """A bundled phrasebook's name or an existing YAML file; anything else is a usage error."""
+    from monitor.phrasebook import bundled_phrasebooks
+
+    if os.path.isfile(text) or text in bundled_phrasebooks():
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text}: no such phrasebook (bundled: {', '.join(bundled_phrasebooks())}; or the path of a YAML file)"
+    )
+
+
+def add_phrasebook_argument(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """``--phrasebook/-p``, spelt and checked the same way on every command."""
+    parser.add_argument("--phrasebook", "-p", type=_phrasebook, default=default, metavar="PB", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitor",
@@ -188,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     transcribe = commands.add_parser("transcribe", help="print the transcript of a recording")
     transcribe.add_argument("audio", metavar="AUDIO")
-    transcribe.add_argument("--model", help="Whisper model: a CTranslate2 directory or a hub name (default: embedded base)")
+    transcribe.add_argument("--model", help="Whisper model: a name from `monitor models`, a directory or a hub name (default base)")
     transcribe.add_argument("--json", action="store_true", help="JSON with segments, word timestamps and timing")
     transcribe.add_argument("--agent-channel", choices=AGENT_CHANNELS, default="left",
                             help="stereo: the agent's side (default left); mono mixes both")
@@ -196,19 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     match = commands.add_parser("match", help="find phrasebook phrases in a text")
     match.add_argument("text", metavar="TEXT", help="the text, or - to read it from stdin")
-    match.add_argument("--phrasebook", "-p", required=True, metavar="PB", help="bundled name (broadband, customer_service, investment) or YAML path")
+    add_phrasebook_argument(match, "broadband",
+                            "bundled name (broadband, customer_service, investment) or YAML path (default broadband)")
     match.set_defaults(run=_match)
 
     score = commands.add_parser("score", help="score recorded calls and write reports")
     score.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or directories")
     score.add_argument("--out", "-o", required=True, metavar="DIR", help="where reports and summary.csv go")
-    score.add_argument("--phrasebook", "-p", metavar="PB",
-                       help="phrasebook for every call (default: each call's manifest row or STEM.labels.json, else broadband)")
+    add_phrasebook_argument(score, None,
+                            "phrasebook for every call (default: each call's manifest row or STEM.labels.json, else broadband)")
     score.add_argument("--agent-channel", choices=AGENT_CHANNELS, default="left")
     score.add_argument("--agent-id", metavar="ID")
     score.add_argument("--manifest", metavar="CSV", help="CSV with columns path, agent_id, call_id [, phrasebook]")
-    score.add_argument("--workers", type=int, default=1, help="calls scored at once (processes sharing the cores)")
-    score.add_argument("--model", help="Whisper model (default: embedded base)")
+    score.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="calls scored at once, one process of one thread each (default: one per core)")
+    score.add_argument("--model", help="Whisper model: a name from `monitor models`, a directory or a hub name (default base)")
     score.add_argument("--no-redact", action="store_true", help="keep phone and ID numbers in reports")
     score.add_argument("--hotwords", action="store_true", help="bias decoding towards the phrasebook's vocabulary")
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -217,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--cluster", metavar="URL",
                        help="score on this Dask scheduler (tcp://HOST:8786), one task per call (see docs/cluster.md)")
     score.set_defaults(run=_score)
+
+    models = commands.add_parser("models", help="the Whisper models we know (models/catalogue.yaml) and whether they are here")
+    model_commands = models.add_subparsers(dest="models_command", metavar="ACTION")
+    model_commands.add_parser("list", help="list the models (the default)")
+    verify = model_commands.add_parser("verify", help="check the sha256 of the models on disk against the catalogue")
+    verify.add_argument("name", nargs="?", metavar="NAME", help="one model (default: all)")
+    models.set_defaults(run=_models)
 
     from monitor.live import add_live_arguments
 
@@ -260,7 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     token = user_commands.add_parser("token", parents=[db_after], help="print a new API token for NAME (replaces the old one)")
     token.add_argument("name", metavar="NAME")
     users.set_defaults(run=_users)
+
+    # --debug is accepted after the command too (`monitor score x --debug`).
+    # SUPPRESS: a subcommand without it keeps the value given before the command.
+    for command in commands.choices.values():
+        for sub in [command, *_subcommands(command)]:
+            if "--debug" not in sub._option_string_actions:
+                sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [p for a in parser._actions if isinstance(a, argparse._SubParsersAction) for p in a.choices.values()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"monitor: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         print("monitor: interrupted", file=sys.stderr)
         return 130

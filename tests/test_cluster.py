@@ -61,7 +61,7 @@ def test_cluster_reports_equal_local_ones_and_corrupt_input_is_an_error_row(clus
 
     for call_id, report in reports(out).items():
         local = local_reports[call_id]
-        for key in ("events", "checks", "transcript", "score", "agent_id", "phrasebook", "duration_s"):
+        for key in ("events", "checks", "transcript", "score", "agent_id", "phrasebook", "duration_s", "audio_sha256"):
             assert report[key] == local[key], (call_id, key)
     rows = {r["call_id"]: r for r in summary(out)}
     assert [rows[c]["status"] for c in CALLS] == ["ok"] * 3
