@@ -165,7 +165,8 @@ def _labels(name: str) -> dict:
 
 
 def _turn_at(labels: dict, t: float) -> dict:
-    return min(labels["turns"], key=lambda turn: abs((turn["start"] + turn["end"]) / 2 - t))
+    """The labelled turn at time ``t``, or the nearest one by its edges."""
+    return min(labels["turns"], key=lambda turn: max(turn["start"] - t, t - turn["end"], 0.0))
 
 
 def test_mono_mix_does_not_blame_the_customers_words_on_the_agent(h01_reports):
