@@ -28,6 +28,12 @@ FRAMES_PER_SECOND = 100
 CEPSTRA = slice(1, 20)
 """MFCC 1-19: the spectral envelope (vocal tract, microphone, line). C0 is
 loudness, which says more about the mix than about the speaker."""
+PHONE_BAND_HZ = 3400
+"""Only mel bands below the top of the telephone band are described. Phone
+calls carry nothing above it but line noise, which would make every voice of
+a phone call sound alike and the two legs of a call (one wideband, one phone)
+sound different for the wrong reason. Measured on the real-voice montages:
+clustering right 0.92 of the time with the band limit, 0.82 without."""
 LOUD_SHARE = 0.7
 """The loudest share of a stretch's frames is described; pauses and breaths
 between words would otherwise pull every voice towards silence."""
@@ -40,9 +46,19 @@ def _feature_extractor():
     return FeatureExtractor()
 
 
+@lru_cache(maxsize=1)
+def _phone_bands() -> int:
+    """How many of Whisper's mel bands peak below ``PHONE_BAND_HZ``."""
+    extractor = _feature_extractor()
+    frequencies = np.fft.rfftfreq(extractor.n_fft, 1 / extractor.sampling_rate)
+    peaks = frequencies[np.argmax(extractor.mel_filters, axis=1)]
+    return int(np.sum(peaks <= PHONE_BAND_HZ))
+
+
 def log_mel(samples: np.ndarray) -> np.ndarray:
-    """Whisper's 80-band log-mel frames of a whole recording, shape (80, frames)."""
-    return _feature_extractor()(samples, padding=0)
+    """Whisper's log-mel frames of a whole recording, telephone band only,
+    shape (bands, frames)."""
+    return _feature_extractor()(samples, padding=0)[: _phone_bands()]
 
 
 def describe(mel: np.ndarray, start: float, end: float) -> np.ndarray | None:
@@ -57,27 +73,15 @@ def describe(mel: np.ndarray, start: float, end: float) -> np.ndarray | None:
     return np.concatenate([cepstra.mean(axis=1), cepstra.std(axis=1)])
 
 
-WINDOW_S = 1.5
-"""Long sentences are described window by window and the windows averaged:
-the spread of the cepstrum grows with the length of what is described, and
-a voice must not look different just because its sentences are longer."""
-
-
 def sentence_voices(mel: np.ndarray, segments: list[Segment]) -> list[np.ndarray | None]:
     """One voice vector per segment (None for a segment too short to describe)."""
-    return [describe_windows(mel, s.start, s.end) for s in segments]
-
-
-def describe_windows(mel: np.ndarray, start: float, end: float) -> np.ndarray | None:
-    """``describe`` averaged over half-overlapping windows of ``WINDOW_S``."""
-    starts = np.arange(start, max(end - WINDOW_S, start) + 1e-9, WINDOW_S / 2)
-    vectors = [v for v in (describe(mel, t, min(t + WINDOW_S, end)) for t in starts) if v is not None]
-    return np.mean(vectors, axis=0) if vectors else None
+    return [describe(mel, s.start, s.end) for s in segments]
 
 
 MIN_SIDE_S = 1.5
 """Each side of a cut must hold a whole window of speech: shorter pieces of
-one voice's sentence too easily sound like the other voice."""
+one voice's sentence too easily sound like the other voice (the spread
+of the cepstrum grows with the length of what is described)."""
 CHANGE_LOG_ODDS = 4.0
 """Both sides of a cut must sound at least as much like their (different)
 voices as those voices' own average sentence does (``roles.AT_VOICE``)."""
@@ -113,7 +117,7 @@ def _voice_change(mel: np.ndarray, segment: Segment, log_odds) -> int | None:
         left_end, right_start = words[cut - 1].end, words[cut].start
         if left_end - words[0].start < MIN_SIDE_S or words[-1].end - right_start < MIN_SIDE_S:
             continue
-        left, right = describe_windows(mel, words[0].start, left_end), describe_windows(mel, right_start, words[-1].end)
+        left, right = describe(mel, words[0].start, left_end), describe(mel, right_start, words[-1].end)
         if left is None or right is None:
             continue
         a, b = log_odds(left), log_odds(right)

@@ -206,3 +206,15 @@ def test_real_human_customer_is_told_from_the_tts_agent(transcriber):
     segments = with_roles(call, transcriber.transcribe_call(call), load_phrasebook("broadband"), separate=True)
     right = sum(len(s.text) for s in segments if s.speaker == _turn_at(labels, (s.start + s.end) / 2)["speaker"])
     assert right / sum(len(s.text) for s in segments) >= 0.9
+
+
+def test_no_roles_keeps_all_mono_speech_the_agents_and_stereo_is_certain():
+    from monitor.audio import CallAudio
+    from monitor.pipeline import with_roles
+
+    segments = [seg(0.0, 2.0, "您好。"), seg(3.0, 5.0, "你有没有搞错？")]
+    silence = np.zeros(16000 * 6, np.float32)
+    mono = CallAudio("m.wav", silence, None, 16000, 1)
+    assert with_roles(mono, segments, phrasebook(), separate=False) == segments
+    stereo = CallAudio("s.wav", silence, silence, 16000, 2)
+    assert [s.speaker_confidence for s in with_roles(stereo, segments, phrasebook(), separate=True)] == [1.0, 1.0]
