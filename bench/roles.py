@@ -42,7 +42,7 @@ from monitor.asr import Segment, Transcriber  # noqa: E402
 from monitor.audio import SAMPLE_RATE, load_call  # noqa: E402
 from monitor.phrasebook import load_phrasebook  # noqa: E402
 from monitor.pipeline import report_for_segments, with_roles  # noqa: E402
-from monitor.roles import REVIEW_BELOW, fit_two_voices, label, voices_of  # noqa: E402
+from monitor.roles import REVIEW_BELOW, fit_two_voices  # noqa: E402
 from monitor.text import spoken  # noqa: E402
 from monitor import voices as acoustic  # noqa: E402
 
@@ -57,7 +57,7 @@ REAL = SHARED / "corpus" / "real" / "wav"
 def labelled_calls(paths: list[str]) -> list[tuple[str, dict]]:
     calls = []
     for path in paths:
-        labels_path = path[: -len(".wav")] + ".labels.json"
+        labels_path = os.path.splitext(path)[0] + ".labels.json"
         if os.path.exists(labels_path):
             calls.append((path, json.loads(Path(labels_path).read_text(encoding="utf-8"))))
     return calls
@@ -177,7 +177,7 @@ def main() -> None:
         sets["given"] = labelled_calls(args.calls)
     else:
         sets["samples"] = labelled_calls(sorted(glob.glob(str(SHARED / "samples" / "calls" / "*.wav"))))
-        sets["tests/data/roles"] = labelled_calls(sorted(glob.glob(str(ROOT / "tests" / "data" / "roles" / "*.wav"))))
+        sets["tests/data/roles"] = labelled_calls(sorted(glob.glob(str(ROOT / "tests" / "data" / "roles" / "*.flac"))))
     transcriber = Transcriber()
     print(f"review below confidence {REVIEW_BELOW}")
 
@@ -244,14 +244,9 @@ def main() -> None:
             mel = acoustic.log_mel(samples)
             vectors = [acoustic.describe(mel, t["start"], t["end"]) for t in turns]
             clustered = clustering_accuracy(vectors, turns)
-            segments = [Segment(t["start"], t["end"], "", t["speaker"]) for t in turns]
-            voices = voices_of(segments, vectors)
-            labelled = label(segments, vectors, [0.0] * len(turns), voices)
-            # No words to name the voices: count the better naming, as for clustering.
-            weights = np.array([t["end"] - t["start"] for t in turns])
-            right = sum(w for w, s, t in zip(weights, labelled, turns) if s.speaker == t["speaker"]) / weights.sum()
+            voices = fit_two_voices([v for v in vectors if v is not None], [t["end"] - t["start"] for t, v in zip(turns, vectors) if v is not None])
             separation = voices.separation if voices else float("nan")
-            print(f"  {call_id:28s} clustering={clustered:.2f} roles={max(right, 1 - right):.2f} separation={separation:.1f}")
+            print(f"  {call_id:28s} clustering={clustered:.2f} separation={separation:.1f}")
 
 
 if __name__ == "__main__":

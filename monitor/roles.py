@@ -54,9 +54,12 @@ TEXT_CAP = 4.0
 """No sentence's own words outweigh a clear voice by more than this."""
 
 
-REVIEW_BELOW = 0.8
+REVIEW_BELOW = 0.7
 """A sentence whose role confidence is below this is uncertain: its forbidden
-phrases deduct nothing and it is listed for review (待复核)."""
+phrases deduct nothing and it is listed for review (待复核). At 0.8, two of
+the eight agent violations of the sample calls were held back although their
+voices had been told apart right (bench/roles.py); at 0.7 none, and no
+customer's words were blamed on the agent at either."""
 
 
 def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:

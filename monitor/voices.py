@@ -6,12 +6,15 @@ its mel-cepstrum (MFCC 1-19) over its louder frames. The log-mel frames are
 the ones faster-whisper already computes for Whisper, so this adds no model
 and no download; the cepstrum is a DCT of them.
 
-Measured before choosing (``bench/roles.py``, labelled turns of the sample
-calls mixed to mono, two-way clustering, share of characters in the right
-cluster): cepstral statistics 0.99 at about 0.02 s per call; mean-pooled
-Whisper encoder states 0.84 at about 1 s per 30 s of call, since the encoder
-is trained to hear words, not who says them. No speaker-embedding model ships
-its weights inside a PyPI wheel without torch.
+Measured before choosing (``bench/roles.py --encoder``: the labelled turns of
+each call mixed to mono, clustered into two voices, share of characters in the
+right voice): cepstral statistics 1.00 on the sample calls and 0.89 on
+tests/data/roles (real human customers, phone band), in about 0.01 s a call;
+mean-pooled Whisper encoder states 0.78 and 0.77, at about 1.5 s a turn,
+since the encoder is trained to hear words, not who says them (it did better
+on one phone call, r02, where the cepstrum splits one real speaker's two
+recordings). The PyPI speaker-embedding packages that run without torch
+(speakeronnx, redimnet2-onnx, speaker-diarize-lite) ship no weights.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def h01_reports(transcriber):
     from monitor.phrasebook import load_phrasebook
     from monitor.pipeline import ScoreOptions, score_call
 
-    path = str(DATA / "h01_customer_rude.wav")
+    path = str(DATA / "h01_customer_rude.flac")
     book = load_phrasebook("broadband")
     return {
         channel: score_call(path, transcriber, book, ScoreOptions(agent_channel=channel))
@@ -202,7 +202,7 @@ def test_real_human_customer_is_told_from_the_tts_agent(transcriber):
     from monitor.pipeline import with_roles
 
     labels = _labels("r01_real_customer")
-    call = load_call(str(DATA / "r01_real_customer.wav"), "mono")
+    call = load_call(str(DATA / "r01_real_customer.flac"), "mono")
     segments = with_roles(call, transcriber.transcribe_call(call), load_phrasebook("broadband"), separate=True)
     right = sum(len(s.text) for s in segments if s.speaker == _turn_at(labels, (s.start + s.end) / 2)["speaker"])
     assert right / sum(len(s.text) for s in segments) >= 0.9
