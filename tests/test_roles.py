@@ -140,7 +140,7 @@ def test_report_carries_speaker_confidence_review_and_the_html_marker():
     assert [t["speaker_confidence"] for t in report["transcript"]] == [0.97, 0.6]
     assert report["review"][0]["label"] == "待复核"
     html = render_html(report, None)
-    assert html.count("待复核") == 1
+    assert html.count("待复核") == 2  # the row marker and the header count
     assert "置信度 0.6" in html
 
 
