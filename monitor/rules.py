@@ -169,20 +169,20 @@ def judge(
 ) -> Judgement:
     """Evaluate a call's hits against the phrasebook's checks and forbidden phrases.
 
-    ``stereo`` says the customer had a channel of their own; on mono calls all
-    speech is labelled agent by the transcriber, so the speaker label is the
-    only role information needed here.
+    ``stereo`` says the customer had a channel of their own. On mono calls the
+    speakers come from role separation (``roles.py``), with a confidence per
+    sentence; without it, all mono speech is labelled agent.
     """
     call_metrics = metrics(segments, duration_s, phrasebook.limits, stereo)
     agent_segments = _spoken(segments, "agent")
-    if not agent_segments:
-        return Judgement(events=[], checks=None, deductions=[], score_total=None, metrics=call_metrics)
-
     doubtful = [s for s in segments if uncertain(s)]
     agent_hits = [h for h in hits if h.speaker != "customer"]
     held = [h for h in agent_hits if h.kind == "forbidden" and _within_any(h, doubtful)]
     agent_hits = [h for h in agent_hits if h not in held]
     review = [_review_item(s, [h for h in held if _within_any(h, [s])]) for s in doubtful]
+    if not agent_segments:
+        return Judgement(events=[], checks=None, deductions=[], score_total=None, metrics=call_metrics, review=review)
+
     events = sorted((h for h in agent_hits if h.kind in ("forbidden", "mandated")), key=_time_key)
     cues = sorted((h for h in hits if h.kind == "cue"), key=_time_key)
     agent_start = agent_segments[0].start
