@@ -219,10 +219,11 @@ def label(
     else:
         acoustic = np.array([np.clip(voices.log_odds(v), -ACOUSTIC_CAP, ACOUSTIC_CAP) if v is not None else 0.0 for v in vectors])
         voice1 = _sigmoid(acoustic)
-        durations = np.array([max(s.end - s.start, 0.0) for s in segments])
-        # The text evidence each voice collected: every sentence counts by its
-        # length relative to the call's average and by how surely it is that voice.
-        evidence = float(np.sum(durations / max(durations.mean(), 1e-6) * text * (2 * voice1 - 1)))
+        # The text evidence each voice collected, each sentence counted by how
+        # surely it is that voice. Not by its length: a sentence's words are one
+        # piece of evidence however long it is (weighting by length let one
+        # long, doubtfully placed greeting outvote two clear farewells).
+        evidence = float(np.sum(text * (2 * voice1 - 1)))
         voice1_is_agent = _sigmoid(evidence)
         agent = voice1_is_agent * _sigmoid(acoustic + text) + (1 - voice1_is_agent) * _sigmoid(-acoustic + text)
     out = []
