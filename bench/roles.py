@@ -13,7 +13,9 @@ Prints, per set of calls:
    rule (all mono speech is the agent's), and the share of characters left
    for review;
 3. forbidden events: precision and recall against the labels for mono without
-   roles, mono with roles, and the stereo original where there is one.
+   roles, mono with roles, and the stereo original where there is one; and
+   how many of the agent's labelled violations were found or held for review
+   (待复核) rather than lost.
 
 Sets: the shared sample calls (one TTS voice, pitch-shifted for the customer;
 stereo ones mixed down), ``tests/data/roles`` (TTS agents with real human
@@ -150,13 +152,16 @@ def attribution(segments: list[Segment], turns: list[dict], review_below: float)
     return (right / total if total else float("nan")), (doubtful / total if total else 0.0), total
 
 
-def forbidden_counts(report: dict, labels: dict) -> tuple[int, int, int, int]:
-    """(true events, reported events, labelled turns found, labelled turns)."""
+def forbidden_counts(report: dict, labels: dict) -> tuple[int, int, int, int, int]:
+    """(true events, reported events, labelled turns found, labelled turns,
+    labelled turns found or held for review with a forbidden phrase in them)."""
     wanted = forbidden_agent_turns(labels)
     events = [e for e in report["events"] if e["kind"] == "forbidden"]
+    held = [r for r in report.get("review", []) if r.get("forbidden")]
     true = sum(any(overlaps(e["start"], e["end"], t) for t in wanted) for e in events)
-    found = sum(any(overlaps(e["start"], e["end"], t) for e in events) for t in wanted)
-    return true, len(events), found, len(wanted)
+    found = [any(overlaps(e["start"], e["end"], t) for e in events) for t in wanted]
+    flagged = [f or any(overlaps(r["start"], r["end"], t) for r in held) for f, t in zip(found, wanted)]
+    return true, len(events), sum(found), len(wanted), sum(flagged)
 
 
 def ratio(a: int, b: int) -> str:
@@ -184,7 +189,7 @@ def main() -> None:
     for name, calls in sets.items():
         print(f"\n== {name}: {len(calls)} calls")
         voice_rows, attribution_rows = [], []
-        counts = {"mono, no roles": [0, 0, 0, 0], "mono, roles": [0, 0, 0, 0], "stereo": [0, 0, 0, 0]}
+        counts = {"mono, no roles": [0] * 5, "mono, roles": [0] * 5, "stereo": [0] * 5}
         for path, labels in calls:
             call = load_call(path, "mono")
             turns = labels["turns"]
@@ -232,10 +237,12 @@ def main() -> None:
             total = [total[0] + before[0] * before[2], total[1] + after[0] * after[2], total[2] + after[1] * after[2], total[3] + after[2]]
         if total[3]:
             print(f"  all: {total[0] / total[3]:.3f} -> {total[1] / total[3]:.3f}  review={total[2] / total[3]:.3f}")
-        print("forbidden events (precision = events on an agent's labelled forbidden turn; recall = such turns found):")
-        for variant, (true, reported, found, wanted) in counts.items():
+        print("forbidden events (precision = events on an agent's labelled forbidden turn; recall = such turns found;")
+        print("  found or 待复核 = such turns found, or held for review with the phrase in them):")
+        for variant, (true, reported, found, wanted, flagged) in counts.items():
             if reported or wanted:
-                print(f"  {variant:16s} precision={ratio(true, reported)}  recall={ratio(found, wanted)}")
+                print(f"  {variant:16s} precision={ratio(true, reported)}  recall={ratio(found, wanted)}"
+                      f"  found or 待复核={ratio(flagged, wanted)}")
 
     if not args.no_montage and not args.calls:
         print("\n== real-voice montages (two real speakers, one channel; acoustics only)")
