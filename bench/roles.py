@@ -85,7 +85,8 @@ def montages() -> list[tuple[str, np.ndarray, dict]]:
     utterances) against each speaker of one long recording, cut in two."""
     first = [_read(REAL / f"thchs30_D4_{n}.wav") for n in range(750, 755)]
     out = []
-    for index, other in enumerate(["aishell1_BAC009S0764W0121", "aishell3_SSB17110468", "aishell3_SSB19560155", "aishell3_SSB16070259"]):
+    others = ["aishell1_BAC009S0764W0121", "aishell3_SSB17110468", "aishell3_SSB19560155", "aishell3_SSB16070259"]
+    for index, other in enumerate(others):
         second = _halves(_read(REAL / f"{other}.wav"))
         order = [("agent", first[index % 5]), ("customer", second[0]), ("agent", first[(index + 1) % 5]),
                  ("customer", second[1]), ("agent", first[(index + 2) % 5])]  # fmt: skip
@@ -214,13 +215,17 @@ def main() -> None:
             attribution_rows.append((labels["call_id"], before, after, roles_s / call.duration_s))
 
             for variant, segments in (("mono, no roles", raw), ("mono, roles", separated)):
-                report = report_for_segments(labels["call_id"], path, None, call.duration_s, phrasebook, segments, False, {})
+                report = report_for_segments(
+                    labels["call_id"], path, None, call.duration_s, phrasebook, segments, False, {}
+                )
                 for k, v in enumerate(forbidden_counts(report, labels)):
                     counts[variant][k] += v
             if labels.get("stereo"):
                 stereo_call = load_call(path, "left")
                 stereo_segments = with_roles(stereo_call, transcriber.transcribe_call(stereo_call), phrasebook, True)
-                report = report_for_segments(labels["call_id"], path, None, stereo_call.duration_s, phrasebook, stereo_segments, True, {})
+                report = report_for_segments(
+                    labels["call_id"], path, None, stereo_call.duration_s, phrasebook, stereo_segments, True, {}
+                )
                 for k, v in enumerate(forbidden_counts(report, labels)):
                     counts["stereo"][k] += v
 
@@ -230,11 +235,13 @@ def main() -> None:
             print(f"  {call_id:28s} cepstral={row[0]:.2f} ({seconds:.3f}s){extra}")
         print(f"  mean cepstral={np.nanmean([r[1][0] for r in voice_rows]):.3f}"
               + (f"  whisper-encoder={np.nanmean([r[1][1] for r in voice_rows]):.3f}" if args.encoder else ""))  # fmt: skip
-        print("attribution of transcript characters (all-agent rule -> roles; share for review; roles time / call time):")
+        print("attribution of transcript characters")
+        print("  (all-agent rule -> roles; share under review; roles time / call time):")
         total = [0.0, 0.0, 0.0, 0]
         for call_id, before, after, rtf in attribution_rows:
             print(f"  {call_id:28s} {before[0]:.2f} -> {after[0]:.2f}  review={after[1]:.2f}  rtf={rtf:.4f}")
-            total = [total[0] + before[0] * before[2], total[1] + after[0] * after[2], total[2] + after[1] * after[2], total[3] + after[2]]
+            total = [total[0] + before[0] * before[2], total[1] + after[0] * after[2],
+                     total[2] + after[1] * after[2], total[3] + after[2]]  # fmt: skip
         if total[3]:
             print(f"  all: {total[0] / total[3]:.3f} -> {total[1] / total[3]:.3f}  review={total[2] / total[3]:.3f}")
         print("forbidden events (precision = events on an agent's labelled forbidden turn; recall = such turns found;")
@@ -251,7 +258,8 @@ def main() -> None:
             mel = acoustic.log_mel(samples)
             vectors = [acoustic.describe(mel, t["start"], t["end"]) for t in turns]
             clustered = clustering_accuracy(vectors, turns)
-            voices = fit_two_voices([v for v in vectors if v is not None], [t["end"] - t["start"] for t, v in zip(turns, vectors) if v is not None])
+            described = [(v, t["end"] - t["start"]) for v, t in zip(vectors, turns) if v is not None]
+            voices = fit_two_voices([v for v, _ in described], [w for _, w in described])
             separation = voices.separation if voices else float("nan")
             print(f"  {call_id:28s} clustering={clustered:.2f} separation={separation:.1f}")
 

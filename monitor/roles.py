@@ -42,7 +42,9 @@ if TYPE_CHECKING:
     from monitor.phrasebook import Phrasebook
 
 # Text cues, as log-odds for the agent. Each counts once per sentence.
-AGENT_WORDS = {"您": 0.8, "请问": 1.0, "请您": 1.0, "先生": 0.6, "女士": 0.6, "为您": 0.8, "帮您": 0.8, "给您": 0.6}
+AGENT_WORDS = {
+    "您": 0.8, "请问": 1.0, "请您": 1.0, "先生": 0.6, "女士": 0.6, "为您": 0.8, "帮您": 0.8, "给您": 0.6,
+}  # fmt: skip
 CUSTOMER_WORDS = {"你们": 1.0, "我家": 0.8, "我的": 0.4, "我想": 0.5, "怎么回事": 0.6, "到底": 0.5}
 MANDATED_HIT = 2.0
 """A phrase the code prescribes (greeting, apology, farewell...) is the agent's."""
@@ -217,7 +219,8 @@ def label(
     if voices is None:
         agent = _sigmoid(ONE_VOICE_PRIOR + text)
     else:
-        acoustic = np.array([np.clip(voices.log_odds(v), -ACOUSTIC_CAP, ACOUSTIC_CAP) if v is not None else 0.0 for v in vectors])
+        acoustic = np.array([voices.log_odds(v) if v is not None else 0.0 for v in vectors])
+        acoustic = np.clip(acoustic, -ACOUSTIC_CAP, ACOUSTIC_CAP)
         voice1 = _sigmoid(acoustic)
         # The text evidence each voice collected, each sentence counted by how
         # surely it is that voice. Not by its length: a sentence's words are one
