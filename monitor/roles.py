@@ -58,10 +58,11 @@ TEXT_CAP = 4.0
 
 REVIEW_BELOW = 0.7
 """A sentence whose role confidence is below this is uncertain: its forbidden
-phrases deduct nothing and it is listed for review (待复核). At 0.8, two of
-the eight agent violations of the sample calls were held back although their
-voices had been told apart right (bench/roles.py); at 0.7 none, and no
-customer's words were blamed on the agent at either."""
+phrases deduct nothing and it is listed for review (待复核). Measured with
+bench/roles.py: at 0.7 no customer's words were blamed on the agent; the
+agent violations held back were all in calls (d06, r04) whose voices were
+told apart right but whose text barely said which voice was the agent
+(confidence 0.60-0.65), so a person should decide there."""
 
 
 def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
