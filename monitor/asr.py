@@ -121,9 +121,19 @@ class Segment:
     """``agent`` or ``customer``."""
     words: list[Word] = field(default_factory=list)
     """Word timings, empty when word timestamps were off."""
+    speaker_confidence: float | None = None
+    """0.5-1: how sure ``speaker`` is. 1.0 on a channel of its own (stereo);
+    on a mono call, from voice clustering and text cues (``roles.py``); None
+    when roles were not separated."""
 
     def to_json(self) -> dict:
-        return {"start": round(self.start, 2), "end": round(self.end, 2), "speaker": self.speaker, "text": self.text}
+        return {
+            "start": round(self.start, 2),
+            "end": round(self.end, 2),
+            "speaker": self.speaker,
+            "text": self.text,
+            "speaker_confidence": self.speaker_confidence,
+        }
 
 
 def is_hallucination(text: str) -> bool:

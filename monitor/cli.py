@@ -70,7 +70,12 @@ def _score(args: argparse.Namespace) -> int:
         workers=args.workers,
         model=args.model,
         progress=not args.no_progress and sys.stderr.isatty(),
-        score=ScoreOptions(agent_channel=args.agent_channel, redact=not args.no_redact, use_hotwords=args.hotwords),
+        score=ScoreOptions(
+            agent_channel=args.agent_channel,
+            separate_roles=not args.no_roles,
+            redact=not args.no_redact,
+            use_hotwords=args.hotwords,
+        ),
         db=args.db,
         cluster=args.cluster,
     )
@@ -251,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_phrasebook_argument(score, None,
                             "phrasebook for every call (default: each call's manifest row or STEM.labels.json, else broadband)")
     score.add_argument("--agent-channel", choices=AGENT_CHANNELS, default="left")
+    score.add_argument("--no-roles", action="store_true",
+                       help="mono recordings hold the agent's side only: all their speech is the agent's (no role separation)")
     score.add_argument("--agent-id", metavar="ID")
     score.add_argument("--manifest", metavar="CSV", help="CSV with columns path, agent_id, call_id [, phrasebook]")
     score.add_argument("--workers", type=_positive_int, metavar="N",

@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from monitor.asr import Segment, Transcriber, TranscriptionOptions
-from monitor.audio import is_url, load_call
+from monitor.audio import CallAudio, is_url, load_call
 from monitor.callid import report_path
 from monitor.match import matcher_for
 from monitor.phrasebook import Phrasebook
 from monitor.report import build_report, write_html, write_json
+from monitor.roles import separate_roles
 from monitor.rules import judge
 
 
@@ -27,7 +28,10 @@ class ScoreOptions:
     """How each call of a batch is scored."""
 
     agent_channel: str = "left"
-    """Which side of a stereo recording is the agent: left, right, or mono (mix, all agent)."""
+    """Which side of a stereo recording is the agent: left, right, or mono (mix both)."""
+    separate_roles: bool = True
+    """On a mono call, tell the agent's sentences from the customer's (``roles.py``).
+    Off: all mono speech is the agent's, for recordings of the agent's side only."""
     redact: bool = True
     """Mask phone and ID-card numbers in the report (the phrasebook's hotline stays)."""
     use_hotwords: bool = False
@@ -72,6 +76,7 @@ def score_call(
     asr_started = time.perf_counter()
     segments = transcriber.transcribe_call(call, decoding)
     asr_s = time.perf_counter() - asr_started
+    segments = with_roles(call, segments, phrasebook, options.separate_roles)
     timing = {"asr_s": asr_s}
     report = report_for_segments(
         call_id or call_id_for(path),
@@ -93,6 +98,16 @@ def score_call(
         "model": transcriber.model_name,
     }
     return report
+
+
+def with_roles(call: CallAudio, segments: list[Segment], phrasebook: Phrasebook, separate: bool) -> list[Segment]:
+    """Speakers and their confidence: a stereo channel is its role for certain;
+    a mono mix is separated into agent and customer by voice and words."""
+    if call.customer is not None:
+        return [replace(s, speaker_confidence=1.0) for s in segments]
+    if not separate:
+        return segments
+    return separate_roles(call.agent, segments, phrasebook)
 
 
 def write_report(report: dict, out_dir: str, audio_path: str | None) -> tuple[str, str]:

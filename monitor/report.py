@@ -81,6 +81,7 @@ def build_report(
                 "severity": phrase.severity,
                 "instead": phrase.instead,
                 "instead_article": phrase.instead_article,
+                "uncertain_speaker": any(hit is held for held in judgement.held),
             }
         )
     checks = None
@@ -130,6 +131,7 @@ def build_report(
         "metrics": metrics,
         "timing": dict(timing),
         "redacted": redact,
+        "review": [{**item, "text": clean(item["text"])} for item in judgement.review],
     }
 
 
@@ -216,12 +218,14 @@ def _lanes(report: dict) -> list[dict]:
 
 
 def _transcript_rows(report: dict) -> list[dict]:
-    """Transcript rows cut into pieces, with each event's heard text marked.
+    """Transcript rows cut into pieces, with each event's heard text marked,
+    and rows whose speaker is uncertain flagged ``doubtful`` (待复核).
 
     An event belongs to the row of the same speaker whose time span contains
     its start; the heard text is located ignoring punctuation, since the
     matcher compares without it.
     """
+    doubtful = {(r["start"], r["end"]) for r in report.get("review", []) if r.get("kind") == "uncertain_speaker"}
     rows = []
     for index, turn in enumerate(report["transcript"]):
         text = turn["text"]
@@ -240,7 +244,8 @@ def _transcript_rows(report: dict) -> list[dict]:
             pieces.append({"text": text[start:end], "event": event, "number": number})
             position = end
         pieces.append({"text": text[position:], "event": None, "number": None})
-        rows.append({**turn, "index": index, "pieces": [p for p in pieces if p["text"]]})
+        doubt = (turn["start"], turn["end"]) in doubtful
+        rows.append({**turn, "index": index, "doubtful": doubt, "pieces": [p for p in pieces if p["text"]]})
     return rows
 
 

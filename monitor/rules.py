@@ -24,6 +24,10 @@ Decisions a reader would otherwise have to guess:
   (``SEVERITY_POINTS``).
 - Metrics are flagged (too fast, dead air, interruptions) but never deduct:
   the phrasebook gives no points for them.
+- On a mono call a sentence's role is a guess with a confidence
+  (``roles.py``). A forbidden phrase heard in a sentence whose role is
+  uncertain stays an event, marked, but deducts nothing; the sentence is
+  listed in ``Judgement.review`` (待复核) for a person to hear.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from monitor.asr import Segment
 from monitor.phrasebook import Check, Limits, Phrasebook
+from monitor.roles import uncertain
 from monitor.text import spoken
 
 if TYPE_CHECKING:
@@ -149,6 +154,12 @@ class Judgement:
     """Talk time, speech rate, silence and interruptions; see ``metrics``."""
     score_max: int = SCORE_MAX
     """The score of a call without deductions."""
+    review: list[dict] = field(default_factory=list)
+    """Sentences whose speaker is uncertain (mono calls), for a person to hear:
+    ``{"kind": "uncertain_speaker", "label": "待复核", "start", "end", "text",
+    "speaker", "speaker_confidence", "forbidden": [phrase ids not deducted]}``."""
+    held: list = field(default_factory=list)
+    """Forbidden hits in those sentences: listed among ``events`` but not deducted."""
 
 
 def judge(
@@ -160,17 +171,23 @@ def judge(
 ) -> Judgement:
     """Evaluate a call's hits against the phrasebook's checks and forbidden phrases.
 
-    ``stereo`` says the customer had a channel of their own; on mono calls all
-    speech is labelled agent by the transcriber, so the speaker label is the
-    only role information needed here.
+    ``stereo`` says the customer had a channel of their own. On mono calls the
+    speakers come from role separation (``roles.py``), with a confidence per
+    sentence; without it, all mono speech is labelled agent.
     """
     call_metrics = metrics(segments, duration_s, phrasebook.limits, stereo)
     agent_segments = _spoken(segments, "agent")
-    if not agent_segments:
-        return Judgement(events=[], checks=None, deductions=[], score_total=None, metrics=call_metrics)
-
+    doubtful = [s for s in segments if uncertain(s)]
     agent_hits = [h for h in hits if h.speaker != "customer"]
-    events = sorted((h for h in agent_hits if h.kind in ("forbidden", "mandated")), key=_time_key)
+    held = [h for h in agent_hits if h.kind == "forbidden" and _within_any(h, doubtful)]
+    agent_hits = [h for h in agent_hits if h not in held]
+    review = [_review_item(s, [h for h in held if _within_any(h, [s])]) for s in doubtful]
+    if not agent_segments:
+        return Judgement(events=[], checks=None, deductions=[], score_total=None, metrics=call_metrics, review=review)
+
+    # Held phrases stay events, marked, so the report shows what may have been
+    # said; only the deductions leave them out.
+    events = sorted((h for h in agent_hits + held if h.kind in ("forbidden", "mandated")), key=_time_key)
     cues = sorted((h for h in hits if h.kind == "cue"), key=_time_key)
     agent_start = agent_segments[0].start
     agent_end = max(s.end for s in agent_segments)
@@ -178,9 +195,12 @@ def judge(
     checks = [_evaluate(check, agent_hits, cues, agent_start, agent_end) for check in phrasebook.checks]
     deductions = [_check_deduction(check, result, phrasebook) for check, result in zip(phrasebook.checks, checks)]
     deductions = [d for d in deductions if d is not None]
-    deductions += _violations([h for h in events if h.kind == "forbidden"], phrasebook)
+    deductions += _violations([h for h in agent_hits if h.kind == "forbidden"], phrasebook)
     total = max(0, SCORE_MAX - sum(d.points for d in deductions))
-    return Judgement(events=events, checks=checks, deductions=deductions, score_total=total, metrics=call_metrics)
+    return Judgement(
+        events=events, checks=checks, deductions=deductions, score_total=total, metrics=call_metrics, review=review,
+        held=held,
+    )
 
 
 def metrics(segments: list[Segment], duration_s: float, limits: Limits, stereo: bool) -> dict:
@@ -355,6 +375,27 @@ def _interruptions(agent: list[Segment], customer: list[Segment]) -> list[dict]:
                 {"start": _round(turn.start), "customer_until": _round(talking.end), "heard": turn.text}
             )
     return found
+
+
+def _within_any(hit: Hit, segments: list[Segment]) -> bool:
+    """True when the hit was heard (at least partly) inside one of the segments of its speaker."""
+    if hit.start is None:
+        return False
+    end = hit.end if hit.end is not None else hit.start
+    return any(s.speaker == hit.speaker and hit.start < s.end and s.start < end for s in segments)
+
+
+def _review_item(segment: Segment, held: list[Hit]) -> dict:
+    return {
+        "kind": "uncertain_speaker",
+        "label": "待复核",
+        "start": _round(segment.start),
+        "end": _round(segment.end),
+        "text": segment.text,
+        "speaker": segment.speaker,
+        "speaker_confidence": segment.speaker_confidence,
+        "forbidden": [h.phrase_id for h in held],
+    }
 
 
 def _evidence(hit: Hit) -> Evidence:

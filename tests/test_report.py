@@ -40,6 +40,7 @@ def test_report_has_contract_shape():
     assert report["transcript"][0] == {
         "start": 0.5, "end": 10.2, "speaker": "agent",
         "text": "您好，我是家庭宽带维护的工程师小赵，负责您使用设备的维护，现在由我来处理故障，请问可以吗？",
+        "speaker_confidence": None,
     }  # fmt: skip
     forbidden = [e for e in report["events"] if e["kind"] == "forbidden"]
     assert forbidden[0]["canonical"] == "刚才不是跟你说了，怎么又问？"

@@ -1,0 +1,274 @@
+"""Who said each sentence of a mono call: the agent or the customer.
+
+Most call archives are mono mixes, and a customer who says 你有没有搞错 must
+not cost the agent points. Two kinds of evidence are combined:
+
+- acoustic: the call's sentences fall into two voices (``voices.py`` describes
+  each sentence; ``TwoVoices`` separates them), giving each sentence log-odds
+  for one voice against the other;
+- text: the agent is the side that speaks the code's phrases (greetings,
+  mandated wording), says 您 and 请问, and opens the call; the customer says
+  the phrasebook's cue phrases (complaints) and speaks of 你们 and 我家.
+
+The agent is the voice whose sentences carry more agent text evidence. Each
+sentence then gets a role and a confidence: its acoustic log-odds plus its own
+text log-odds, averaged over the chance that the voices were named the wrong
+way round. A sentence whose confidence is below ``REVIEW_BELOW``
+costs the agent no points and is listed for review (``rules.py``).
+
+Decisions a reader would otherwise have to guess:
+
+- A call of fewer than three sentences is not split into voices: each
+  sentence is the agent's unless its own words say otherwise.
+- Every mono call is taken to hold two voices: with a handful of sentences a
+  split can always be found, so one voice cannot be told from two reliably.
+  Recordings of the agent's side only should be scored with roles off
+  (``ScoreOptions.separate_roles``).
+- Stereo calls never come here: their channels are their roles.
+- Pure functions over vectors and text; the audio side is in ``voices.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from monitor.asr import Segment
+
+if TYPE_CHECKING:
+    from monitor.match import Hit
+    from monitor.phrasebook import Phrasebook
+
+# Text cues, as log-odds for the agent. Each counts once per sentence.
+AGENT_WORDS = {
+    "您": 0.8, "请问": 1.0, "请您": 1.0, "先生": 0.6, "女士": 0.6, "为您": 0.8, "帮您": 0.8, "给您": 0.6,
+}  # fmt: skip
+CUSTOMER_WORDS = {"你们": 1.0, "我家": 0.8, "我的": 0.4, "我想": 0.5, "怎么回事": 0.6, "到底": 0.5}
+MANDATED_HIT = 2.0
+"""A phrase the code prescribes (greeting, apology, farewell...) is the agent's."""
+CUE_HIT = 1.5
+"""A phrasebook cue (a complaint such as 又断了) is the customer's."""
+OPENS_CALL = 1.0
+"""The agent answers the call: its first sentence leans agent."""
+TEXT_CAP = 4.0
+"""No sentence's own words outweigh a clear voice by more than this."""
+
+
+REVIEW_BELOW = 0.7
+"""A sentence whose role confidence is below this is uncertain: its forbidden
+phrases deduct nothing and it is listed for review (待复核). Measured with
+bench/roles.py: at 0.7 no customer's words were blamed on the agent; the
+agent violations held back were all in calls (d06, r04) whose voices were
+told apart right but whose text barely said which voice was the agent
+(confidence 0.60-0.65), so a person should decide there."""
+
+
+def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
+    """Log-odds that ``text`` is the agent's, from its words alone.
+
+    ``hits`` are the phrasebook hits in this text (``Matcher.match_text``):
+    mandated phrases speak for the agent, cues for the customer; forbidden
+    phrases say nothing, since they are exactly what is in question.
+    """
+    score = OPENS_CALL if first else 0.0
+    score += sum(weight for word, weight in AGENT_WORDS.items() if word in text)
+    score -= sum(weight for word, weight in CUSTOMER_WORDS.items() if word in text)
+    kinds = {h.kind for h in hits}
+    if "mandated" in kinds:
+        score += MANDATED_HIT
+    if "cue" in kinds:
+        score -= CUE_HIT
+    return float(np.clip(score, -TEXT_CAP, TEXT_CAP))
+
+
+@dataclass
+class TwoVoices:
+    """Two voices found in a call, as a line through voice space."""
+
+    center: np.ndarray
+    """Per-dimension mean of the call's voice vectors."""
+    scale: np.ndarray
+    """Per-dimension standard deviation (vectors are compared standardized)."""
+    direction: np.ndarray
+    """Unit vector from voice 0 towards voice 1 (standardized space)."""
+    means: tuple[float, float]
+    """Where voices 0 and 1 sit along ``direction``."""
+    spread: float
+    """Pooled standard deviation of the sentences around their voice."""
+
+    @property
+    def separation(self) -> float:
+        """How far apart the voices are, in ``spread``s."""
+        return abs(self.means[1] - self.means[0]) / self.spread
+
+    def log_odds(self, vector: np.ndarray) -> float:
+        """Log-odds that ``vector`` is voice 1 rather than voice 0.
+
+        Linear in the position between the voices: 0 halfway, ``AT_VOICE`` at
+        either voice's mean. The voices are fit on the call's few sentences
+        themselves, so their own spread is too small to be trusted; a
+        Gaussian model on it calls a sentence halfway between them certain.
+        """
+        position = float(((vector - self.center) / self.scale) @ self.direction)
+        m0, m1 = self.means
+        return AT_VOICE * (position - (m0 + m1) / 2) / ((m1 - m0) / 2)
+
+
+AT_VOICE = 4.0
+"""Acoustic log-odds of a sentence that sounds exactly like one voice's average (0.98)."""
+
+
+def fit_two_voices(vectors: list[np.ndarray], weights: list[float]) -> TwoVoices | None:
+    """Split voice vectors into two voices (weighted 2-means); None for fewer than 3."""
+    if len(vectors) < 3:
+        return None
+    data = np.stack(vectors)
+    w = np.asarray(weights, dtype=float) + 1e-9
+    center = np.average(data, axis=0, weights=w)
+    scale = np.sqrt(np.average((data - center) ** 2, axis=0, weights=w)) + 1e-6
+    z = (data - center) / scale
+    # Few sentences in many dimensions split any way one likes: cluster in the
+    # strongest few principal directions only.
+    keep = max(1, min(6, len(vectors) // 3))
+    _, _, basis = np.linalg.svd(z * np.sqrt(w / w.sum())[:, None], full_matrices=False)
+    reduced = z @ basis[:keep].T
+    best = None
+    for labels in _initial_splits(reduced):
+        labels = _two_means(reduced, w, labels)
+        if labels is None:
+            continue
+        inertia = sum(_spread(reduced[labels == k], w[labels == k]) for k in (0, 1))
+        # A "voice" of one odd sentence (a cough, a hallucinated line) is no voice.
+        lopsided = min(w[labels == 0].sum(), w[labels == 1].sum()) < MIN_VOICE_SHARE * w.sum()
+        if best is None or (lopsided, inertia) < best[0]:
+            best = ((lopsided, inertia), labels)
+    if best is None:
+        return None
+    labels = best[1]
+    centroids = np.stack([np.average(reduced[labels == k], axis=0, weights=w[labels == k]) for k in (0, 1)])
+    direction = (centroids[1] - centroids[0]) @ basis[:keep]
+    direction /= np.linalg.norm(direction)
+    position = z @ direction
+    means = tuple(float(np.average(position[labels == k], weights=w[labels == k])) for k in (0, 1))
+    residual = position - np.where(labels == 1, means[1], means[0])
+    spread = float(np.sqrt(np.average(residual**2, weights=w))) + 1e-6
+    return TwoVoices(center, scale, direction, means, spread)
+
+
+def _spread(points: np.ndarray, weights: np.ndarray) -> float:
+    """Weighted sum of squared distances to the weighted mean."""
+    return float((weights[:, None] * (points - np.average(points, axis=0, weights=weights)) ** 2).sum())
+
+
+MIN_VOICE_SHARE = 0.08
+"""A split that leaves one voice less than this share of the speech is taken
+only when no other split is found."""
+
+
+def _initial_splits(points: np.ndarray):
+    """Starting splits for 2-means: the first principal direction's sign and
+    median, and each of the points farthest apart against the rest."""
+    yield (points[:, 0] > 0).astype(int)
+    yield (points[:, 0] > np.median(points[:, 0])).astype(int)
+    distances = ((points[:, None, :] - points[None]) ** 2).sum(axis=2)
+    a, b = np.unravel_index(distances.argmax(), distances.shape)
+    yield (distances[:, b] < distances[:, a]).astype(int)
+
+
+def _two_means(points: np.ndarray, weights: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    for _ in range(100):
+        if labels.min() == labels.max():
+            return None
+        centroids = np.stack([np.average(points[labels == k], axis=0, weights=weights[labels == k]) for k in (0, 1)])
+        updated = ((points[:, None, :] - centroids[None]) ** 2).sum(axis=2).argmin(axis=1)
+        if np.array_equal(updated, labels):
+            break
+        labels = updated
+    return None if labels.min() == labels.max() else labels
+
+
+def assign_roles(
+    segments: list[Segment], vectors: list[np.ndarray | None], text_scores: list[float]
+) -> list[Segment]:
+    """Copies of ``segments`` with ``speaker`` and ``speaker_confidence`` set.
+
+    ``vectors`` are the sentences' voice vectors (``voices.sentence_voices``;
+    None for one too short to describe), ``text_scores`` their ``text_evidence``.
+    """
+    return label(segments, vectors, text_scores, voices_of(segments, vectors))
+
+
+def voices_of(segments: list[Segment], vectors: list[np.ndarray | None]) -> TwoVoices | None:
+    """The call's two voices, or None when there are too few sentences to tell."""
+    usable = [i for i, v in enumerate(vectors) if v is not None]
+    return fit_two_voices([vectors[i] for i in usable], [segments[i].end - segments[i].start for i in usable])
+
+
+ONE_VOICE_PRIOR = 2.0
+"""Too little speech to find two voices: a sentence is the agent's unless its own words say otherwise."""
+ACOUSTIC_CAP = 6.0
+"""No sentence's acoustic log-odds count beyond this, however far out it lies."""
+
+
+def label(
+    segments: list[Segment], vectors: list[np.ndarray | None], text_scores: list[float], voices: TwoVoices | None
+) -> list[Segment]:
+    """Roles and confidences from the voices found (see ``assign_roles``)."""
+    text = np.asarray(text_scores, dtype=float)
+    if voices is None:
+        agent = _sigmoid(ONE_VOICE_PRIOR + text)
+    else:
+        acoustic = np.array([voices.log_odds(v) if v is not None else 0.0 for v in vectors])
+        acoustic = np.clip(acoustic, -ACOUSTIC_CAP, ACOUSTIC_CAP)
+        voice1 = _sigmoid(acoustic)
+        # The text evidence each voice collected, each sentence counted by how
+        # surely it is that voice. Not by its length: a sentence's words are one
+        # piece of evidence however long it is (weighting by length let one
+        # long, doubtfully placed greeting outvote two clear farewells).
+        evidence = float(np.sum(text * (2 * voice1 - 1)))
+        voice1_is_agent = _sigmoid(evidence)
+        agent = voice1_is_agent * _sigmoid(acoustic + text) + (1 - voice1_is_agent) * _sigmoid(-acoustic + text)
+    out = []
+    for segment, p in zip(segments, agent):
+        role = "agent" if p >= 0.5 else "customer"
+        out.append(replace(segment, speaker=role, speaker_confidence=round(float(max(p, 1 - p)), 3)))
+    return out
+
+
+def uncertain(segment: Segment) -> bool:
+    """True when the segment's role is too doubtful to cost the agent points."""
+    return segment.speaker_confidence is not None and segment.speaker_confidence < REVIEW_BELOW
+
+
+def separate_roles(
+    samples: np.ndarray, segments: list[Segment], phrasebook: Phrasebook
+) -> list[Segment]:
+    """Label the sentences of a mono call (16 kHz ``samples``) agent or customer.
+
+    Sentences that run two voices together are first cut where the voice
+    changes (``voices.split_at_voice_changes``).
+    """
+    from monitor import voices as acoustic
+    from monitor.match import matcher_for
+
+    segments = [s for s in segments if s.text.strip()]
+    if not segments:
+        return segments
+    mel = acoustic.log_mel(samples)
+    vectors = acoustic.sentence_voices(mel, segments)
+    voices = voices_of(segments, vectors)
+    if voices is not None:
+        segments = acoustic.split_at_voice_changes(mel, segments, voices.log_odds)
+        vectors = acoustic.sentence_voices(mel, segments)
+    matcher = matcher_for(phrasebook)
+    ordered = sorted(range(len(segments)), key=lambda i: segments[i].start)
+    first = ordered[0]
+    text_scores = [text_evidence(s.text, matcher.match_text(s.text), first=i == first) for i, s in enumerate(segments)]
+    return label(segments, vectors, text_scores, voices)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+

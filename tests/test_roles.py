@@ -1,0 +1,222 @@
+"""Role separation on mono calls: text cues, their combination with voices,
+what uncertain roles cost, and the whole path on real audio.
+
+The end-to-end calls are in tests/data/roles: h01 is a stereo TTS call whose
+customer says forbidden-like words (你有没有搞错, 我不知道, 你问我我问谁), scored
+both as recorded and mixed down to mono; r01 is a mono call with a TTS agent
+and a real human customer (corpus/real thchs30 D4).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from call_fixtures import hit, phrasebook, seg
+
+from monitor.asr import Segment
+from monitor.report import build_report, render_html
+from monitor.roles import REVIEW_BELOW, assign_roles, text_evidence, uncertain
+from monitor.rules import judge
+
+DATA = Path(__file__).resolve().parent / "data" / "roles"
+
+
+# -- text cues -----------------------------------------------------------------
+
+
+def test_mandated_phrase_and_polite_address_speak_for_the_agent():
+    greeting = hit("bb.greeting.fault", 0.5, 9.0, "您好我是家庭宽带维护的工程师")
+    assert text_evidence("您好，我是家庭宽带维护的工程师，请问可以吗？", [greeting]) > 2.0
+    assert text_evidence("请问您贵姓？", []) > 0
+
+
+def test_complaint_cue_and_customer_words_speak_for_the_customer():
+    cue = hit("bb.cue.complaint", 0.0, 1.0, "你有没有搞错")
+    assert text_evidence("我家的网又断了，你有没有搞错？", [cue]) < -1.5
+    assert text_evidence("你们到底什么时候来修？", []) < 0
+
+
+def test_forbidden_hits_are_no_evidence_either_way():
+    forbidden = hit("bb.forbidden.not_my_job", 0.0, 1.0, "不知道这事不归我管")
+    assert text_evidence("不知道，这事不归我管。", [forbidden]) == text_evidence("不知道，这事不归我管。", [])
+
+
+def test_opening_the_call_leans_agent_and_text_is_capped():
+    assert text_evidence("喂？", [], first=True) > text_evidence("喂？", [])
+    assert text_evidence("您好请问您为您帮您给您先生女士请您", []) <= 4.0
+
+
+# -- combination ---------------------------------------------------------------
+
+
+def _voice(rng, center: float) -> np.ndarray:
+    return center + rng.normal(0, 0.3, size=38)
+
+
+def _call(rng, speakers: list[str], texts: list[str]):
+    segments, vectors, t = [], [], 0.0
+    for speaker, text in zip(speakers, texts):
+        segments.append(Segment(t, t + 2.0, text, "agent"))
+        vectors.append(_voice(rng, 1.0 if speaker == "agent" else -1.0))
+        t += 2.5
+    return segments, vectors
+
+
+def test_the_voice_that_speaks_the_codes_phrases_is_the_agent():
+    rng = np.random.default_rng(1)
+    speakers = ["agent", "customer", "agent", "customer", "agent", "customer"]
+    texts = ["您好，请问有什么可以帮您？", "网断了。", "好的。", "什么时候来？", "明天上午。", "好吧。"]
+    segments, vectors = _call(rng, speakers, texts)
+    scores = [2.5, 0.0, 0.0, 0.0, 0.0, 0.0]
+    labelled = assign_roles(segments, vectors, scores)
+    assert [s.speaker for s in labelled] == speakers
+    assert all(s.speaker_confidence >= REVIEW_BELOW for s in labelled)
+    # The same voices with the customer's side carrying the agent's words flip the naming.
+    flipped = assign_roles(segments, vectors, [0.0, 2.5, 0.0, 0.0, 0.0, 0.0])
+    assert [s.speaker for s in flipped] == ["customer" if s == "agent" else "agent" for s in speakers]
+
+
+def test_a_sentence_between_the_voices_is_uncertain():
+    rng = np.random.default_rng(2)
+    speakers = ["agent", "customer", "agent", "customer", "agent", "customer"]
+    segments, vectors = _call(rng, speakers, ["您好"] + ["嗯"] * 5)
+    segments.append(Segment(20.0, 21.0, "不知道。", "agent"))
+    vectors.append(np.zeros(38) + rng.normal(0, 0.05, size=38))
+    labelled = assign_roles(segments, vectors, [2.5] + [0.0] * 6)
+    assert uncertain(labelled[-1])
+    assert not any(uncertain(s) for s in labelled[:-1])
+
+
+def test_too_few_sentences_keep_the_agent_unless_the_words_say_otherwise():
+    segments = [Segment(0, 2, "您好。", "agent"), Segment(3, 5, "你有没有搞错？", "agent")]
+    labelled = assign_roles(segments, [None, None], [1.8, -2.5])
+    assert [s.speaker for s in labelled] == ["agent", "customer"]
+
+
+# -- what an uncertain role costs --------------------------------------------------
+
+
+def _mono_call(confidence: float) -> tuple[list[Segment], list]:
+    segments = [
+        seg(0.5, 10.2, "您好，我是家庭宽带维护的工程师小赵，负责您使用设备的维护，现在由我来处理故障，请问可以吗？"),
+        seg(20.2, 22.2, "不知道，这事不归我管。"),
+    ]
+    segments[0].speaker_confidence = 0.97
+    segments[1].speaker_confidence = confidence
+    hits = [
+        hit("bb.greeting.fault", 0.5, 10.2, "您好我是家庭宽带维护的工程师小赵负责您使用设备的维护现在由我来处理故障请问可以吗"),
+        hit("bb.forbidden.not_my_job", 20.2, 22.0, "不知道这事不归我管"),
+    ]
+    return segments, hits
+
+
+def test_forbidden_phrase_in_an_uncertain_sentence_costs_nothing_and_is_listed_for_review():
+    segments, hits = _mono_call(confidence=0.6)
+    judgement = judge(segments, hits, phrasebook(), duration_s=23.0, stereo=False)
+    assert [e.kind for e in judgement.events] == ["mandated", "forbidden"]
+    assert judgement.held == [judgement.events[1]]
+    assert not any(d.source == "bb.forbidden.not_my_job" for d in judgement.deductions)
+    assert judgement.review == [
+        {
+            "kind": "uncertain_speaker", "label": "待复核", "start": 20.2, "end": 22.2, "text": "不知道，这事不归我管。",
+            "speaker": "agent", "speaker_confidence": 0.6, "forbidden": ["bb.forbidden.not_my_job"],
+        }
+    ]  # fmt: skip
+
+
+def test_forbidden_phrase_in_a_sure_sentence_still_deducts():
+    segments, hits = _mono_call(confidence=0.95)
+    judgement = judge(segments, hits, phrasebook(), duration_s=23.0, stereo=False)
+    assert any(d.source == "bb.forbidden.not_my_job" and d.points == 20 for d in judgement.deductions)
+    assert judgement.review == []
+
+
+def test_report_carries_speaker_confidence_review_and_the_html_marker():
+    segments, hits = _mono_call(confidence=0.6)
+    judgement = judge(segments, hits, phrasebook(), duration_s=23.0, stereo=False)
+    report = build_report("c1", "c1.wav", None, 23.0, phrasebook(), segments, judgement, {})
+    assert [t["speaker_confidence"] for t in report["transcript"]] == [0.97, 0.6]
+    assert report["review"][0]["label"] == "待复核"
+    html = render_html(report, None)
+    assert html.count("待复核") == 2  # the row marker and the header count
+    assert "置信度 0.6" in html
+
+
+# -- end to end, real model and real audio ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def h01_reports(transcriber):
+    from monitor.phrasebook import load_phrasebook
+    from monitor.pipeline import ScoreOptions, score_call
+
+    path = str(DATA / "h01_customer_rude.flac")
+    book = load_phrasebook("broadband")
+    return {
+        channel: score_call(path, transcriber, book, ScoreOptions(agent_channel=channel))
+        for channel in ("left", "mono")
+    }
+
+
+def _labels(name: str) -> dict:
+    return json.loads((DATA / f"{name}.labels.json").read_text(encoding="utf-8"))
+
+
+def _turn_at(labels: dict, t: float) -> dict:
+    """The labelled turn at time ``t``, or the nearest one by its edges."""
+    return min(labels["turns"], key=lambda turn: max(turn["start"] - t, t - turn["end"], 0.0))
+
+
+def test_mono_mix_does_not_blame_the_customers_words_on_the_agent(h01_reports):
+    labels = _labels("h01_customer_rude")
+    report = h01_reports["mono"]
+    # Held events (uncertain_speaker) are shown but cost nothing; what is deducted must be the agent's.
+    forbidden = [e for e in report["events"] if e["kind"] == "forbidden" and not e["uncertain_speaker"]]
+    assert all(_turn_at(labels, e["start"])["speaker"] == "agent" for e in forbidden), forbidden
+    customer_text = [t for t in report["transcript"] if _turn_at(labels, (t["start"] + t["end"]) / 2)["speaker"] == "customer"]
+    assert customer_text, "the customer's turns were transcribed"
+    assert all(t["speaker"] == "customer" for t in customer_text)
+    assert report["checks"] is not None and report["score"]["total"] >= 80
+
+
+def test_mono_transcript_sentences_carry_a_confidence(h01_reports):
+    transcript = h01_reports["mono"]["transcript"]
+    assert {t["speaker"] for t in transcript} == {"agent", "customer"}
+    assert all(0.5 <= t["speaker_confidence"] <= 1.0 for t in transcript)
+    assert isinstance(h01_reports["mono"]["review"], list)
+
+
+def test_stereo_keeps_channel_roles_with_full_confidence(h01_reports):
+    labels = _labels("h01_customer_rude")
+    transcript = h01_reports["left"]["transcript"]
+    assert all(t["speaker_confidence"] == 1.0 for t in transcript)
+    for t in transcript:
+        assert t["speaker"] == _turn_at(labels, (t["start"] + t["end"]) / 2)["speaker"]
+    assert h01_reports["left"]["review"] == []
+
+
+def test_real_human_customer_is_told_from_the_tts_agent(transcriber):
+    from monitor.audio import load_call
+    from monitor.phrasebook import load_phrasebook
+    from monitor.pipeline import with_roles
+
+    labels = _labels("r01_real_customer")
+    call = load_call(str(DATA / "r01_real_customer.flac"), "mono")
+    segments = with_roles(call, transcriber.transcribe_call(call), load_phrasebook("broadband"), separate=True)
+    right = sum(len(s.text) for s in segments if s.speaker == _turn_at(labels, (s.start + s.end) / 2)["speaker"])
+    assert right / sum(len(s.text) for s in segments) >= 0.9
+
+
+def test_no_roles_keeps_all_mono_speech_the_agents_and_stereo_is_certain():
+    from monitor.audio import CallAudio
+    from monitor.pipeline import with_roles
+
+    segments = [seg(0.0, 2.0, "您好。"), seg(3.0, 5.0, "你有没有搞错？")]
+    silence = np.zeros(16000 * 6, np.float32)
+    mono = CallAudio("m.wav", silence, None, 16000, 1)
+    assert with_roles(mono, segments, phrasebook(), separate=False) == segments
+    stereo = CallAudio("s.wav", silence, silence, 16000, 2)
+    assert [s.speaker_confidence for s in with_roles(stereo, segments, phrasebook(), separate=True)] == [1.0, 1.0]
