@@ -12,6 +12,7 @@ import time
 from monitor import __version__
 from monitor.audio import AGENT_CHANNELS
 from monitor.errors import MonitorError, UsageError
+from monitor.phrasebook import add_phrasebook_argument
 
 
 def _transcribe(args: argparse.Namespace) -> int:
@@ -209,22 +210,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
     return value
-
-
-def _phrasebook(text: str) -> str:
-    """A bundled phrasebook's name or an existing YAML file; anything else is a usage error."""
-    from monitor.phrasebook import bundled_phrasebooks
-
-    if os.path.isfile(text) or text in bundled_phrasebooks():
-        return text
-    raise argparse.ArgumentTypeError(
-        f"{text}: no such phrasebook (bundled: {', '.join(bundled_phrasebooks())}; or the path of a YAML file)"
-    )
-
-
-def add_phrasebook_argument(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
-    """``--phrasebook/-p``, spelt and checked the same way on every command."""
-    parser.add_argument("--phrasebook", "-p", type=_phrasebook, default=default, metavar="PB", help=help)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ from monitor.alerts import StdoutSink, WebhookSink, publisher
 from monitor.audio import AGENT_CHANNELS, SAMPLE_RATE
 from monitor.callid import call_id_problem, check_call_id, new_call_id
 from monitor.errors import MonitorError
+from monitor.phrasebook import add_phrasebook_argument
 from monitor.livecall import MAX_BACKLOG_S, LiveCall, PartialFilter, finish_call, load_transcriber
 from monitor.stream import DecodeScheduler
 
@@ -49,7 +50,7 @@ def _positive_seconds(value: str) -> float:
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``monitor live`` options (CONTRACT.md), for cli.py's subparser."""
-    parser.add_argument("--phrasebook", required=True, help="bundled phrasebook name or YAML path")
+    add_phrasebook_argument(parser, "broadband", "bundled phrasebook name or YAML path (default broadband)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--mic", nargs="?", const="", metavar="DEVICE",
                         help="microphone or line-in (device index or name; default input when omitted)")

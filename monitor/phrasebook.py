@@ -9,6 +9,8 @@ loader validates the YAML and reports file, line and reason for any mistake.
 
 from __future__ import annotations
 
+import argparse
+
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -609,3 +611,17 @@ def _with_lexicon(path: str, mtime_ns: int, lexicon_path: str, lexicon_mtime_ns:
             rule=entry.rule,
         ))
     return dataclasses.replace(base, kind_phrases=added)
+
+
+def _phrasebook(text: str) -> str:
+    """A bundled phrasebook's name or an existing YAML file; anything else is a usage error."""
+    if os.path.isfile(text) or text in bundled_phrasebooks():
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text}: no such phrasebook (bundled: {', '.join(bundled_phrasebooks())}; or the path of a YAML file)"
+    )
+
+
+def add_phrasebook_argument(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """``--phrasebook/-p``, spelt and checked the same way on every command."""
+    parser.add_argument("--phrasebook", "-p", type=_phrasebook, default=default, metavar="PB", help=help)
