@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from monitor.asr import Segment, Transcriber, TranscriptionOptions
+from monitor.asr import Coverage, Segment, Transcriber, TranscriptionOptions
 from monitor.audio import is_url, load_call
 from monitor.match import matcher_for
 from monitor.phrasebook import Phrasebook
@@ -47,11 +47,14 @@ def report_for_segments(
     stereo: bool,
     timing: dict,
     redact: bool = True,
+    coverage: Coverage | None = None,
 ) -> dict:
     """Match, judge and build the report of an already transcribed call."""
     hits = matcher_for(phrasebook).match_segments(segments)
     judgement = judge(segments, hits, phrasebook, duration_s, stereo)
-    return build_report(call_id, audio_path, agent_id, duration_s, phrasebook, segments, judgement, timing, redact)
+    return build_report(
+        call_id, audio_path, agent_id, duration_s, phrasebook, segments, judgement, timing, redact, coverage
+    )
 
 
 def score_call(
@@ -69,7 +72,7 @@ def score_call(
     if options.use_hotwords:
         decoding = TranscriptionOptions(**{**decoding.__dict__, "hotwords": hotwords_for(phrasebook)})
     asr_started = time.perf_counter()
-    segments = transcriber.transcribe_call(call, decoding)
+    heard = transcriber.hear(call, decoding)
     asr_s = time.perf_counter() - asr_started
     timing = {"asr_s": asr_s}
     report = report_for_segments(
@@ -78,10 +81,11 @@ def score_call(
         agent_id,
         call.duration_s,
         phrasebook,
-        segments,
+        heard.segments,
         stereo=call.customer is not None,
         timing=timing,
         redact=options.redact,
+        coverage=heard.coverage,
     )
     total_s = time.perf_counter() - started
     # The report dict holds the timing it was built with; complete it in place.
