@@ -12,7 +12,7 @@ end and tags, plus the call's phrasebook), as ``../shared/samples/calls`` and
 - greeting and farewell checks against the ``greeting``/``farewell`` tags;
 - coverage: the report's share of VAD speech covered by words, and labelled
   turns heard (a turn is heard when the transcript of its speaker around it
-  holds at least half of its characters), for the pipeline and for bare
+  holds a quarter of its characters), for the pipeline and for bare
   faster-whisper;
 - the whole pipeline's time against bare faster-whisper (int8, beam 5, VAD,
   same prompt, no word timestamps) on the same audio in the same run.
@@ -41,8 +41,9 @@ from monitor.phrasebook import load_phrasebook
 from monitor.pipeline import ScoreOptions, score_call
 from monitor.text import spoken
 
-HEARD_SHARE = 0.5
-"""A labelled turn is heard when the transcript around it holds this share of its characters."""
+HEARD_SHARE = 0.25
+"""A labelled turn is heard when the transcript around it holds this share of its characters:
+low, because this counts turns lost, not misheard (digits, for one, come out as numerals)."""
 
 
 def bare_whisper(transcriber: Transcriber, path: str) -> tuple[float, list[dict]]:

@@ -2,8 +2,16 @@
 Whisper's known failure modes on Chinese audio.
 
 The backend knows nothing about calls or phrases. It turns 16 kHz samples
-into small ``Segment`` records with word timestamps, lazily. Streaming policy
+into small ``Segment`` records with word timestamps. Streaming policy
 (``stream.py``) and scoring (``pipeline.py``) sit on top of it.
+
+A recording is not handed to faster-whisper whole: Whisper may end a 30 s window
+early (a timestamp token that says nothing more follows, or a window it takes
+for silence), and the rest of the window is then never transcribed. Instead,
+Silero VAD finds the utterances, they are decoded in short windows of whole
+utterances with the encoder on the window only (``decode_window``, which the
+live path uses too), speech still without words is decoded again on its own,
+and what stays unheard is measured (``Coverage``) so a report can say so.
 """
 
 from __future__ import annotations
@@ -65,9 +73,14 @@ class TranscriptionOptions:
     """Silence that ends an utterance for VAD. Short, so that windows are cut at
     pauses between sentences and silence between them is not counted as speech
     (faster-whisper's 2 s joins a whole call into one stretch of "speech")."""
-    chunk_max_s: float = 24.0
+    chunk_max_s: float = 14.0
     """Longest window decoded at once. Whole utterances are grouped into windows
-    up to this long; an utterance longer than this is cut at a short pause."""
+    up to this long; an utterance longer than this is cut at a short pause.
+    Shorter windows cost less per second (the encoder's attention grows with the
+    square of its input, the decoder's with its length): on the sample calls,
+    with 2 s of encoder padding, 24 s windows took 0.70x the time of bare
+    faster-whisper, 14 s 0.55x, 10 s 0.49x, with transcript CER 0.128, 0.127
+    and 0.137 (bare 0.154)."""
     join_silence_s: float = 3.0
     """Utterances this close are decoded in one window (up to ``chunk_max_s``):
     fewer, longer windows cost less than many short ones, but not when what joins
@@ -105,10 +118,12 @@ class TranscriptionOptions:
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     """Sampling temperatures tried in turn while a window decodes badly (see
     the two thresholds above); Whisper's own schedule."""
-    encoder_padding_s: float | None = None
+    encoder_padding_s: float | None = 2.0
     """Run the encoder on the window's audio plus this much padding, instead of
     on Whisper's fixed 30 s (``None``). Windows are whole utterances, often a
-    few seconds long, and there the fixed pass is most of a decode."""
+    few seconds long, and there the fixed pass is most of a decode. On
+    ``corpus/real`` CER is the same with 2 s as with 30 s (0.185), at a quarter
+    of the time; with 1 s, decoding was no faster."""
 
 
 @dataclass
