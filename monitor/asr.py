@@ -350,7 +350,13 @@ def unheard_speech(
             k += 1
         if end - position >= min_gap_s:
             unheard.append((position, end))
-    return unheard
+    merged: list[tuple[float, float]] = []
+    for start, end in unheard:  # speech VAD cut in two is one stretch unheard
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 class Transcriber:
