@@ -410,36 +410,40 @@ class Transcriber:
         for start, end in windows:
             segments += self.decode_window(samples[start:end], options, speaker, offset + start / SAMPLE_RATE)
         speech_s = [(offset + start / SAMPLE_RATE, offset + end / SAMPLE_RATE) for start, end in speech]
-        unheard = unheard_speech(speech_s, segments, options.word_reach_s, options.coverage_gap_s)
-        for gap_start, gap_end in unheard:
-            segments += self._decode_gap(samples, options, speaker, offset, gap_start, gap_end)
+        segments += self.decode_unheard(samples, options, speaker, offset, speech_s, segments)
         segments.sort(key=lambda s: (s.start, s.end))
         coverage = Coverage(
             sum(end - start for start, end in speech_s),
-            unheard_speech(speech_s, segments, options.word_reach_s, options.coverage_gap_s) if unheard else [],
+            unheard_speech(speech_s, segments, options.word_reach_s, options.coverage_gap_s),
         )
         return segments, coverage
 
-    def _decode_gap(
-        self, samples: np.ndarray, options: TranscriptionOptions, speaker: str, offset: float, start: float, end: float
+    def decode_unheard(
+        self,
+        samples: np.ndarray,
+        options: TranscriptionOptions,
+        speaker: str,
+        offset: float,
+        speech: list[tuple[float, float]],
+        segments: list[Segment],
     ) -> list[Segment]:
-        """Words heard in unheard speech [start, end] (call seconds), decoded on its own."""
+        """Segments for the stretches of ``speech`` (call seconds) that ``segments``
+        leave unheard, each decoded on its own. ``samples`` start at ``offset``."""
         reach = options.word_reach_s
-        first = max(0, round((start - offset - reach) * SAMPLE_RATE))
-        last = min(len(samples), round((end - offset + reach) * SAMPLE_RATE))
-        found = []
-        for window_start, window_end in utterance_windows([(first, last)], round(options.chunk_max_s * SAMPLE_RATE)):
-            found += self.decode_window(
-                samples[window_start:window_end], options, speaker, offset + window_start / SAMPLE_RATE
-            )
-        # Only what lies in the gap: the padding may hear the neighbouring words again.
         kept = []
-        for segment in found:
-            words = [w for w in segment.words if start - reach <= (w.start + w.end) / 2 <= end + reach]
-            if words:
-                kept.append(segment_of(words, speaker))
-            elif not segment.words and start <= segment.start < end:
-                kept.append(segment)
+        for start, end in unheard_speech(speech, segments, reach, options.coverage_gap_s):
+            first = max(0, round((start - offset - reach) * SAMPLE_RATE))
+            last = min(len(samples), round((end - offset + reach) * SAMPLE_RATE))
+            found = []
+            for window in utterance_windows([(first, last)], round(options.chunk_max_s * SAMPLE_RATE)):
+                found += self.decode_window(samples[window[0] : window[1]], options, speaker, offset + window[0] / SAMPLE_RATE)
+            # Only what lies in the gap: the padding may hear the neighbouring words again.
+            for segment in found:
+                words = [w for w in segment.words if start - reach <= (w.start + w.end) / 2 <= end + reach]
+                if words:
+                    kept.append(segment_of(words, speaker))
+                elif not segment.words and start <= segment.start < end:
+                    kept.append(segment)
         return kept
 
     def decode_window(

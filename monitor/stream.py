@@ -253,6 +253,7 @@ class UtteranceStream:
                 words = self._lookahead_heard(utterances[-1]["end"], following) or self._decode(
                     transcriber, self._audio[:cut]
                 )
+                words = self._with_unheard(transcriber, words, utterances, cut)
                 bounds = [self.buffer_start + u["start"] / SAMPLE_RATE for u in utterances[1:]]
                 bounds.append(self.buffer_start + cut / SAMPLE_RATE)
                 self._note_speech(speech[: len(utterances)], cut)
@@ -289,6 +290,24 @@ class UtteranceStream:
             # ----------------------------------------------------------------------
             return
 
+    def _with_unheard(self, transcriber: Transcriber, words: list[Word], utterances: list[dict], cut: int) -> list[Word]:
+        """``words`` and what decoding the utterances' speech without words on its own hears.
+
+        Whisper may end a window early and skip the rest of it, as in batch
+        decoding; an utterance without words is decoded again before it is committed.
+        """
+        speech = [(self._time(u["start"]), self._time(min(u["end"], cut))) for u in utterances]
+        heard = [segment_of(words, self.speaker)] if words else []
+        found = transcriber.decode_unheard(
+            self._audio[:cut], self._decoding(cut), self.speaker, self.buffer_start, speech, heard
+        )
+        if not found:
+            return words
+        return sorted(words + [w for segment in found for w in segment.words], key=lambda w: w.start)
+
+    def _time(self, sample: int) -> float:
+        return self.buffer_start + sample / SAMPLE_RATE
+
     def _note_speech(self, speech: list[dict], until: int) -> None:
         """Record the VAD speech (sample offsets in the buffer) before ``until``, about to be dropped."""
         self.speech += [
@@ -317,18 +336,21 @@ class UtteranceStream:
         self._said = (self._said + words)[-self.options.prompt_chars :]  # words: at least as many characters
         return Committed(segment_of(words, self.speaker), final)
 
-    def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:
-        self._decoded_until = self.buffer_start + len(samples) / SAMPLE_RATE
-        started = time.perf_counter()
+    def _decoding(self, samples: int) -> TranscriptionOptions:
+        """Options for a window of ``samples``: the speaker's last words as its prompt."""
         # A few tokens more than the window can hold: room for fast speech, not for a loop.
-        max_tokens = 8 + int(self.options.tokens_per_s * len(samples) / SAMPLE_RATE)
-        options = replace(
+        max_tokens = 8 + int(self.options.tokens_per_s * samples / SAMPLE_RATE)
+        return replace(
             self.options.transcription,
             max_new_tokens=max_tokens,
             initial_prompt="".join(w.text for w in self._said)[-self.options.prompt_chars :]
             or self.options.transcription.initial_prompt,
         )
-        segments = transcriber.decode_window(samples, options, self.speaker, self.buffer_start)
+
+    def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:
+        self._decoded_until = self.buffer_start + len(samples) / SAMPLE_RATE
+        started = time.perf_counter()
+        segments = transcriber.decode_window(samples, self._decoding(len(samples)), self.speaker, self.buffer_start)
         words = [w for segment in segments for w in segment.words if w.text.strip()]
         words = without_repeated_head(self._said, words)
         log.debug(
