@@ -77,14 +77,15 @@ class TranscriptionOptions:
     """Silence that ends an utterance for VAD. Short, so that windows are cut at
     pauses between sentences and silence between them is not counted as speech
     (faster-whisper's 2 s joins a whole call into one stretch of "speech")."""
-    chunk_max_s: float = 14.0
+    chunk_max_s: float = 12.0
     """Longest window decoded at once. Whole utterances are grouped into windows
     up to this long; an utterance longer than this is cut at a short pause.
     Shorter windows cost less per second (the encoder's attention grows with the
-    square of its input, the decoder's with its length): on the sample calls,
-    with 2 s of encoder padding, 24 s windows took 0.70x the time of bare
-    faster-whisper, 14 s 0.55x, 10 s 0.49x, with transcript CER 0.128, 0.127
-    and 0.137 (bare 0.154)."""
+    square of its input, the decoder's with its length). On the sample calls,
+    with 2 s of encoder padding and beam 5, 24 s windows took 0.70x the time of
+    bare faster-whisper, 14 s 0.55x, 10 s 0.49x, with transcript CER 0.128,
+    0.127 and 0.137 (bare 0.154); with beam 3, 14 s took 0.54x, 12 s 0.46x,
+    10 s 0.49x, CER 0.133, 0.142, 0.141."""
     join_silence_s: float = 3.0
     """Utterances this close are decoded in one window (up to ``chunk_max_s``):
     fewer, longer windows cost less than many short ones, but not when what joins
@@ -289,9 +290,10 @@ def short_encoder_input(model, padding_frames: int):
 SEEK_AGAIN_S = 1.0
 """Audio left after a window's last decoded word that is not worth a second decoding pass."""
 
-VAD_BLOCK_S = 300.0
+VAD_BLOCK_S = 60.0
 """Silero VAD looks at a long recording this many seconds at a time: on the
-whole of an hour it would hold two more copies of the audio."""
+whole of an hour it would hold two more copies of the audio, and its network's
+activations for 300 s took 190 MB (60 s: 50 MB)."""
 
 
 @dataclass
