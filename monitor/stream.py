@@ -9,6 +9,8 @@ whisper_streaming:
   final segment and its audio is dropped. When the last look-ahead decode
   (below) covered the whole utterance and nothing after it, its words are
   committed as they are; otherwise the utterance is decoded once more.
+  Speech the words leave unheard (Whisper ended the window early) is decoded
+  again on its own before the commit, as in batch decoding (``asr.py``).
 * Each window is decoded with the speaker's last committed words as its
   prompt, and a head that repeats them is dropped, so a sentence split by a
   pause reads on rather than restarting.
