@@ -406,10 +406,11 @@ class Transcriber:
         takes for silence), and bare faster-whisper then never hears the rest.
         """
         options = options or TranscriptionOptions()
-        if not options.vad_filter:
+        if not options.vad_filter:  # the samples are taken as speech, all of them
             segments = list(self._segments(samples, options, speaker, offset))
-            duration = len(samples) / SAMPLE_RATE
-            return segments, Coverage(duration, unheard_speech([(offset, offset + duration)], segments, options.word_reach_s, options.coverage_gap_s))
+            whole = [(offset, offset + len(samples) / SAMPLE_RATE)]
+            unheard = unheard_speech(whole, segments, options.word_reach_s, options.coverage_gap_s)
+            return segments, Coverage(whole[0][1] - offset, unheard)
         speech = speech_spans(samples, options)
         segments = []
         windows = utterance_windows(
