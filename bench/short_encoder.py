@@ -21,7 +21,7 @@ from rapidfuzz.distance import Levenshtein
 
 from monitor.asr import Transcriber
 from monitor.audio import SAMPLE_RATE, load_call
-from monitor.stream import decode_window, streaming_transcription_options
+from monitor.stream import streaming_transcription_options
 
 
 def main() -> int:
@@ -47,7 +47,7 @@ def main() -> int:
         for name, options in configs.items():  # alternate, so machine noise hits both alike
             for samples, reference in clips:
                 started = time.perf_counter()
-                heard = "".join(s.text for s in decode_window(transcriber, samples, options))
+                heard = "".join(s.text for s in transcriber.decode_window(samples, options))
                 seconds[name] += time.perf_counter() - started
                 errors[name] += Levenshtein.distance(reference, cer_text(heard))
     audio_s = sum(len(samples) for samples, _ in clips) / SAMPLE_RATE * args.repeat

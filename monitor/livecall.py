@@ -197,15 +197,17 @@ class LiveCall:
     # --- the end -----------------------------------------------------------------
     def report(self, redact: bool = True) -> dict:
         """The batch scorer's report for what was heard."""
+        from monitor.asr import Coverage
         from monitor.pipeline import report_for_segments
 
         total_s = time.monotonic() - self.started
         timing = {"asr_s": round(self.asr_s, 2), "total_s": round(total_s, 2),
                   "rtf": round(self.asr_s / self.duration_s, 3) if self.duration_s else None}
         segments = sorted(self.segments, key=lambda s: (s.start, s.end))
+        coverage = sum((stream.coverage(segments) for stream in self.streams), Coverage(0.0))
         report = report_for_segments(
             self.call_id, self.audio_path, self.agent_id, round(self.duration_s, 2), self.phrasebook,
-            segments, self.stereo, timing, redact=redact,
+            segments, self.stereo, timing, redact=redact, coverage=coverage,
         )
         # A call cut short is scored on what was heard; the report must not pass for a whole call.
         report["status"] = "interrupted" if self.interrupted else "complete"

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from monitor.asr import Segment, Transcriber, TranscriptionOptions
+from monitor.asr import Coverage, Segment, Transcriber, TranscriptionOptions
 from monitor.audio import CallAudio, is_url, load_call
 from monitor.callid import report_path
 from monitor.match import matcher_for
@@ -52,11 +52,14 @@ def report_for_segments(
     stereo: bool,
     timing: dict,
     redact: bool = True,
+    coverage: Coverage | None = None,
 ) -> dict:
     """Match, judge and build the report of an already transcribed call."""
     hits = matcher_for(phrasebook).match_segments(segments)
     judgement = judge(segments, hits, phrasebook, duration_s, stereo)
-    return build_report(call_id, audio_path, agent_id, duration_s, phrasebook, segments, judgement, timing, redact)
+    return build_report(
+        call_id, audio_path, agent_id, duration_s, phrasebook, segments, judgement, timing, redact, coverage
+    )
 
 
 def score_call(
@@ -74,9 +77,9 @@ def score_call(
     if options.use_hotwords:
         decoding = TranscriptionOptions(**{**decoding.__dict__, "hotwords": hotwords_for(phrasebook)})
     asr_started = time.perf_counter()
-    segments = transcriber.transcribe_call(call, decoding)
+    heard = transcriber.hear(call, decoding)
     asr_s = time.perf_counter() - asr_started
-    segments = with_roles(call, segments, phrasebook, options.separate_roles)
+    segments = with_roles(call, heard.segments, phrasebook, options.separate_roles)
     timing = {"asr_s": asr_s}
     report = report_for_segments(
         call_id or call_id_for(path),
@@ -88,6 +91,7 @@ def score_call(
         stereo=call.customer is not None,
         timing=timing,
         redact=options.redact,
+        coverage=heard.coverage,
     )
     total_s = time.perf_counter() - started
     # The report dict holds the timing it was built with; complete it in place.

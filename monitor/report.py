@@ -23,7 +23,7 @@ from pathlib import Path
 
 import jinja2
 
-from monitor.asr import Segment
+from monitor.asr import Coverage, Segment
 from monitor.phrasebook import Phrasebook
 from monitor.rules import Judgement
 from monitor.text import NOT_SPOKEN, spoken
@@ -40,6 +40,9 @@ _DIGITS = "0-9０-９零〇一二三四五六七八九幺"
 _NUMBER_RUN = re.compile(rf"[{_DIGITS}](?:[-\s]?[{_DIGITS}]){{6,}}[Xx]?")
 _DIGIT_VALUES = str.maketrans("０１２３４５６７８９零〇一二三四五六七八九幺", "012345678900123456789" + "1")
 SEVERITY_LABELS = {"critical": "严重", "major": "较重", "minor": "轻微"}
+REVIEW_BELOW_COVERAGE = 0.95
+"""A call whose words cover less of its speech than this is flagged for review:
+its score may miss what was not transcribed."""
 
 
 def build_report(
@@ -52,8 +55,13 @@ def build_report(
     judgement: Judgement,
     timing: dict,
     redact: bool = True,
+    coverage: Coverage | None = None,
 ) -> dict:
-    """The report of one call, as the JSON contract describes it."""
+    """The report of one call, as the JSON contract describes it.
+
+    ``coverage`` (of the call's speech by its words) adds the top-level
+    ``coverage`` and, below ``REVIEW_BELOW_COVERAGE``, a ``review`` item.
+    """
     keep = phrasebook_numbers(phrasebook)
 
     def clean(text: str) -> str:
@@ -131,8 +139,26 @@ def build_report(
         "metrics": metrics,
         "timing": dict(timing),
         "redacted": redact,
-        "review": [{**item, "text": clean(item["text"])} for item in judgement.review],
+        "coverage": _round(coverage.share, 3) if coverage else None,
+        "review": (coverage_review(coverage) if coverage else [])
+        + [{**item, "text": clean(item["text"])} for item in judgement.review],
     }
+
+
+def coverage_review(coverage: Coverage) -> list[dict]:
+    """A ``partial_transcript`` review item when too little speech was transcribed."""
+    share = coverage.share
+    if share is None or share >= REVIEW_BELOW_COVERAGE:
+        return []
+    unheard_s = sum(end - start for start, end in coverage.unheard)
+    return [
+        {
+            "kind": "partial_transcript",
+            "label": "部分语音未识别",
+            "detail": f"{unheard_s:.1f} 秒语音（{1 - share:.0%}）未转写出文字，评分可能遗漏其中的用语",
+            "spans": [[_round(start), _round(end)] for start, end in coverage.unheard],
+        }
+    ]
 
 
 def redact_text(text: str, keep: set[str]) -> str:
@@ -295,5 +321,5 @@ def _clock(seconds: float | None) -> str:
     return f"{int(seconds // 60):02d}:{seconds % 60:04.1f}"
 
 
-def _round(value: float | None) -> float | None:
-    return round(value, 2) if value is not None else None
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return round(value, digits) if value is not None else None

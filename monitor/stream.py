@@ -9,6 +9,8 @@ whisper_streaming:
   final segment and its audio is dropped. When the last look-ahead decode
   (below) covered the whole utterance and nothing after it, its words are
   committed as they are; otherwise the utterance is decoded once more.
+  Speech the words leave unheard (Whisper ended the window early) is decoded
+  again on its own before the commit, as in batch decoding (``asr.py``).
 * Each window is decoded with the speaker's last committed words as its
   prompt, and a head that repeats them is dropped, so a sentence split by a
   pause reads on rather than restarting.
@@ -39,14 +41,11 @@ from typing import Iterator
 
 import numpy as np
 
-from monitor.asr import Segment, Transcriber, TranscriptionOptions, Word
+from monitor.asr import Coverage, Segment, Transcriber, TranscriptionOptions, Word, segment_of, unheard_speech
 from monitor.audio import SAMPLE_RATE
 from monitor.text import spoken
 
 log = logging.getLogger(__name__)
-
-SEEK_AGAIN_S = 1.0
-"""Audio left after the last decoded word that is not worth a second decoding pass."""
 
 
 def streaming_transcription_options() -> TranscriptionOptions:
@@ -178,6 +177,8 @@ class UtteranceStream:
         self._hypothesis: tuple[list[Word], float] = ([], 0.0)  # last look-ahead, and the call time it decoded to
         self._said: list[Word] = []  # the last words committed: the next window's prompt
         self.ended = False
+        self.speech: list[tuple[float, float]] = []
+        """Call-time spans of the speech VAD found and the stream has decoded or given up."""
 
     def feed(self, samples: np.ndarray) -> None:
         """Append 16 kHz mono float32 samples. Cheap; safe from any thread."""
@@ -254,8 +255,10 @@ class UtteranceStream:
                 words = self._lookahead_heard(utterances[-1]["end"], following) or self._decode(
                     transcriber, self._audio[:cut]
                 )
+                words = self._with_unheard(transcriber, words, utterances, cut)
                 bounds = [self.buffer_start + u["start"] / SAMPLE_RATE for u in utterances[1:]]
                 bounds.append(self.buffer_start + cut / SAMPLE_RATE)
+                self._note_speech(speech[: len(utterances)], cut)
                 self._drop(cut)
                 self._previous, self._hypothesis = [], ([], 0.0)
                 for utterance_end in bounds:
@@ -269,12 +272,15 @@ class UtteranceStream:
                 if not agreed:
                     agreed = [w for w in words if w.end <= region_end - opts.tail_keep_s]
                 if not agreed:  # nothing recognisable in a whole window: give it up
+                    self._note_speech(speech, len(region) - int(opts.tail_keep_s * SAMPLE_RATE))
                     self._drop(len(region) - int(opts.tail_keep_s * SAMPLE_RATE))
                     self._previous = []
                     continue
                 self._previous, self._hypothesis = words[len(agreed) :], ([], 0.0)
                 # (at least a second goes, so odd timestamps cannot make this loop forever)
-                self._drop(max(int((agreed[-1].end - self.buffer_start) * SAMPLE_RATE), SAMPLE_RATE))
+                cut = max(int((agreed[-1].end - self.buffer_start) * SAMPLE_RATE), SAMPLE_RATE)
+                self._note_speech(speech, cut)
+                self._drop(cut)
                 yield self._commit(agreed, final=False)
                 continue
             due = region_end - self._decoded_until >= opts.partial_every_s and behind_s <= opts.lookahead_max_lag_s
@@ -286,6 +292,41 @@ class UtteranceStream:
             # ----------------------------------------------------------------------
             return
 
+    def _with_unheard(self, transcriber: Transcriber, words: list[Word], utterances: list[dict], cut: int) -> list[Word]:
+        """``words`` and what decoding the utterances' speech without words on its own hears.
+
+        Whisper may end a window early and skip the rest of it, as in batch
+        decoding; an utterance without words is decoded again before it is committed.
+        """
+        speech = [(self._time(u["start"]), self._time(min(u["end"], cut))) for u in utterances]
+        heard = [segment_of(words, self.speaker)] if words else []
+        found = transcriber.decode_unheard(
+            self._audio[:cut], self._decoding(cut), self.speaker, self.buffer_start, speech, heard
+        )
+        if not found:
+            return words
+        return sorted(words + [w for segment in found for w in segment.words], key=lambda w: w.start)
+
+    def _time(self, sample: int) -> float:
+        return self.buffer_start + sample / SAMPLE_RATE
+
+    def _note_speech(self, speech: list[dict], until: int) -> None:
+        """Record the VAD speech (sample offsets in the buffer) before ``until``, about to be dropped."""
+        self.speech += [
+            (self.buffer_start + s["start"] / SAMPLE_RATE, self.buffer_start + min(s["end"], until) / SAMPLE_RATE)
+            for s in speech
+            if s["start"] < until
+        ]
+
+    def coverage(self, segments: list[Segment]) -> Coverage:
+        """How much of this speaker's speech so far the committed ``segments`` cover."""
+        options = self.options.transcription
+        mine = [s for s in segments if s.speaker == self.speaker]
+        return Coverage(
+            sum(end - start for start, end in self.speech),
+            unheard_speech(self.speech, mine, options.word_reach_s, options.coverage_gap_s),
+        )
+
     def _lookahead_heard(self, said_until: int, following: int | None) -> list[Word]:
         """The last look-ahead's words, if it decoded the buffer up to ``said_until``
         (a sample offset) and not into the ``following`` utterance."""
@@ -295,20 +336,23 @@ class UtteranceStream:
 
     def _commit(self, words: list[Word], final: bool) -> Committed:
         self._said = (self._said + words)[-self.options.prompt_chars :]  # words: at least as many characters
-        return Committed(_segment(words, self.speaker), final)
+        return Committed(segment_of(words, self.speaker), final)
 
-    def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:
-        self._decoded_until = self.buffer_start + len(samples) / SAMPLE_RATE
-        started = time.perf_counter()
+    def _decoding(self, samples: int) -> TranscriptionOptions:
+        """Options for a window of ``samples``: the speaker's last words as its prompt."""
         # A few tokens more than the window can hold: room for fast speech, not for a loop.
-        max_tokens = 8 + int(self.options.tokens_per_s * len(samples) / SAMPLE_RATE)
-        options = replace(
+        max_tokens = 8 + int(self.options.tokens_per_s * samples / SAMPLE_RATE)
+        return replace(
             self.options.transcription,
             max_new_tokens=max_tokens,
             initial_prompt="".join(w.text for w in self._said)[-self.options.prompt_chars :]
             or self.options.transcription.initial_prompt,
         )
-        segments = decode_window(transcriber, samples, options, self.speaker, self.buffer_start)
+
+    def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:
+        self._decoded_until = self.buffer_start + len(samples) / SAMPLE_RATE
+        started = time.perf_counter()
+        segments = transcriber.decode_window(samples, self._decoding(len(samples)), self.speaker, self.buffer_start)
         words = [w for segment in segments for w in segment.words if w.text.strip()]
         words = without_repeated_head(self._said, words)
         log.debug(
@@ -316,27 +360,6 @@ class UtteranceStream:
             self._decoded_until, time.perf_counter() - started, self.fed_until, "".join(w.text for w in words),
         )
         return words
-
-
-def decode_window(
-    transcriber: Transcriber, samples: np.ndarray, options: TranscriptionOptions, speaker: str = "agent", offset: float = 0.0
-) -> list[Segment]:
-    """The segments of one window, without Whisper's second pass over its end.
-
-    Once the window's words are aligned, Whisper seeks to the last word and runs
-    the encoder again on the second or less left: twice the cost, for what the
-    first pass heard as silence (or a word being cut off, which the next window
-    decodes). Decoding stops at the first segment within ``SEEK_AGAIN_S`` of the end.
-    """
-    until = offset + len(samples) / SAMPLE_RATE - SEEK_AGAIN_S
-    heard = []
-    segments = transcriber.transcribe(samples, options, speaker, offset)
-    for segment in segments:
-        heard.append(segment)
-        if segment.end >= until:
-            segments.close()
-            break
-    return heard
 
 
 def without_repeated_head(said: list[Word], words: list[Word], within_s: float = 1.0) -> list[Word]:
@@ -355,10 +378,6 @@ def without_repeated_head(said: list[Word], words: list[Word], within_s: float =
         if len(head) >= 2 and said_text.endswith(head):
             return words[count:]
     return words
-
-
-def _segment(words: list[Word], speaker: str) -> Segment:
-    return Segment(words[0].start, words[-1].end, "".join(w.text for w in words).strip(), speaker, list(words))
 
 
 class PhraseWatch:
@@ -390,7 +409,7 @@ class PhraseWatch:
             self._context[speaker] = joined[-self.context_words :]
         if not joined:
             return []
-        hits = self.matcher.match_segments([_segment(joined, speaker)])
+        hits = self.matcher.match_segments([segment_of(joined, speaker)])
         new = []
         for hit in hits:
             if hit.kind != "forbidden" or hit.end > heard_until or self._already(hit):

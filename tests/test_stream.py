@@ -115,6 +115,10 @@ def test_stream_commits_each_utterance_and_bounds_the_window(transcriber, broadb
     watch = PhraseWatch(broadband_watch_matcher)
     found = {h.phrase_id for s in committed for h in watch.check(s.words, "agent", commit=True)}
     assert {"bb.forbidden.asked_again", "bb.forbidden.not_my_job"} <= found
+    # Live reports measure coverage too: the speech the stream found is (almost) all covered by its commits.
+    coverage = stream.coverage(committed)
+    assert coverage.speech_s > 10 and coverage.share >= 0.9, coverage
+    assert stream.coverage([]).share < 0.05
 
 
 def test_stream_keeps_soft_onsets_and_one_word_utterances(transcriber):
