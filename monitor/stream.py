@@ -390,10 +390,14 @@ class PhraseWatch:
     is not reported again.
     """
 
-    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5):
+    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5, rule_wait_chars: int = 12):
         self.matcher = matcher
         self.context_words = context_words
         self.overlap_slack_s = overlap_slack_s
+        # A word-group rule is cancelled by a politeness guard heard after it
+        # (我管不了…但我马上帮您转给同事): on provisional text it waits until this
+        # many characters follow it (the lexicon's default guard reach), or the commit.
+        self.rule_wait_chars = rule_wait_chars
         self._context: dict[str, list[Word]] = {}
         self.reported: list = []
 
@@ -414,6 +418,8 @@ class PhraseWatch:
         for hit in hits:
             if hit.kind != "forbidden" or hit.end > heard_until or self._already(hit):
                 continue
+            if not commit and hit.method == "rule" and _characters_after(joined, hit.end) < self.rule_wait_chars:
+                continue
             self.reported.append(hit)
             new.append(hit)
         return new
@@ -424,6 +430,10 @@ class PhraseWatch:
             old.phrase_id == hit.phrase_id and old.start - slack < hit.end and hit.start < old.end + slack
             for old in self.reported
         )
+
+
+def _characters_after(words: list[Word], time: float) -> int:
+    return sum(len(spoken(w.text)) for w in words if w.start >= time - 0.05)
 
 
 class DecodeScheduler:

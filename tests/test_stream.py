@@ -82,6 +82,21 @@ def test_hypothesis_hits_wait_until_the_phrase_is_clear_of_the_audio_end(broadba
     ]
 
 
+def test_provisional_rule_hits_wait_for_a_politeness_guard_that_may_follow(broadband_watch_matcher):
+    shirk = _words(("这事", 3.0, 3.4), ("我真", 3.4, 3.8), ("管不了,", 3.8, 4.4))
+    guard = _words(("但我", 4.6, 4.9), ("马上", 4.9, 5.2), ("帮您", 5.2, 5.5), ("转给", 5.5, 5.8), ("负责的同事处理。", 5.8, 6.9))
+    # Provisional text ending on the rule's words: no alert yet, the guard may still come.
+    watch = PhraseWatch(broadband_watch_matcher)
+    assert watch.check(shirk, "agent", commit=False) == []
+    # It came: nothing, provisional or committed.
+    assert watch.check(shirk + guard, "agent", commit=False) == []
+    assert watch.check(shirk + guard, "agent", commit=True) == []
+    # Without a guard, the committed utterance alerts, and so does provisional text long enough after it.
+    assert [h.method for h in PhraseWatch(broadband_watch_matcher).check(shirk, "agent", commit=True)] == ["rule"]
+    rest = _words(("你自己", 4.6, 5.0), ("去找别人吧", 5.0, 5.8), ("我这边", 5.9, 6.3), ("真的没时间", 6.3, 7.0), ("处理这种事情了", 7.0, 8.0))
+    assert [h.method for h in PhraseWatch(broadband_watch_matcher).check(shirk + rest, "agent", commit=False)] == ["rule"]
+
+
 def test_stream_commits_each_utterance_and_bounds_the_window(transcriber, broadband_watch_matcher):
     """d02 fed in 0.1 s blocks: every agent turn is committed, no decode window exceeds max_window_s."""
     options = StreamingOptions(max_window_s=4.0)  # shorter than d02's first turn (0.5-10.2 s, short pauses only)
