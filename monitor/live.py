@@ -16,14 +16,13 @@ import os
 import signal
 import sys
 import threading
-import time
 
 from monitor.alerts import StdoutSink, WebhookSink, publisher
 from monitor.audio import AGENT_CHANNELS, SAMPLE_RATE
 from monitor.callid import call_id_problem, check_call_id, new_call_id
 from monitor.errors import MonitorError
 from monitor.phrasebook import add_phrasebook_argument
-from monitor.livecall import MAX_BACKLOG_S, LiveCall, PartialFilter, finish_call, load_transcriber
+from monitor.livecall import LiveCall, PartialFilter, finish_call, load_transcriber
 from monitor.stream import DecodeScheduler
 
 log = logging.getLogger(__name__)
@@ -140,9 +139,15 @@ def run_live(args: argparse.Namespace) -> int:
     sinks = [PartialFilter(StdoutSink()), publisher] + ([webhook] if webhook else [])
     call = LiveCall(call_id, phrasebook, matcher, sinks, stereo=source.channels > 1,
                     agent_channel=args.agent_channel, agent_id=args.agent_id, audio_path=source.path)
-    scheduler = DecodeScheduler(transcriber, workers=args.decode_workers)
-    call.scheduler = scheduler
-    scheduler.add(call)
+    # A recording not played in real time is decoded in lockstep with feeding,
+    # so its alerts and report are the same on every run; live sources (and
+    # --realtime) get decoder threads that keep up with the audio as it comes.
+    lockstep = bool(args.file) and not args.realtime
+    scheduler = None
+    if not lockstep:
+        scheduler = DecodeScheduler(transcriber, workers=args.decode_workers)
+        call.scheduler = scheduler
+        scheduler.add(call)
     interrupted = None
     cut_short = False  # by Ctrl-C or SIGTERM
     if threading.current_thread() is threading.main_thread():
@@ -155,15 +160,19 @@ def run_live(args: argparse.Namespace) -> int:
             if len(frames) >= room:
                 interrupted = f"the call reached --max-call-s {args.max_call_s:g}"
                 break
-            while not args.realtime and args.file and call.backlog_s() > MAX_BACKLOG_S and not call.failed:
-                time.sleep(0.05)  # a file may wait for the decoder; a live source never does
+            if lockstep:
+                call.catch_up(transcriber)
     except KeyboardInterrupt:
         # A microphone call ends when the operator stops it; a file or a PCM stream was cut short.
         if args.mic is None:
             interrupted, cut_short = "stopped by Ctrl-C or SIGTERM", True
     call.end(interrupted)
-    call.wait()
-    scheduler.close()
+    if lockstep:
+        call.catch_up(transcriber)  # at most the last block is still undecoded
+    else:
+        call.wait()
+    if scheduler is not None:
+        scheduler.close()
     status = finish_call(call, webhook, args.report)
     return 130 if cut_short else status
 

@@ -56,7 +56,11 @@ def test_realtime_file_alerts_on_stdout_and_webhook_then_reports(tmp_path):
     assert {e["type"] for e in events} == {"segment", "alert"}
     alerts = [e for e in events if e["type"] == "alert"]
     assert len(alerts) == len({(a["phrase_id"], a["start"]) for a in alerts}), "an alert was repeated"
-    assert len(alerts) >= 2
+    # Played in real time, the windows depend on when the decoder thread gets to
+    # them, and greedy live decoding hears d06's second phrase as 快下班龄 in
+    # most runs but 快小班龙 (too far to match) in some. The first is heard every
+    # time; both, every time, in lockstep below. (Live accuracy: bench/live_latency.py.)
+    assert "你问我，我问谁？" in {a["canonical"] for a in alerts}
     for alert in alerts:
         assert {"kind", "phrase_id", "canonical", "heard", "start", "end", "article", "latency_s"} <= alert.keys()
         assert alert["kind"] == "forbidden" and 0 <= alert["latency_s"] < 15
@@ -65,6 +69,20 @@ def test_realtime_file_alerts_on_stdout_and_webhook_then_reports(tmp_path):
     assert report["schema"] == "monitor.report/1" and report["agent_id"] == "A1006"
     assert {a["phrase_id"] for a in alerts} <= {e["phrase_id"] for e in report["events"] if e["kind"] == "forbidden"}
     assert (tmp_path / "d06_no_greeting_rude.html").exists()
+
+
+def test_a_file_not_played_in_real_time_is_decoded_in_lockstep_with_the_same_result_every_run(tmp_path):
+    runs = []
+    for run in range(2):
+        done = _live("--phrasebook", "broadband", "--file", str(SAMPLES / "d06_no_greeting_rude.wav"),
+                     "--report", str(tmp_path / str(run)))  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        runs.append([json.loads(line) for line in done.stdout.decode().splitlines()])
+    heard = [[(e["type"], e.get("text") or e.get("canonical"), e["start"]) for e in events] for events in runs]
+    assert heard[0] == heard[1]  # independent of the machine's speed and load
+    assert [e["canonical"] for e in runs[0] if e["type"] == "alert"] == ["你问我，我问谁？", "快下班了，明天再说。"]
+    report = json.loads((tmp_path / "0" / "d06_no_greeting_rude.json").read_text("utf-8"))
+    assert report["status"] == "complete" and report["coverage"] >= 0.95
 
 
 def test_stereo_pcm_on_stdin_keeps_customer_speech_apart():

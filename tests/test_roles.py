@@ -141,7 +141,9 @@ def test_report_carries_speaker_confidence_review_and_the_html_marker():
     assert [t["speaker_confidence"] for t in report["transcript"]] == [0.97, 0.6]
     assert report["review"][0]["label"] == "待复核"
     html = render_html(report, None)
-    assert html.count("待复核") == 2  # the row marker and the header count
+    assert "1 句说话人待复核" in html  # the header count
+    assert 'title="说话人不确定（置信度 0.6），不扣分">待复核' in html  # the row marker
+    assert "说话人不确定（坐席，置信度 0.6）：不知道，这事不归我管。（禁语不扣分）" in html  # the review card
     assert "置信度 0.6" in html
 
 
