@@ -183,6 +183,9 @@ class LiveCall:
                 "speaker": hit.speaker,
                 "category": hit.category,
                 "confidence": round(hit.confidence, 3),
+                # A stereo call's channel is its speaker; a mono stream is not yet
+                # separated into agent and customer while it plays, so say so.
+                "speaker_confidence": 1.0 if self.stereo else None,
             }
             if self.external_ref is not None:
                 event["external_ref"] = self.external_ref

@@ -81,6 +81,8 @@ def test_a_file_not_played_in_real_time_is_decoded_in_lockstep_with_the_same_res
     heard = [[(e["type"], e.get("text") or e.get("canonical"), e["start"]) for e in events] for events in runs]
     assert heard[0] == heard[1]  # independent of the machine's speed and load
     assert [e["canonical"] for e in runs[0] if e["type"] == "alert"] == ["你问我，我问谁？", "快下班了，明天再说。"]
+    # d06 is mono: who spoke is not separated live, and the alert says so.
+    assert all(e["speaker_confidence"] is None for e in runs[0] if e["type"] == "alert")
     report = json.loads((tmp_path / "0" / "d06_no_greeting_rude.json").read_text("utf-8"))
     assert report["status"] == "complete" and report["coverage"] >= 0.95
 
