@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from conftest import SAMPLES, sample
+from processes import default_sigint
 
 from monitor.report import is_complete_report
 
@@ -210,7 +211,7 @@ def _start_batch(calls, out) -> subprocess.Popen:
         shutil.copy(SAMPLES / "d06_no_greeting_rude.wav", calls / f"c{i}.wav")
     return subprocess.Popen(
         [sys.executable, "-m", "monitor", "score", str(calls), "--out", str(out), "--workers", "2"],
-        start_new_session=True, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )  # fmt: skip
 
 
@@ -242,7 +243,6 @@ def test_ctrl_c_stops_the_workers_and_keeps_what_finished(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc")
 def test_workers_die_with_a_killed_parent(tmp_path):
-    import signal
     import time
 
     calls, out = tmp_path / "calls", tmp_path / "out"

@@ -31,6 +31,7 @@ from monitor.ingest import IngestOptions, IngestServer, serve
 from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
 from monitor.stream import DecodeScheduler
+from processes import default_sigint
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 TOKEN = "security-test-token-0123456789"
@@ -362,6 +363,20 @@ def test_malformed_options_are_one_line_errors(ingest):
     assert not ingest.calls
 
 
+def _sigterm_mid_call(server: subprocess.Popen, url: str, token: str, options: dict, audio) -> tuple[dict, int, float]:
+    """Start a call on ``server``, send 5 s of audio, SIGTERM the server mid-call;
+    return SERVER_READY, the exit code and how long the server took to stop."""
+    with connect(url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=30) as ws:
+        ws.send(json.dumps(options))
+        ready = json.loads(ws.recv(timeout=60))
+        ws.send(audio[: 16000 * 5].astype("<f4").tobytes())
+        time.sleep(1.0)
+        stopped = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=20)
+    return ready, code, time.monotonic() - stopped
+
+
 # --- 2. SIGTERM stops a real `monitor live --listen` -------------------------------------------
 def test_sigterm_stops_listen_and_marks_the_call_in_progress_interrupted(tmp_path, audio):
     env = {**os.environ, "MONITOR_LIVE_TOKEN": TOKEN}
@@ -374,15 +389,7 @@ def test_sigterm_stops_listen_and_marks_the_call_in_progress_interrupted(tmp_pat
         line = server.stderr.readline()
         assert "listening on ws://" in line, line
         url = line.split("listening on ")[1].strip()
-        with connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, open_timeout=10) as ws:
-            ws.send(json.dumps({"uid": "in-progress", "call_id": "crm-1"}))
-            ready = json.loads(ws.recv(timeout=10))
-            ws.send(audio[: 16000 * 5].astype("<f4").tobytes())
-            time.sleep(1.0)
-            stopped = time.monotonic()
-            server.send_signal(signal.SIGTERM)
-            code = server.wait(timeout=20)
-        took = time.monotonic() - stopped
+        ready, code, took = _sigterm_mid_call(server, url, TOKEN, {"uid": "in-progress", "call_id": "crm-1"}, audio)
     finally:
         if server.poll() is None:
             server.kill()
@@ -398,7 +405,7 @@ def test_ctrl_c_with_stdout_piped_to_a_closed_reader_is_quiet():
     reader_gone = subprocess.Popen(
         [sys.executable, "-m", "monitor", "live", "--phrasebook", "broadband", "--file", str(SAMPLES / "d06_no_greeting_rude.wav"),
          "--realtime", "--time-scale", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint,
     )  # fmt: skip
     first = reader_gone.stdout.readline()  # the first segment: decoding is under way
     assert json.loads(first)["type"] in ("segment", "alert")
@@ -471,16 +478,8 @@ def test_sigterm_stops_serve_with_a_stream_in_progress(tmp_path, audio):
     try:
         assert "monitor serve: http://" in server.stderr.readline()
         assert _wait_for(lambda: _port_open(port), 20)
-        with connect(f"ws://127.0.0.1:{port}/ws/ingest", additional_headers={"Authorization": f"Bearer {token}"},
-                     open_timeout=30) as ws:
-            ws.send(json.dumps({"uid": "u", "call_id": "crm-2", "language": "zh"}))
-            ready = json.loads(ws.recv(timeout=60))
-            ws.send(audio[: 16000 * 5].astype("<f4").tobytes())
-            time.sleep(1.0)
-            stopped = time.monotonic()
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=20)
-        took = time.monotonic() - stopped
+        options = {"uid": "u", "call_id": "crm-2", "language": "zh"}
+        ready, _, took = _sigterm_mid_call(server, f"ws://127.0.0.1:{port}/ws/ingest", token, options, audio)
     finally:
         if server.poll() is None:
             server.kill()
