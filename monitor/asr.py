@@ -17,7 +17,7 @@ and what stays unheard is measured (``Coverage``) so a report can say so.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -47,6 +47,9 @@ HALLUCINATIONS = (
     "欢迎订阅",
     "字幕by",
     "字幕提供",
+    # Our own prompt (DEFAULT_PROMPT), which Whisper sometimes reads back instead
+    # of a short utterance such as 喂，什么事？
+    "以下是普通话的句子",
 )
 _HALLUCINATION_KEYS = tuple(spoken(phrase) for phrase in HALLUCINATIONS)
 
@@ -449,6 +452,9 @@ class Transcriber:
         """Segments for the stretches of ``speech`` (call seconds) that ``segments``
         leave unheard, each decoded on its own. ``samples`` start at ``offset``."""
         reach = options.word_reach_s
+        # A second chance under other conditions: what the prompt steered into an
+        # echo of itself (以下是普通话的句子, dropped as a hallucination) is decoded without it.
+        options = replace(options, initial_prompt=None)
         kept = []
         for start, end in unheard_speech(speech, segments, reach, options.coverage_gap_s):
             first = max(0, round((start - offset - reach) * SAMPLE_RATE))

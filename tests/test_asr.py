@@ -71,6 +71,7 @@ def test_known_credit_lines_are_hallucinations():
     assert is_hallucination("字幕由Amara.org社区提供")
     assert is_hallucination(to_simplified("請不吝點贊 訂閱 轉發 打賞支持明鏡與點點欄目"))
     assert is_hallucination("谢谢观看!")
+    assert is_hallucination("以下是普通话的句子。")  # the prompt read back
     assert not is_hallucination("谢谢您，再见")
     assert not is_hallucination("很高兴为您服务，谢谢观看我们的演示视频后再来电咨询具体的操作流程")
 
