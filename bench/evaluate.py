@@ -38,6 +38,7 @@ from labelled import forbidden_agent_turns, overlaps
 from monitor.asr import DEFAULT_PROMPT, Transcriber
 from monitor.audio import load_call
 from monitor.phrasebook import load_phrasebook
+from monitor.report import is_violation
 from monitor.pipeline import ScoreOptions, score_call
 from monitor.text import spoken
 
@@ -83,7 +84,7 @@ def main() -> int:
 
     transcriber = Transcriber(args.model)
     options = ScoreOptions(use_hotwords=args.hotwords)
-    found = labelled = events_ok = events_all = 0
+    found = labelled = events_ok = events_all = held = 0
     checks_agree = checks_all = 0
     pipeline_s = bare_s = audio_s = 0.0
     turns = heard = heard_bare = 0
@@ -114,6 +115,7 @@ def main() -> int:
         true_events = sum(1 for e in forbidden if any(overlaps(e["start"], e["end"], t) for t in wanted))
         found, labelled = found + hit_turns, labelled + len(wanted)
         events_ok, events_all = events_ok + true_events, events_all + len(forbidden)
+        held += sum(1 for e in forbidden if not is_violation(e))
 
         checks = {c["id"]: c["passed"] for c in report["checks"] or []}
         verdicts = []
@@ -133,6 +135,7 @@ def main() -> int:
     precision = events_ok / events_all if events_all else 1.0
     print(f"\nforbidden phrases: recall {recall:.3f} ({found}/{labelled}), precision {precision:.3f} "
           f"({events_ok}/{events_all})  target >= 0.95 each")
+    print(f"  of the {events_all} forbidden events, {held} held for review (speaker uncertain, no deduction)")
     print(f"greeting/farewell checks agree with labels: {checks_agree}/{checks_all} = "
           f"{checks_agree / checks_all:.3f}  target >= 0.95")
     print(f"labelled turns heard: {heard}/{turns} (bare faster-whisper {heard_bare}/{turns}); coverage of VAD speech "

@@ -44,6 +44,7 @@ from monitor.asr import Segment, Transcriber  # noqa: E402
 from monitor.audio import SAMPLE_RATE, load_call  # noqa: E402
 from monitor.phrasebook import load_phrasebook  # noqa: E402
 from monitor.pipeline import report_for_segments, with_roles  # noqa: E402
+from monitor.report import is_violation  # noqa: E402
 from monitor.roles import REVIEW_BELOW, fit_two_voices  # noqa: E402
 from monitor.text import spoken  # noqa: E402
 from monitor import voices as acoustic  # noqa: E402
@@ -157,7 +158,7 @@ def forbidden_counts(report: dict, labels: dict) -> tuple[int, int, int, int, in
     """(true events, reported events, labelled turns found, labelled turns,
     labelled turns found or held for review with a forbidden phrase in them)."""
     wanted = forbidden_agent_turns(labels)
-    events = [e for e in report["events"] if e["kind"] == "forbidden"]
+    events = [e for e in report["events"] if is_violation(e)]  # deducted; held ones are in review
     held = [r for r in report.get("review", []) if r.get("forbidden")]
     true = sum(any(overlaps(e["start"], e["end"], t) for t in wanted) for e in events)
     found = [any(overlaps(e["start"], e["end"], t) for e in events) for t in wanted]

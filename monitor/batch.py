@@ -38,7 +38,7 @@ from monitor.errors import MonitorError, UsageError
 from monitor.models import file_sha256, resolve_model
 from monitor.phrasebook import load_phrasebook
 from monitor.pipeline import ScoreOptions, call_id_for, score_call, write_report
-from monitor.report import is_complete_report
+from monitor.report import is_complete_report, is_violation
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def summary_row(job: CallJob, report: dict | None = None, error: str | None = No
         "greeting": checks.get("greeting", ""),
         "farewell": checks.get("farewell", ""),
         "checks_failed": sum(1 for passed in checks.values() if passed is False),
-        "violations": sum(1 for e in report["events"] if e["kind"] == "forbidden"),
+        "violations": sum(1 for e in report["events"] if is_violation(e)),
         "duration_s": report["duration_s"],
         "rtf": (report.get("timing") or {}).get("rtf", ""),
         "error": "",

@@ -193,6 +193,12 @@ def write_html(report: dict, path: str | os.PathLike, audio_src: str | None) -> 
     _write_atomic(path, render_html(report, audio_src))
 
 
+def is_violation(event: dict) -> bool:
+    """A forbidden phrase that counts against the agent: not one held for review
+    because its speaker is uncertain (``uncertain_speaker``, mono calls)."""
+    return event["kind"] == "forbidden" and not event.get("uncertain_speaker")
+
+
 def is_complete_report(path: str | os.PathLike) -> bool:
     """True when ``path`` holds a finished ``monitor.report/1`` report (for batch resume)."""
     try:

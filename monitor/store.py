@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from monitor.errors import MonitorError
+from monitor.report import is_violation
 
 metadata = sa.MetaData()
 
@@ -556,6 +557,7 @@ def _child_rows(report: dict) -> dict[sa.Table, list[dict]]:
             {key: e.get(key) for key in ("kind", "phrase_id", "canonical", "heard", "start", "end", "speaker",
                                          "confidence", "article", "severity")}  # fmt: skip
             for e in report["events"]
+            if e["kind"] != "forbidden" or is_violation(e)  # held for review: in the report, not counted
         ],
         checks: [
             {"check_id": c["id"], "passed": c["passed"], "detail": c.get("detail"), "article": c.get("article")}

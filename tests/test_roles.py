@@ -17,7 +17,7 @@ import pytest
 from call_fixtures import hit, phrasebook, seg
 
 from monitor.asr import Segment
-from monitor.report import build_report, render_html
+from monitor.report import is_violation, build_report, render_html
 from monitor.roles import REVIEW_BELOW, assign_roles, text_evidence, uncertain
 from monitor.rules import judge
 
@@ -141,7 +141,11 @@ def test_report_carries_speaker_confidence_review_and_the_html_marker():
     assert [t["speaker_confidence"] for t in report["transcript"]] == [0.97, 0.6]
     assert report["review"][0]["label"] == "待复核"
     html = render_html(report, None)
-    assert "1 句说话人待复核" in html  # the header count
+    # The held phrase is shown, marked, but counts nowhere as the agent's violation.
+    assert [(e["kind"], e["uncertain_speaker"], is_violation(e)) for e in report["events"]] == [
+        ("mandated", False, False), ("forbidden", True, False)
+    ]
+    assert "0 处禁语" in html and "1 句说话人待复核" in html  # the header counts
     assert 'title="说话人不确定（置信度 0.6），不扣分">待复核' in html  # the row marker
     assert "说话人不确定（坐席，置信度 0.6）：不知道，这事不归我管。（禁语不扣分）" in html  # the review card
     assert "置信度 0.6" in html

@@ -37,7 +37,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from monitor.report import SEVERITY_LABELS, render_html
+from monitor.report import SEVERITY_LABELS, is_violation, render_html
 from monitor.store import CallFilter, Store, open_store
 from monitor.web import auth
 from monitor.web.auth import User
@@ -516,7 +516,7 @@ def _frequent_violations(store: Store, calls: list[dict], limit: int = 5) -> lis
     seen: dict[str, dict] = {}
     for call in calls:
         for event in (store.get_report(call["call_id"]) or {}).get("events", []):
-            if event["kind"] != "forbidden":
+            if not is_violation(event):
                 continue
             entry = seen.setdefault(event["phrase_id"], {**event, "count": 0, "calls": []})
             entry["count"] += 1
