@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import SAMPLES, sample
@@ -206,13 +207,22 @@ def _running(pid: int) -> bool:
     return state != "Z"  # a zombie is dead; only its parent (here: init) has yet to reap it
 
 
-def _start_batch(calls, out) -> subprocess.Popen:
+def _batch_under_way(tmp_path) -> tuple[subprocess.Popen, Path]:
+    """A 4-call batch with 2 workers, returned once its first report is written; and its --out."""
+    import time
+
+    calls, out = tmp_path / "calls", tmp_path / "out"
+    calls.mkdir()
     for i in range(4):
         shutil.copy(SAMPLES / "d06_no_greeting_rude.wav", calls / f"c{i}.wav")
-    return subprocess.Popen(
+    batch = subprocess.Popen(
         [sys.executable, "-m", "monitor", "score", str(calls), "--out", str(out), "--workers", "2"],
         start_new_session=True, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(out.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the workers are busy scoring
+    return batch, out
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -220,12 +230,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_what_finished(tmp_path):
     import signal
     import time
 
-    calls, out = tmp_path / "calls", tmp_path / "out"
-    calls.mkdir()
-    batch = _start_batch(calls, out)
-    deadline = time.monotonic() + 300
-    while not list(out.glob("*.json")) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    batch, out = _batch_under_way(tmp_path)
     workers = [p for p in _children(batch.pid) if "resource_tracker" not in open(f"/proc/{p}/cmdline").read()]
     os.killpg(batch.pid, signal.SIGINT)  # what a terminal does on Ctrl-C: the whole process group
     sent = time.monotonic()
@@ -245,12 +250,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_what_finished(tmp_path):
 def test_workers_die_with_a_killed_parent(tmp_path):
     import time
 
-    calls, out = tmp_path / "calls", tmp_path / "out"
-    calls.mkdir()
-    batch = _start_batch(calls, out)
-    deadline = time.monotonic() + 300
-    while not list(out.glob("*.json")) and time.monotonic() < deadline:
-        time.sleep(0.1)  # the workers are busy scoring
+    batch, _ = _batch_under_way(tmp_path)
     workers = _children(batch.pid)
     batch.kill()
     batch.wait()
