@@ -291,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     user_commands = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
     add = user_commands.add_parser("add", parents=[db_after], help="create a user, or change their role and password (and enable them again)")
     add.add_argument("name", metavar="NAME")
-    add.add_argument("--role", required=True, choices=["supervisor", "agent"])
+    add.add_argument("--role", required=True, choices=["supervisor", "qa", "agent"],
+                     help="supervisor: everything, live included; qa: reviewer (all calls, appeals), no live "
+                          "administration; agent: their own calls (--agent-id)")
     add.add_argument("--agent-id", metavar="ID", help="for an agent: the agent id on their calls (e.g. A1001)")
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     passwd = user_commands.add_parser("passwd", parents=[db_after], help="change NAME's password (ends their sessions)")

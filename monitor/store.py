@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from monitor.errors import MonitorError
 from monitor.report import is_violation
+from monitor.review import reviewed_report, reviewed_total
 
 metadata = sa.MetaData()
 
@@ -85,9 +87,12 @@ calls = sa.Table(
     sa.Column("duration_s", sa.Float),
     sa.Column("score", sa.Integer),  # null when the agent said nothing
     sa.Column("score_max", sa.Integer),
-    sa.Column("started_at", Timestamp),  # when the call took place, if known (a file alone does not say)
+    sa.Column("started_at", Timestamp),  # when the call took place: the manifest's started_at, else the file's mtime
     sa.Column("scored_at", Timestamp, nullable=False),
     sa.Column("report", sa.JSON, nullable=False),
+    sa.Column("phrasebook_title", sa.Text),  # version 4: shown instead of the phrasebook's id
+    sa.Column("transcript", sa.Text),  # version 4: every sentence, one a line, for search
+    sa.Column("reviewed_score", sa.Integer),  # version 4: the score after review (= score until a review changes it)
 )
 
 segments = _part_of_call(
@@ -113,6 +118,7 @@ checks = _part_of_call(
     sa.Column("passed", sa.Boolean, nullable=False),
     sa.Column("detail", sa.Text),
     sa.Column("article", sa.String(64)),
+    sa.Column("description", sa.Text),  # version 4: what the check asks, for filters and rule health
 )
 
 deductions = _part_of_call(
@@ -136,6 +142,9 @@ alerts = sa.Table(
     sa.Column("acknowledged_by", sa.String(255)),
     sa.Column("agent_id", sa.String(255), index=True),  # version 2: whose call it is, for the agents' portal
     sa.Column("severity", sa.String(16)),  # version 2: the phrase's severity, for the dashboard's emphasis
+    sa.Column("false_alarm_at", Timestamp),  # version 4: a reviewer marked the alert a false alarm…
+    sa.Column("false_alarm_by", sa.String(255)),  # …who…
+    sa.Column("false_alarm_note", sa.Text),  # …and why
 )
 
 users = sa.Table(
@@ -149,7 +158,7 @@ users = sa.Table(
     sa.Column("api_token_hash", sa.Text),
     sa.Column("created_at", Timestamp, nullable=False, default=_utc_now),
     sa.Column("disabled_at", Timestamp),  # version 3: a disabled user can neither log in nor use their API token
-    sa.CheckConstraint("role IN ('supervisor', 'agent')", name="users_role"),
+    sa.CheckConstraint("role IN ('supervisor', 'qa', 'agent')", name="users_role"),  # version 4: qa
 )
 
 sessions = sa.Table(  # version 2: web app log-ins
@@ -161,6 +170,53 @@ sessions = sa.Table(  # version 2: web app log-ins
     sa.Column("csrf_token", sa.String(64), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False, default=_utc_now),
     sa.Column("expires_at", Timestamp, nullable=False),
+)
+
+appeals = sa.Table(  # version 4: an agent contests one deduction of their call (申诉); a reviewer decides (复核)
+    "appeals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("call_id", sa.ForeignKey("calls.call_id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("deduction_index", sa.Integer, nullable=False),  # into the machine report's score.deductions
+    sa.Column("source", sa.String(255)),  # the deduction's phrase or check id when appealed: a re-scored call
+    sa.Column("points", sa.Integer, nullable=False),  # whose deduction at that index differs leaves the appeal aside
+    sa.Column("article", sa.String(64)),
+    sa.Column("start", sa.Float),  # the evidence's time in the recording, for the reviewer's player
+    sa.Column("deduction_reason", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),  # the agent's
+    sa.Column("appealed_by", sa.String(255), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("decided_by", sa.String(255)),
+    sa.Column("decided_at", Timestamp),
+    sa.Column("note", sa.Text),  # the reviewer's
+    sa.UniqueConstraint("call_id", "deduction_index", name="appeals_once"),
+    sa.CheckConstraint("status IN ('open', 'upheld', 'overturned')", name="appeals_status"),
+)
+
+added_deductions = _part_of_call(  # version 4: a deduction the machine missed, added by a reviewer
+    "added_deductions",
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("points", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(255)),  # the phrase or check the machine should have caught, if any
+    sa.Column("article", sa.String(64)),
+    sa.Column("start", sa.Float),  # where in the recording
+    sa.Column("added_by", sa.String(255), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+audit_log = sa.Table(  # version 4: every review action, who did it, when and why; rows are never changed
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),  # appeal, upheld, overturned, added_deduction, false_alarm
+    sa.Column("call_id", sa.String(255), index=True),  # no foreign key: the trail outlives the call
+    sa.Column("subject_id", sa.Integer),  # the appeal, added deduction or alert
+    sa.Column("why", sa.Text),
+    sa.Column("detail", sa.JSON),
 )
 
 # Version N's step takes a database at version N-1 to N. Version 1 is the
@@ -180,7 +236,72 @@ def _add_user_disabling(conn: sa.Connection) -> None:
     conn.exec_driver_sql(f"ALTER TABLE users ADD COLUMN disabled_at {column_type}")
 
 
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _add_web_app_tables, 3: _add_user_disabling}
+def _add_reviews(conn: sa.Connection) -> None:
+    """Version 4: the qa role; appeals, added deductions and their audit trail; false alarms; transcript search;
+    phrasebook titles and check descriptions. Existing calls get their new columns from their saved reports."""
+
+    def add_column(column: sa.Column) -> None:
+        column_type = column.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {column.table.name} ADD COLUMN {column.name} {column_type}")
+
+    for column in (calls.c.phrasebook_title, calls.c.transcript, calls.c.reviewed_score, checks.c.description,
+                   alerts.c.false_alarm_at, alerts.c.false_alarm_by, alerts.c.false_alarm_note):
+        add_column(column)
+    _allow_qa_role(conn)
+    for table in (appeals, added_deductions, audit_log):
+        table.create(conn)
+    _create_search_index(conn)
+    for call_id, report in conn.execute(sa.select(calls.c.call_id, calls.c.report)).all():
+        conn.execute(calls.update().where(calls.c.call_id == call_id).values(
+            phrasebook_title=report["phrasebook"].get("title"), transcript=_transcript_text(report),
+            reviewed_score=report["score"]["total"]))
+        _index_transcript(conn, call_id, _transcript_text(report))
+        for check in report["checks"] or []:
+            conn.execute(checks.update().where(checks.c.call_id == call_id, checks.c.check_id == check["id"])
+                         .values(description=check.get("description")))
+
+
+def _allow_qa_role(conn: sa.Connection) -> None:
+    """Widen the users' role constraint. SQLite cannot alter a constraint, so its table is rebuilt (sessions kept)."""
+    allowed = next(c for c in users.constraints if isinstance(c, sa.CheckConstraint) and c.name == "users_role").sqltext
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ALTER TABLE users DROP CONSTRAINT users_role")
+        conn.exec_driver_sql(f"ALTER TABLE users ADD CONSTRAINT users_role CHECK ({allowed})")
+        return
+    kept = [dict(r) for r in conn.execute(sa.select(sessions)).mappings()]
+    ddl = str(sa.schema.CreateTable(users).compile(dialect=conn.dialect)).replace("CREATE TABLE users", "CREATE TABLE users_new", 1)
+    conn.exec_driver_sql(ddl)
+    names = ", ".join(c.name for c in users.c if c.name != "disabled_at") + ", disabled_at"
+    conn.exec_driver_sql(f"INSERT INTO users_new ({names}) SELECT {names} FROM users")
+    conn.exec_driver_sql("DROP TABLE users")  # its sessions go with it (ON DELETE CASCADE) and come back below
+    conn.exec_driver_sql("ALTER TABLE users_new RENAME TO users")
+    if kept:
+        conn.execute(sessions.insert(), kept)
+
+
+def _create_search_index(conn: sa.Connection) -> None:
+    """Transcript search that works for Chinese, which has no spaces between words.
+
+    SQLite: an FTS5 table with the trigram tokenizer (any substring of three
+    characters or more is found through the index; shorter ones are scanned
+    with LIKE). PostgreSQL: a pg_trgm GIN index on ``calls.transcript`` that
+    serves ILIKE; when the extension cannot be created (not installed, or no
+    right to), ILIKE still works, scanning.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("CREATE VIRTUAL TABLE calls_fts USING fts5(call_id UNINDEXED, text, tokenize='trigram')")
+        return
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            conn.exec_driver_sql("CREATE INDEX ix_calls_transcript_trgm ON calls USING gin (transcript gin_trgm_ops)")
+    except sa.exc.DBAPIError as exc:
+        print(f"monitor: note: no trigram index for transcript search ({_first_line(exc.orig)}); search scans instead",
+              file=sys.stderr)
+
+
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _add_web_app_tables, 3: _add_user_disabling,
+                                                          4: _add_reviews}
 SCHEMA_VERSION = max(MIGRATIONS, default=1)
 
 _CHILD_TABLES = (segments, events, checks, deductions)
@@ -190,9 +311,13 @@ _INSERT_FOR_DIALECT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 _MIGRATION_LOCK = 7_204_611
 
 
+SORTS = ("-when", "when", "score", "-score", "agent", "-agent")
+"""How ``Store.list_calls`` may order calls: a column, descending with ``-``."""
+
+
 @dataclass
 class CallFilter:
-    """Which calls ``Store.list_calls`` returns."""
+    """Which calls ``Store.list_calls`` returns, in which order."""
 
     agent_id: str | None = None
     """Only this agent's calls."""
@@ -201,13 +326,27 @@ class CallFilter:
     until: dt.datetime | None = None
     """Only calls before this time."""
     min_score: int | None = None
-    """Only calls scoring at least this."""
+    """Only calls scoring (after review) at least this."""
     max_score: int | None = None
-    """Only calls scoring at most this."""
+    """Only calls scoring (after review) at most this."""
     violation: str | None = None
-    """Only calls where this forbidden phrase (``phrase_id``) was heard."""
+    """Only calls where this forbidden phrase (``phrase_id``) was heard or this check (``check_id``) failed."""
+    q: str | None = None
+    """Only calls whose transcript (or call id) contains this text."""
+    sort: str = "-when"
+    """One of ``SORTS``."""
+    offset: int = 0
+    """Skip this many calls (pagination)."""
     limit: int = 500
     """At most this many calls."""
+
+
+class ReviewRefused(Exception):
+    """A review action that cannot be done; ``reason`` is ``missing`` (no such thing), ``invalid`` or ``conflict``."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class Store:
@@ -237,11 +376,14 @@ class Store:
             "started_at": started_at,
             "scored_at": _utc_now(),
             "report": report,
+            "phrasebook_title": report["phrasebook"].get("title"),
+            "transcript": _transcript_text(report),
+            "reviewed_score": report["score"]["total"],
         }
         upsert = self._insert(calls).values(row)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[calls.c.call_id], set_={k: upsert.excluded[k] for k in row if k != "call_id"}
-        )
+        replaced = {k: upsert.excluded[k] for k in row if k != "call_id"}
+        replaced["started_at"] = sa.func.coalesce(upsert.excluded.started_at, calls.c.started_at)  # a re-score may not know it
+        upsert = upsert.on_conflict_do_update(index_elements=[calls.c.call_id], set_=replaced)
         with self._writing() as conn:
             # The upsert comes first: it locks the call's row, so a concurrent
             # save of the same call waits here and then replaces these rows.
@@ -251,6 +393,8 @@ class Store:
             for table, rows in _child_rows(report).items():
                 if rows:
                     conn.execute(table.insert(), [{**r, "call_id": call_id} for r in rows])
+            _index_transcript(conn, call_id, row["transcript"])
+            self._rescore(conn, call_id)  # reviews of an earlier score of this call still apply where they fit
 
     def has_report(self, call_id: str) -> bool:
         with self.engine.connect() as conn:
@@ -270,46 +414,92 @@ class Store:
         return dict(row) if row else None
 
     def list_calls(self, filters: CallFilter | None = None) -> list[dict]:
-        """Scored calls, newest first, with how many forbidden phrases each had."""
+        """Scored calls (newest first unless ``filters.sort`` says otherwise), without their report JSON.
+
+        Each row has the ``calls`` columns, ``score`` after review and ``machine_score``, ``when`` (the call's
+        time, else its scoring time), ``violations`` (forbidden phrases heard) and ``checks_failed``.
+        """
         f = filters or CallFilter()
-        forbidden = (
-            sa.select(sa.func.count())
-            .where(events.c.call_id == calls.c.call_id, events.c.kind == "forbidden")
-            .scalar_subquery()
+        when = _when()
+        score = _score()
+        order = {"when": when, "score": score, "agent": calls.c.agent_id}[f.sort.lstrip("-")]
+        order = order.desc() if f.sort.startswith("-") else order.asc()
+        query = (
+            sa.select(*[c for c in calls.c if c.name not in ("report", "transcript", "score", "reviewed_score")],
+                      score.label("score"), calls.c.score.label("machine_score"), _count_forbidden().label("violations"),
+                      _count_failed_checks().label("checks_failed"), when.label("when"))
+            .where(*self._conditions(f))
+            .order_by(order.nulls_last(), calls.c.id.desc())
+            .offset(f.offset)
+            .limit(f.limit)
         )
-        when = sa.func.coalesce(calls.c.started_at, calls.c.scored_at)
-        query = sa.select(*[c for c in calls.c if c.name != "report"], forbidden.label("violations"), when.label("when"))
-        if f.agent_id:
-            query = query.where(calls.c.agent_id == f.agent_id)
-        if f.since:
-            query = query.where(when >= f.since)
-        if f.until:
-            query = query.where(when < f.until)
-        if f.min_score is not None:
-            query = query.where(calls.c.score >= f.min_score)
-        if f.max_score is not None:
-            query = query.where(calls.c.score <= f.max_score)
-        if f.violation:
-            query = query.where(
-                sa.exists().where(events.c.call_id == calls.c.call_id, events.c.kind == "forbidden",
-                                  events.c.phrase_id == f.violation)
-            )
-        query = query.order_by(when.desc(), calls.c.id.desc()).limit(f.limit)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
-    def violation_types(self, agent_id: str | None = None) -> list[dict]:
-        """The forbidden phrases heard in scored calls: ``phrase_id``, ``canonical``, ``count``."""
-        query = (
-            sa.select(events.c.phrase_id, sa.func.min(events.c.canonical).label("canonical"), sa.func.count().label("count"))
-            .where(events.c.kind == "forbidden")
-            .group_by(events.c.phrase_id)
-            .order_by(sa.func.count().desc(), events.c.phrase_id)
-        )
-        if agent_id:
-            query = query.join(calls, calls.c.call_id == events.c.call_id).where(calls.c.agent_id == agent_id)
+    def count_calls(self, filters: CallFilter | None = None) -> int:
+        """How many calls ``list_calls`` would find without its offset and limit."""
+        query = sa.select(sa.func.count()).select_from(calls).where(*self._conditions(filters or CallFilter()))
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return conn.execute(query).scalar_one()
+
+    def _conditions(self, f: CallFilter) -> list:
+        when, score = _when(), _score()
+        conditions = []
+        if f.agent_id:
+            conditions.append(calls.c.agent_id == f.agent_id)
+        if f.since:
+            conditions.append(when >= f.since)
+        if f.until:
+            conditions.append(when < f.until)
+        if f.min_score is not None:
+            conditions.append(score >= f.min_score)
+        if f.max_score is not None:
+            conditions.append(score <= f.max_score)
+        if f.violation:
+            conditions.append(sa.or_(
+                sa.exists().where(events.c.call_id == calls.c.call_id, events.c.kind == "forbidden",
+                                  events.c.phrase_id == f.violation),
+                sa.exists().where(checks.c.call_id == calls.c.call_id, checks.c.passed.is_(False),
+                                  checks.c.check_id == f.violation),
+            ))
+        if f.q and f.q.strip():
+            conditions.append(self._transcript_has(f.q.strip()))
+        return conditions
+
+    def _transcript_has(self, text: str):
+        """Calls whose transcript or call id contains ``text`` (see ``_create_search_index``)."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        in_call_id = calls.c.call_id.ilike(pattern, escape="\\")
+        if self.engine.dialect.name == "sqlite" and len(text) >= 3:
+            phrase = '"' + text.replace('"', '""') + '"'
+            matched = sa.text("SELECT call_id FROM calls_fts WHERE calls_fts MATCH :phrase").bindparams(phrase=phrase)
+            return sa.or_(calls.c.call_id.in_(matched.columns(sa.column("call_id"))), in_call_id)
+        return sa.or_(calls.c.transcript.ilike(pattern, escape="\\"), in_call_id)
+
+    def violation_types(self, agent_id: str | None = None, since: dt.datetime | None = None) -> list[dict]:
+        """What calls can be filtered by: forbidden phrases heard and checks failed, most frequent first.
+
+        Each is ``phrase_id`` (a phrase or check id), ``canonical`` (its words or the check's description),
+        ``kind`` (``forbidden`` or ``check``) and ``count``; only in ``agent_id``'s calls, or calls since ``since``.
+        """
+        chosen = sa.select(calls.c.call_id)
+        if agent_id:
+            chosen = chosen.where(calls.c.agent_id == agent_id)
+        if since:
+            chosen = chosen.where(_when() >= since)
+        phrases = (sa.select(events.c.phrase_id, sa.func.min(events.c.canonical).label("canonical"),
+                             sa.literal("forbidden").label("kind"), sa.func.count().label("count"))
+                   .where(events.c.kind == "forbidden").group_by(events.c.phrase_id))
+        failed = (sa.select(checks.c.check_id.label("phrase_id"),
+                            sa.func.coalesce(sa.func.min(checks.c.description), checks.c.check_id).label("canonical"),
+                            sa.literal("check").label("kind"), sa.func.count().label("count"))
+                  .where(checks.c.passed.is_(False)).group_by(checks.c.check_id))
+        if agent_id or since:
+            phrases = phrases.where(events.c.call_id.in_(chosen))
+            failed = failed.where(checks.c.call_id.in_(chosen))
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(phrases).mappings()] + [dict(r) for r in conn.execute(failed).mappings()]
+        return sorted(rows, key=lambda r: (-r["count"], r["kind"], r["phrase_id"]))
 
     def agent_ids(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -352,6 +542,221 @@ class Store:
                 .values(acknowledged_at=_utc_now(), acknowledged_by=by)
             )
         return found is not None
+
+    # --- reviews (复核): appeals, added deductions, false alarms, all in the audit log ------------
+    def file_appeal(self, call_id: str, deduction_index: int, reason: str, by: str, role: str) -> int:
+        """Appeal one deduction of a call's machine report; returns the appeal's id.
+
+        ``ReviewRefused``: ``missing`` call, ``invalid`` index, ``conflict`` when that deduction was appealed already.
+        Who may appeal which call is the caller's to check.
+        """
+        with self._writing() as conn:
+            report = conn.execute(sa.select(calls.c.report).where(calls.c.call_id == call_id)).scalar_one_or_none()
+            if report is None:
+                raise ReviewRefused("missing", "no such call")
+            deductions = report["score"]["deductions"]
+            if not 0 <= deduction_index < len(deductions):
+                raise ReviewRefused("invalid", f"deduction must be an index into score.deductions (0–{len(deductions) - 1})")
+            taken = sa.select(appeals.c.id).where(appeals.c.call_id == call_id, appeals.c.deduction_index == deduction_index)
+            if conn.execute(taken).first() is not None:
+                raise ReviewRefused("conflict", "this deduction has been appealed already")
+            deduction = deductions[deduction_index]
+            appeal_id = conn.execute(appeals.insert().values(
+                call_id=call_id, deduction_index=deduction_index, source=deduction.get("source"),
+                points=deduction["points"], article=deduction.get("article"),
+                start=(deduction.get("evidence") or {}).get("start"), deduction_reason=deduction["reason"],
+                reason=reason, appealed_by=by, created_at=_utc_now(), status="open",
+            )).inserted_primary_key[0]
+            _audit(conn, by, role, "appeal", call_id, appeal_id, reason,
+                   {"deduction": deduction_index, "source": deduction.get("source"), "points": deduction["points"]})
+        return appeal_id
+
+    def decide_appeal(self, appeal_id: int, decision: str, note: str, by: str, role: str) -> dict:
+        """Uphold or overturn an open appeal; an overturn re-scores the call. Returns the appeal as decided.
+
+        ``ReviewRefused``: ``missing`` appeal, ``invalid`` decision, ``conflict`` when it was decided already
+        (a decision stands).
+        """
+        if decision not in ("upheld", "overturned"):
+            raise ReviewRefused("invalid", "decision must be upheld or overturned")
+        with self._writing() as conn:
+            row = conn.execute(sa.select(appeals).where(appeals.c.id == appeal_id)).mappings().first()
+            if row is None:
+                raise ReviewRefused("missing", "no such appeal")
+            decided = conn.execute(
+                appeals.update().where(appeals.c.id == appeal_id, appeals.c.status == "open")
+                .values(status=decision, decided_by=by, decided_at=_utc_now(), note=note)
+            ).rowcount
+            if not decided:
+                raise ReviewRefused("conflict", "this appeal has been decided already")
+            _audit(conn, by, role, decision, row["call_id"], appeal_id, note,
+                   {"deduction": row["deduction_index"], "source": row["source"], "points": row["points"]})
+            self._rescore(conn, row["call_id"])
+            return dict(conn.execute(sa.select(appeals).where(appeals.c.id == appeal_id)).mappings().one())
+
+    def add_deduction(self, call_id: str, reason: str, points: int, by: str, role: str, source: str | None = None,
+                      article: str | None = None, start: float | None = None) -> int:
+        """A deduction the machine missed, added by a reviewer; re-scores the call. ``ReviewRefused`` (``missing``)."""
+        with self._writing() as conn:
+            if conn.execute(sa.select(calls.c.id).where(calls.c.call_id == call_id)).first() is None:
+                raise ReviewRefused("missing", "no such call")
+            added_id = conn.execute(added_deductions.insert().values(
+                call_id=call_id, reason=reason, points=points, source=source, article=article, start=start,
+                added_by=by, created_at=_utc_now(),
+            )).inserted_primary_key[0]
+            _audit(conn, by, role, "added_deduction", call_id, added_id, reason,
+                   {"points": points, "source": source, "article": article, "start": start})
+            self._rescore(conn, call_id)
+        return added_id
+
+    def mark_false_alarm(self, alert_id: int, note: str, by: str, role: str) -> dict | None:
+        """Mark a live alert a false alarm (the first mark stands); the alert, or None when there is none."""
+        with self._writing() as conn:
+            alert = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).mappings().first()
+            if alert is None:
+                return None
+            if alert["false_alarm_at"] is None:
+                conn.execute(alerts.update().where(alerts.c.id == alert_id)
+                             .values(false_alarm_at=_utc_now(), false_alarm_by=by, false_alarm_note=note))
+                _audit(conn, by, role, "false_alarm", alert["call_id"], alert_id, note,
+                       {"phrase_id": alert["phrase_id"], "start": alert["start"]})
+            return dict(conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).mappings().one())
+
+    def get_appeal(self, appeal_id: int) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(appeals).where(appeals.c.id == appeal_id)).mappings().first()
+        return dict(row) if row else None
+
+    def list_appeals(self, open_only: bool | None = None, agent_id: str | None = None, limit: int = 200) -> list[dict]:
+        """Appeals with their call's ``agent_id``: open ones (oldest first), decided ones (newest first), or all."""
+        query = sa.select(appeals, calls.c.agent_id).join(calls, calls.c.call_id == appeals.c.call_id)
+        if open_only is True:
+            query = query.where(appeals.c.status == "open").order_by(appeals.c.id)
+        elif open_only is False:
+            query = query.where(appeals.c.status != "open").order_by(appeals.c.decided_at.desc(), appeals.c.id.desc())
+        else:
+            query = query.order_by(appeals.c.id.desc())
+        if agent_id:
+            query = query.where(calls.c.agent_id == agent_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query.limit(limit)).mappings()]
+
+    def reviewed_report(self, call_id: str) -> dict | None:
+        """The call's report with its reviews applied (``monitor.review.reviewed_report``), or None."""
+        with self.engine.connect() as conn:
+            report = conn.execute(sa.select(calls.c.report).where(calls.c.call_id == call_id)).scalar_one_or_none()
+            if report is None:
+                return None
+            appealed, added = self._reviews(conn, call_id)
+            history = conn.execute(sa.select(audit_log).where(audit_log.c.call_id == call_id)
+                                   .order_by(audit_log.c.id)).mappings().all()
+        return reviewed_report(report, appealed, added, [dict(h) for h in history])
+
+    def _reviews(self, conn: sa.Connection, call_id: str) -> tuple[list[dict], list[dict]]:
+        appealed = conn.execute(sa.select(appeals).where(appeals.c.call_id == call_id).order_by(appeals.c.id)).mappings()
+        added = conn.execute(sa.select(added_deductions).where(added_deductions.c.call_id == call_id)
+                             .order_by(added_deductions.c.id)).mappings()
+        return [dict(a) for a in appealed], [dict(a) for a in added]
+
+    def _rescore(self, conn: sa.Connection, call_id: str) -> None:
+        report = conn.execute(sa.select(calls.c.report).where(calls.c.call_id == call_id)).scalar_one()
+        total = reviewed_total(report, *self._reviews(conn, call_id))
+        conn.execute(calls.update().where(calls.c.call_id == call_id).values(reviewed_score=total))
+
+    def rule_health(self) -> list[dict]:
+        """Each phrase or check's record under review, worst measured precision first.
+
+        ``events``: forbidden phrases heard / checks failed in scored calls; ``confirmed``: appeals upheld;
+        ``overturned``: appeals overturned plus live alerts marked false alarms; ``missed``: deductions
+        reviewers added naming it; ``precision``: confirmed / (confirmed + overturned), None before any review.
+        """
+        rules: dict[str, dict] = {}
+
+        def rule(source: str, label: str | None = None, kind: str | None = None) -> dict:
+            entry = rules.setdefault(source, {"source": source, "label": label or source, "kind": kind, "events": 0,
+                                              "confirmed": 0, "overturned": 0, "missed": 0, "false_alarms": 0})
+            if label and entry["label"] == source:
+                entry["label"] = label
+            entry["kind"] = entry["kind"] or kind
+            return entry
+
+        for row in self.violation_types():
+            rule(row["phrase_id"], row["canonical"], row["kind"])["events"] += row["count"]
+        decided = (sa.select(appeals.c.source, appeals.c.status, sa.func.count().label("n"))
+                   .where(appeals.c.status != "open", appeals.c.source.is_not(None))
+                   .group_by(appeals.c.source, appeals.c.status))
+        missed = (sa.select(added_deductions.c.source, sa.func.count().label("n"))
+                  .where(added_deductions.c.source.is_not(None)).group_by(added_deductions.c.source))
+        false_alarms = (sa.select(alerts.c.phrase_id, sa.func.min(alerts.c.canonical).label("canonical"),
+                                  sa.func.count().label("n"))
+                        .where(alerts.c.false_alarm_at.is_not(None)).group_by(alerts.c.phrase_id))
+        with self.engine.connect() as conn:
+            for source, status, n in conn.execute(decided):
+                rule(source)["confirmed" if status == "upheld" else "overturned"] += n
+            for source, n in conn.execute(missed):
+                rule(source)["missed"] += n
+            for phrase_id, canonical, n in conn.execute(false_alarms):
+                entry = rule(phrase_id, canonical, "forbidden")
+                entry["overturned"] += n
+                entry["false_alarms"] += n
+        for entry in rules.values():
+            reviewed = entry["confirmed"] + entry["overturned"]
+            entry["precision"] = round(entry["confirmed"] / reviewed, 3) if reviewed else None
+        return sorted(rules.values(), key=lambda e: (e["precision"] is None, e["precision"] or 0, -e["overturned"],
+                                                      -e["missed"], -e["events"], e["source"]))
+
+    def overview(self, now: dt.datetime | None = None, days: int = 30, worst: int = 8) -> dict:
+        """The supervisor's overview, in the server's time zone: calls today and this week, the average score
+        (after review), violations by type and by agent, a daily trend, the worst calls and the open appeals."""
+        now = (now or _utc_now()).astimezone()
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        week = today - dt.timedelta(days=today.weekday())
+        first = today - dt.timedelta(days=days - 1)
+        when, score = _when(), _score()
+        with self.engine.connect() as conn:
+            recent = conn.execute(sa.select(when.label("when"), score.label("score")).where(when >= first)).all()
+            by_agent = conn.execute(
+                sa.select(calls.c.agent_id, sa.func.count().label("calls"), sa.func.avg(score).label("average"),
+                          sa.func.sum(_count_forbidden()).label("violations"),
+                          sa.func.sum(_count_failed_checks()).label("checks_failed"))
+                .where(when >= first).group_by(calls.c.agent_id)
+            ).mappings().all()
+            lowest = conn.execute(
+                sa.select(calls.c.call_id, calls.c.agent_id, score.label("score"), when.label("when"),
+                          _count_forbidden().label("violations"))
+                .where(when >= first, score.is_not(None)).order_by(score, when.desc()).limit(worst)
+            ).mappings().all()
+            open_appeals = conn.execute(sa.select(sa.func.count()).where(appeals.c.status == "open")).scalar_one()
+        daily: dict[dt.date, list[int]] = {}
+        for when_, score_ in recent:
+            day = _aware(when_).astimezone(now.tzinfo).date()
+            daily.setdefault(day, []).append(score_)
+
+        def summary(since: dt.datetime) -> dict:
+            rows = [s for w, s in recent if _aware(w) >= since]
+            scored = [s for s in rows if s is not None]
+            return {"calls": len(rows), "average": round(sum(scored) / len(scored), 1) if scored else None}
+
+        trend = []
+        for offset in range(days):
+            day = (first + dt.timedelta(days=offset)).date()
+            scored = [s for s in daily.get(day, []) if s is not None]
+            trend.append({"day": day, "calls": len(daily.get(day, [])),
+                          "average": round(sum(scored) / len(scored), 1) if scored else None})
+        return {
+            "today": summary(today), "week": summary(week), "period": summary(first), "days": days,
+            "violations": self.violation_types(since=first),
+            "agents": sorted(({**r, "average": None if r["average"] is None else round(float(r["average"]), 1),
+                               "violations": int(r["violations"] or 0), "checks_failed": int(r["checks_failed"] or 0)}
+                              for r in by_agent), key=lambda r: (-(r["violations"] + r["checks_failed"]), r["agent_id"] or "")),
+            "trend": trend, "worst": [dict(r) for r in lowest], "open_appeals": open_appeals,
+        }
+
+    def agent_names(self) -> dict[str, str]:
+        """Agent id → the name of the agent user who has it (for showing agents by name)."""
+        query = sa.select(users.c.agent_id, users.c.name).where(users.c.agent_id.is_not(None)).order_by(users.c.id)
+        with self.engine.connect() as conn:
+            return {agent_id: name for agent_id, name in conn.execute(query)}
 
     def add_user(self, name: str, role: str, agent_id: str | None, password_hash: str | None) -> None:
         """Create a user, or replace the role, agent and password of an existing one (and enable them again).
@@ -534,6 +939,7 @@ def _migrate(store: Store) -> None:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
         if not sa.inspect(conn).has_table(schema_migrations.name):
             metadata.create_all(conn)
+            _create_search_index(conn)
             conn.execute(schema_migrations.insert(), [{"version": SCHEMA_VERSION, "applied_at": _utc_now()}])
             return
         current = conn.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar_one() or 0
@@ -560,7 +966,8 @@ def _child_rows(report: dict) -> dict[sa.Table, list[dict]]:
             if e["kind"] != "forbidden" or is_violation(e)  # held for review: in the report, not counted
         ],
         checks: [
-            {"check_id": c["id"], "passed": c["passed"], "detail": c.get("detail"), "article": c.get("article")}
+            {"check_id": c["id"], "passed": c["passed"], "detail": c.get("detail"), "article": c.get("article"),
+             "description": c.get("description")}
             for c in report["checks"] or []
         ],
         deductions: [
@@ -568,6 +975,48 @@ def _child_rows(report: dict) -> dict[sa.Table, list[dict]]:
             for d in report["score"]["deductions"]
         ],
     }
+
+
+def _audit(conn: sa.Connection, actor: str, role: str, action: str, call_id: str | None, subject_id: int | None,
+           why: str | None, detail: dict | None = None) -> None:
+    conn.execute(audit_log.insert().values(at=_utc_now(), actor=actor, role=role, action=action, call_id=call_id,
+                                           subject_id=subject_id, why=why, detail=detail))
+
+
+def _when() -> sa.ColumnElement:
+    """When a call took place; its scoring time when that is not known."""
+    return sa.func.coalesce(calls.c.started_at, calls.c.scored_at)
+
+
+def _score() -> sa.ColumnElement:
+    """A call's score after review."""
+    return sa.func.coalesce(calls.c.reviewed_score, calls.c.score)
+
+
+def _count_forbidden() -> sa.ScalarSelect:
+    return (sa.select(sa.func.count()).where(events.c.call_id == calls.c.call_id, events.c.kind == "forbidden")
+            .scalar_subquery())
+
+
+def _count_failed_checks() -> sa.ScalarSelect:
+    return (sa.select(sa.func.count()).where(checks.c.call_id == calls.c.call_id, checks.c.passed.is_(False))
+            .scalar_subquery())
+
+
+def _transcript_text(report: dict) -> str:
+    return "\n".join(s["text"] for s in report["transcript"])
+
+
+def _index_transcript(conn: sa.Connection, call_id: str, text: str) -> None:
+    """Keep SQLite's FTS table in step with ``calls.transcript`` (PostgreSQL indexes the column itself)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("DELETE FROM calls_fts WHERE call_id = ?", (call_id,))
+        conn.exec_driver_sql("INSERT INTO calls_fts (call_id, text) VALUES (?, ?)", (call_id, text))
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 def _safe(url: str) -> str:

@@ -19,7 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from monitor.store import Store
 
-ROLES = ("supervisor", "agent")
+ROLES = ("supervisor", "qa", "agent")
 SESSION_COOKIE = "monitor_session"
 LOGIN_CSRF_COOKIE = "monitor_login_csrf"
 
@@ -37,7 +37,8 @@ class User:
     name: str
     """Login name."""
     role: str
-    """``supervisor`` (sees everything) or ``agent`` (sees only ``agent_id``'s calls)."""
+    """``supervisor`` (sees everything, runs the live side), ``qa`` (a reviewer, 质检员: sees every call and
+    reviews, no live administration) or ``agent`` (sees only ``agent_id``'s calls)."""
     agent_id: str | None
     """For an agent: the agent id their calls carry."""
     csrf_token: str = ""
@@ -47,9 +48,23 @@ class User:
     def is_supervisor(self) -> bool:
         return self.role == "supervisor"
 
+    @property
+    def is_reviewer(self) -> bool:
+        """Sees every call and alert, decides appeals, adds deductions, marks false alarms: qa and supervisors."""
+        return self.role in ("supervisor", "qa")
+
+    @property
+    def by_token(self) -> bool:
+        """Authenticated by an API token rather than a session cookie (no CSRF token to check)."""
+        return not self.csrf_token
+
     def may_see(self, agent_id: str | None) -> bool:
         """Whether this user may see a call or alert of ``agent_id``."""
-        return self.is_supervisor or (self.agent_id is not None and agent_id == self.agent_id)
+        return self.is_reviewer or (self.agent_id is not None and agent_id == self.agent_id)
+
+    def own_agent(self) -> str | None:
+        """The agent id a listing is limited to: None for reviewers, the agent's own (never empty) otherwise."""
+        return None if self.is_reviewer else (self.agent_id or "\0")
 
 
 def hash_password(password: str) -> str:
