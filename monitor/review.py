@@ -46,7 +46,7 @@ def reviewed_report(report: dict, appeals: list[dict], added: list[dict], histor
     by_index = {a["deduction_index"]: a for a in appeals if applies(a, machine["deductions"])}
     deductions = []
     for index, deduction in enumerate(machine["deductions"]):
-        row = {**deduction, "index": index, "overturned": False}
+        row = {**deduction, "index": index, "overturned": False, "appeal": None, "added_by": None}
         appeal = by_index.get(index)
         if appeal:
             row["appeal"] = appeal_json(appeal)
@@ -55,7 +55,7 @@ def reviewed_report(report: dict, appeals: list[dict], added: list[dict], histor
     for extra in added:
         deductions.append({
             "reason": extra["reason"], "points": extra["points"], "article": extra["article"], "source": extra["source"],
-            "severity": None, "coaching": None, "coaching_article": None, "overturned": False,
+            "severity": None, "coaching": None, "coaching_article": None, "overturned": False, "appeal": None,
             "evidence": None if extra["start"] is None else {"start": extra["start"], "end": extra["start"], "heard": ""},
             "added_by": extra["added_by"], "added_at": _iso(extra["created_at"]),
         })

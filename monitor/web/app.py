@@ -1,9 +1,12 @@
 """The web app: routes, access rules and page rendering.
 
-Who sees what: a supervisor sees every call, alert and live stream; an agent
-sees only calls and alerts carrying their own agent id, and gets 404 for any
-other (the same answer as for a call that does not exist, so ids cannot be
-probed). A visitor who is not logged in is sent to the login page (HTML) or
+Who sees what: a supervisor sees every call, alert and live stream and runs
+the live side (acknowledges alerts, feeds streams); a qa reviewer (质检员) sees
+every call, alert and live stream too and reviews (decides appeals, adds missed
+deductions, marks false alarms) but administers nothing live; an agent sees
+only calls and alerts carrying their own agent id, and gets 404 for any other
+(the same answer as for a call that does not exist, so ids cannot be probed),
+and appeals deductions of those calls only. A visitor who is not logged in is sent to the login page (HTML) or
 gets 401 (JSON, audio, events). Machine clients (the live ingest) use an API
 token instead of a session.
 
@@ -17,7 +20,9 @@ Chinese and never show internals.
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
+import io
 import json
 import logging
 import math
@@ -31,19 +36,20 @@ from typing import Annotated
 from urllib.parse import quote, urlsplit
 
 import jinja2
-from fastapi import Depends, FastAPI, Form, HTTPException, Path, Query, Request, WebSocket
+from fastapi import Body, Depends, FastAPI, Form, HTTPException, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitor.report import SEVERITY_LABELS, is_violation, render_html
-from monitor.store import CallFilter, Store, open_store
+from monitor.review import appeal_json, counted_deductions
+from monitor.store import SORTS, CallFilter, ReviewRefused, Store, open_store
 from monitor.web import auth
 from monitor.web.auth import User
 from monitor.web.live import Hub, Ingest, LiveOptions
 from monitor.web.throttle import LoginThrottle, ThrottleOptions
-from monitor.web.trend import trend_chart
+from monitor.web.trend import daily_chart, trend_chart
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,14 @@ MAX_ID = 2**63 - 1
 MAX_FILTER = 10**9
 """Score filters are clamped to ±this."""
 AlertId = Annotated[int, Path(ge=0, le=MAX_ID)]
+AppealId = Annotated[int, Path(ge=0, le=MAX_ID)]
+PAGE_SIZE = 50
+"""Calls per page in the call list (``GET /api/calls`` takes ``per_page`` up to ``MAX_PAGE_SIZE``)."""
+MAX_PAGE_SIZE = 500
+MAX_TEXT = 2000
+"""The longest appeal reason, review note or deduction reason, in characters."""
+DECISIONS = {"upheld": "维持扣分", "overturned": "撤销扣分"}
+REFUSED_STATUS = {"missing": 404, "invalid": 422, "conflict": 409}
 AfterId = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
@@ -145,7 +159,21 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
             raise HTTPException(403, "supervisors only")
         return user
 
+    def reviewer_page(user: User = Depends(page_user)) -> User:
+        if not user.is_reviewer:
+            raise HTTPException(403, "reviewers only")
+        return user
+
+    def reviewer_api(user: User = Depends(api_user)) -> User:
+        if not user.is_reviewer:
+            raise HTTPException(403, "reviewers only")
+        return user
+
     async def check_csrf(request: Request, user: User) -> None:
+        """A session's state-changing request must echo its CSRF token. API-token clients send no cookies, so
+        another site cannot make their browser act for them: they have none to check."""
+        if user.by_token:
+            return
         given = request.headers.get("x-csrf-token")
         if given is None and request.headers.get("content-type", "").startswith(
             ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -248,22 +276,25 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
 
     @app.get("/")
     def home(user: User = Depends(page_user)):
-        return RedirectResponse("/dashboard" if user.is_supervisor else "/me", status_code=303)
+        return RedirectResponse("/dashboard" if user.is_reviewer else "/me", status_code=303)
 
-    # --- supervisor: live dashboard ---------------------------------------------------
+    # --- supervisor and qa: live dashboard over the overview ----------------------------
     @app.get("/dashboard", response_class=HTMLResponse)
-    def dashboard(request: Request, user: User = Depends(supervisor_page)):
+    def dashboard(request: Request, user: User = Depends(reviewer_page)):
         recent = store.recent_alerts(limit=50)
+        overview = store.overview()
         return page("dashboard.html.j2", request, user, alerts=[_alert_json(a) for a in recent],
                     last_alert_id=max((a["id"] for a in recent), default=0), live_calls=hub.snapshot(),
-                    severity_labels=SEVERITY_LABELS)
+                    severity_labels=SEVERITY_LABELS, overview=overview, names=store.agent_names(),
+                    chart=daily_chart(overview["trend"]),
+                    open_appeals=[appeal_json(a) for a in store.list_appeals(open_only=True, limit=10)])
 
     @app.get("/api/live")
-    def live_calls(user: User = Depends(supervisor_api)):
+    def live_calls(user: User = Depends(reviewer_api)):
         return hub.snapshot()
 
     @app.get("/events")
-    async def events(request: Request, after: AfterId = 0, user: User = Depends(supervisor_api)):
+    async def events(request: Request, after: AfterId = 0, user: User = Depends(reviewer_api)):
         """Server-sent events: alerts (with ``id:`` = alert id) and live transcript lines.
 
         A reconnecting EventSource sends ``Last-Event-ID``; the alerts it
@@ -309,47 +340,212 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
         hub.publish({"type": "ack", "id": alert_id, "by": user.name})
         return {"id": alert_id, "acknowledged": True}
 
+    @app.post("/api/alerts/{alert_id}/false-alarm")
+    async def false_alarm(alert_id: AlertId, request: Request, user: User = Depends(reviewer_api)):
+        """A reviewer marks a live alert a false alarm, with why (``{"note"}``); counted against its phrase."""
+        await check_csrf(request, user)
+        note = _text((await _json_body(request)).get("note"), "note", required=False)
+        alert = store.mark_false_alarm(alert_id, note, user.name, user.role)
+        if alert is None:
+            raise HTTPException(404, "no such alert")
+        hub.publish({"type": "false_alarm", "id": alert_id, "by": alert["false_alarm_by"]})
+        return _alert_json(alert)
+
     @app.get("/api/alerts")
     def alerts_api(after: AfterId = 0, user: User = Depends(api_user)):
-        """Alerts the user may see: all for a supervisor, an agent's own otherwise."""
-        rows = store.alerts_after(after, agent_id=None if user.is_supervisor else (user.agent_id or "\0"))
+        """Alerts the user may see: all for a reviewer, an agent's own otherwise."""
+        rows = store.alerts_after(after, agent_id=user.own_agent())
         return [_alert_json(a) for a in rows]
 
     # --- calls ------------------------------------------------------------------------
-    @app.get("/calls", response_class=HTMLResponse)
-    def call_browser(request: Request, agent: str = "", since: str = "", until: str = "", min_score: str = "",
-                     max_score: str = "", violation: str = "", user: User = Depends(page_user)):
-        own = None if user.is_supervisor else (user.agent_id or "\0")
-        filters = CallFilter(
-            agent_id=own or agent or None, since=_date(since), until=_date(until, next_day=True),
-            min_score=_int(min_score), max_score=_int(max_score), violation=violation or None,
+    def call_filters(user: User, params: dict, limit: int = PAGE_SIZE) -> CallFilter:
+        """The call list's query parameters as a filter. Unreadable values count as empty, as in the form."""
+        page_number = max(1, min(_int(params.get("page", "")) or 1, MAX_FILTER))
+        sort = params.get("sort", "")
+        return CallFilter(
+            agent_id=user.own_agent() or params.get("agent") or None,
+            since=_date(params.get("since", "")), until=_date(params.get("until", ""), next_day=True),
+            min_score=_int(params.get("min_score", "")), max_score=_int(params.get("max_score", "")),
+            violation=params.get("violation") or None, q=(params.get("q") or "")[:200] or None,
+            sort=sort if sort in SORTS else "-when", offset=(page_number - 1) * limit, limit=limit,
         )
-        return page("calls.html.j2", request, user, calls=store.list_calls(filters),
-                    agents=store.agent_ids() if user.is_supervisor else [],
-                    violations=store.violation_types(agent_id=own),
-                    form={"agent": agent, "since": since, "until": until, "min_score": min_score,
-                          "max_score": max_score, "violation": violation})
+
+    @app.get("/calls", response_class=HTMLResponse)
+    def call_browser(request: Request, user: User = Depends(page_user)):
+        params = dict(request.query_params)
+        filters = call_filters(user, params)
+        total = store.count_calls(filters)
+        page_number = filters.offset // PAGE_SIZE + 1
+        form = {k: params.get(k, "") for k in ("q", "agent", "since", "until", "min_score", "max_score", "violation",
+                                               "sort")}
+        link = {k: v for k, v in form.items() if v}
+        return page("calls.html.j2", request, user, calls=store.list_calls(filters), total=total,
+                    page_number=page_number, pages=max(1, math.ceil(total / PAGE_SIZE)), link=link,
+                    agents=store.agent_ids() if user.is_reviewer else [], names=store.agent_names(),
+                    violations=store.violation_types(agent_id=user.own_agent()), form=form)
+
+    @app.get("/api/calls")
+    def calls_api(request: Request, user: User = Depends(api_user)):
+        """The call list as JSON: ``{"calls": [...], "total", "page", "per_page"}`` (see CONTRACT.md)."""
+        params = dict(request.query_params)
+        per_page = max(1, min(_int(params.get("per_page", "")) or PAGE_SIZE, MAX_PAGE_SIZE))
+        filters = call_filters(user, params, limit=per_page)
+        return {"calls": [_call_json(c) for c in store.list_calls(filters)], "total": store.count_calls(filters),
+                "page": filters.offset // per_page + 1, "per_page": per_page}
+
+    @app.get("/calls.csv")
+    def calls_csv(request: Request, user: User = Depends(api_user)):
+        """The filtered call list with its violations, for a spreadsheet (every page, not one)."""
+        filters = call_filters(user, {**request.query_params, "page": "1"}, limit=CSV_LIMIT)
+        rows = store.list_calls(filters)
+        found = store.violations_of([r["call_id"] for r in rows])
+        names = store.agent_names()
+        out = io.StringIO()
+        out.write("\ufeff")  # Excel reads UTF-8 only with the byte-order mark
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            call = _call_json(row)
+            writer.writerow([_cell(v) for v in (
+                call["call_id"], call["agent_id"] or "", names.get(call["agent_id"], ""), call["started_at"] or "",
+                call["duration_s"], call["phrasebook_title"] or call["phrasebook"], _blank(call["score"]),
+                _blank(call["machine_score"]), call["violations"], call["checks_failed"],
+                "；".join(found.get(call["call_id"], [])),
+            )])
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="calls-{stamp}.csv"'})
 
     @app.get("/calls/{call_id}", response_class=HTMLResponse)
     def call_page(call_id: str, request: Request, user: User = Depends(page_user)):
         row = visible_call(user, call_id)
-        report = store.get_report(call_id)
+        reviewed = store.reviewed_report(call_id)
         audio = f"/calls/{quote(call_id, safe='')}/audio" if _recording(row) else None
-        html = render_html(report, audio)
-        bar = _templates().get_template("_bar.html.j2").render(user=user, path="/calls")
+        shown = {**reviewed, "score": {**reviewed["score"], "deductions": counted_deductions(reviewed)}}
+        html = render_html(shown, audio)
+        templates = _templates()
+        bar = templates.get_template("_bar.html.j2").render(user=user, path="/calls")
+        panel = templates.get_template("_review.html.j2").render(
+            user=user, report=reviewed, call=row, may_appeal=_may_appeal(user, row), decisions=DECISIONS,
+            names=store.agent_names())
         # The report page is self-contained (it is also written to disk by
-        # `monitor score`); here it gets the app's navigation bar on top, and
-        # its own inline script and style run under a nonce. Text from the
+        # `monitor score`); here it gets the app's navigation bar on top and the
+        # review panel (appeals, decisions, history) first in its main column,
+        # and its own inline script and style run under a nonce. Text from the
         # call is escaped, so every literal <script> or <style> is the template's.
         nonce = secrets.token_urlsafe(18)
         html = html.replace("<body>", "<body>\n" + bar, 1)
         html = html.replace("<script>", f'<script nonce="{nonce}">').replace("<style>", f'<style nonce="{nonce}">')
+        html = html.replace("<main>", "<main>\n" + panel, 1)  # after the nonce: the panel has no inline script
         return HTMLResponse(html, headers={"Content-Security-Policy": content_security_policy(nonce)})
 
     @app.get("/calls/{call_id}/report.json")
     def call_json(call_id: str, user: User = Depends(api_user)):
+        """The report after review: ``score.total`` reviewed, ``score.machine_total``, and ``reviewed``."""
         visible_call(user, call_id)
-        return JSONResponse(store.get_report(call_id))
+        return JSONResponse(store.reviewed_report(call_id))
+
+    # --- appeals and reviews (申诉与复核) ----------------------------------------------------
+    def file_appeal(user: User, call_id: str, deduction, reason) -> int:
+        row = visible_call(user, call_id)
+        if not _may_appeal(user, row):
+            raise HTTPException(403, "only the call's own agent appeals its deductions")
+        if not isinstance(deduction, int) or isinstance(deduction, bool):
+            raise HTTPException(422, "deduction must be an index into score.deductions")
+        return refused_as_http(store.file_appeal, call_id, deduction, _text(reason, "reason"), user.name, user.role)
+
+    def decide(user: User, appeal_id: int, decision, note) -> dict:
+        if decision not in DECISIONS:
+            raise HTTPException(422, "decision must be upheld or overturned")
+        return refused_as_http(store.decide_appeal, appeal_id, decision, _text(note, "note"), user.name, user.role)
+
+    def add_deduction(user: User, call_id: str, body: dict) -> int:
+        visible_call(user, call_id)
+        points = body.get("points")
+        if not isinstance(points, int) or isinstance(points, bool) or not 1 <= points <= 100:
+            raise HTTPException(422, "points must be a whole number from 1 to 100")
+        start = body.get("start")
+        if start is not None and (not isinstance(start, (int, float)) or isinstance(start, bool)
+                                  or not 0 <= start <= 86400):
+            raise HTTPException(422, "start must be seconds into the recording")
+        source = _text(body.get("source"), "source", required=False, limit=255) or None
+        article = _text(body.get("article"), "article", required=False, limit=64) or None
+        return refused_as_http(store.add_deduction, call_id, _text(body.get("reason"), "reason"), points, user.name,
+                               user.role, source=source, article=article, start=start)
+
+    @app.post("/api/calls/{call_id}/appeals", status_code=201)
+    async def appeal_api(call_id: str, request: Request, user: User = Depends(api_user)):
+        """The call's own agent appeals one deduction: ``{"deduction": INDEX, "reason"}`` → 201 ``{"appeal_id"}``."""
+        await check_csrf(request, user)
+        body = await _json_body(request)
+        return {"appeal_id": file_appeal(user, call_id, body.get("deduction"), body.get("reason"))}
+
+    @app.post("/calls/{call_id}/appeals")
+    async def appeal_form(call_id: str, request: Request, user: User = Depends(page_user)):
+        await check_csrf(request, user)
+        form = await request.form()
+        file_appeal(user, call_id, _int(str(form.get("deduction", ""))), form.get("reason"))
+        return RedirectResponse(f"/calls/{quote(call_id, safe='')}#review", status_code=303)
+
+    @app.get("/api/appeals")
+    def appeals_api(status: str = "", user: User = Depends(api_user)):
+        """Appeals the user may see (all for reviewers, an agent's own): ``status`` open, decided, or all."""
+        rows = store.list_appeals(open_only={"open": True, "decided": False}.get(status), agent_id=user.own_agent())
+        return [appeal_json(r) | {"agent_id": r["agent_id"]} for r in rows]
+
+    @app.post("/api/appeals/{appeal_id}/decision")
+    async def decision_api(appeal_id: AppealId, request: Request, user: User = Depends(reviewer_api)):
+        """A reviewer decides: ``{"decision": "upheld"|"overturned", "note"}`` → the appeal as decided."""
+        await check_csrf(request, user)
+        body = await _json_body(request)
+        return appeal_json(decide(user, appeal_id, body.get("decision"), body.get("note")))
+
+    @app.post("/appeals/{appeal_id}/decision")
+    async def decision_form(appeal_id: AppealId, request: Request, user: User = Depends(reviewer_page)):
+        await check_csrf(request, user)
+        form = await request.form()
+        decide(user, appeal_id, form.get("decision"), form.get("note"))
+        return RedirectResponse(_local(str(form.get("next") or "/reviews")), status_code=303)
+
+    @app.post("/api/calls/{call_id}/deductions", status_code=201)
+    async def deduction_api(call_id: str, request: Request, user: User = Depends(reviewer_api)):
+        """A reviewer adds a deduction the machine missed: ``{"reason", "points", "source"?, "article"?, "start"?}``."""
+        await check_csrf(request, user)
+        return {"deduction_id": add_deduction(user, call_id, await _json_body(request))}
+
+    @app.post("/calls/{call_id}/deductions")
+    async def deduction_form(call_id: str, request: Request, user: User = Depends(reviewer_page)):
+        await check_csrf(request, user)
+        form = await request.form()
+        body = {"reason": form.get("reason"), "points": _int(str(form.get("points", ""))),
+                "source": form.get("source") or None, "article": form.get("article") or None,
+                "start": _seconds(str(form.get("start", "")))}
+        add_deduction(user, call_id, body)
+        return RedirectResponse(f"/calls/{quote(call_id, safe='')}#review", status_code=303)
+
+    @app.get("/reviews", response_class=HTMLResponse)
+    def review_queue(request: Request, user: User = Depends(page_user)):
+        """The reviewers' queue (open appeals first, then decided ones); an agent sees their own appeals."""
+        own = user.own_agent()
+        pending = [appeal_json(a) | {"agent_id": a["agent_id"]} for a in store.list_appeals(True, agent_id=own)]
+        decided = [appeal_json(a) | {"agent_id": a["agent_id"]} for a in store.list_appeals(False, agent_id=own, limit=100)]
+        return page("reviews.html.j2", request, user, pending=pending, decided=decided, decisions=DECISIONS,
+                    names=store.agent_names())
+
+    @app.get("/rules", response_class=HTMLResponse)
+    def rule_health_page(request: Request, user: User = Depends(reviewer_page)):
+        return page("rules.html.j2", request, user, rules=store.rule_health())
+
+    @app.get("/api/rules")
+    def rule_health_api(user: User = Depends(reviewer_api)):
+        """Per phrase or check: events, confirmed, overturned, missed, measured precision; worst first."""
+        return store.rule_health()
+
+    def refused_as_http(action, *args, **kwargs):
+        try:
+            return action(*args, **kwargs)
+        except ReviewRefused as refused:
+            raise HTTPException(REFUSED_STATUS[refused.reason], str(refused)) from None
 
     @app.get("/calls/{call_id}/alerts")
     def call_alerts(call_id: str, user: User = Depends(api_user)):
@@ -372,12 +568,13 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
     # --- agent portal -----------------------------------------------------------------
     @app.get("/me", response_class=HTMLResponse)
     def agent_portal(request: Request, user: User = Depends(page_user)):
-        if user.is_supervisor:
+        if user.is_reviewer:
             return RedirectResponse("/dashboard", status_code=303)
-        own = user.agent_id or "\0"
-        calls = store.list_calls(CallFilter(agent_id=own))
+        calls = store.list_calls(CallFilter(agent_id=user.own_agent()))
         return page("agent.html.j2", request, user, calls=calls, chart=trend_chart(calls),
-                    top=_frequent_violations(store, calls), severity_labels=SEVERITY_LABELS)
+                    top=_frequent_violations(store, calls), severity_labels=SEVERITY_LABELS, names=store.agent_names(),
+                    appeals=[appeal_json(a) for a in store.list_appeals(agent_id=user.own_agent(), limit=20)],
+                    decisions=DECISIONS)
 
     # --- live ingest --------------------------------------------------------------------
     @app.websocket("/ws/ingest")
@@ -485,6 +682,8 @@ def _alert_json(row: dict) -> dict:
         "start": row["start"], "end": row["end"], "article": row["article"], "severity": row["severity"],
         "latency_s": row["latency_s"], "created_at": row["created_at"].isoformat() if row["created_at"] else None,
         "acknowledged": row["acknowledged_at"] is not None, "acknowledged_by": row["acknowledged_by"],
+        "false_alarm": row.get("false_alarm_at") is not None, "false_alarm_by": row.get("false_alarm_by"),
+        "false_alarm_note": row.get("false_alarm_note"),
     }
 
 
@@ -494,13 +693,19 @@ def _recording(row: dict) -> str | None:
 
 
 def _date(value: str, next_day: bool = False) -> dt.datetime | None:
-    """A filter's day (YYYY-MM-DD); None, like an empty field, when it is not one."""
+    """A filter's day (YYYY-MM-DD, UTC; ``next_day`` for an inclusive end) or ISO time (without a zone: UTC);
+    None, like an empty field, when it is neither."""
     try:
         day = dt.date.fromisoformat(value)
         start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
         return start + dt.timedelta(days=1) if next_day else start
     except (ValueError, OverflowError):  # not a date, or the day after 9999-12-31
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
         return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _int(value: str) -> int | None:
@@ -508,6 +713,70 @@ def _int(value: str) -> int | None:
     try:
         return max(-MAX_FILTER, min(MAX_FILTER, int(value)))
     except ValueError:  # also "nan", "1e5" and a number too long to convert
+        return None
+
+
+CSV_LIMIT = 100_000
+"""The most calls one CSV export holds."""
+CSV_COLUMNS = ("call_id", "agent_id", "agent_name", "started_at", "duration_s", "phrasebook", "score", "machine_score",
+               "violations", "checks_failed", "violation_details")
+
+
+def _call_json(row: dict) -> dict:
+    """A call-list row for ``GET /api/calls``."""
+    def iso(value):
+        return None if value is None else (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat()
+
+    return {
+        "call_id": row["call_id"], "agent_id": row["agent_id"], "started_at": iso(row["when"]),
+        "time_from": "recording" if row["started_at"] is not None else "scoring", "score": row["score"],
+        "machine_score": row["machine_score"], "score_max": row["score_max"], "duration_s": row["duration_s"],
+        "phrasebook": row["phrasebook"], "phrasebook_title": row["phrasebook_title"],
+        "violations": row["violations"], "checks_failed": row["checks_failed"], "scored_at": iso(row["scored_at"]),
+    }
+
+
+def _cell(value) -> object:
+    """A CSV cell that a spreadsheet will not run as a formula (text from calls may start with = + - @)."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def _blank(value) -> object:
+    return "" if value is None else value
+
+
+def _may_appeal(user: User, call: dict) -> bool:
+    """Only the call's own agent appeals its deductions (reviewers decide, they do not appeal)."""
+    return user.role == "agent" and user.agent_id is not None and call["agent_id"] == user.agent_id
+
+
+async def _json_body(request: Request) -> dict:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPException(422, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise HTTPException(422, "the body must be a JSON object")
+    return body
+
+
+def _text(value, name: str, required: bool = True, limit: int = MAX_TEXT) -> str:
+    """A text field of a request, stripped; 422 when it is missing (if required), not text, or too long."""
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit:
+        raise HTTPException(422, f"{name} must be a text of 1 to {limit} characters" if required
+                            else f"{name} must be a text of at most {limit} characters")
+    return value.strip()
+
+
+def _seconds(value: str) -> float | None:
+    """A form's time in the recording: seconds (``75.5``) or minutes:seconds (``01:15.5``); None when empty or unreadable."""
+    try:
+        minutes, _, seconds = value.strip().rpartition(":")
+        total = (int(minutes) * 60 if minutes else 0) + float(seconds)
+        return total if math.isfinite(total) and total >= 0 else None
+    except ValueError:
         return None
 
 

@@ -84,13 +84,18 @@ function drawAlert(alert, fresh) {
   const row = el("div", "row");
   row.append(el("span", "tag " + severity, labels[severity] || severity), callLink(alert.call_id),
              el("span", "muted small", "坐席 " + (alert.agent_id || "未知") + " · " + clock(alert.start) + " · " + (alert.article || "")));
+  // Supervisors acknowledge; every reviewer (qa too) may mark a false alarm, with why.
   const ack = el("button", "ack", alert.acknowledged ? "已确认" : "确认");
   ack.disabled = !!alert.acknowledged;
   ack.addEventListener("click", () => acknowledge(alert.id));
-  row.append(ack);
+  if (initial.may_ack) row.append(ack);
+  const falseAlarm = el("button", "ack false-alarm", "");
+  falseAlarm.addEventListener("click", () => markFalseAlarm(alert.id));
+  row.append(falseAlarm);
   box.append(row, el("div", "phrase", "“" + alert.canonical + "”"), el("div", "muted small", "听到：" + alert.heard));
   document.getElementById("alerts").prepend(box);
-  alertsById.set(alert.id, {alert, box, ack});
+  alertsById.set(alert.id, {alert, box, ack, falseAlarm});
+  showFalseAlarm(alert.id, alert.false_alarm, alert.false_alarm_by);
   updateCounts();
 }
 function markAcked(id, by) {
@@ -106,6 +111,22 @@ function markAcked(id, by) {
 async function acknowledge(id) {
   const response = await fetch("/alerts/" + id + "/ack", {method: "POST", headers: {"X-CSRF-Token": csrf}});
   if (response.ok) markAcked(id);
+}
+function showFalseAlarm(id, marked, by) {
+  const entry = alertsById.get(id);
+  if (!entry) return;
+  entry.alert.false_alarm = marked;
+  entry.falseAlarm.textContent = marked ? "已标记误报" + (by ? "（" + by + "）" : "") : "误报";
+  entry.falseAlarm.disabled = !!marked;
+  entry.box.classList.toggle("false-alarm", !!marked);
+}
+async function markFalseAlarm(id) {
+  const note = window.prompt("标记为误报：请说明原因（将记入复核记录）");
+  if (note === null) return;
+  const response = await fetch("/api/alerts/" + id + "/false-alarm", {
+    method: "POST", headers: {"X-CSRF-Token": csrf, "Content-Type": "application/json"}, body: JSON.stringify({note}),
+  });
+  if (response.ok) { const alert = await response.json(); showFalseAlarm(id, true, alert.false_alarm_by); }
 }
 function updateCounts() {
   const open = [...alertsById.values()].filter(e => !e.alert.acknowledged).length;
@@ -171,6 +192,7 @@ function connect() {
     else if (event.type === "partial") addLine(event.call_id, event, true);
     else if (event.type === "call_ended") endCall(event);
     else if (event.type === "ack") markAcked(event.id, event.by);
+    else if (event.type === "false_alarm") showFalseAlarm(event.id, true, event.by);
   };
 }
 for (const alert of initial.alerts.slice().reverse()) drawAlert(alert, false);
