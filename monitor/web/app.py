@@ -430,13 +430,14 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
             names=store.agent_names())
         # The report page is self-contained (it is also written to disk by
         # `monitor score`); here it gets the app's navigation bar on top and the
-        # review panel (appeals, decisions, history) first in its main column,
+        # review panel (appeals, decisions, history) under its score card,
         # and its own inline script and style run under a nonce. Text from the
         # call is escaped, so every literal <script> or <style> is the template's.
         nonce = secrets.token_urlsafe(18)
         html = html.replace("<body>", "<body>\n" + bar, 1)
         html = html.replace("<script>", f'<script nonce="{nonce}">').replace("<style>", f'<style nonce="{nonce}">')
-        html = html.replace("<main>", "<main>\n" + panel, 1)  # after the nonce: the panel has no inline script
+        head_end = html.find("</section>", html.find("<main>")) + len("</section>")  # the score card
+        html = html[:head_end] + "\n" + panel + html[head_end:]  # after the nonce: the panel has no inline script
         return HTMLResponse(html, headers={"Content-Security-Policy": content_security_policy(nonce)})
 
     @app.get("/calls/{call_id}/report.json")
