@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 WIDTH, HEIGHT = 640, 200
-LEFT, RIGHT, TOP, BOTTOM = 40, 16, 14, 30
+LEFT, RIGHT, TOP, BOTTOM = 40, 16, 24, 30
 GRID = (0, 60, 80, 100)
 
 
@@ -23,7 +23,8 @@ class TrendChart:
     """SVG height in user units."""
     points: list[dict] = field(default_factory=list)
     """One dot per scored call (or day), oldest first: ``x``, ``y``, ``score``, ``call_id`` (None for a day),
-    ``label`` (the date), ``show_label`` and ``show_value`` (whether there is room to write them)."""
+    ``label`` (the date), ``show_label`` and ``show_value`` (whether there is room to write them), ``anchor``
+    (the date's text-anchor: the first and last stay inside the chart)."""
     line: str = ""
     """The polyline through the dots (``x,y x,y …``)."""
     grid: list[dict] = field(default_factory=list)
@@ -63,7 +64,9 @@ def _chart(items: list[tuple[float, str, str | None]]) -> TrendChart:
         x = LEFT + (plot_w / 2 if len(items) == 1 else plot_w * index / (len(items) - 1))
         shown = index == len(items) - 1 or (index % step == 0 and len(items) - 1 - index >= step)
         chart.points.append({"x": round(x, 1), "y": y_of(score), "score": score, "call_id": call_id, "label": label,
-                             "show_label": shown, "show_value": len(items) <= MAX_VALUES})
+                             "show_label": shown, "show_value": len(items) <= MAX_VALUES,
+                             "anchor": "middle" if len(items) == 1 else ("start" if index == 0 else
+                                                                      "end" if index == len(items) - 1 else "middle")})
     chart.line = " ".join(f"{p['x']},{p['y']}" for p in chart.points)
     if items:
         chart.average = round(sum(i[0] for i in items) / len(items), 1)
