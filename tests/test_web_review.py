@@ -1,0 +1,379 @@
+"""The QA loop in the web app: the qa role, appeals and reviews, search, export, rule health, the overview.
+
+Reports come from the rules over a fixed transcript (``call_fixtures``), not from
+the model, so these tests are fast; the pages they render are the real ones.
+The API and permission tests run on SQLite and on a real PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import datetime as dt
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from pg import postgres_server, postgres_url  # noqa: F401 (fixtures)
+from test_store import make_report
+from web_helpers import PASSWORD, login
+
+from monitor.store import SCHEMA_VERSION, CallFilter, open_store
+from monitor.web import auth
+from monitor.web.app import create_app
+
+USERS = {"sup": ("supervisor", None), "qa": ("qa", None), "alice": ("agent", "A1002"), "bob": ("agent", "B2002")}
+MONDAY = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def password_hash() -> str:
+    return auth.hash_password(PASSWORD)  # argon2 is slow on purpose: once per module
+
+
+def bobs_report() -> dict:
+    report = copy.deepcopy(make_report("b01_bob"))
+    report["agent_id"] = "B2002"
+    return report
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'monitor.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def site(db_url, password_hash):
+    """The app over a store with Alice's call (d02_fault_rude, started MONDAY) and Bob's (b01_bob), the four
+    users, and API tokens for each of them."""
+    store = open_store(db_url)
+    store.save_report(make_report(), "/nonexistent/d02.wav", started_at=MONDAY)
+    store.save_report(bobs_report(), "/nonexistent/b01.wav", started_at=MONDAY + dt.timedelta(days=2))
+    tokens = {}
+    for name, (role, agent_id) in USERS.items():
+        store.add_user(name, role, agent_id, password_hash)
+        tokens[name] = {"Authorization": f"Bearer {auth.issue_api_token(store, name)}"}
+    app = create_app(db_url)
+    app.state.tokens = tokens
+    yield app
+    store.close()
+
+
+def api(app) -> TestClient:
+    return TestClient(app, base_url="http://127.0.0.1")
+
+
+def session(app, name: str) -> tuple[TestClient, str]:
+    """A logged-in browser session and its CSRF token (from the page's forms)."""
+    client = api(app)
+    assert login(client, name).status_code == 303
+    page = client.get("/reviews").text
+    return client, page.split('name="csrf_token" value="')[1].split('"')[0]
+
+
+def test_qa_role_from_the_users_command(tmp_path):
+    db = f"sqlite:///{tmp_path / 'users.db'}"
+    added = subprocess.run([sys.executable, "-m", "monitor", "users", "--db", db, "add", "quinn", "--role", "qa",
+                            "--password-stdin"], input=PASSWORD + "\n", capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stderr
+    listed = subprocess.run([sys.executable, "-m", "monitor", "users", "--db", db, "list"], capture_output=True,
+                            text=True, timeout=120)
+    assert "quinn" in listed.stdout and "qa" in listed.stdout.split("quinn", 1)[1].splitlines()[0]
+    wrong = subprocess.run([sys.executable, "-m", "monitor", "users", "--db", db, "add", "x", "--role", "admin",
+                            "--password-stdin"], input=PASSWORD + "\n", capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2
+
+
+def test_qa_sees_every_call_and_reviews_but_runs_nothing_live(site):
+    qa, csrf = session(site, "qa")
+    assert qa.get("/", follow_redirects=False).headers["location"] == "/dashboard"
+    for page in ("/dashboard", "/calls", "/reviews", "/rules", "/calls/b01_bob", "/calls/d02_fault_rude"):
+        assert qa.get(page).status_code == 200, page
+    assert {c["call_id"] for c in qa.get("/api/calls").json()["calls"]} == {"d02_fault_rude", "b01_bob"}
+    assert qa.get("/api/live").status_code == 200
+    # No live administration: acknowledging alerts and feeding live streams stay the supervisor's.
+    alert_id = site.state.store.save_alert({"call_id": "live-1", "kind": "forbidden", "phrase_id": "p", "canonical": "c",
+                                            "heard": "c", "start": 1.0, "end": 2.0}, agent_id="A1002")
+    assert qa.post(f"/alerts/{alert_id}/ack", headers={"X-CSRF-Token": csrf}).status_code == 403
+    from starlette.websockets import WebSocketDisconnect
+
+    token = site.state.tokens["qa"]["Authorization"][7:]
+    with pytest.raises(WebSocketDisconnect) as closed, qa.websocket_connect(f"/ws/ingest?token={token}") as ws:
+        ws.receive_text()
+    assert closed.value.code == 1008
+
+
+def test_appeal_overturned_rescores_and_the_report_keeps_the_history(site):
+    client, tokens = api(site), site.state.tokens
+    before = client.get("/calls/d02_fault_rude/report.json", headers=tokens["alice"]).json()
+    machine = before["score"]["total"]
+    appealed = next(i for i, d in enumerate(before["score"]["deductions"]) if d["source"].startswith("bb.forbidden"))
+    points = before["score"]["deductions"][appealed]["points"]
+
+    filed = client.post("/api/calls/d02_fault_rude/appeals", headers=tokens["alice"],
+                        json={"deduction": appealed, "reason": "这句是客户说的，不是我"})
+    assert filed.status_code == 201
+    appeal_id = filed.json()["appeal_id"]
+    queue = client.get("/api/appeals?status=open", headers=tokens["qa"]).json()
+    assert [a["appeal_id"] for a in queue] == [appeal_id] and queue[0]["agent_id"] == "A1002"
+
+    decided = client.post(f"/api/appeals/{appeal_id}/decision", headers=tokens["qa"],
+                          json={"decision": "overturned", "note": "录音确认是客户的话"})
+    assert decided.status_code == 200 and decided.json()["status"] == "overturned"
+
+    after = client.get("/calls/d02_fault_rude/report.json", headers=tokens["alice"]).json()
+    assert after["score"]["machine_total"] == machine == after["reviewed"]["machine_score"]
+    assert after["score"]["total"] == after["reviewed"]["score"] == min(100, machine + points)
+    assert after["score"]["deductions"][appealed]["overturned"] is True
+    assert sum(d["points"] for d in after["score"]["deductions"] if not d["overturned"]) == 100 - after["score"]["total"]
+    history = after["reviewed"]["history"]
+    assert [(h["action"], h["by"], h["role"], h["why"]) for h in history] == [
+        ("appeal", "alice", "agent", "这句是客户说的，不是我"), ("overturned", "qa", "qa", "录音确认是客户的话")]
+    assert all(dt.datetime.fromisoformat(h["at"]).tzinfo for h in history)
+    # The list, the filters and the export use the score after review.
+    listed = client.get("/api/calls?agent=A1002", headers=tokens["qa"]).json()["calls"][0]
+    assert (listed["score"], listed["machine_score"]) == (after["score"]["total"], machine)
+    assert client.get(f"/api/calls?max_score={machine}", headers=tokens["qa"]).json()["total"] == (
+        1 if bobs_report()["score"]["total"] <= machine else 0)
+    # The agent sees the new score and the note on their call's page.
+    alice, _ = session(site, "alice")
+    page = alice.get("/calls/d02_fault_rude").text
+    assert "录音确认是客户的话" in page and f"复核后 {after['score']['total']} 分" in page
+
+
+def test_upheld_keeps_the_score_and_reviewers_add_missed_deductions(site):
+    client, tokens = api(site), site.state.tokens
+    machine = client.get("/calls/b01_bob/report.json", headers=tokens["bob"]).json()["score"]["total"]
+    appeal_id = client.post("/api/calls/b01_bob/appeals", headers=tokens["bob"],
+                            json={"deduction": 0, "reason": "我说了再见"}).json()["appeal_id"]
+    assert client.post(f"/api/appeals/{appeal_id}/decision", headers=tokens["sup"],
+                       json={"decision": "upheld", "note": "结束语不在最后20秒内"}).status_code == 200
+    assert client.get("/calls/b01_bob/report.json", headers=tokens["bob"]).json()["score"]["total"] == machine
+    added = client.post("/api/calls/b01_bob/deductions", headers=tokens["qa"],
+                        json={"reason": "服务禁语：“你自己看”", "points": 5, "start": 12.5, "source": "bb.forbidden.x"})
+    assert added.status_code == 201
+    report = client.get("/calls/b01_bob/report.json", headers=tokens["bob"]).json()
+    assert report["score"]["total"] == max(0, machine - 5)
+    assert report["score"]["deductions"][-1]["added_by"] == "qa"
+    assert [h["action"] for h in report["reviewed"]["history"]] == ["appeal", "upheld", "added_deduction"]
+    assert client.post("/api/calls/b01_bob/deductions", headers=tokens["bob"],
+                       json={"reason": "x", "points": 5}).status_code == 403
+
+
+def test_agents_appeal_only_their_own_calls_and_never_decide(site):
+    client, tokens = api(site), site.state.tokens
+    alice = tokens["alice"]
+    url = "/api/calls/d02_fault_rude/appeals"
+    # Another agent's call, or one that does not exist: the same 404.
+    assert client.post("/api/calls/b01_bob/appeals", headers=alice, json={"deduction": 0, "reason": "x"}).status_code == 404
+    assert client.post("/api/calls/nope/appeals", headers=alice, json={"deduction": 0, "reason": "x"}).status_code == 404
+    # Forged and out-of-range indexes, empty or oversized reasons, bodies that are not objects.
+    deductions = len(client.get("/calls/d02_fault_rude/report.json", headers=alice).json()["score"]["deductions"])
+    for forged in ("0", 0.0, 1.5, True, None, -1, deductions, 2**64, [0], {"i": 0}):
+        assert client.post(url, headers=alice, json={"deduction": forged, "reason": "x"}).status_code == 422, forged
+    for reason in ("", "   ", None, 5, "长" * 2001):
+        assert client.post(url, headers=alice, json={"deduction": 0, "reason": reason}).status_code == 422, reason
+    for body in (b"[0]", b"not json", b""):
+        assert client.post(url, headers={**alice, "Content-Type": "application/json"}, content=body).status_code == 422
+    # Reviewers decide; they do not appeal.
+    assert client.post(url, headers=tokens["qa"], json={"deduction": 0, "reason": "x"}).status_code == 403
+    appeal_id = client.post(url, headers=alice, json={"deduction": 0, "reason": "第一次"}).json()["appeal_id"]
+    assert client.post(url, headers=alice, json={"deduction": 0, "reason": "再一次"}).status_code == 409
+    # Agents never decide, not even their own appeal; Bob cannot see Alice's appeals.
+    decision = f"/api/appeals/{appeal_id}/decision"
+    for agent in ("alice", "bob"):
+        assert client.post(decision, headers=tokens[agent], json={"decision": "overturned", "note": "x"}).status_code == 403
+    assert client.get("/api/appeals", headers=tokens["bob"]).json() == []
+    assert [a["appeal_id"] for a in client.get("/api/appeals", headers=alice).json()] == [appeal_id]
+    for body in ({"decision": "maybe", "note": "x"}, {"decision": "overturned", "note": ""}, {"decision": "overturned"}):
+        assert client.post(decision, headers=tokens["qa"], json=body).status_code == 422, body
+    assert client.post("/api/appeals/999999/decision", headers=tokens["qa"],
+                       json={"decision": "upheld", "note": "x"}).status_code == 404
+    assert client.post(f"/api/appeals/{2**63}/decision", headers=tokens["qa"],
+                       json={"decision": "upheld", "note": "x"}).status_code == 422
+    assert client.post(decision, headers=tokens["qa"], json={"decision": "upheld", "note": "维持"}).status_code == 200
+    # A decision stands.
+    assert client.post(decision, headers=tokens["sup"], json={"decision": "overturned", "note": "改"}).status_code == 409
+    assert client.get("/calls/d02_fault_rude/report.json", headers=alice).json()["reviewed"]["changed"] is False
+    # Not logged in at all.
+    assert client.post(url, json={"deduction": 0, "reason": "x"}).status_code == 401
+
+
+def test_session_requests_need_the_csrf_token(site):
+    alice, csrf = session(site, "alice")
+    url = "/api/calls/d02_fault_rude/appeals"
+    assert alice.post(url, json={"deduction": 1, "reason": "x"}).status_code == 403
+    assert alice.post(url, json={"deduction": 1, "reason": "x"}, headers={"X-CSRF-Token": "forged"}).status_code == 403
+    assert alice.post("/calls/d02_fault_rude/appeals", data={"deduction": "1", "reason": "x"}).status_code == 403
+    filed = alice.post("/calls/d02_fault_rude/appeals", data={"deduction": "1", "reason": "表单申诉", "csrf_token": csrf},
+                       follow_redirects=False)
+    assert filed.status_code == 303 and filed.headers["location"].startswith("/calls/d02_fault_rude")
+    qa, qa_csrf = session(site, "qa")
+    appeal_id = qa.get("/api/appeals?status=open").json()[0]["appeal_id"]
+    assert qa.post(f"/appeals/{appeal_id}/decision", data={"decision": "overturned", "note": "x"}).status_code == 403
+    decided = qa.post(f"/appeals/{appeal_id}/decision", follow_redirects=False,
+                      data={"decision": "overturned", "note": "表单复核", "csrf_token": qa_csrf, "next": "//evil.example"})
+    assert decided.status_code == 303 and decided.headers["location"] == "/"  # no open redirect
+    assert qa.get("/api/appeals?status=decided").json()[0]["note"] == "表单复核"
+    assert alice.post(f"/appeals/{appeal_id}/decision", data={"decision": "upheld", "note": "x", "csrf_token": csrf}
+                      ).status_code == 403
+
+
+def test_false_alarms_and_rule_health(site):
+    client, tokens = api(site), site.state.tokens
+    store = site.state.store
+    report = client.get("/calls/d02_fault_rude/report.json", headers=tokens["alice"]).json()
+    forbidden = [i for i, d in enumerate(report["score"]["deductions"]) if d["source"].startswith("bb.forbidden")]
+    overturned_source = report["score"]["deductions"][forbidden[0]]["source"]
+    for index, decision in ((forbidden[0], "overturned"), (forbidden[1], "upheld")):
+        appeal_id = client.post("/api/calls/d02_fault_rude/appeals", headers=tokens["alice"],
+                                json={"deduction": index, "reason": "x"}).json()["appeal_id"]
+        client.post(f"/api/appeals/{appeal_id}/decision", headers=tokens["qa"], json={"decision": decision, "note": "y"})
+    alert_id = store.save_alert({"call_id": "live-1", "kind": "forbidden", "phrase_id": overturned_source,
+                                 "canonical": "c", "heard": "c", "start": 1.0, "end": 2.0}, agent_id="A1002")
+    assert client.post(f"/api/alerts/{alert_id}/false-alarm", headers=tokens["alice"], json={"note": "x"}).status_code == 403
+    marked = client.post(f"/api/alerts/{alert_id}/false-alarm", headers=tokens["qa"], json={"note": "客户的话"})
+    assert marked.status_code == 200 and marked.json()["false_alarm_by"] == "qa"
+    assert client.post("/api/alerts/999999/false-alarm", headers=tokens["qa"], json={}).status_code == 404
+    health = client.get("/api/rules", headers=tokens["qa"]).json()
+    assert health[0]["source"] == overturned_source  # the worst measured precision comes first
+    assert (health[0]["confirmed"], health[0]["overturned"], health[0]["false_alarms"], health[0]["precision"]) == (0, 2, 1, 0.0)
+    upheld = next(r for r in health if r["source"] == report["score"]["deductions"][forbidden[1]]["source"])
+    assert (upheld["confirmed"], upheld["overturned"], upheld["precision"]) == (1, 0, 1.0)
+    assert client.get("/api/rules", headers=tokens["alice"]).status_code == 403
+    with store.engine.connect() as conn:
+        trail = conn.execute(sa.text("SELECT actor, action, why FROM audit_log ORDER BY id")).all()
+    assert [tuple(t) for t in trail] == [("alice", "appeal", "x"), ("qa", "overturned", "y"), ("alice", "appeal", "x"),
+                                         ("qa", "upheld", "y"), ("qa", "false_alarm", "客户的话")]
+
+
+def test_search_filters_paging_and_sorting(site):
+    client, tokens = api(site), site.state.tokens
+    qa = tokens["qa"]
+
+    def ids(query: str, who: str = "qa") -> list[str]:
+        return [c["call_id"] for c in client.get(f"/api/calls?{query}", headers=tokens[who]).json()["calls"]]
+
+    # Chinese full text: long phrases through the trigram index, two characters and one by scanning.
+    assert sorted(ids("q=不归我管")) == ["b01_bob", "d02_fault_rude"]
+    assert sorted(ids("q=宽带")) == ["b01_bob", "d02_fault_rude"]
+    assert ids("q=从没说过的一句话") == [] and ids("q=%25") == [] and ids("q=_bo_") == []
+    assert ids("q=不归我管", who="alice") == ["d02_fault_rude"]
+    assert ids("q=b01") == ["b01_bob"]  # a call id is found too
+    # The call's own time, not the import time.
+    calls = client.get("/api/calls", headers=qa).json()["calls"]
+    assert [c["call_id"] for c in calls] == ["b01_bob", "d02_fault_rude"]
+    assert dt.datetime.fromisoformat(calls[1]["started_at"]) == MONDAY and calls[1]["time_from"] == "recording"
+    assert ids("since=2026-11-24") == ["b01_bob"] and ids("until=2026-11-23") == ["d02_fault_rude"]
+    assert ids("since=2026-11-23T10:00:00%2B00:00") == ["b01_bob"]
+    assert ids("sort=when") == ["d02_fault_rude", "b01_bob"]
+    # Failed checks are violations too.
+    assert sorted(ids("violation=farewell")) == ["b01_bob", "d02_fault_rude"] and ids("violation=greeting") == []
+    # Paging.
+    first = client.get("/api/calls?per_page=1", headers=qa).json()
+    second = client.get("/api/calls?per_page=1&page=2", headers=qa).json()
+    assert first["total"] == second["total"] == 2 and first["calls"][0]["call_id"] != second["calls"][0]["call_id"]
+    assert client.get("/api/calls?per_page=1&page=3", headers=qa).json()["calls"] == []
+    # An agent never sees another agent's calls, whatever they ask for.
+    assert ids("agent=B2002", who="alice") == ["d02_fault_rude"]
+    assert client.get("/api/calls").status_code == 401
+
+
+def test_csv_export_takes_the_same_filters(site):
+    client, tokens = api(site), site.state.tokens
+    site.state.store.save_report({**bobs_report(), "call_id": "=cmd|' /C calc'!A0"}, "/x.wav")
+    exported = client.get("/calls.csv?q=不归我管", headers=tokens["qa"])
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
+    assert sorted(r["call_id"] for r in rows) == sorted(["b01_bob", "d02_fault_rude", "'=cmd|' /C calc'!A0"])
+    alice_row = next(r for r in rows if r["call_id"] == "d02_fault_rude")
+    assert alice_row["agent_name"] == "alice" and "不归我管" in alice_row["violation_details"]
+    assert "未通过" in alice_row["violation_details"] and alice_row["phrasebook"] != "broadband"  # the title
+    mine = client.get("/calls.csv", headers=tokens["alice"]).content.decode("utf-8-sig")
+    assert "d02_fault_rude" in mine and "b01_bob" not in mine
+
+
+def test_pages_show_names_titles_and_the_queue(site):
+    qa, _ = session(site, "qa")
+    client, tokens = api(site), site.state.tokens
+    client.post("/api/calls/d02_fault_rude/appeals", headers=tokens["alice"], json={"deduction": 1, "reason": "申诉理由甲"})
+    queue = qa.get("/reviews").text
+    assert "申诉理由甲" in queue and "/calls/d02_fault_rude/audio#t=" in queue  # the player starts at the event
+    listing = qa.get("/calls?q=不归我管&sort=score").text
+    assert "家庭宽带维护人员行为规范" in listing and ">alice<" in listing and ">bob<" in listing
+    overview = qa.get("/dashboard").text
+    assert "待复核申诉" in overview and "申诉理由甲" in overview and "最差通话" in overview
+    login_page = client.get("/login").text
+    assert "monitor users add" in login_page and "--role supervisor" in login_page
+    for status_page in (qa.get("/calls/nope", headers={"Accept": "text/html"}),):
+        assert status_page.status_code == 404 and "找不到" in status_page.text
+
+
+def test_schema_4_migration_keeps_data_and_sessions(db_url, tmp_path):
+    """A version 3 database (the tables as they were) is brought up to date with its calls searchable."""
+    if db_url.startswith("sqlite"):
+        path = tmp_path / "old.db"
+        engine = sa.create_engine(f"sqlite:///{path}")
+        with engine.begin() as conn:
+            for statement in (Path(__file__).parent / "data" / "schema_v3.sqlite.sql").read_text().split(";"):
+                if statement.strip():
+                    conn.exec_driver_sql(statement)
+            conn.exec_driver_sql("INSERT INTO schema_migrations VALUES (3, CURRENT_TIMESTAMP)")
+        db_url = f"sqlite:///{path}"
+    else:
+        open_store(db_url).close()
+        engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as conn:  # back to version 3
+            for table in ("appeals", "added_deductions", "audit_log"):
+                conn.exec_driver_sql(f"DROP TABLE {table}")
+            for table, column in (("calls", "phrasebook_title"), ("calls", "transcript"), ("calls", "reviewed_score"),
+                                  ("checks", "description"), ("alerts", "false_alarm_at"), ("alerts", "false_alarm_by"),
+                                  ("alerts", "false_alarm_note")):
+                conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+            conn.exec_driver_sql("ALTER TABLE users DROP CONSTRAINT users_role")
+            conn.exec_driver_sql("ALTER TABLE users ADD CONSTRAINT users_role CHECK (role IN ('supervisor', 'agent'))")
+            conn.exec_driver_sql("UPDATE schema_migrations SET version = 3")
+    report = make_report()
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO calls (call_id, agent_id, phrasebook, audio, score, score_max, scored_at, report) "
+                             "VALUES ('old', 'A1002', 'broadband', '/x.wav', :score, 100, CURRENT_TIMESTAMP, :report)"),
+                     {"score": report["score"]["total"], "report": __import__("json").dumps(report, ensure_ascii=False)})
+        conn.execute(sa.text("INSERT INTO checks (call_id, check_id, passed) VALUES ('old', 'farewell', false)"))
+        conn.execute(sa.text("INSERT INTO users (name, role, agent_id, password_hash, created_at) "
+                             "VALUES ('alice', 'agent', 'A1002', :h, CURRENT_TIMESTAMP)"), {"h": auth.hash_password(PASSWORD)})
+    engine.dispose()
+    store = open_store(db_url)
+    assert store.schema_version() == SCHEMA_VERSION == 4
+    user = auth.check_password(store, "alice", PASSWORD)
+    cookie = auth.start_session(store, user, dt.timedelta(hours=1))
+    store.close()
+    store = open_store(db_url)  # opening again migrates nothing and keeps the session
+    assert auth.user_for_session(store, cookie).name == "alice"
+    store.add_user("quinn", "qa", None, auth.hash_password(PASSWORD))
+    with pytest.raises(sa.exc.IntegrityError):
+        store.add_user("mallory", "admin", None, None)
+    assert [c["call_id"] for c in store.list_calls(CallFilter(q="不归我管"))] == ["old"]
+    row = store.list_calls()[0]
+    assert row["phrasebook_title"] == report["phrasebook"]["title"] and row["score"] == report["score"]["total"]
+    farewell = next(c for c in report["checks"] if c["id"] == "farewell")
+    assert next(v for v in store.violation_types() if v["phrase_id"] == "farewell")["canonical"] == farewell["description"]
+    assert store.file_appeal("old", 0, "x", "alice", "agent") == 1
+    store.close()
+
+
+def test_overview_counts_today_this_week_and_the_trend(site):
+    store = site.state.store
+    now = MONDAY + dt.timedelta(days=2, hours=3)
+    overview = store.overview(now=now)
+    assert overview["week"]["calls"] == 2 and overview["period"]["calls"] == 2
+    assert overview["today"]["calls"] == 1  # Bob's call, started two days after Monday
+    assert {w["call_id"] for w in overview["worst"]} == {"d02_fault_rude", "b01_bob"}
+    assert {a["agent_id"] for a in overview["agents"]} == {"A1002", "B2002"}
+    assert sum(d["calls"] for d in overview["trend"]) == 2 and len(overview["trend"]) == overview["days"]
+    assert overview["violations"] and all(v["count"] >= 1 for v in overview["violations"])
