@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import io
 import json
 import logging
@@ -82,6 +83,9 @@ class CallJob:
     """Phrasebook name or path for this call."""
     agent_id: str | None = None
     """The agent, from ``--agent-id``, the manifest, or the call's sidecar."""
+    started_at: dt.datetime | None = None
+    """When the call took place, from the manifest's ``started_at`` column (ISO 8601; without a zone, this
+    machine's local time); None: the recording file's modification time (see ``recording_time``)."""
 
 
 @dataclass
@@ -222,9 +226,26 @@ def _read_manifest(path: str) -> dict[str, dict]:
         call_id = (row.get("call_id") or "").strip()
         if call_id and call_id_problem(call_id):  # call ids name report files: refuse any that leave --out
             raise UsageError(f"manifest {path} line {line}: call_id {shown(call_id)}: a call id {call_id_problem(call_id)}")
+        started_at = (row.get("started_at") or "").strip()
+        try:
+            row["started_at"] = dt.datetime.fromisoformat(started_at).astimezone() if started_at else None
+        except ValueError:
+            raise UsageError(f"manifest {path} line {line}: started_at {shown(started_at)} is not a date and time "
+                             "(ISO 8601, e.g. 2026-11-27 09:30:00+08:00)") from None
         key = audio if is_url(audio) else os.path.normpath(os.path.join(base, audio))
-        manifest[key] = {k: (v or "").strip() for k, v in row.items()}
+        manifest[key] = {k: v if k == "started_at" else (v or "").strip() for k, v in row.items()}
     return manifest
+
+
+def recording_time(job: CallJob) -> dt.datetime | None:
+    """When the call took place: the manifest's ``started_at``, else the recording file's modification time
+    (None for a URL or an unreadable file). Not when it was scored."""
+    if job.started_at is not None or is_url(job.audio):
+        return job.started_at
+    try:
+        return dt.datetime.fromtimestamp(os.path.getmtime(job.audio), dt.timezone.utc)
+    except OSError:
+        return None
 
 
 def _sidecar(audio: str) -> tuple[dict, str | None]:
@@ -268,6 +289,7 @@ def plan_jobs(audio_files: list[str], options: BatchOptions) -> tuple[list[CallJ
                 call_id=call_id,
                 phrasebook=options.phrasebook or row.get("phrasebook") or sidecar.get("phrasebook") or DEFAULT_PHRASEBOOK,
                 agent_id=row.get("agent_id") or options.agent_id or sidecar.get("agent_id"),
+                started_at=row.get("started_at"),
             )
         )
     return jobs, warnings
@@ -486,7 +508,7 @@ def _open_store(url: str):
 def _save(report: dict, job: CallJob, out_dir: str, store) -> None:
     write_report(report, out_dir, job.audio)
     if store is not None:
-        store.save_report(report, os.path.abspath(job.audio))
+        store.save_report(report, os.path.abspath(job.audio), started_at=recording_time(job))
 
 
 def _made_from(report: dict, job: CallJob) -> bool:
@@ -516,7 +538,7 @@ def _earlier_report(job: CallJob, out_dir: str, store) -> dict | None:
             report = json.load(handle)
         if _made_from(report, job):
             if store is not None and not store.has_report(job.call_id):
-                store.save_report(report, os.path.abspath(job.audio))
+                store.save_report(report, os.path.abspath(job.audio), started_at=recording_time(job))
             return report
     report = store.get_report(job.call_id) if store is not None else None
     if report is not None and _made_from(report, job):

@@ -377,3 +377,26 @@ def test_overview_counts_today_this_week_and_the_trend(site):
     assert {a["agent_id"] for a in overview["agents"]} == {"A1002", "B2002"}
     assert sum(d["calls"] for d in overview["trend"]) == 2 and len(overview["trend"]) == overview["days"]
     assert overview["violations"] and all(v["count"] >= 1 for v in overview["violations"])
+
+
+def test_call_time_comes_from_the_manifest_else_the_file(tmp_path):
+    """``monitor score --db`` saves when the call took place: the manifest's started_at, else the file's mtime."""
+    import os
+    import shutil
+
+    from monitor.batch import BatchOptions, plan_jobs, recording_time
+    from monitor.errors import UsageError
+
+    wavs = []
+    for name in ("a.wav", "b.wav"):
+        shutil.copy(Path(__file__).parent.parent / "samples" / "d02_fault_rude.wav", tmp_path / name)
+        wavs.append(str(tmp_path / name))
+    os.utime(wavs[1], (1_700_000_000, 1_700_000_000))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,agent_id,started_at\na.wav,A1,2026-11-20T09:30:00+08:00\nb.wav,A2,\n", encoding="utf-8")
+    jobs, _ = plan_jobs(wavs, BatchOptions(out_dir=str(tmp_path / "out"), manifest=str(manifest)))
+    assert recording_time(jobs[0]) == dt.datetime(2026, 11, 20, 1, 30, tzinfo=dt.timezone.utc)
+    assert recording_time(jobs[1]) == dt.datetime.fromtimestamp(1_700_000_000, dt.timezone.utc)
+    manifest.write_text("path,started_at\na.wav,last tuesday\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="line 2: started_at"):
+        plan_jobs(wavs, BatchOptions(out_dir=str(tmp_path / "out"), manifest=str(manifest)))
