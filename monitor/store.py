@@ -476,17 +476,13 @@ class Store:
             return sa.or_(calls.c.call_id.in_(matched.columns(sa.column("call_id"))), in_call_id)
         return sa.or_(calls.c.transcript.ilike(pattern, escape="\\"), in_call_id)
 
-    def violation_types(self, agent_id: str | None = None, since: dt.datetime | None = None) -> list[dict]:
+    def violation_types(self, agent_id: str | None = None) -> list[dict]:
         """What calls can be filtered by: forbidden phrases heard and checks failed, most frequent first.
 
         Each is ``phrase_id`` (a phrase or check id), ``canonical`` (its words or the check's description),
-        ``kind`` (``forbidden`` or ``check``) and ``count``; only in ``agent_id``'s calls, or calls since ``since``.
+        ``kind`` (``forbidden`` or ``check``) and ``count``; only in ``agent_id``'s calls when it is given.
         """
-        chosen = sa.select(calls.c.call_id)
-        if agent_id:
-            chosen = chosen.where(calls.c.agent_id == agent_id)
-        if since:
-            chosen = chosen.where(_when() >= since)
+        chosen = sa.select(calls.c.call_id).where(calls.c.agent_id == agent_id)
         phrases = (sa.select(events.c.phrase_id, sa.func.min(events.c.canonical).label("canonical"),
                              sa.literal("forbidden").label("kind"), sa.func.count().label("count"))
                    .where(events.c.kind == "forbidden").group_by(events.c.phrase_id))
@@ -494,7 +490,7 @@ class Store:
                             sa.func.coalesce(sa.func.min(checks.c.description), checks.c.check_id).label("canonical"),
                             sa.literal("check").label("kind"), sa.func.count().label("count"))
                   .where(checks.c.passed.is_(False)).group_by(checks.c.check_id))
-        if agent_id or since:
+        if agent_id:
             phrases = phrases.where(events.c.call_id.in_(chosen))
             failed = failed.where(checks.c.call_id.in_(chosen))
         with self.engine.connect() as conn:
@@ -713,62 +709,58 @@ class Store:
         week = today - dt.timedelta(days=today.weekday())
         first = today - dt.timedelta(days=days - 1)
         when, score = _when(), _score()
+        in_period = sa.select(calls.c.call_id, calls.c.agent_id).where(when >= first).subquery()
+        heard = (sa.select(in_period.c.agent_id, events.c.phrase_id, sa.func.min(events.c.canonical), sa.literal("forbidden"),
+                           sa.func.count())
+                 .join(in_period, in_period.c.call_id == events.c.call_id).where(events.c.kind == "forbidden")
+                 .group_by(in_period.c.agent_id, events.c.phrase_id))
+        failed = (sa.select(in_period.c.agent_id, checks.c.check_id,
+                            sa.func.coalesce(sa.func.min(checks.c.description), checks.c.check_id), sa.literal("check"),
+                            sa.func.count())
+                  .join(in_period, in_period.c.call_id == checks.c.call_id).where(checks.c.passed.is_(False))
+                  .group_by(in_period.c.agent_id, checks.c.check_id))
         with self.engine.connect() as conn:
-            recent = conn.execute(sa.select(when.label("when"), score.label("score")).where(when >= first)).all()
-            by_agent = conn.execute(
-                sa.select(calls.c.agent_id, sa.func.count().label("calls"), sa.func.avg(score).label("average"),
-                          sa.func.sum(_count_forbidden()).label("violations"),
-                          sa.func.sum(_count_failed_checks()).label("checks_failed"))
-                .where(when >= first).group_by(calls.c.agent_id)
-            ).mappings().all()
+            recent = conn.execute(sa.select(when, score, calls.c.agent_id).where(when >= first)).all()
+            violations = conn.execute(heard).all() + conn.execute(failed).all()
             lowest = conn.execute(
                 sa.select(calls.c.call_id, calls.c.agent_id, score.label("score"), when.label("when"),
                           _count_forbidden().label("violations"))
                 .where(when >= first, score.is_not(None)).order_by(score, when.desc()).limit(worst)
             ).mappings().all()
             open_appeals = conn.execute(sa.select(sa.func.count()).where(appeals.c.status == "open")).scalar_one()
-        daily: dict[dt.date, list[int]] = {}
-        for when_, score_ in recent:
-            day = _aware(when_).astimezone(now.tzinfo).date()
-            daily.setdefault(day, []).append(score_)
+
+        def average(scores: list) -> float | None:
+            scored = [s for s in scores if s is not None]
+            return round(sum(scored) / len(scored), 1) if scored else None
 
         def summary(since: dt.datetime) -> dict:
-            rows = [s for w, s in recent if _aware(w) >= since]
-            scored = [s for s in rows if s is not None]
-            return {"calls": len(rows), "average": round(sum(scored) / len(scored), 1) if scored else None}
+            scores = [s for w, s, _ in recent if _aware(w) >= since]
+            return {"calls": len(scores), "average": average(scores)}
 
+        daily: dict[dt.date, list] = {}
+        agents: dict[str | None, dict] = {}
+        for when_, score_, agent_id in recent:
+            daily.setdefault(_aware(when_).astimezone(now.tzinfo).date(), []).append(score_)
+            agents.setdefault(agent_id, {"agent_id": agent_id, "scores": [], "violations": 0, "checks_failed": 0})
+            agents[agent_id]["scores"].append(score_)
+        by_type: dict[str, dict] = {}
+        for agent_id, source, label, kind, count in violations:
+            entry = by_type.setdefault(source, {"phrase_id": source, "canonical": label, "kind": kind, "count": 0})
+            entry["count"] += count
+            if agent_id in agents:
+                agents[agent_id]["violations" if kind == "forbidden" else "checks_failed"] += count
         trend = []
         for offset in range(days):
             day = (first + dt.timedelta(days=offset)).date()
-            scored = [s for s in daily.get(day, []) if s is not None]
-            trend.append({"day": day, "calls": len(daily.get(day, [])),
-                          "average": round(sum(scored) / len(scored), 1) if scored else None})
+            trend.append({"day": day, "calls": len(daily.get(day, [])), "average": average(daily.get(day, []))})
         return {
             "today": summary(today), "week": summary(week), "period": summary(first), "days": days,
-            "violations": self.violation_types(since=first),
-            "agents": sorted(({**r, "average": None if r["average"] is None else round(float(r["average"]), 1),
-                               "violations": int(r["violations"] or 0), "checks_failed": int(r["checks_failed"] or 0)}
-                              for r in by_agent), key=lambda r: (-(r["violations"] + r["checks_failed"]), r["agent_id"] or "")),
+            "violations": sorted(by_type.values(), key=lambda r: (-r["count"], r["kind"], r["phrase_id"])),
+            "agents": sorted(({"agent_id": a["agent_id"], "calls": len(a["scores"]), "average": average(a["scores"]),
+                               "violations": a["violations"], "checks_failed": a["checks_failed"]} for a in agents.values()),
+                             key=lambda a: (-(a["violations"] + a["checks_failed"]), a["agent_id"] or "")),
             "trend": trend, "worst": [dict(r) for r in lowest], "open_appeals": open_appeals,
         }
-
-    def violations_of(self, call_ids: list[str]) -> dict[str, list[str]]:
-        """Call id → its forbidden phrases heard (``canonical@mm:ss``) and checks failed, for the CSV export."""
-        found: dict[str, list[str]] = {}
-        with self.engine.connect() as conn:
-            for chunk in range(0, len(call_ids), 500):
-                ids = call_ids[chunk : chunk + 500]
-                heard = conn.execute(sa.select(events.c.call_id, events.c.canonical, events.c.start)
-                                     .where(events.c.kind == "forbidden", events.c.call_id.in_(ids))
-                                     .order_by(events.c.call_id, events.c.start))
-                for call_id, canonical, start in heard:
-                    at = "" if start is None else f"@{int(start // 60):02d}:{start % 60:04.1f}"
-                    found.setdefault(call_id, []).append(f"禁语：{canonical}{at}")
-                failed = conn.execute(sa.select(checks.c.call_id, checks.c.check_id, checks.c.description)
-                                      .where(checks.c.passed.is_(False), checks.c.call_id.in_(ids)))
-                for call_id, check_id, description in failed:
-                    found.setdefault(call_id, []).append(f"未通过：{description or check_id}")
-        return found
 
     def agent_names(self) -> dict[str, str]:
         """Agent id → the name of the agent user who has it (for showing agents by name)."""

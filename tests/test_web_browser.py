@@ -3,7 +3,8 @@
 A supervisor logs in, a sample call is streamed live into the server, the
 forbidden-phrase alert appears on the dashboard, the supervisor acknowledges
 it and opens the call with the violation highlighted. An agent logs in and
-cannot open another agent's call. Every page runs under the app's
+cannot open another agent's call. An agent appeals a deduction, a qa reviewer
+overturns it from the queue, and the agent sees the new score and the note. Every page runs under the app's
 Content-Security-Policy, and the browser must report no violation of it.
 Screenshots go to ``MONITOR_SCREENSHOTS`` (a temporary directory when unset).
 """
@@ -130,3 +131,48 @@ def test_agent_sees_own_portal_but_not_another_agents_call(server, browser, shot
     assert "没有权限" in page.content()
     assert violations == []
     context.close()
+
+
+def test_agent_appeals_reviewer_overturns_agent_sees_new_score(server, browser, shots):
+    agent = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN")  # a phone
+    page = agent.new_page()
+    violations = csp_violations(page)
+    log_in(page, server.url, "alice")
+    page.wait_for_url("**/me")
+    page.goto(server.url + "/calls/d06_no_greeting_rude#review")
+    machine = int(page.locator(".head .score .value").inner_text())
+    row = page.locator("#review tr:has(button.time):has(form.appeal)").first
+    points = int(row.locator("td.points").inner_text().lstrip("−-"))
+    row.locator("input[name=reason]").fill("这句话是客户说的，不是我")
+    page.screenshot(path=str(shots / "6-agent-appeal-form.png"), full_page=False)
+    row.locator("button.primary").click()
+    page.wait_for_selector("#review .tag:text('待复核')")
+    page.screenshot(path=str(shots / "7-agent-appeal-filed.png"))
+
+    reviewer = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
+    review = reviewer.new_page()
+    review_violations = csp_violations(review)
+    log_in(review, server.url, "quinn")
+    review.wait_for_url("**/dashboard")
+    review.goto(server.url + "/reviews")
+    item = review.locator(".appeal-item:has-text('d06_no_greeting_rude')")
+    assert "这句话是客户说的" in item.inner_text()
+    assert "#t=" in item.locator("audio").get_attribute("src")  # the player starts at the event
+    review.screenshot(path=str(shots / "8-review-queue.png"), full_page=True)
+    item.locator("input[name=note]").fill("复听录音：是客户的话，撤销")
+    item.locator("button[value=overturned]").click()
+    review.wait_for_url("**/reviews")
+    assert review.locator(".appeal-item:has-text('d06_no_greeting_rude')").count() == 0
+    assert "复听录音：是客户的话，撤销" in review.locator("table").last.inner_text()
+    review.goto(server.url + "/rules")
+    review.screenshot(path=str(shots / "9-rule-health.png"), full_page=True)
+
+    page.goto(server.url + "/calls/d06_no_greeting_rude#review")
+    assert int(page.locator(".head .score .value").inner_text()) == min(100, machine + points)
+    panel = page.locator("#review").inner_text()
+    assert "复听录音：是客户的话，撤销" in panel and f"复核后 {min(100, machine + points)} 分" in panel
+    assert f"机器评分 {machine} 分" in panel
+    page.screenshot(path=str(shots / "10-agent-sees-review.png"), full_page=False)
+    assert violations == [] and review_violations == []
+    agent.close()
+    reviewer.close()

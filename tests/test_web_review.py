@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pg import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from test_store import make_report
-from web_helpers import PASSWORD, login
+from web_helpers import PASSWORD, login, undo_schema_4
 
 from monitor.store import SCHEMA_VERSION, CallFilter, open_store
 from monitor.web import auth
@@ -329,16 +329,8 @@ def test_schema_4_migration_keeps_data_and_sessions(db_url, tmp_path):
     else:
         open_store(db_url).close()
         engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.begin() as conn:  # back to version 3
-            for table in ("appeals", "added_deductions", "audit_log"):
-                conn.exec_driver_sql(f"DROP TABLE {table}")
-            for table, column in (("calls", "phrasebook_title"), ("calls", "transcript"), ("calls", "reviewed_score"),
-                                  ("checks", "description"), ("alerts", "false_alarm_at"), ("alerts", "false_alarm_by"),
-                                  ("alerts", "false_alarm_note")):
-                conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
-            conn.exec_driver_sql("ALTER TABLE users DROP CONSTRAINT users_role")
-            conn.exec_driver_sql("ALTER TABLE users ADD CONSTRAINT users_role CHECK (role IN ('supervisor', 'agent'))")
-            conn.exec_driver_sql("UPDATE schema_migrations SET version = 3")
+        with engine.begin() as conn:
+            undo_schema_4(conn)
     report = make_report()
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO calls (call_id, agent_id, phrasebook, audio, score, score_max, scored_at, report) "

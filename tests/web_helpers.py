@@ -17,6 +17,7 @@ SCORED = ("d02_fault_rude", "d06_no_greeting_rude", "d09_service_condescending")
 PASSWORD = "correct horse battery"
 USERS = {  # name: (role, agent id)
     "sup": ("supervisor", None),
+    "quinn": ("qa", None),
     "alice": ("agent", "A1002"),
     "bob": ("agent", "B2002"),
 }
@@ -48,6 +49,20 @@ def scored_db_copy(transcriber, directory: Path) -> str:
     target = directory / "monitor.db"
     shutil.copy(_scored_db(transcriber), target)
     return f"sqlite:///{target}"
+
+
+def undo_schema_4(conn) -> None:
+    """Take a new PostgreSQL database back to schema version 3 (to test the upgrade; SQLite tests start from
+    ``data/schema_v3.sqlite.sql`` instead, as SQLite cannot drop a constraint)."""
+    for table in ("appeals", "added_deductions", "audit_log"):
+        conn.exec_driver_sql(f"DROP TABLE {table}")
+    for table, column in (("calls", "phrasebook_title"), ("calls", "transcript"), ("calls", "reviewed_score"),
+                          ("checks", "description"), ("alerts", "false_alarm_at"), ("alerts", "false_alarm_by"),
+                          ("alerts", "false_alarm_note")):
+        conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+    conn.exec_driver_sql("ALTER TABLE users DROP CONSTRAINT users_role")
+    conn.exec_driver_sql("ALTER TABLE users ADD CONSTRAINT users_role CHECK (role IN ('supervisor', 'agent'))")
+    conn.exec_driver_sql("UPDATE schema_migrations SET version = 3")
 
 
 def login(client, name: str, password: str = PASSWORD):
