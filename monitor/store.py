@@ -762,6 +762,24 @@ class Store:
             "trend": trend, "worst": [dict(r) for r in lowest], "open_appeals": open_appeals,
         }
 
+    def violations_of(self, call_ids: list[str]) -> dict[str, list[str]]:
+        """Call id → its forbidden phrases heard (``canonical@mm:ss``) and checks failed, for the CSV export."""
+        found: dict[str, list[str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in range(0, len(call_ids), 500):
+                ids = call_ids[chunk : chunk + 500]
+                heard = conn.execute(sa.select(events.c.call_id, events.c.canonical, events.c.start)
+                                     .where(events.c.kind == "forbidden", events.c.call_id.in_(ids))
+                                     .order_by(events.c.call_id, events.c.start))
+                for call_id, canonical, start in heard:
+                    at = "" if start is None else f"@{int(start // 60):02d}:{start % 60:04.1f}"
+                    found.setdefault(call_id, []).append(f"禁语：{canonical}{at}")
+                failed = conn.execute(sa.select(checks.c.call_id, checks.c.check_id, checks.c.description)
+                                      .where(checks.c.passed.is_(False), checks.c.call_id.in_(ids)))
+                for call_id, check_id, description in failed:
+                    found.setdefault(call_id, []).append(f"未通过：{description or check_id}")
+        return found
+
     def agent_names(self) -> dict[str, str]:
         """Agent id → the name of the agent user who has it (for showing agents by name)."""
         query = sa.select(users.c.agent_id, users.c.name).where(users.c.agent_id.is_not(None)).order_by(users.c.id)
