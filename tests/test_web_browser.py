@@ -139,7 +139,7 @@ def test_agent_appeals_reviewer_overturns_agent_sees_new_score(server, browser, 
     violations = csp_violations(page)
     log_in(page, server.url, "alice")
     page.wait_for_url("**/me")
-    page.goto(server.url + "/calls/d06_no_greeting_rude#review")
+    page.goto(server.url + "/calls/d02_fault_rude#review")
     machine = int(page.locator(".head .score .value").inner_text())
     row = page.locator("#review tr:has(button.time):has(form.appeal)").first
     points = int(row.locator("td.points").inner_text().lstrip("−-"))
@@ -155,19 +155,19 @@ def test_agent_appeals_reviewer_overturns_agent_sees_new_score(server, browser, 
     log_in(review, server.url, "quinn")
     review.wait_for_url("**/dashboard")
     review.goto(server.url + "/reviews")
-    item = review.locator(".appeal-item:has-text('d06_no_greeting_rude')")
+    item = review.locator(".appeal-item:has-text('d02_fault_rude')")
     assert "这句话是客户说的" in item.inner_text()
     assert "#t=" in item.locator("audio").get_attribute("src")  # the player starts at the event
     review.screenshot(path=str(shots / "8-review-queue.png"), full_page=True)
     item.locator("input[name=note]").fill("复听录音：是客户的话，撤销")
     item.locator("button[value=overturned]").click()
     review.wait_for_url("**/reviews")
-    assert review.locator(".appeal-item:has-text('d06_no_greeting_rude')").count() == 0
+    assert review.locator(".appeal-item:has-text('d02_fault_rude')").count() == 0
     assert "复听录音：是客户的话，撤销" in review.locator("table").last.inner_text()
     review.goto(server.url + "/rules")
     review.screenshot(path=str(shots / "9-rule-health.png"), full_page=True)
 
-    page.goto(server.url + "/calls/d06_no_greeting_rude#review")
+    page.reload()  # the same URL: goto would only scroll to #review
     assert int(page.locator(".head .score .value").inner_text()) == min(100, machine + points)
     panel = page.locator("#review").inner_text()
     assert "复听录音：是客户的话，撤销" in panel and f"复核后 {min(100, machine + points)} 分" in panel
