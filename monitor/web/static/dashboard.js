@@ -83,7 +83,7 @@ function drawAlert(alert, fresh) {
   box.dataset.alertId = alert.id;
   const row = el("div", "row");
   row.append(el("span", "tag " + severity, labels[severity] || severity), callLink(alert.call_id),
-             el("span", "muted small", "坐席 " + (alert.agent_id || "未知") + " · " + clock(alert.start) + " · " + (alert.article || "")));
+             el("span", "muted small", "坐席 " + (initial.names[alert.agent_id] || alert.agent_id || "未知") + " · " + clock(alert.start) + " · " + (alert.article || "")));
   // Supervisors acknowledge; every reviewer (qa too) may mark a false alarm, with why.
   const ack = el("button", "ack", alert.acknowledged ? "已确认" : "确认");
   ack.disabled = !!alert.acknowledged;
