@@ -392,3 +392,28 @@ def test_call_time_comes_from_the_manifest_else_the_file(tmp_path):
     manifest.write_text("path,started_at\na.wav,last tuesday\n", encoding="utf-8")
     with pytest.raises(UsageError, match="line 2: started_at"):
         plan_jobs(wavs, BatchOptions(out_dir=str(tmp_path / "out"), manifest=str(manifest)))
+
+
+def test_odd_values_never_give_a_server_error(site):
+    """NUL bytes (PostgreSQL refuses them in text), huge numbers, other types: 4xx or ignored, never 500."""
+    client = TestClient(site, base_url="http://127.0.0.1", raise_server_exceptions=False)
+    tokens = site.state.tokens
+    odd = ["\x00", "a\x00b", "9" * 30, "-1", "1e309", "nan", "%", "_", '"', "'", "\\", "长" * 300]
+    failures = []
+    for value in odd:
+        for name in ("q", "agent", "violation", "since", "sort", "page", "per_page", "min_score"):
+            for path in ("/api/calls", "/calls.csv", "/calls"):
+                response = client.get(path, params={name: value}, headers=tokens["qa"])
+                if response.status_code >= 500:
+                    failures.append((path, name, value[:10], response.status_code))
+        for who, path, body in (
+            ("alice", "/api/calls/d02_fault_rude/appeals", {"deduction": 0, "reason": value}),
+            ("qa", "/api/calls/d02_fault_rude/deductions", {"reason": value, "points": 5, "source": value,
+                                                           "article": value}),
+            ("qa", "/api/appeals/1/decision", {"decision": "upheld", "note": value}),
+            ("qa", "/api/alerts/1/false-alarm", {"note": value}),
+        ):
+            response = client.post(path, json=body, headers=tokens[who])
+            if response.status_code >= 500:
+                failures.append((path, value[:10], response.status_code))
+    assert failures == []

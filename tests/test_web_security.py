@@ -283,8 +283,12 @@ def test_edge_values_never_give_a_server_error(db_url):
     failures = []
     for value in EDGES:
         q = quote(value, safe="")
-        requests = [("GET", f"/calls?{name}={q}") for name in ("agent", "since", "until", "min_score", "max_score",
-                                                              "violation")]
+        filters = ("agent", "since", "until", "min_score", "max_score", "violation", "q", "sort", "page", "per_page")
+        requests = [("GET", f"{listing}?{name}={q}") for name in filters for listing in ("/calls", "/api/calls",
+                                                                                           "/calls.csv")]
+        requests += [("POST", f"/api/appeals/{q}/decision"), ("POST", f"/appeals/{q}/decision"),
+                     ("POST", f"/api/calls/{q}/appeals"), ("POST", f"/api/calls/{q}/deductions"),
+                     ("POST", f"/api/alerts/{q}/false-alarm"), ("GET", f"/api/appeals?status={q}")]
         requests += [("GET", f"/api/alerts?after={q}"), ("GET", f"/login?next={q}"), ("GET", f"/calls/{q}"),
                      ("GET", f"/calls/{q}/audio"), ("GET", f"/calls/{q}/report.json"), ("GET", f"/calls/{q}/alerts"),
                      ("POST", f"/alerts/{q}/ack")]

@@ -183,7 +183,7 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
             raise HTTPException(403, "missing or wrong CSRF token; reload the page")
 
     def visible_call(user: User, call_id: str) -> dict:
-        row = store.call_row(call_id)
+        row = store.call_row(call_id) if "\x00" not in call_id else None  # PostgreSQL refuses NUL in text
         if row is None or not user.may_see(row["agent_id"]):
             raise HTTPException(404, "no such call")
         return row
@@ -360,6 +360,7 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
     # --- calls ------------------------------------------------------------------------
     def call_filters(user: User, params: dict, limit: int = PAGE_SIZE) -> CallFilter:
         """The call list's query parameters as a filter. Unreadable values count as empty, as in the form."""
+        params = {k: v.replace("\x00", "") for k, v in params.items()}  # no NUL reaches the database
         page_number = max(1, min(_int(params.get("page", "")) or 1, MAX_FILTER))
         sort = params.get("sort", "")
         return CallFilter(
@@ -765,6 +766,8 @@ def _text(value, name: str, required: bool = True, limit: int = MAX_TEXT) -> str
     """A text field of a request, stripped; 422 when it is missing (if required), not text, or too long."""
     if value is None and not required:
         return ""
+    if isinstance(value, str):
+        value = value.replace("\x00", "")  # PostgreSQL refuses NUL in text
     if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit:
         raise HTTPException(422, f"{name} must be a text of 1 to {limit} characters" if required
                             else f"{name} must be a text of at most {limit} characters")
