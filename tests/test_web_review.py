@@ -297,6 +297,16 @@ def test_csv_export_takes_the_same_filters(site):
     assert "未通过" in alice_row["violation_details"] and alice_row["phrasebook"] != "broadband"  # the title
     mine = client.get("/calls.csv", headers=tokens["alice"]).content.decode("utf-8-sig")
     assert "d02_fault_rude" in mine and "b01_bob" not in mine
+    import openpyxl
+
+    workbook = client.get("/calls.xlsx?q=不归我管", headers=tokens["qa"])
+    sheet = openpyxl.load_workbook(io.BytesIO(workbook.content)).active
+    table = [[cell.value for cell in row] for row in sheet.iter_rows()]
+    assert table[0][0] == "通话" and sorted(r[0] for r in table[1:]) == sorted(r["call_id"] for r in rows)
+    assert all(cell.data_type != "f" for row in sheet.iter_rows() for cell in row)  # no formula from a call id
+    assert next(r for r in table if r[0] == "d02_fault_rude")[10] == alice_row["violation_details"]
+    own = openpyxl.load_workbook(io.BytesIO(client.get("/calls.xlsx", headers=tokens["alice"]).content)).active
+    assert [cell.value for cell in own["A"]] == ["通话", "d02_fault_rude"]
 
 
 def test_pages_show_names_titles_and_the_queue(site):

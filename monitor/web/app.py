@@ -394,28 +394,51 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
         return {"calls": [_call_json(c) for c in store.list_calls(filters)], "total": store.count_calls(filters),
                 "page": filters.offset // per_page + 1, "per_page": per_page}
 
-    @app.get("/calls.csv")
-    def calls_csv(request: Request, user: User = Depends(api_user)):
-        """The filtered call list with its violations, for a spreadsheet (every page, not one)."""
-        filters = call_filters(user, {**request.query_params, "page": "1"}, limit=CSV_LIMIT)
+    def export_rows(user: User, params) -> list[list]:
+        """The filtered call list with its violations (every page, not one), one row per call, as ``CSV_COLUMNS``."""
+        filters = call_filters(user, {**params, "page": "1"}, limit=EXPORT_LIMIT)
         rows = store.list_calls(filters)
         found = store.violations_of([r["call_id"] for r in rows])
         names = store.agent_names()
-        out = io.StringIO()
-        out.write("\ufeff")  # Excel reads UTF-8 only with the byte-order mark
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
+        exported = []
         for row in rows:
             call = _call_json(row)
-            writer.writerow([_cell(v) for v in (
+            exported.append([_cell(v) for v in (
                 call["call_id"], call["agent_id"] or "", names.get(call["agent_id"], ""), call["started_at"] or "",
                 call["duration_s"], call["phrasebook_title"] or call["phrasebook"], _blank(call["score"]),
                 _blank(call["machine_score"]), call["violations"], call["checks_failed"],
                 "；".join(found.get(call["call_id"], [])),
             )])
+        return exported
+
+    def download(content: bytes | str, media_type: str, extension: str) -> Response:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
-        return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="calls-{stamp}.csv"'})
+        return Response(content, media_type=media_type,
+                        headers={"Content-Disposition": f'attachment; filename="calls-{stamp}.{extension}"'})
+
+    @app.get("/calls.csv")
+    def calls_csv(request: Request, user: User = Depends(api_user)):
+        """The filtered call list with its violations, for a spreadsheet or a script."""
+        out = io.StringIO()
+        out.write("\ufeff")  # Excel reads UTF-8 only with the byte-order mark
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(export_rows(user, request.query_params))
+        return download(out.getvalue(), "text/csv; charset=utf-8", "csv")
+
+    @app.get("/calls.xlsx")
+    def calls_xlsx(request: Request, user: User = Depends(api_user)):
+        """The same as ``/calls.csv`` as an Excel workbook, with Chinese column titles."""
+        import openpyxl
+
+        book = openpyxl.Workbook(write_only=True)
+        sheet = book.create_sheet("通话")
+        sheet.append(list(EXPORT_TITLES))
+        for row in export_rows(user, request.query_params):
+            sheet.append(row)
+        out = io.BytesIO()
+        book.save(out)
+        return download(out.getvalue(), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "xlsx")
 
     @app.get("/calls/{call_id}", response_class=HTMLResponse)
     def call_page(call_id: str, request: Request, user: User = Depends(page_user)):
@@ -718,10 +741,13 @@ def _int(value: str) -> int | None:
         return None
 
 
-CSV_LIMIT = 100_000
-"""The most calls one CSV export holds."""
+EXPORT_LIMIT = 100_000
+"""The most calls one export (CSV or XLSX) holds."""
 CSV_COLUMNS = ("call_id", "agent_id", "agent_name", "started_at", "duration_s", "phrasebook", "score", "machine_score",
                "violations", "checks_failed", "violation_details")
+EXPORT_TITLES = ("通话", "工号", "坐席", "通话时间", "时长（秒）", "规范", "得分（复核后）", "机器评分", "禁语数",
+                 "未通过检查数", "违规明细")
+"""The XLSX export's column titles, in the order of ``CSV_COLUMNS``."""
 
 
 def _call_json(row: dict) -> dict:
@@ -739,7 +765,8 @@ def _call_json(row: dict) -> dict:
 
 
 def _cell(value) -> object:
-    """A CSV cell that a spreadsheet will not run as a formula (text from calls may start with = + - @)."""
+    """An export cell that a spreadsheet will not run as a formula (text from calls may start with = + - @;
+    openpyxl itself would store a text starting with = as a formula)."""
     return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
