@@ -546,6 +546,12 @@ class Store:
         ``ReviewRefused``: ``missing`` call, ``invalid`` index, ``conflict`` when that deduction was appealed already.
         Who may appeal which call is the caller's to check.
         """
+        try:
+            return self._file_appeal(call_id, deduction_index, reason, by, role)
+        except sa.exc.IntegrityError:  # a concurrent appeal of the same deduction won (PostgreSQL)
+            raise ReviewRefused("conflict", "this deduction has been appealed already") from None
+
+    def _file_appeal(self, call_id: str, deduction_index: int, reason: str, by: str, role: str) -> int:
         with self._writing() as conn:
             report = conn.execute(sa.select(calls.c.report).where(calls.c.call_id == call_id)).scalar_one_or_none()
             if report is None:

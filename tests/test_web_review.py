@@ -427,3 +427,33 @@ def test_odd_values_never_give_a_server_error(site):
             if response.status_code >= 500:
                 failures.append((path, value[:10], response.status_code))
     assert failures == []
+
+
+def test_concurrent_appeals_and_decisions_leave_one_winner(db_url):
+    """Eight processes' worth of racing requests: one appeal per deduction, one decision per appeal."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from monitor.store import ReviewRefused
+
+    store = open_store(db_url)
+    store.save_report(make_report())
+
+    def attempt(action, *args) -> str:
+        try:
+            action(*args)
+            return "ok"
+        except ReviewRefused as refused:
+            return refused.reason
+
+    with ThreadPoolExecutor(8) as pool:
+        appeals = list(pool.map(lambda i: attempt(store.file_appeal, "d02_fault_rude", 1, f"r{i}", "alice", "agent"),
+                                range(8)))
+        assert sorted(appeals) == ["conflict"] * 7 + ["ok"]
+        appeal_id = store.list_appeals()[0]["id"]
+        decisions = list(pool.map(lambda i: attempt(store.decide_appeal, appeal_id, ("upheld", "overturned")[i % 2],
+                                                    f"n{i}", "qa", "qa"), range(8)))
+    assert sorted(decisions) == ["conflict"] * 7 + ["ok"]
+    with store.engine.connect() as conn:
+        actions = conn.execute(sa.select(sa.column("action")).select_from(sa.table("audit_log"))).scalars().all()
+    assert sorted(actions)[:1] == ["appeal"] and len(actions) == 2
+    store.close()

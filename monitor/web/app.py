@@ -36,7 +36,7 @@ from typing import Annotated
 from urllib.parse import quote, urlsplit
 
 import jinja2
-from fastapi import Body, Depends, FastAPI, Form, HTTPException, Path, Query, Request, WebSocket
+from fastapi import Depends, FastAPI, Form, HTTPException, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
