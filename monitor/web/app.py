@@ -634,7 +634,7 @@ def _templates() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     environment.filters["clock"] = lambda s: "—" if s is None else f"{int(s // 60):02d}:{s % 60:04.1f}"
-    environment.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "—"
+    environment.filters["when"] = _local_time
     environment.filters["tojson_attr"] = lambda v: json.dumps(v, ensure_ascii=False, default=str)
     return environment
 
@@ -675,6 +675,15 @@ def uvicorn_config(app: FastAPI, host: str, port: int, forwarded_allow_ips: str 
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, ws="websockets-sansio",
                           proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips,
                           server_header=False)
+
+
+def _local_time(value: dt.datetime | str | None) -> str:
+    """A stored time (a datetime, naive meaning UTC as SQLite hands it back, or an ISO string) in the server's
+    time zone, to the minute."""
+    if not value:
+        return "—"
+    moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _address(request: Request) -> str:
