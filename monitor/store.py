@@ -666,46 +666,64 @@ class Store:
         conn.execute(calls.update().where(calls.c.call_id == call_id).values(reviewed_score=total))
 
     def rule_health(self) -> list[dict]:
-        """Each phrase or check's record under review, worst measured precision first.
+        """Each phrase or check's record under review, per phrasebook, worst measured precision first.
 
+        ``phrasebook``, ``phrasebook_title``, ``source`` (phrase or check id), ``label``, ``kind``;
         ``events``: forbidden phrases heard / checks failed in scored calls; ``confirmed``: appeals upheld;
-        ``overturned``: appeals overturned plus live alerts marked false alarms; ``missed``: deductions
-        reviewers added naming it; ``precision``: confirmed / (confirmed + overturned), None before any review.
+        ``overturned``: appeals overturned plus live alerts marked false alarms (``false_alarms``); ``missed``:
+        deductions reviewers added naming it; ``precision``: confirmed / (confirmed + overturned), None before
+        any review. A check id (``farewell``) names a different rule in each phrasebook, hence the pair; a live
+        alert does not record its phrasebook, so a false alarm counts for its phrase where that phrase was heard.
         """
-        rules: dict[str, dict] = {}
+        rules: dict[tuple[str | None, str], dict] = {}
 
-        def rule(source: str, label: str | None = None, kind: str | None = None) -> dict:
-            entry = rules.setdefault(source, {"source": source, "label": label or source, "kind": kind, "events": 0,
-                                              "confirmed": 0, "overturned": 0, "missed": 0, "false_alarms": 0})
+        def rule(phrasebook: str | None, source: str, label: str | None = None, kind: str | None = None) -> dict:
+            entry = rules.setdefault((phrasebook, source), {
+                "phrasebook": phrasebook, "source": source, "label": label or source, "kind": kind, "events": 0,
+                "confirmed": 0, "overturned": 0, "missed": 0, "false_alarms": 0})
             if label and entry["label"] == source:
                 entry["label"] = label
             entry["kind"] = entry["kind"] or kind
             return entry
 
-        for row in self.violation_types():
-            rule(row["phrase_id"], row["canonical"], row["kind"])["events"] += row["count"]
-        decided = (sa.select(appeals.c.source, appeals.c.status, sa.func.count().label("n"))
+        book = calls.c.phrasebook
+        heard = (sa.select(book, events.c.phrase_id, sa.func.min(events.c.canonical), sa.literal("forbidden"),
+                           sa.func.count())
+                 .join(calls, calls.c.call_id == events.c.call_id).where(events.c.kind == "forbidden")
+                 .group_by(book, events.c.phrase_id))
+        failed = (sa.select(book, checks.c.check_id, sa.func.coalesce(sa.func.min(checks.c.description), checks.c.check_id),
+                            sa.literal("check"), sa.func.count())
+                  .join(calls, calls.c.call_id == checks.c.call_id).where(checks.c.passed.is_(False))
+                  .group_by(book, checks.c.check_id))
+        decided = (sa.select(book, appeals.c.source, appeals.c.status, sa.func.count())
+                   .join(calls, calls.c.call_id == appeals.c.call_id)
                    .where(appeals.c.status != "open", appeals.c.source.is_not(None))
-                   .group_by(appeals.c.source, appeals.c.status))
-        missed = (sa.select(added_deductions.c.source, sa.func.count().label("n"))
-                  .where(added_deductions.c.source.is_not(None)).group_by(added_deductions.c.source))
-        false_alarms = (sa.select(alerts.c.phrase_id, sa.func.min(alerts.c.canonical).label("canonical"),
-                                  sa.func.count().label("n"))
+                   .group_by(book, appeals.c.source, appeals.c.status))
+        missed = (sa.select(book, added_deductions.c.source, sa.func.count())
+                  .join(calls, calls.c.call_id == added_deductions.c.call_id)
+                  .where(added_deductions.c.source.is_not(None)).group_by(book, added_deductions.c.source))
+        false_alarms = (sa.select(alerts.c.phrase_id, sa.func.min(alerts.c.canonical), sa.func.count())
                         .where(alerts.c.false_alarm_at.is_not(None)).group_by(alerts.c.phrase_id))
         with self.engine.connect() as conn:
-            for source, status, n in conn.execute(decided):
-                rule(source)["confirmed" if status == "upheld" else "overturned"] += n
-            for source, n in conn.execute(missed):
-                rule(source)["missed"] += n
+            for phrasebook, source, label, kind, n in conn.execute(heard).all() + conn.execute(failed).all():
+                rule(phrasebook, source, label, kind)["events"] += n
+            for phrasebook, source, status, n in conn.execute(decided):
+                rule(phrasebook, source)["confirmed" if status == "upheld" else "overturned"] += n
+            for phrasebook, source, n in conn.execute(missed):
+                rule(phrasebook, source)["missed"] += n
             for phrase_id, canonical, n in conn.execute(false_alarms):
-                entry = rule(phrase_id, canonical, "forbidden")
-                entry["overturned"] += n
-                entry["false_alarms"] += n
+                where = [key for key in rules if key[1] == phrase_id] or [(None, phrase_id)]
+                for phrasebook, source in where:
+                    entry = rule(phrasebook, source, canonical, "forbidden")
+                    entry["overturned"] += n
+                    entry["false_alarms"] += n
+            titles = dict(conn.execute(sa.select(book, sa.func.max(calls.c.phrasebook_title)).group_by(book)).all())
         for entry in rules.values():
             reviewed = entry["confirmed"] + entry["overturned"]
             entry["precision"] = round(entry["confirmed"] / reviewed, 3) if reviewed else None
+            entry["phrasebook_title"] = titles.get(entry["phrasebook"]) or entry["phrasebook"]
         return sorted(rules.values(), key=lambda e: (e["precision"] is None, e["precision"] or 0, -e["overturned"],
-                                                      -e["missed"], -e["events"], e["source"]))
+                                                      -e["missed"], -e["events"], e["source"], e["phrasebook"] or ""))
 
     def overview(self, now: dt.datetime | None = None, days: int = 30, worst: int = 8) -> dict:
         """The supervisor's overview, in the server's time zone: calls today and this week, the average score

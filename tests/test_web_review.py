@@ -247,6 +247,12 @@ def test_false_alarms_and_rule_health(site):
     upheld = next(r for r in health if r["source"] == report["score"]["deductions"][forbidden[1]]["source"])
     assert (upheld["confirmed"], upheld["overturned"], upheld["precision"]) == (1, 0, 1.0)
     assert client.get("/api/rules", headers=tokens["alice"]).status_code == 403
+    # A check id names a different rule in each phrasebook.
+    other = {**bobs_report(), "call_id": "cs01", "phrasebook": {"id": "customer_service", "version": "1", "title": "客服"}}
+    store.save_report(other)
+    farewells = [(r["phrasebook"], r["phrasebook_title"], r["events"]) for r in client.get("/api/rules", headers=tokens["qa"]).json()
+                 if r["source"] == "farewell"]
+    assert sorted(farewells) == [("broadband", report["phrasebook"]["title"], 2), ("customer_service", "客服", 1)]
     with store.engine.connect() as conn:
         trail = conn.execute(sa.text("SELECT actor, action, why FROM audit_log ORDER BY id")).all()
     assert [tuple(t) for t in trail] == [("alice", "appeal", "x"), ("qa", "overturned", "y"), ("alice", "appeal", "x"),
