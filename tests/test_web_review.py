@@ -355,9 +355,14 @@ def test_schema_4_migration_keeps_data_and_sessions(db_url, tmp_path):
         conn.execute(sa.text("INSERT INTO checks (call_id, check_id, passed) VALUES ('old', 'farewell', false)"))
         conn.execute(sa.text("INSERT INTO users (name, role, agent_id, password_hash, created_at) "
                              "VALUES ('alice', 'agent', 'A1002', :h, CURRENT_TIMESTAMP)"), {"h": auth.hash_password(PASSWORD)})
+        conn.execute(sa.text("INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) "
+                             "SELECT :t, id, 'csrf', :now, :later FROM users WHERE name = 'alice'"),
+                     {"t": auth.digest("old cookie"), "now": dt.datetime.now(dt.timezone.utc),
+                      "later": dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)})
     engine.dispose()
     store = open_store(db_url)
     assert store.schema_version() == SCHEMA_VERSION == 4
+    assert auth.user_for_session(store, "old cookie").name == "alice"  # logged in before the upgrade, still in
     user = auth.check_password(store, "alice", PASSWORD)
     cookie = auth.start_session(store, user, dt.timedelta(hours=1))
     store.close()
