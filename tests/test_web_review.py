@@ -390,6 +390,10 @@ def test_overview_counts_today_this_week_and_the_trend(site):
     assert {a["agent_id"] for a in overview["agents"]} == {"A1002", "B2002"}
     assert sum(d["calls"] for d in overview["trend"]) == 2 and len(overview["trend"]) == overview["days"]
     assert overview["violations"] and all(v["count"] >= 1 for v in overview["violations"])
+    client = api(site)
+    assert client.get("/api/overview", headers=site.state.tokens["alice"]).status_code == 403
+    served = client.get("/api/overview", headers=site.state.tokens["qa"]).json()
+    assert set(served) == set(overview) and len(served["trend"]) == 30
 
 
 def test_call_time_comes_from_the_manifest_else_the_file(tmp_path):

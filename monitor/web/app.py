@@ -289,6 +289,11 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
                     chart=daily_chart(overview["trend"]),
                     open_appeals=[appeal_json(a) for a in store.list_appeals(open_only=True, limit=10)])
 
+    @app.get("/api/overview")
+    def overview_api(user: User = Depends(reviewer_api)):
+        """The dashboard's figures as JSON (see ``Store.overview``), for reports and scripts."""
+        return store.overview()
+
     @app.get("/api/live")
     def live_calls(user: User = Depends(reviewer_api)):
         return hub.snapshot()
