@@ -211,6 +211,10 @@ def test_session_requests_need_the_csrf_token(site):
     assert alice.post(url, json={"deduction": 1, "reason": "x"}).status_code == 403
     assert alice.post(url, json={"deduction": 1, "reason": "x"}, headers={"X-CSRF-Token": "forged"}).status_code == 403
     assert alice.post("/calls/d02_fault_rude/appeals", data={"deduction": "1", "reason": "x"}).status_code == 403
+    assert alice.post("/calls/b01_bob/appeals", data={"deduction": "1", "reason": "x", "csrf_token": csrf}).status_code == 404
+    assert alice.post("/calls/d02_fault_rude/deductions", data={"reason": "x", "points": "5", "csrf_token": csrf}
+                      ).status_code == 403
+    assert alice.get("/calls/b01_bob").status_code == 404 and "b01_bob" not in alice.get("/reviews").text
     filed = alice.post("/calls/d02_fault_rude/appeals", data={"deduction": "1", "reason": "表单申诉", "csrf_token": csrf},
                        follow_redirects=False)
     assert filed.status_code == 303 and filed.headers["location"].startswith("/calls/d02_fault_rude")
