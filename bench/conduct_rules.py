@@ -49,6 +49,8 @@ REPO = HERE.parent
 TARGET = 0.8
 """The issue's aim for forbidden recall and precision on office, hospital and bribery."""
 GROUPS = ("office", "hospital", "bribery")
+FIRST_LOOK = {"blind": {"forbidden": 31, "raised": 8, "polite": 25, "polite_raised": 1}}
+"""The case batches written before being run, as they first ran (phrasebooks/README.md)."""
 
 
 def kinds_of(turn: dict) -> set[str]:
@@ -133,12 +135,18 @@ def judge_calls(calls: Path, names: list[str], by_kind: Tally, by_group: Tally) 
           f"(RTF {spent_s / max(audio_s, 1e-9):.3f})")
 
 
-def judge_cases(path: Path, by_kind: Tally) -> None:
+def judge_cases(path: Path, by_kind: Tally) -> Counter:
+    """Tallies the cases by kind; returns, per batch, forbidden lines raising anything and polite lines raising anything."""
     cases = yaml.safe_load(path.read_text(encoding="utf-8"))
+    batches: Counter = Counter()
     for case in cases:
         matcher = matcher_for(load_phrasebook(case["phrasebook"]))
         speaker = case.get("speaker", "agent")
         hits = [h for h in matcher.match_segments([Segment(0.0, 1.0, case["text"], speaker)]) if h.kind == "forbidden"]
+        if "batch" in case:
+            label = "forbidden" if "expect" in case else "polite"
+            batches[(case["batch"], label)] += 1
+            batches[(case["batch"], f"{label}_raised" if label == "polite" else "raised")] += bool(hits)
         expected = case.get("expect")
         kind = expected if expected is None or "." not in expected else load_phrasebook(case["phrasebook"]).by_id(expected).category
         if kind:
@@ -147,6 +155,7 @@ def judge_cases(path: Path, by_kind: Tally) -> None:
         for hit in hits:
             by_kind.raised[hit.category] += 1
             by_kind.right[hit.category] += bool(kind)
+    return batches
 
 
 def main() -> int:
@@ -173,10 +182,15 @@ def main() -> int:
         for name in GROUPS:
             print("  " + by_group.line(name))
     by_kind = Tally()
-    judge_cases(args.cases, by_kind)
+    batches = judge_cases(args.cases, by_kind)
     print(f"\ncase table ({args.cases.name}), per kind:")
     for name in by_kind.names():
         print("  " + by_kind.line(name))
+    for batch, first in FIRST_LOOK.items():
+        print(f"batch {batch}: forbidden lines raising anything, first look {first['raised']}/{first['forbidden']}, "
+              f"now {batches[(batch, 'raised')]}/{batches[(batch, 'forbidden')]}; polite lines raising anything, "
+              f"first look {first['polite_raised']}/{first['polite']}, now "
+              f"{batches[(batch, 'polite_raised')]}/{batches[(batch, 'polite')]}")
     return 0
 
 
