@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     match = commands.add_parser("match", help="find phrasebook phrases in a text")
     match.add_argument("text", metavar="TEXT", help="the text, or - to read it from stdin")
     add_phrasebook_argument(match, "broadband",
-                            "bundled name (broadband, customer_service, investment) or YAML path (default broadband)")
+                            "bundled name (broadband, office, hospital, investment, customer_service) or YAML path (default broadband)")
     match.set_defaults(run=_match)
 
     score = commands.add_parser("score", help="score recorded calls and write reports")
