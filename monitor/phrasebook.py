@@ -92,6 +92,13 @@ class Rule:
     滚开 in 水滚开了."""
     guard_within: int = 12
     """How far (characters) the politeness guard looks either side of the match."""
+    guard_before: int | None = None
+    """How far the politeness guard looks before the match, if less than ``guard_within``:
+    a refusal just before counts (不能收，心意我收下了), one before a change of mind does
+    not (东西您拿回去。那好吧，红包我收下了)."""
+    negate_each: bool = False
+    """The negation guard cancels the match before any of its words, not only the first
+    (您太客气了，这个红包我不能收下)."""
 
 
 @dataclass
@@ -336,6 +343,8 @@ LEXICON_SCHEMA = {
                     "not_after": {"type": "array", "items": _GROUP},
                     "not_in": {"type": "array", "items": _GROUP},
                     "guard_within": {"type": "integer", "minimum": 0},
+                    "guard_before": {"type": "integer", "minimum": 0},
+                    "negate_each": {"type": "boolean"},
                     "any_order": {"type": "boolean"},
                 },
             },
@@ -362,6 +371,7 @@ REQUIRED_CHECKS = ("greeting", "farewell")
 
 
 _PHRASES_KEY = re.compile(r"^phrases:", re.MULTILINE)
+"""A phrasebook file has a top-level ``phrases:``; the lexicon and included parts have none."""
 
 
 def bundled_phrasebooks() -> list[str]:
@@ -619,6 +629,8 @@ def _lexicon_of(data: dict, fail) -> Lexicon:
             not_after=[w for group in words(where + ["not_after"], entry.get("not_after", [])) for w in group],
             not_in=[w for group in words(where + ["not_in"], entry.get("not_in", [])) for w in group],
             guard_within=entry.get("guard_within", Rule.guard_within),
+            guard_before=entry.get("guard_before"),
+            negate_each=entry.get("negate_each", False),
             any_order=entry.get("any_order", False),
         )
         if rule.within < sum(min(map(len, group)) for group in rule.groups):

@@ -296,3 +296,35 @@ def test_a_phrasebook_elsewhere_includes_the_bundled_compliance_part(tmp_path):
     assert phrasebook.included == [str((PHRASEBOOK_DIR / "compliance.yaml").resolve())]
     [hit] = [h for h in matcher_for(phrasebook).match_text("咱们私下签，不走公司") if h.kind == "forbidden"]
     assert (hit.category, hit.article) == ("private_deal", "第五篇 一、第9条")
+
+
+def test_a_refusal_guard_reaches_back_only_so_far_and_a_negation_before_any_word_counts(tmp_path):
+    part = PART.replace("within: 8, unless: [[不能]]}", "within: 8, unless: [[拿回去]], guard_within: 10, not_after: [[不能]]}")
+    write(tmp_path, "shared.yaml", part)
+    matcher = matcher_for(load_phrasebook(str(write(tmp_path, "book.yaml", BOOK + "include: [shared]\n"))))
+    changed_mind = "红包您拿回去，那好吧那好吧，红包我收下了"
+    assert not [h for h in matcher.match_text(changed_mind) if h.kind == "forbidden"]  # guard_within reaches back
+    assert [h for h in matcher.match_text("红包我不能收下") if h.kind == "forbidden"]  # only the first word is guarded
+    write(tmp_path, "shared.yaml", part.replace("guard_within: 10,", "guard_within: 10, guard_before: 4, negate_each: true,"))
+    os.utime(tmp_path / "shared.yaml", ns=(1, 1))
+    matcher = matcher_for(load_phrasebook(str(tmp_path / "book.yaml")))
+    assert [h.heard for h in matcher.match_text(changed_mind) if h.kind == "forbidden"] == ["红包我收下"]
+    assert not [h for h in matcher.match_text("红包我不能收下") if h.kind == "forbidden"]
+    assert not [h for h in matcher.match_text("红包拿回去收下") if h.kind == "forbidden"]  # a refusal just before
+
+
+def test_a_hospital_call_blames_the_agents_red_envelope_not_the_patients_offer(transcriber):
+    """End to end on a synthesized call (tests/data/hospital_red_envelope.json, made with the shared
+    synth_call.py): the patient offers twice, the agent first refuses, then keeps it."""
+    from monitor.pipeline import ScoreOptions, score_call
+
+    audio = HERE / "data" / "hospital_red_envelope.wav"
+    labels = json.loads(audio.with_suffix("").with_suffix(".labels.json").read_text(encoding="utf-8"))
+    report = score_call(str(audio), transcriber, load_phrasebook("hospital"), ScoreOptions())
+    forbidden = [e for e in report["events"] if e["kind"] == "forbidden"]
+    [kept] = [t for t in labels["turns"] if "forbidden" in t["tags"]]
+    assert [(e["category"], e["article"], e["speaker"]) for e in forbidden] == [("bribery", "二、(三)", "agent")]
+    assert kept["start"] - 1 <= forbidden[0]["start"] <= kept["end"]
+    assert {c["id"]: c["passed"] for c in report["checks"]} == {"greeting": True, "farewell": True}
+    deduction = next(d for d in report["score"]["deductions"] if d["article"] == "二、(三)")
+    assert deduction["coaching_article"] == "二、(三)" and "拒收红包" in deduction["coaching"]
