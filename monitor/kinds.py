@@ -135,7 +135,8 @@ class KindRules:
                     if chosen is None:
                         continue
                     start, end = first.start, chosen[-1].end
-                    before = rule.guard_within if rule.guard_before is None else min(rule.guard_before, rule.guard_within)
+                    before = rule.guard_within if rule.guard_before is None else min(rule.guard_before,
+                                                                                      rule.guard_within)
                     if _near(unless, start - before, end + rule.guard_within, chosen):
                         continue
                     if any(_negated(not_after, word.start, clause_starts)

@@ -355,7 +355,9 @@ LEXICON_SCHEMA = {
 
 PART_SCHEMA = copy.deepcopy(LEXICON_SCHEMA)
 PART_SCHEMA["required"].append("kinds")
-PART_SCHEMA["properties"]["kinds"] = {"type": "object", "minProperties": 1, "additionalProperties": _FORBIDDEN_KIND_SCHEMA}
+PART_SCHEMA["properties"]["kinds"] = {
+    "type": "object", "minProperties": 1, "additionalProperties": _FORBIDDEN_KIND_SCHEMA,
+}
 PART_SCHEMA["properties"]["include"] = {"type": "array", "items": _PART_NAME}
 """JSON schema of an included part (``phrasebooks/compliance.yaml``): a lexicon whose
 kinds come with a default article (where the rule comes from), for codes without one."""
@@ -378,7 +380,8 @@ def bundled_phrasebooks() -> list[str]:
     """Names of the phrasebooks shipped with the package (``broadband``, ...): the YAML files
     with phrases, not the lexicon or the parts they include (``compliance``)."""
     return sorted(
-        p.stem for p in PHRASEBOOK_DIR.glob("*.yaml") if _PHRASES_KEY.search(p.read_text(encoding="utf-8", errors="replace"))
+        p.stem for p in PHRASEBOOK_DIR.glob("*.yaml")
+        if _PHRASES_KEY.search(p.read_text(encoding="utf-8", errors="replace"))
     )
 
 
@@ -713,7 +716,9 @@ def _included_files(path: Path, names: list[str]) -> tuple[tuple[str, str, int],
         try:
             mtime = part_path.stat().st_mtime_ns
         except OSError as exc:
-            raise MonitorError(f"{part_path}: cannot read included part (named by {owner}): {exc.strerror or exc}") from None
+            raise MonitorError(
+                f"{part_path}: cannot read included part (named by {owner}): {exc.strerror or exc}"
+            ) from None
         found[key] = (top, key, mtime)
         for nested in _load_part(key, mtime).include:
             visit(part_path, nested, top, (*trail, key))
