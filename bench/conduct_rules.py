@@ -18,6 +18,7 @@ mono calls, matching, rules); its report is left beside it (``NAME.report.json``
   and precision as above, any kind for the office and hospital calls, bribery for bribery;
 - events on a customer's line (blamed on the agent) are false alarms, and counted apart.
 Events held for review (uncertain speaker) count as raised: they are shown in the report.
+The same measures on the calls' scripts as text (every word heard) tell the rules' misses from Whisper's.
 
 Cases: ``tests/compliance_cases.yaml`` (text only), the same measures per kind, a line
 being a turn: a polite line raising anything is a false alarm of that kind.
@@ -86,53 +87,75 @@ def synthesize(scripts: list[str], calls: Path, tts_python: str, synth: str) -> 
     subprocess.run([tts_python, synth, *missing, str(calls)], check=True, stdout=subprocess.DEVNULL)
 
 
-def judge_calls(calls: Path, names: list[str], by_kind: Tally, by_group: Tally) -> None:
-    transcriber = Transcriber()
+def script_events(labels: dict) -> list[dict]:
+    """The forbidden events the rules raise on the call's script, as if Whisper had heard every word."""
+    matcher = matcher_for(load_phrasebook(labels["phrasebook"]))
+    segments = [Segment(t["start"], t["end"], t["text"], t["speaker"]) for t in labels["turns"]]
+    return [{"category": h.category, "heard": h.heard, "start": t.start, "end": t.end}
+            for t in segments for h in matcher.match_segments([t]) if h.kind == "forbidden"]
+
+
+def judge_calls(calls: Path, names: list[str], by_kind: Tally, by_group: Tally, transcribed: bool = True) -> None:
+    """Tallies each call's events against its labels: the pipeline's (``transcribed``) or the script's."""
+    transcriber = Transcriber() if transcribed else None
     options = ScoreOptions()
     blamed = 0
     audio_s = spent_s = 0.0
     for name in names:
         labels = json.loads((calls / f"{name}.labels.json").read_text(encoding="utf-8"))
+        if not transcribed:
+            tally_call(labels, script_events(labels), by_kind, by_group)
+            continue
         started = time.perf_counter()
         report = score_call(str(calls / f"{name}.wav"), transcriber, load_phrasebook(labels["phrasebook"]),
                             options, labels["call_id"], labels.get("agent_id"))
         spent_s += time.perf_counter() - started
         audio_s += report["duration_s"]
         (calls / f"{name}.report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-        turns = labels["turns"]
-        wanted = [t for t in turns if is_forbidden(t)]
         events = [e for e in report["events"] if e["kind"] == "forbidden"]
-        group = labels["phrasebook"] if labels["phrasebook"] in GROUPS else None
-        misses, alarms = [], []
-        for turn in wanted:
-            near = [e for e in events if overlaps(e["start"], e["end"], turn)]
-            for kind in kinds_of(turn):
-                by_kind.labelled[kind] += 1
-                by_kind.found[kind] += any(e["category"] == kind for e in near)
-                if not any(e["category"] == kind for e in near):
-                    misses.append(f"{kind}: {turn['text']}")
-            if group:
-                by_group.labelled[group] += 1
-                by_group.found[group] += bool(near)
-            if "bribery" in kinds_of(turn):
-                by_group.labelled["bribery"] += 1
-                by_group.found["bribery"] += any(e["category"] == "bribery" for e in near)
-        for event in events:
-            right = any(overlaps(event["start"], event["end"], t) for t in wanted)
-            on_customer = any(overlaps(event["start"], event["end"], t, 0.0) for t in turns
-                              if t["speaker"] == "customer") and not right
-            blamed += on_customer
-            by_kind.raised[event["category"]] += 1
-            by_kind.right[event["category"]] += right
-            for name_ in ([group] if group else []) + (["bribery"] if event["category"] == "bribery" else []):
-                by_group.raised[name_] += 1
-                by_group.right[name_] += right
-            if not right:
-                alarms.append(f"{event['category']}: {event['heard']}" + (" (customer's line)" if on_customer else ""))
-        print(f"{name:28} forbidden turns {len(wanted)}, events {len(events)}"
+        misses, alarms, on_customer = tally_call(labels, events, by_kind, by_group)
+        blamed += on_customer
+        print(f"{name:28} forbidden turns {sum(map(is_forbidden, labels['turns']))}, events {len(events)}"
               + (f"\n    missed: {misses}" if misses else "") + (f"\n    false alarms: {alarms}" if alarms else ""))
-    print(f"events on a customer's line: {blamed}; pipeline {spent_s:.1f} s for {audio_s:.1f} s of audio "
-          f"(RTF {spent_s / max(audio_s, 1e-9):.3f})")
+    if transcribed:
+        print(f"events on a customer's line: {blamed}; pipeline {spent_s:.1f} s for {audio_s:.1f} s of audio "
+              f"(RTF {spent_s / max(audio_s, 1e-9):.3f})")
+
+
+def tally_call(labels: dict, events: list[dict], by_kind: Tally, by_group: Tally) -> tuple[list, list, int]:
+    """Counts one call's forbidden events against its labelled turns; returns what was missed,
+    the false alarms, and how many of them lie on a customer's line."""
+    blamed = 0
+    turns = labels["turns"]
+    wanted = [t for t in turns if is_forbidden(t)]
+    group = labels["phrasebook"] if labels["phrasebook"] in GROUPS else None
+    misses, alarms = [], []
+    for turn in wanted:
+        near = [e for e in events if overlaps(e["start"], e["end"], turn)]
+        for kind in kinds_of(turn):
+            by_kind.labelled[kind] += 1
+            by_kind.found[kind] += any(e["category"] == kind for e in near)
+            if not any(e["category"] == kind for e in near):
+                misses.append(f"{kind}: {turn['text']}")
+        if group:
+            by_group.labelled[group] += 1
+            by_group.found[group] += bool(near)
+        if "bribery" in kinds_of(turn):
+            by_group.labelled["bribery"] += 1
+            by_group.found["bribery"] += any(e["category"] == "bribery" for e in near)
+    for event in events:
+        right = any(overlaps(event["start"], event["end"], t) for t in wanted)
+        on_customer = any(overlaps(event["start"], event["end"], t, 0.0) for t in turns
+                          if t["speaker"] == "customer") and not right
+        blamed += on_customer
+        by_kind.raised[event["category"]] += 1
+        by_kind.right[event["category"]] += right
+        for name in ([group] if group else []) + (["bribery"] if event["category"] == "bribery" else []):
+            by_group.raised[name] += 1
+            by_group.right[name] += right
+        if not right:
+            alarms.append(f"{event['category']}: {event['heard']}" + (" (customer's line)" if on_customer else ""))
+    return misses, alarms, blamed
 
 
 def judge_cases(path: Path, by_kind: Tally) -> Counter:
@@ -179,6 +202,11 @@ def main() -> int:
         for name in by_kind.names():
             print("  " + by_kind.line(name))
         print(f"calls, per group (target >= {TARGET} each):")
+        for name in GROUPS:
+            print("  " + by_group.line(name))
+        by_kind, by_group = Tally(), Tally()
+        judge_calls(args.calls, [Path(s).stem for s in scripts], by_kind, by_group, transcribed=False)
+        print("the same calls' scripts as text (every word heard: what Whisper's mishearings cost):")
         for name in GROUPS:
             print("  " + by_group.line(name))
     by_kind = Tally()
