@@ -107,6 +107,12 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sip(args: argparse.Namespace) -> int:
+    from monitor.sip import run_sip
+
+    return run_sip(args)
+
+
 def _live(args: argparse.Namespace) -> int:
     from monitor.live import run_live
 
@@ -269,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     live = commands.add_parser("live", help="transcribe a call as it happens and alert on forbidden phrases")
     add_live_arguments(live)
     live.set_defaults(run=_live)
+
+    from monitor.sip import add_sip_arguments
+
+    sip = commands.add_parser("sip", help="answer SIP calls from the phone system (G.711 RTP, SIPREC) and monitor them live")
+    add_sip_arguments(sip)
+    sip.set_defaults(run=_sip)
 
     serve = commands.add_parser("serve", help="the web app: live dashboard, call browser, agent portal")
     serve.add_argument("--db", default=DEFAULT_DB, metavar="URL",
