@@ -4,7 +4,6 @@ calls end as interrupted with their alerts kept. Real processes, a real PostgreS
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
