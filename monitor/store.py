@@ -163,6 +163,42 @@ sessions = sa.Table(  # version 2: web app log-ins
     sa.Column("expires_at", Timestamp, nullable=False),
 )
 
+nodes = sa.Table(  # version 4: the `monitor serve` processes sharing this database (a fleet)
+    "nodes",
+    metadata,
+    sa.Column("node_id", sa.String(255), primary_key=True),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("heartbeat_at", Timestamp, nullable=False),
+    sa.Column("max_calls", sa.Integer, nullable=False),
+    sa.Column("free_slots", sa.Integer, nullable=False),
+)
+
+live_calls = sa.Table(  # version 4: calls being streamed into some node, and how they ended
+    "live_calls",
+    metadata,
+    sa.Column("call_id", sa.String(255), primary_key=True),
+    sa.Column("node_id", sa.String(255), nullable=False, index=True),
+    sa.Column("agent_id", sa.String(255)),
+    sa.Column("phrasebook", sa.String(255), nullable=False),
+    sa.Column("external_ref", sa.String(255)),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("ended_at", Timestamp),
+    sa.Column("status", sa.String(16), nullable=False),  # live, complete, interrupted
+    sa.Column("reason", sa.Text),
+    sa.CheckConstraint("status IN ('live', 'complete', 'interrupted')", name="live_calls_status"),
+)
+
+live_segments = sa.Table(  # version 4: a live call's transcript so far, so a call whose node dies keeps it
+    "live_segments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("call_id", sa.ForeignKey("live_calls.call_id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("speaker", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
 # Version N's step takes a database at version N-1 to N. Version 1 is the
 # first schema, which a database only ever gets whole, so it has no step.
 def _add_web_app_tables(conn: sa.Connection) -> None:
@@ -180,7 +216,14 @@ def _add_user_disabling(conn: sa.Connection) -> None:
     conn.exec_driver_sql(f"ALTER TABLE users ADD COLUMN disabled_at {column_type}")
 
 
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _add_web_app_tables, 3: _add_user_disabling}
+def _add_fleet_tables(conn: sa.Connection) -> None:
+    """Version 4: nodes, and the live calls they serve."""
+    for table in (nodes, live_calls, live_segments):
+        table.create(conn)
+
+
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _add_web_app_tables, 3: _add_user_disabling,
+                                                          4: _add_fleet_tables}
 SCHEMA_VERSION = max(MIGRATIONS, default=1)
 
 _CHILD_TABLES = (segments, events, checks, deductions)
@@ -438,6 +481,81 @@ class Store:
     @staticmethod
     def _end_sessions(conn: sa.Connection, name: str) -> None:
         conn.execute(sessions.delete().where(sessions.c.user_id.in_(sa.select(users.c.id).where(users.c.name == name))))
+
+    # --- a fleet of nodes (live calls on several `monitor serve` processes) ------------
+    def heartbeat(self, node_id: str, max_calls: int, free_slots: int) -> None:
+        """Say this node is alive and how many more calls it takes."""
+        now = _utc_now()
+        row = {"node_id": node_id, "started_at": now, "heartbeat_at": now, "max_calls": max_calls, "free_slots": free_slots}
+        upsert = self._insert(nodes).values(row)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[nodes.c.node_id],
+            set_={"heartbeat_at": now, "max_calls": max_calls, "free_slots": free_slots})
+        with self._writing() as conn:
+            conn.execute(upsert)
+
+    def list_nodes(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(nodes).order_by(nodes.c.node_id)).mappings()]
+
+    def silent_nodes(self, silent_for: dt.timedelta) -> list[str]:
+        """Nodes that have not said they are alive for ``silent_for``."""
+        cutoff = _utc_now() - silent_for
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(nodes.c.node_id).where(nodes.c.heartbeat_at < cutoff)).scalars())
+
+    def forget_node(self, node_id: str) -> None:
+        with self._writing() as conn:
+            conn.execute(nodes.delete().where(nodes.c.node_id == node_id))
+
+    def start_live_call(self, call_id: str, node_id: str, phrasebook: str, agent_id: str | None,
+                        external_ref: str | None) -> None:
+        with self._writing() as conn:
+            conn.execute(live_calls.insert().values(
+                call_id=call_id, node_id=node_id, phrasebook=phrasebook, agent_id=agent_id,
+                external_ref=external_ref, started_at=_utc_now(), status="live"))
+
+    def add_live_segment(self, call_id: str, start: float, end: float, speaker: str, text: str) -> None:
+        with self._writing() as conn:
+            conn.execute(live_segments.insert().values(call_id=call_id, start=start, end=end, speaker=speaker, text=text))
+
+    def end_live_call(self, call_id: str, status: str, reason: str | None = None) -> bool:
+        """Mark a live call ended; False when it had already ended (another node got there first)."""
+        with self._writing() as conn:
+            ended = conn.execute(
+                live_calls.update().where(live_calls.c.call_id == call_id, live_calls.c.status == "live")
+                .values(status=status, reason=reason, ended_at=_utc_now()))
+            if ended.rowcount and status == "complete":  # its report holds the transcript now
+                conn.execute(live_segments.delete().where(live_segments.c.call_id == call_id))
+            return bool(ended.rowcount)
+
+    def live_call_rows(self, node_id: str | None = None, status: str | None = "live") -> list[dict]:
+        """Live calls (of one node, or all), oldest first."""
+        query = sa.select(live_calls).order_by(live_calls.c.started_at)
+        if node_id is not None:
+            query = query.where(live_calls.c.node_id == node_id)
+        if status is not None:
+            query = query.where(live_calls.c.status == status)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def live_call_segments(self, call_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            query = sa.select(live_segments).where(live_segments.c.call_id == call_id).order_by(live_segments.c.start)
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def notify(self, channel: str, payload: str) -> None:
+        """PostgreSQL NOTIFY: every node LISTENing on ``channel`` gets ``payload`` (at most 8000 bytes)."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def libpq_url(self) -> str:
+        """The database URL as libpq (and psycopg.connect) spell it."""
+        return sa.make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:

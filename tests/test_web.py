@@ -230,7 +230,7 @@ def test_a_version_1_database_is_migrated_for_the_web_app(tmp_path):
     open_store(str(path)).close()
     engine = sa.create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:  # take it back to version 1's schema
-        for statement in ("DROP TABLE sessions", "DROP INDEX ix_alerts_agent_id", "ALTER TABLE alerts DROP COLUMN agent_id",
+        for statement in ("DROP TABLE live_segments", "DROP TABLE live_calls", "DROP TABLE nodes", "DROP TABLE sessions", "DROP INDEX ix_alerts_agent_id", "ALTER TABLE alerts DROP COLUMN agent_id",
                           "ALTER TABLE alerts DROP COLUMN severity", "ALTER TABLE users DROP COLUMN disabled_at",
                           "DELETE FROM schema_migrations",
                           "INSERT INTO schema_migrations VALUES (1, '2024-01-01 00:00:00')"):
