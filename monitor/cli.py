@@ -107,6 +107,12 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sip(args: argparse.Namespace) -> int:
+    from monitor.sip import run_sip
+
+    return run_sip(args)
+
+
 def _live(args: argparse.Namespace) -> int:
     from monitor.live import run_live
 
@@ -128,9 +134,13 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise MonitorError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+    if args.max_calls < 1:
+        raise UsageError(f"--max-calls {args.max_calls}: must be at least 1")
     with listener:
-        app = create_app(args.db, WebOptions(secure_cookies=args.secure_cookies, live=LiveOptions(model=args.model)))
         host, port = listener.getsockname()[:2]
+        node = args.node_name or f"{socket.gethostname()}:{port}"
+        app = create_app(args.db, WebOptions(secure_cookies=args.secure_cookies, node_id=node,
+                                             live=LiveOptions(model=args.model, max_calls=args.max_calls)))
         shown = f"[{host}]" if ":" in host else host
         print(f"monitor serve: http://{shown}:{port}/ (database {app.state.store.url.split('://')[0]})", file=sys.stderr)
         config = uvicorn_config(app, args.host, port, forwarded_allow_ips=args.forwarded_allow_ips,
@@ -232,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     match = commands.add_parser("match", help="find phrasebook phrases in a text")
     match.add_argument("text", metavar="TEXT", help="the text, or - to read it from stdin")
     add_phrasebook_argument(match, "broadband",
-                            "bundled name (broadband, customer_service, investment) or YAML path (default broadband)")
+                            "bundled name (broadband, office, hospital, investment, customer_service) or YAML path (default broadband)")
     match.set_defaults(run=_match)
 
     score = commands.add_parser("score", help="score recorded calls and write reports")
@@ -270,12 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_live_arguments(live)
     live.set_defaults(run=_live)
 
+    from monitor.sip import add_sip_arguments
+
+    sip = commands.add_parser("sip", help="answer SIP calls from the phone system (G.711 RTP, SIPREC) and monitor them live")
+    add_sip_arguments(sip)
+    sip.set_defaults(run=_sip)
+
     serve = commands.add_parser("serve", help="the web app: live dashboard, call browser, agent portal")
     serve.add_argument("--db", default=DEFAULT_DB, metavar="URL",
                        help=f"results database: sqlite:///FILE, a file path or postgresql://… (default {DEFAULT_DB})")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model", help="Whisper model for live streams (default: embedded base, loaded on the first stream)")
+    serve.add_argument("--max-calls", type=int, default=4, help="live calls this node streams at once (default 4)")
+    serve.add_argument("--node-name", metavar="NAME",
+                       help="this node's name among the nodes sharing a PostgreSQL database (default HOST:PORT)")
     serve.add_argument("--secure-cookies", action="store_true",
                        help="mark cookies Secure: the app is reached over HTTPS (through a TLS proxy)")
     serve.add_argument("--forwarded-allow-ips", metavar="IPS",

@@ -135,11 +135,12 @@ class KindRules:
                     if chosen is None:
                         continue
                     start, end = first.start, chosen[-1].end
-                    if _near(unless, start - rule.guard_within, end + rule.guard_within, chosen):
+                    before = rule.guard_within if rule.guard_before is None else min(rule.guard_before,
+                                                                                      rule.guard_within)
+                    if _near(unless, start - before, end + rule.guard_within, chosen):
                         continue
-                    if any(start - NEGATION_REACH <= o.end <= start
-                           and not (clause_starts and any(clause_starts[o.end:start + 1]))
-                           for o in not_after):
+                    if any(_negated(not_after, word.start, clause_starts)
+                           for word in (chosen if rule.negate_each else chosen[:1])):
                         continue
                     if any(_overlap(o, m) and (o.start, o.end) != (m.start, m.end) for o in not_in for m in chosen):
                         continue  # part of a longer, innocent word
@@ -194,6 +195,12 @@ def _chain(first: Occurrence, rest: list[tuple[list[int], list[Occurrence]]], wi
             return None
         chosen.append(group[i])
     return chosen
+
+
+def _negated(not_after: list[Occurrence], start: int, clause_starts: list[bool] | None) -> bool:
+    """Whether a negation guard word ends just before ``start``, in the same clause."""
+    return any(start - NEGATION_REACH <= o.end <= start and not (clause_starts and any(clause_starts[o.end:start + 1]))
+               for o in not_after)
 
 
 def _near(guards: list[Occurrence], low: int, high: int, matched: list[Occurrence]) -> bool:

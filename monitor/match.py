@@ -198,7 +198,7 @@ class Matcher:
         self.phrasebook = phrasebook
         self.forms: list[_Form] = []
         # Kind-level rules (monitor.kinds): found by word groups, not by wording.
-        phrases = phrasebook.phrases + phrasebook.kind_phrases
+        phrases = phrasebook.all_phrases()
         ruled = [p for p in phrases if p.rule is not None]
         self._rule_forms = [_Form(p, [], "", 1.0) for p in ruled]
         self._kinds = KindRules([p.rule for p in ruled])

@@ -10,9 +10,10 @@ loader validates the YAML and reports file, line and reason for any mistake.
 from __future__ import annotations
 
 import argparse
-
+import copy
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -91,6 +92,13 @@ class Rule:
     滚开 in 水滚开了."""
     guard_within: int = 12
     """How far (characters) the politeness guard looks either side of the match."""
+    guard_before: int | None = None
+    """How far the politeness guard looks before the match, if less than ``guard_within``:
+    a refusal just before counts (不能收，心意我收下了), one before a change of mind does
+    not (东西您拿回去。那好吧，红包我收下了)."""
+    negate_each: bool = False
+    """The negation guard cancels the match before any of its words, not only the first
+    (您太客气了，这个红包我不能收下)."""
 
 
 @dataclass
@@ -174,9 +182,21 @@ class Phrasebook:
     """Forbidden phrases of those kinds: the lexicon's expressions and rules, with
     this code's article. Kept apart from ``phrases`` (the code's own wordings),
     which also steer Whisper's vocabulary; ids start ``lexicon.``."""
+    include: dict[str, dict[str, dict]] = field(default_factory=dict)
+    """Included parts (``include:``): part name → its kinds' overrides by this code
+    (category → article, severity, points, instead, instead_article)."""
+    included: list[str] = field(default_factory=list)
+    """The files of the included parts, nested ones too, in the order they were read."""
+    included_phrases: list[Phrase] = field(default_factory=list)
+    """Forbidden phrases of the included parts' kinds (gifts, private deals, ...), with
+    this code's article where it has one, else the part's; ids start ``<part>.``."""
+
+    def all_phrases(self) -> list[Phrase]:
+        """Everything the matcher looks for: the code's phrases, its kinds', the included ones."""
+        return self.phrases + self.kind_phrases + self.included_phrases
 
     def by_id(self, phrase_id: str) -> Phrase:
-        return next(p for p in self.phrases + self.kind_phrases if p.id == phrase_id)
+        return next(p for p in self.all_phrases() if p.id == phrase_id)
 
     def in_category(self, category: str) -> list[Phrase]:
         return [p for p in self.phrases if p.category == category]
@@ -239,6 +259,23 @@ _FORBIDDEN_KIND_SCHEMA = {
 }
 """What a phrasebook's code says about one kind of forbidden talk (shirking,
 scolding, ...): the article that forbids it, and what to say instead."""
+_PART_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.\-/]{1,200}$"}
+"""An included part: a file name next to the including file (``compliance`` for compliance.yaml)."""
+_INCLUDE_SCHEMA = {
+    "anyOf": [
+        {"type": "array", "items": _PART_NAME},
+        {
+            "type": "object",
+            "propertyNames": _PART_NAME,
+            "additionalProperties": {
+                "type": ["object", "null"],
+                "additionalProperties": {**_FORBIDDEN_KIND_SCHEMA, "required": []},
+            },
+        },
+    ]
+}
+"""``include: [compliance]``, or with this code's own articles for the part's kinds:
+``include: {compliance: {bribery: {article: 第14条}}}``."""
 SCHEMA = {
     "type": "object",
     "required": ["id", "version", "title", "checks", "phrases"],
@@ -260,6 +297,7 @@ SCHEMA = {
         "phrases": {"type": "array", "minItems": 1, "items": _PHRASE_SCHEMA},
         "lexicon": {"type": "string", "minLength": 1},
         "forbidden_kinds": {"type": "object", "additionalProperties": _FORBIDDEN_KIND_SCHEMA},
+        "include": _INCLUDE_SCHEMA,
     },
 }
 """JSON schema of a phrasebook file (YAML parsed to plain data)."""
@@ -305,6 +343,8 @@ LEXICON_SCHEMA = {
                     "not_after": {"type": "array", "items": _GROUP},
                     "not_in": {"type": "array", "items": _GROUP},
                     "guard_within": {"type": "integer", "minimum": 0},
+                    "guard_before": {"type": "integer", "minimum": 0},
+                    "negate_each": {"type": "boolean"},
                     "any_order": {"type": "boolean"},
                 },
             },
@@ -312,6 +352,15 @@ LEXICON_SCHEMA = {
     },
 }
 """JSON schema of the shared lexicon (``phrasebooks/lexicon.yaml``)."""
+
+PART_SCHEMA = copy.deepcopy(LEXICON_SCHEMA)
+PART_SCHEMA["required"].append("kinds")
+PART_SCHEMA["properties"]["kinds"] = {
+    "type": "object", "minProperties": 1, "additionalProperties": _FORBIDDEN_KIND_SCHEMA,
+}
+PART_SCHEMA["properties"]["include"] = {"type": "array", "items": _PART_NAME}
+"""JSON schema of an included part (``phrasebooks/compliance.yaml``): a lexicon whose
+kinds come with a default article (where the rule comes from), for codes without one."""
 
 LEXICON_ID_PREFIX = "lexicon."
 """Phrases from the lexicon have ids ``lexicon.<entry id>``."""
@@ -323,9 +372,17 @@ REQUIRED_CHECKS = ("greeting", "farewell")
 """Reports always carry these two checks, so every phrasebook must define them."""
 
 
+_PHRASES_KEY = re.compile(r"^phrases:", re.MULTILINE)
+"""A phrasebook file has a top-level ``phrases:``; the lexicon and included parts have none."""
+
+
 def bundled_phrasebooks() -> list[str]:
-    """Names of the phrasebooks shipped with the package (``broadband``, ...)."""
-    return sorted(p.stem for p in PHRASEBOOK_DIR.glob("*.yaml") if p.name != DEFAULT_LEXICON)
+    """Names of the phrasebooks shipped with the package (``broadband``, ...): the YAML files
+    with phrases, not the lexicon or the parts they include (``compliance``)."""
+    return sorted(
+        p.stem for p in PHRASEBOOK_DIR.glob("*.yaml")
+        if _PHRASES_KEY.search(p.read_text(encoding="utf-8", errors="replace"))
+    )
 
 
 def load_phrasebook(name_or_path: str) -> Phrasebook:
@@ -336,7 +393,7 @@ def load_phrasebook(name_or_path: str) -> Phrasebook:
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") and os.sep not in name_or_path and "/" not in name_or_path:
         path = PHRASEBOOK_DIR / f"{name_or_path}.yaml"
-        if not path.is_file() or path.name == DEFAULT_LEXICON:
+        if name_or_path not in bundled_phrasebooks():
             raise MonitorError(
                 f"{name_or_path}: no such phrasebook (bundled: {', '.join(bundled_phrasebooks())})"
             )
@@ -346,15 +403,18 @@ def load_phrasebook(name_or_path: str) -> Phrasebook:
     except OSError as exc:
         raise MonitorError(f"{path}: cannot read phrasebook: {exc.strerror or exc}") from None
     phrasebook = _load_cached(str(path), mtime)
-    if not phrasebook.lexicon:
+    if not phrasebook.lexicon and not phrasebook.include:
         return phrasebook
-    try:
-        lexicon_mtime = Path(phrasebook.lexicon).stat().st_mtime_ns
-    except OSError as exc:
-        raise MonitorError(
-            f"{phrasebook.lexicon}: cannot read lexicon (named by {path}): {exc.strerror or exc}"
-        ) from None
-    return _with_lexicon(str(path), mtime, phrasebook.lexicon, lexicon_mtime)
+    lexicon_mtime = 0
+    if phrasebook.lexicon:
+        try:
+            lexicon_mtime = Path(phrasebook.lexicon).stat().st_mtime_ns
+        except OSError as exc:
+            raise MonitorError(
+                f"{phrasebook.lexicon}: cannot read lexicon (named by {path}): {exc.strerror or exc}"
+            ) from None
+    parts = _included_files(path, list(phrasebook.include))
+    return _with_kinds(str(path), mtime, phrasebook.lexicon, lexicon_mtime, parts)
 
 
 MAX_PHRASEBOOK_BYTES = 1024 * 1024
@@ -420,7 +480,15 @@ def _load_cached(path: str, mtime_ns: int) -> Phrasebook:
         path=path,
         forbidden_kinds={name: ForbiddenKind(**entry) for name, entry in data.get("forbidden_kinds", {}).items()},
         lexicon=_lexicon_path(Path(path), data.get("lexicon")) if "forbidden_kinds" in data else "",
+        include=_include_of(data.get("include", [])),
     )
+
+
+def _include_of(include: list | dict) -> dict[str, dict[str, dict]]:
+    """``include:`` as part name → overrides of its kinds, whichever way it was written."""
+    if isinstance(include, list):
+        return {name: {} for name in include}
+    return {name: overrides or {} for name, overrides in include.items()}
 
 
 def _check_schema(data: dict, schema: dict, fail) -> None:
@@ -538,6 +606,11 @@ def _load_lexicon(path: str, mtime_ns: int) -> Lexicon:
     if not isinstance(data, dict):
         raise fail([], "a lexicon is a mapping with labels, groups and rules")
     _check_schema(data, LEXICON_SCHEMA, fail)
+    return _lexicon_of(data, fail)
+
+
+def _lexicon_of(data: dict, fail) -> Lexicon:
+    """The expressions and rules of validated lexicon data (a lexicon's or an included part's)."""
     groups = data["groups"]
 
     def words(location: list, refs: list) -> list[list[str]]:
@@ -559,6 +632,8 @@ def _load_lexicon(path: str, mtime_ns: int) -> Lexicon:
             not_after=[w for group in words(where + ["not_after"], entry.get("not_after", [])) for w in group],
             not_in=[w for group in words(where + ["not_in"], entry.get("not_in", [])) for w in group],
             guard_within=entry.get("guard_within", Rule.guard_within),
+            guard_before=entry.get("guard_before"),
+            negate_each=entry.get("negate_each", False),
             any_order=entry.get("any_order", False),
         )
         if rule.within < sum(min(map(len, group)) for group in rule.groups):
@@ -577,40 +652,141 @@ def _load_lexicon(path: str, mtime_ns: int) -> Lexicon:
     return Lexicon(labels=data["labels"], entries=entries)
 
 
-@lru_cache(maxsize=32)
-def _with_lexicon(path: str, mtime_ns: int, lexicon_path: str, lexicon_mtime_ns: int) -> Phrasebook:
-    """The phrasebook with the lexicon's entries of its forbidden kinds as forbidden phrases.
+# ---------------------------------------------------------------------------
+# Included parts: kinds that several codes share (gifts, private deals, promises)
 
-    Cached on both files' times, so one object stands for one edition of the pair.
+
+@dataclass
+class Part:
+    """An included part (``include:``): a lexicon whose kinds carry a default article."""
+
+    lexicon: Lexicon
+    """Its labels, expressions and rules."""
+    kinds: dict[str, ForbiddenKind]
+    """Category → where the rule comes from, its severity, points and what to say
+    instead; an including code may give its own article for any of them."""
+    include: list[str]
+    """The parts it includes in turn."""
+
+
+@lru_cache(maxsize=16)
+def _load_part(path: str, mtime_ns: int) -> Part:
+    # mtime_ns is part of the cache key only: an edited file is loaded afresh.
+    root, data = _read_yaml(path, "included part")
+    fail = _failure(path, root)
+    if not isinstance(data, dict):
+        raise fail([], "an included part is a mapping with labels, groups, rules and kinds")
+    _check_schema(data, PART_SCHEMA, fail)
+    lexicon = _lexicon_of(data, fail)
+    kinds = {category: ForbiddenKind(**entry) for category, entry in data["kinds"].items()}
+    for category in kinds:
+        if category not in lexicon.labels:
+            raise fail(["kinds", category], f"kind {category!r} has no entry in labels")
+    for category in sorted({e.category for e in lexicon.entries} - kinds.keys()):
+        raise fail(["kinds"], f"no entry for kind {category!r} (its article and points)")
+    return Part(lexicon=lexicon, kinds=kinds, include=list(data.get("include", [])))
+
+
+def _resolve_include(owner: Path, name: str) -> Path:
+    """The file an ``include`` names: next to the including file, else bundled; a name
+    that leads out of that directory (``../x``, an absolute path, a symlink) is refused."""
+    relative = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
+    for directory in dict.fromkeys((owner.parent.resolve(), PHRASEBOOK_DIR.resolve())):
+        candidate = (directory / relative).resolve()
+        if not candidate.is_relative_to(directory):
+            raise MonitorError(f"{owner}: include {name!r}: outside the phrasebook directory {directory}")
+        if candidate.is_file():
+            return candidate
+    raise MonitorError(f"{owner}: include {name!r}: no such file next to it or among the bundled phrasebooks")
+
+
+def _included_files(path: Path, names: list[str]) -> tuple[tuple[str, str, int], ...]:
+    """Every part a phrasebook includes, nested ones too, each file once: (the phrasebook's
+    include it came through, file, mtime). A part that includes itself, directly or not, is refused."""
+    found: dict[str, tuple[str, str, int]] = {}
+
+    def visit(owner: Path, name: str, top: str, trail: tuple[str, ...]) -> None:
+        part_path = _resolve_include(owner, name)
+        key = str(part_path)
+        if key in trail:
+            cycle = " -> ".join(Path(p).name for p in (*trail, key))
+            raise MonitorError(f"{owner}: include {name!r}: an include cycle ({cycle})")
+        if key in found:
+            return
+        try:
+            mtime = part_path.stat().st_mtime_ns
+        except OSError as exc:
+            raise MonitorError(
+                f"{part_path}: cannot read included part (named by {owner}): {exc.strerror or exc}"
+            ) from None
+        found[key] = (top, key, mtime)
+        for nested in _load_part(key, mtime).include:
+            visit(part_path, nested, top, (*trail, key))
+
+    for name in names:
+        visit(path, name, name, (str(path),))
+    return tuple(found.values())
+
+
+def _kind_phrase(prefix: str, entry: LexiconEntry, labels: dict[str, str], kind: ForbiddenKind) -> Phrase:
+    """A lexicon or part entry as a forbidden phrase of a code, with the code's article for its kind."""
+    return Phrase(
+        id=prefix + entry.id,
+        kind="forbidden",
+        category=entry.category,
+        text=f"{labels[entry.category]}：{entry.text}" if entry.rule else entry.text,
+        article=kind.article,
+        variants=list(entry.variants),
+        severity=kind.severity,
+        points=kind.points,
+        instead=kind.instead,
+        instead_article=kind.instead_article,
+        threshold=entry.threshold,
+        rule=entry.rule,
+    )
+
+
+@lru_cache(maxsize=32)
+def _with_kinds(path: str, mtime_ns: int, lexicon_path: str, lexicon_mtime_ns: int,
+                parts: tuple[tuple[str, str, int], ...]) -> Phrasebook:
+    """The phrasebook with the lexicon's entries of its forbidden kinds and its included
+    parts' entries as forbidden phrases.
+
+    Cached on every file's time, so one object stands for one edition of them all.
     """
     base = _load_cached(path, mtime_ns)
-    lexicon = _load_lexicon(lexicon_path, lexicon_mtime_ns)
-    known = {e.category for e in lexicon.entries}
-    for category in base.forbidden_kinds:
-        if category not in known:
-            raise MonitorError(
-                f"{path}: forbidden_kinds.{category}: {lexicon_path} has no expression or rule of this kind"
-            )
-    added = []
-    for entry in lexicon.entries:
-        kind = base.forbidden_kinds.get(entry.category)
-        if kind is None:
-            continue
-        added.append(Phrase(
-            id=LEXICON_ID_PREFIX + entry.id,
-            kind="forbidden",
-            category=entry.category,
-            text=f"{lexicon.labels[entry.category]}：{entry.text}" if entry.rule else entry.text,
-            article=kind.article,
-            variants=list(entry.variants),
-            severity=kind.severity,
-            points=kind.points,
-            instead=kind.instead,
-            instead_article=kind.instead_article,
-            threshold=entry.threshold,
-            rule=entry.rule,
-        ))
-    return dataclasses.replace(base, kind_phrases=added)
+    kind_phrases = []
+    if lexicon_path:
+        lexicon = _load_lexicon(lexicon_path, lexicon_mtime_ns)
+        known = {e.category for e in lexicon.entries}
+        for category in base.forbidden_kinds:
+            if category not in known:
+                raise MonitorError(
+                    f"{path}: forbidden_kinds.{category}: {lexicon_path} has no expression or rule of this kind"
+                )
+        kind_phrases = [_kind_phrase(LEXICON_ID_PREFIX, entry, lexicon.labels, base.forbidden_kinds[entry.category])
+                        for entry in lexicon.entries if entry.category in base.forbidden_kinds]
+    included = []
+    for top, overrides in base.include.items():
+        below = [_load_part(part_path, mtime) for through, part_path, mtime in parts if through == top]
+        below_paths = [part_path for through, part_path, _ in parts if through == top]
+        known = {category for part in below for category in part.kinds}
+        for category in overrides:
+            if category not in known:
+                raise MonitorError(f"{path}: include.{top}.{category}: the part has no such kind "
+                                   f"(it has {', '.join(sorted(known)) or 'none'})")
+        for part, part_path in zip(below, below_paths):
+            prefix = Path(part_path).stem + "."
+            for entry in part.lexicon.entries:
+                kind = dataclasses.replace(part.kinds[entry.category], **overrides.get(entry.category, {}))
+                included.append(_kind_phrase(prefix, entry, part.lexicon.labels, kind))
+    seen: set[str] = set()
+    for phrase in base.phrases + kind_phrases + included:
+        if phrase.id in seen:
+            raise MonitorError(f"{path}: phrase id {phrase.id!r} comes twice (from an included part?)")
+        seen.add(phrase.id)
+    return dataclasses.replace(base, kind_phrases=kind_phrases, included=[p for _, p, _ in parts],
+                               included_phrases=included)
 
 
 def _phrasebook(text: str) -> str:

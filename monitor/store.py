@@ -90,9 +90,9 @@ calls = sa.Table(
     sa.Column("started_at", Timestamp),  # when the call took place: the manifest's started_at, else the file's mtime
     sa.Column("scored_at", Timestamp, nullable=False),
     sa.Column("report", sa.JSON, nullable=False),
-    sa.Column("phrasebook_title", sa.Text),  # version 4: shown instead of the phrasebook's id
-    sa.Column("transcript", sa.Text),  # version 4: every sentence, one a line, for search
-    sa.Column("reviewed_score", sa.Integer),  # version 4: the score after review (= score until a review changes it)
+    sa.Column("phrasebook_title", sa.Text),  # version 5: shown instead of the phrasebook's id
+    sa.Column("transcript", sa.Text),  # version 5: every sentence, one a line, for search
+    sa.Column("reviewed_score", sa.Integer),  # version 5: the score after review (= score until a review changes it)
 )
 
 segments = _part_of_call(
@@ -118,7 +118,7 @@ checks = _part_of_call(
     sa.Column("passed", sa.Boolean, nullable=False),
     sa.Column("detail", sa.Text),
     sa.Column("article", sa.String(64)),
-    sa.Column("description", sa.Text),  # version 4: what the check asks, for filters and rule health
+    sa.Column("description", sa.Text),  # version 5: what the check asks, for filters and rule health
 )
 
 deductions = _part_of_call(
@@ -142,7 +142,7 @@ alerts = sa.Table(
     sa.Column("acknowledged_by", sa.String(255)),
     sa.Column("agent_id", sa.String(255), index=True),  # version 2: whose call it is, for the agents' portal
     sa.Column("severity", sa.String(16)),  # version 2: the phrase's severity, for the dashboard's emphasis
-    sa.Column("false_alarm_at", Timestamp),  # version 4: a reviewer marked the alert a false alarm…
+    sa.Column("false_alarm_at", Timestamp),  # version 5: a reviewer marked the alert a false alarm…
     sa.Column("false_alarm_by", sa.String(255)),  # …who…
     sa.Column("false_alarm_note", sa.Text),  # …and why
 )
@@ -158,7 +158,7 @@ users = sa.Table(
     sa.Column("api_token_hash", sa.Text),
     sa.Column("created_at", Timestamp, nullable=False, default=_utc_now),
     sa.Column("disabled_at", Timestamp),  # version 3: a disabled user can neither log in nor use their API token
-    sa.CheckConstraint("role IN ('supervisor', 'qa', 'agent')", name="users_role"),  # version 4: qa
+    sa.CheckConstraint("role IN ('supervisor', 'qa', 'agent')", name="users_role"),  # version 5: qa
 )
 
 sessions = sa.Table(  # version 2: web app log-ins
@@ -172,7 +172,43 @@ sessions = sa.Table(  # version 2: web app log-ins
     sa.Column("expires_at", Timestamp, nullable=False),
 )
 
-appeals = sa.Table(  # version 4: an agent contests one deduction of their call (申诉); a reviewer decides (复核)
+nodes = sa.Table(  # version 4: the `monitor serve` processes sharing this database (a fleet)
+    "nodes",
+    metadata,
+    sa.Column("node_id", sa.String(255), primary_key=True),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("heartbeat_at", Timestamp, nullable=False),
+    sa.Column("max_calls", sa.Integer, nullable=False),
+    sa.Column("free_slots", sa.Integer, nullable=False),
+)
+
+live_calls = sa.Table(  # version 4: calls being streamed into some node, and how they ended
+    "live_calls",
+    metadata,
+    sa.Column("call_id", sa.String(255), primary_key=True),
+    sa.Column("node_id", sa.String(255), nullable=False, index=True),
+    sa.Column("agent_id", sa.String(255)),
+    sa.Column("phrasebook", sa.String(255), nullable=False),
+    sa.Column("external_ref", sa.String(255)),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("ended_at", Timestamp),
+    sa.Column("status", sa.String(16), nullable=False),  # live, complete, interrupted
+    sa.Column("reason", sa.Text),
+    sa.CheckConstraint("status IN ('live', 'complete', 'interrupted')", name="live_calls_status"),
+)
+
+live_segments = sa.Table(  # version 4: a live call's transcript so far, so a call whose node dies keeps it
+    "live_segments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("call_id", sa.ForeignKey("live_calls.call_id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("speaker", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
+appeals = sa.Table(  # version 5: an agent contests one deduction of their call (申诉); a reviewer decides (复核)
     "appeals",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
@@ -194,7 +230,7 @@ appeals = sa.Table(  # version 4: an agent contests one deduction of their call 
     sa.CheckConstraint("status IN ('open', 'upheld', 'overturned')", name="appeals_status"),
 )
 
-added_deductions = _part_of_call(  # version 4: a deduction the machine missed, added by a reviewer
+added_deductions = _part_of_call(  # version 5: a deduction the machine missed, added by a reviewer
     "added_deductions",
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("points", sa.Integer, nullable=False),
@@ -205,7 +241,7 @@ added_deductions = _part_of_call(  # version 4: a deduction the machine missed, 
     sa.Column("created_at", Timestamp, nullable=False),
 )
 
-audit_log = sa.Table(  # version 4: every review action, who did it, when and why; rows are never changed
+audit_log = sa.Table(  # version 5: every review action, who did it, when and why; rows are never changed
     "audit_log",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
@@ -236,8 +272,14 @@ def _add_user_disabling(conn: sa.Connection) -> None:
     conn.exec_driver_sql(f"ALTER TABLE users ADD COLUMN disabled_at {column_type}")
 
 
+def _add_fleet_tables(conn: sa.Connection) -> None:
+    """Version 4: nodes, and the live calls they serve."""
+    for table in (nodes, live_calls, live_segments):
+        table.create(conn)
+
+
 def _add_reviews(conn: sa.Connection) -> None:
-    """Version 4: the qa role; appeals, added deductions and their audit trail; false alarms; transcript search;
+    """Version 5: the qa role; appeals, added deductions and their audit trail; false alarms; transcript search;
     phrasebook titles and check descriptions. Existing calls get their new columns from their saved reports."""
 
     def add_column(column: sa.Column) -> None:
@@ -301,7 +343,7 @@ def _create_search_index(conn: sa.Connection) -> None:
 
 
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _add_web_app_tables, 3: _add_user_disabling,
-                                                          4: _add_reviews}
+                                                          4: _add_fleet_tables, 5: _add_reviews}
 SCHEMA_VERSION = max(MIGRATIONS, default=1)
 
 _CHILD_TABLES = (segments, events, checks, deductions)
@@ -895,6 +937,81 @@ class Store:
     @staticmethod
     def _end_sessions(conn: sa.Connection, name: str) -> None:
         conn.execute(sessions.delete().where(sessions.c.user_id.in_(sa.select(users.c.id).where(users.c.name == name))))
+
+    # --- a fleet of nodes (live calls on several `monitor serve` processes) ------------
+    def heartbeat(self, node_id: str, max_calls: int, free_slots: int) -> None:
+        """Say this node is alive and how many more calls it takes."""
+        now = _utc_now()
+        row = {"node_id": node_id, "started_at": now, "heartbeat_at": now, "max_calls": max_calls, "free_slots": free_slots}
+        upsert = self._insert(nodes).values(row)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[nodes.c.node_id],
+            set_={"heartbeat_at": now, "max_calls": max_calls, "free_slots": free_slots})
+        with self._writing() as conn:
+            conn.execute(upsert)
+
+    def list_nodes(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(nodes).order_by(nodes.c.node_id)).mappings()]
+
+    def silent_nodes(self, silent_for: dt.timedelta) -> list[str]:
+        """Nodes that have not said they are alive for ``silent_for``."""
+        cutoff = _utc_now() - silent_for
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(nodes.c.node_id).where(nodes.c.heartbeat_at < cutoff)).scalars())
+
+    def forget_node(self, node_id: str) -> None:
+        with self._writing() as conn:
+            conn.execute(nodes.delete().where(nodes.c.node_id == node_id))
+
+    def start_live_call(self, call_id: str, node_id: str, phrasebook: str, agent_id: str | None,
+                        external_ref: str | None) -> None:
+        with self._writing() as conn:
+            conn.execute(live_calls.insert().values(
+                call_id=call_id, node_id=node_id, phrasebook=phrasebook, agent_id=agent_id,
+                external_ref=external_ref, started_at=_utc_now(), status="live"))
+
+    def add_live_segment(self, call_id: str, start: float, end: float, speaker: str, text: str) -> None:
+        with self._writing() as conn:
+            conn.execute(live_segments.insert().values(call_id=call_id, start=start, end=end, speaker=speaker, text=text))
+
+    def end_live_call(self, call_id: str, status: str, reason: str | None = None) -> bool:
+        """Mark a live call ended; False when it had already ended (another node got there first)."""
+        with self._writing() as conn:
+            ended = conn.execute(
+                live_calls.update().where(live_calls.c.call_id == call_id, live_calls.c.status == "live")
+                .values(status=status, reason=reason, ended_at=_utc_now()))
+            if ended.rowcount and status == "complete":  # its report holds the transcript now
+                conn.execute(live_segments.delete().where(live_segments.c.call_id == call_id))
+            return bool(ended.rowcount)
+
+    def live_call_rows(self, node_id: str | None = None, status: str | None = "live") -> list[dict]:
+        """Live calls (of one node, or all), oldest first."""
+        query = sa.select(live_calls).order_by(live_calls.c.started_at)
+        if node_id is not None:
+            query = query.where(live_calls.c.node_id == node_id)
+        if status is not None:
+            query = query.where(live_calls.c.status == status)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def live_call_segments(self, call_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            query = sa.select(live_segments).where(live_segments.c.call_id == call_id).order_by(live_segments.c.start)
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def notify(self, channel: str, payload: str) -> None:
+        """PostgreSQL NOTIFY: every node LISTENing on ``channel`` gets ``payload`` (at most 8000 bytes)."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def libpq_url(self) -> str:
+        """The database URL as libpq (and psycopg.connect) spell it."""
+        return sa.make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pg import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from test_store import make_report
-from web_helpers import PASSWORD, login, undo_schema_4
+from web_helpers import PASSWORD, login, undo_schema_5
 
 from monitor.store import SCHEMA_VERSION, CallFilter, open_store
 from monitor.web import auth
@@ -336,7 +336,8 @@ def test_pages_show_names_titles_and_the_queue(site):
 
 
 def test_schema_4_migration_keeps_data_and_sessions(db_url, tmp_path):
-    """A version 3 database (the tables as they were) is brought up to date with its calls searchable."""
+    """An older database (SQLite: version 3's tables as they were; PostgreSQL: version 4) is brought up to date
+    with its calls searchable and its sessions kept."""
     if db_url.startswith("sqlite"):
         path = tmp_path / "old.db"
         engine = sa.create_engine(f"sqlite:///{path}")
@@ -350,7 +351,7 @@ def test_schema_4_migration_keeps_data_and_sessions(db_url, tmp_path):
         open_store(db_url).close()
         engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
         with engine.begin() as conn:
-            undo_schema_4(conn)
+            undo_schema_5(conn)
     report = make_report()
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO calls (call_id, agent_id, phrasebook, audio, score, score_max, scored_at, report) "
@@ -365,7 +366,7 @@ def test_schema_4_migration_keeps_data_and_sessions(db_url, tmp_path):
                       "later": dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)})
     engine.dispose()
     store = open_store(db_url)
-    assert store.schema_version() == SCHEMA_VERSION == 4
+    assert store.schema_version() == SCHEMA_VERSION == 5
     assert auth.user_for_session(store, "old cookie").name == "alice"  # logged in before the upgrade, still in
     user = auth.check_password(store, "alice", PASSWORD)
     cookie = auth.start_session(store, user, dt.timedelta(hours=1))

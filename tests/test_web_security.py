@@ -21,7 +21,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pg import postgres_server, postgres_url  # noqa: F401 (fixtures)
-from web_helpers import PASSWORD, LiveServer, login, scored_db_copy, undo_schema_4
+from web_helpers import PASSWORD, LiveServer, login, scored_db_copy, undo_schema_5
 
 from monitor.cli import main as cli
 from monitor.report import render_html
@@ -247,7 +247,8 @@ def test_user_disabling_migrates_and_works_on_postgresql(postgres_url):
     open_store(postgres_url).close()
     engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:  # back to version 2, the schema before users could be disabled
-        undo_schema_4(conn)
+        undo_schema_5(conn)
+        conn.exec_driver_sql("DROP TABLE live_segments, live_calls, nodes")  # versions after 3
         conn.exec_driver_sql("ALTER TABLE users DROP COLUMN disabled_at")
         conn.exec_driver_sql("UPDATE schema_migrations SET version = 2")
     engine.dispose()

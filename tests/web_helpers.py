@@ -51,8 +51,8 @@ def scored_db_copy(transcriber, directory: Path) -> str:
     return f"sqlite:///{target}"
 
 
-def undo_schema_4(conn) -> None:
-    """Take a new PostgreSQL database back to schema version 3 (to test the upgrade; SQLite tests start from
+def undo_schema_5(conn) -> None:
+    """Take a new PostgreSQL database back to schema version 4 (to test the upgrade; SQLite tests start from
     ``data/schema_v3.sqlite.sql`` instead, as SQLite cannot drop a constraint)."""
     for table in ("appeals", "added_deductions", "audit_log"):
         conn.exec_driver_sql(f"DROP TABLE {table}")
@@ -62,7 +62,7 @@ def undo_schema_4(conn) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
     conn.exec_driver_sql("ALTER TABLE users DROP CONSTRAINT users_role")
     conn.exec_driver_sql("ALTER TABLE users ADD CONSTRAINT users_role CHECK (role IN ('supervisor', 'agent'))")
-    conn.exec_driver_sql("UPDATE schema_migrations SET version = 3")
+    conn.exec_driver_sql("UPDATE schema_migrations SET version = 4")
 
 
 def login(client, name: str, password: str = PASSWORD):

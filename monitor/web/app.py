@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import secrets
+import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -47,6 +48,7 @@ from monitor.review import appeal_json, counted_deductions
 from monitor.store import SORTS, CallFilter, ReviewRefused, Store, open_store
 from monitor.web import auth
 from monitor.web.auth import User
+from monitor.web.fleet import Fleet, FleetOptions
 from monitor.web.live import Hub, Ingest, LiveOptions
 from monitor.web.throttle import LoginThrottle, ThrottleOptions
 from monitor.web.trend import daily_chart, trend_chart
@@ -85,6 +87,9 @@ class WebOptions:
     """An idle event stream sends a comment this often, so proxies keep it open and a dead client is noticed."""
     live: LiveOptions = field(default_factory=LiveOptions)
     """Live ingest."""
+    node_id: str | None = None
+    """This node's name in a fleet of nodes sharing a PostgreSQL database (``fleet.py``);
+    None: the host name and a random suffix. A SQLite database has a single node, and no fleet."""
 
 
 class LoginRequired(Exception):
@@ -103,11 +108,19 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
     store = open_store(store_url)
     hub = Hub(store, options.live)
     ingest = Ingest(hub, options.live, transcriber)
+    if store.is_postgresql:
+        node_id = options.node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
+        hub.fleet = Fleet(store, FleetOptions(node_id), deliver=hub.receive, slots=ingest.slots,
+                          end_dead_call=hub.end_dead_call)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        if hub.fleet is not None:
+            await asyncio.to_thread(hub.fleet.start)
         yield
         ingest.close()
+        if hub.fleet is not None:
+            await asyncio.to_thread(hub.fleet.close)
         store.close()
 
     app = FastAPI(title="Call Conduct Monitor", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
@@ -297,6 +310,22 @@ def create_app(store_url: str, options: WebOptions | None = None, transcriber=No
     @app.get("/api/live")
     def live_calls(user: User = Depends(reviewer_api)):
         return hub.snapshot()
+
+    @app.get("/api/capacity")
+    def capacity():
+        """For load balancers and clients picking a node: 200 while this node takes another call, else 503."""
+        max_calls, free = ingest.slots()
+        body = {"node": hub.fleet.node_id if hub.fleet else None, "max_calls": max_calls, "free_slots": free}
+        return JSONResponse(body, status_code=200 if free else 503)
+
+    @app.get("/api/nodes")
+    def fleet_nodes(user: User = Depends(supervisor_api)):
+        """The nodes serving live calls, with their free slots (one node without a fleet)."""
+        if hub.fleet is None:
+            max_calls, free = ingest.slots()
+            return [{"node_id": None, "max_calls": max_calls, "free_slots": free}]
+        return [{**row, "started_at": row["started_at"].isoformat(), "heartbeat_at": row["heartbeat_at"].isoformat()}
+                for row in store.list_nodes()]
 
     @app.get("/events")
     async def events(request: Request, after: AfterId = 0, user: User = Depends(reviewer_api)):

@@ -57,6 +57,8 @@ class Hub:
         self._live: dict[str, object] = {}  # call_id -> LiveCall, for its agent and phrasebook
         self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
         self._lock = threading.Lock()
+        self.fleet = None
+        """With a fleet (``fleet.py``), the calls and events of every node; None on a single node."""
 
     # --- dashboards ----------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue:
@@ -70,6 +72,34 @@ class Hub:
             self._subscribers = [(loop, q) for loop, q in self._subscribers if q is not queue]
 
     def publish(self, event: dict) -> None:
+        """An event of this node: to its dashboards, and to the other nodes' through the fleet."""
+        self.deliver(event)
+        if self.fleet is not None:
+            self.fleet.announce(event)
+
+    def receive(self, event: dict) -> None:
+        """An event of another node's call: keep its live call as this node keeps its own, then deliver it."""
+        kind, call_id = event.get("type"), event.get("call_id")
+        with self._lock:
+            if kind == "call_started":
+                self.calls[call_id] = {**event, "lines": collections.deque(maxlen=self.options.transcript_lines)}
+                self.calls[call_id].pop("type", None)
+            elif kind == "call_ended":
+                self.calls.pop(call_id, None)
+            elif call_id in self.calls:
+                entry = self.calls[call_id]
+                line = {k: event.get(k) for k in ("start", "end", "speaker", "text")}
+                if kind == "segment":
+                    entry["lines"].append(line)
+                    entry["partial"] = None
+                elif kind == "partial":
+                    entry["partial"] = line
+                elif kind == "alert":
+                    entry["alerts"] += 1
+        self.deliver(event)
+
+    def deliver(self, event: dict) -> None:
+        """To the dashboards connected to this process."""
         with self._lock:
             subscribers = list(self._subscribers)
         for loop, queue in subscribers:
@@ -81,14 +111,25 @@ class Hub:
     def snapshot(self) -> list[dict]:
         """The live calls as a dashboard that has just (re)connected should draw them."""
         with self._lock:
-            return [{**c, "lines": list(c["lines"])} for c in self.calls.values()]
+            known = {call_id: {**c, "lines": list(c["lines"])} for call_id, c in self.calls.items()}
+        if self.fleet is None:
+            return list(known.values())
+        # The database knows every node's calls, also those that began before this node listened.
+        return [known.get(row["call_id"]) or {
+            "call_id": row["call_id"], "external_ref": row["external_ref"], "agent_id": row["agent_id"],
+            "phrasebook": row["phrasebook"], "node": row["node_id"], "started": row["started_at"].timestamp(),
+            "lines": [], "partial": None, "alerts": 0,
+        } for row in self.store.live_call_rows()]
 
     # --- calls (IngestServer hooks and sink) -------------------------------------
     def call_started(self, call) -> None:
         entry = {"call_id": call.call_id, "external_ref": call.external_ref, "agent_id": call.agent_id,
                  "phrasebook": call.phrasebook.id,
                  "started": time.time(), "lines": collections.deque(maxlen=self.options.transcript_lines),
-                 "partial": None, "alerts": 0}
+                 "partial": None, "alerts": 0, "node": self.fleet.node_id if self.fleet else None}
+        if self.fleet is not None:
+            self.store.start_live_call(call.call_id, self.fleet.node_id, call.phrasebook.id, call.agent_id,
+                                       call.external_ref)
         with self._lock:
             self._live[call.call_id] = call
             self.calls[call.call_id] = entry
@@ -101,6 +142,8 @@ class Hub:
             report = call.report()
             self.store.save_report(report)
             score = report["score"]["total"]
+        if self.fleet is not None:
+            self.store.end_live_call(call.call_id, "interrupted" if call.interrupted else "complete", call.interrupted)
         with self._lock:
             self._live.pop(call.call_id, None)
             self.calls.pop(call.call_id, None)
@@ -128,6 +171,8 @@ class Hub:
                 with self._lock:
                     entry["lines"].append(line)
                     entry["partial"] = None
+            if self.fleet is not None:  # kept where any node can find it, should this one die
+                self.store.add_live_segment(call_id, line["start"], line["end"], line["speaker"], line["text"])
             self.publish({"type": "segment", "call_id": call_id, **line})
         elif kind == "partial":
             line = {k: event.get(k) for k in ("start", "end", "speaker", "text")}
@@ -137,6 +182,32 @@ class Hub:
 
     def close(self) -> None:
         pass
+
+    def end_dead_call(self, row: dict, reason: str) -> None:
+        """Save the report of a call whose node died, from the transcript it had kept, and tell the dashboards."""
+        from monitor.asr import Segment
+        from monitor.errors import MonitorError
+        from monitor.phrasebook import load_phrasebook
+        from monitor.pipeline import report_for_segments
+
+        try:
+            phrasebook = load_phrasebook(row["phrasebook"])
+        except MonitorError:  # a phrasebook of the dead node's --phrasebook-dir
+            phrasebook = load_phrasebook(self.options.default_phrasebook)
+        segments = [Segment(s["start"], s["end"], s["text"], speaker=s["speaker"])
+                    for s in self.store.live_call_segments(row["call_id"])]
+        stereo = any(s.speaker == "customer" for s in segments)
+        duration = max((s.end for s in segments), default=0.0)
+        report = report_for_segments(row["call_id"], f"live:{row['node_id']}", row["agent_id"], round(duration, 2),
+                                     phrasebook, segments, stereo, {})
+        report.update({"status": "interrupted", "interrupted": reason})
+        if row["external_ref"] is not None:
+            report["external_ref"] = row["external_ref"]
+        self.store.save_report(report)
+        with self._lock:
+            self.calls.pop(row["call_id"], None)
+        self.publish({"type": "call_ended", "call_id": row["call_id"], "score": report["score"]["total"],
+                      "saved": True, "interrupted": reason})
 
 
 class Ingest:
@@ -172,6 +243,11 @@ class Ingest:
             IngestOptions(max_calls=self.options.max_calls, phrasebook_dir=self.options.phrasebook_dir),
             extra_sinks=[self.hub], on_start=self.hub.call_started, on_finish=self.hub.call_finished,
         )
+
+    def slots(self) -> tuple[int, int]:
+        """(calls this node takes at once, slots free now)."""
+        busy = len(self._server.calls) if self._server is not None else 0
+        return self.options.max_calls, max(0, self.options.max_calls - busy)
 
     async def handle(self, websocket: WebSocket) -> None:
         server = await self.server()

@@ -1,0 +1,226 @@
+"""Recall and precision of each conduct rule of the office and hospital codes and the
+shared compliance part, on labelled synthesized calls and on the case table.
+
+    python bench/conduct_rules.py [--calls DIR] [--scripts DIR] [--tts-python PY --synth TOOL] [--cases YAML]
+
+Calls: ``--scripts`` (default ``bench/data/office/*.json``) are call scripts for the shared
+``synth_call.py``; each call missing from ``--calls`` (a cache directory, default
+``$XDG_CACHE_HOME/call-conduct-monitor/conduct_calls``) is synthesized there first (about
+25 s a call), then every call is scored by the real pipeline (Whisper, role separation on
+mono calls, matching, rules); its report is left beside it (``NAME.report.json``). Turns carry tags: ``forbidden`` (the agent breaks a rule),
+``near_miss`` (the polite or lawful reading: a refused gift, a qualified promise),
+``customer_forbidden_like`` (the customer says it), and ``kind:<category>``.
+
+- a kind's recall: its labelled forbidden agent turns that an event of the kind overlaps (±1 s);
+- a kind's precision: its events that overlap a forbidden agent turn of any kind (the verdict
+  is right; the kind may be a neighbour's: 今天不看了，快下班了 is 一口拒绝 and 推诿);
+- per group (the office calls, the hospital calls, bribery wherever it is): forbidden recall
+  and precision as above, any kind for the office and hospital calls, bribery for bribery;
+- events on a customer's line (blamed on the agent) are false alarms, and counted apart.
+Events held for review (uncertain speaker) count as raised: they are shown in the report.
+The same measures on the calls' scripts as text (every word heard) tell the rules' misses from Whisper's.
+
+Cases: ``tests/compliance_cases.yaml`` (text only), the same measures per kind, a line
+being a turn: a polite line raising anything is a false alarm of that kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+from labelled import overlaps
+
+from monitor.asr import Segment, Transcriber
+from monitor.match import matcher_for
+from monitor.phrasebook import load_phrasebook
+from monitor.pipeline import ScoreOptions, score_call
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+TARGET = 0.8
+"""The issue's aim for forbidden recall and precision on office, hospital and bribery."""
+GROUPS = ("office", "hospital", "bribery")
+FIRST_LOOK = {"blind": {"forbidden": 31, "raised": 8, "polite": 25, "polite_raised": 1}}
+"""The case batches written before being run, as they first ran (phrasebooks/README.md)."""
+
+
+def kinds_of(turn: dict) -> set[str]:
+    return {tag.split(":", 1)[1] for tag in turn.get("tags", []) if tag.startswith("kind:")}
+
+
+def is_forbidden(turn: dict) -> bool:
+    return turn["speaker"] == "agent" and "forbidden" in turn.get("tags", [])
+
+
+class Tally:
+    """Recall and precision counts, by kind or group."""
+
+    def __init__(self):
+        self.found, self.labelled, self.right, self.raised = Counter(), Counter(), Counter(), Counter()
+
+    def line(self, name: str) -> str:
+        recall = self.found[name] / self.labelled[name] if self.labelled[name] else float("nan")
+        precision = self.right[name] / self.raised[name] if self.raised[name] else float("nan")
+        return (f"{name:18} recall {recall:5.2f} ({self.found[name]}/{self.labelled[name]})   "
+                f"precision {precision:5.2f} ({self.right[name]}/{self.raised[name]})")
+
+    def names(self) -> list[str]:
+        return sorted(set(self.labelled) | set(self.raised))
+
+
+def synthesize(scripts: list[str], calls: Path, tts_python: str, synth: str) -> None:
+    missing = [s for s in scripts if not (calls / f"{Path(s).stem}.wav").is_file()]
+    if not missing:
+        return
+    print(f"synthesizing {len(missing)} calls into {calls} ...", flush=True)
+    calls.mkdir(parents=True, exist_ok=True)
+    subprocess.run([tts_python, synth, *missing, str(calls)], check=True, stdout=subprocess.DEVNULL)
+
+
+def script_events(labels: dict) -> list[dict]:
+    """The forbidden events the rules raise on the call's script, as if Whisper had heard every word."""
+    matcher = matcher_for(load_phrasebook(labels["phrasebook"]))
+    segments = [Segment(t["start"], t["end"], t["text"], t["speaker"]) for t in labels["turns"]]
+    return [{"category": h.category, "heard": h.heard, "start": t.start, "end": t.end}
+            for t in segments for h in matcher.match_segments([t]) if h.kind == "forbidden"]
+
+
+def judge_calls(calls: Path, names: list[str], by_kind: Tally, by_group: Tally, transcribed: bool = True) -> None:
+    """Tallies each call's events against its labels: the pipeline's (``transcribed``) or the script's."""
+    transcriber = Transcriber() if transcribed else None
+    options = ScoreOptions()
+    blamed = 0
+    audio_s = spent_s = 0.0
+    for name in names:
+        labels = json.loads((calls / f"{name}.labels.json").read_text(encoding="utf-8"))
+        if not transcribed:
+            tally_call(labels, script_events(labels), by_kind, by_group)
+            continue
+        started = time.perf_counter()
+        report = score_call(str(calls / f"{name}.wav"), transcriber, load_phrasebook(labels["phrasebook"]),
+                            options, labels["call_id"], labels.get("agent_id"))
+        spent_s += time.perf_counter() - started
+        audio_s += report["duration_s"]
+        (calls / f"{name}.report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+        events = [e for e in report["events"] if e["kind"] == "forbidden"]
+        misses, alarms, on_customer = tally_call(labels, events, by_kind, by_group)
+        blamed += on_customer
+        print(f"{name:28} forbidden turns {sum(map(is_forbidden, labels['turns']))}, events {len(events)}"
+              + (f"\n    missed: {misses}" if misses else "") + (f"\n    false alarms: {alarms}" if alarms else ""))
+    if transcribed:
+        print(f"events on a customer's line: {blamed}; pipeline {spent_s:.1f} s for {audio_s:.1f} s of audio "
+              f"(RTF {spent_s / max(audio_s, 1e-9):.3f})")
+
+
+def tally_call(labels: dict, events: list[dict], by_kind: Tally, by_group: Tally) -> tuple[list, list, int]:
+    """Counts one call's forbidden events against its labelled turns; returns what was missed,
+    the false alarms, and how many of them lie on a customer's line."""
+    blamed = 0
+    turns = labels["turns"]
+    wanted = [t for t in turns if is_forbidden(t)]
+    group = labels["phrasebook"] if labels["phrasebook"] in GROUPS else None
+    misses, alarms = [], []
+    for turn in wanted:
+        near = [e for e in events if overlaps(e["start"], e["end"], turn)]
+        for kind in kinds_of(turn):
+            by_kind.labelled[kind] += 1
+            by_kind.found[kind] += any(e["category"] == kind for e in near)
+            if not any(e["category"] == kind for e in near):
+                misses.append(f"{kind}: {turn['text']}")
+        if group:
+            by_group.labelled[group] += 1
+            by_group.found[group] += bool(near)
+        if "bribery" in kinds_of(turn):
+            by_group.labelled["bribery"] += 1
+            by_group.found["bribery"] += any(e["category"] == "bribery" for e in near)
+    for event in events:
+        right = any(overlaps(event["start"], event["end"], t) for t in wanted)
+        on_customer = any(overlaps(event["start"], event["end"], t, 0.0) for t in turns
+                          if t["speaker"] == "customer") and not right
+        blamed += on_customer
+        by_kind.raised[event["category"]] += 1
+        by_kind.right[event["category"]] += right
+        for name in ([group] if group else []) + (["bribery"] if event["category"] == "bribery" else []):
+            by_group.raised[name] += 1
+            by_group.right[name] += right
+        if not right:
+            alarms.append(f"{event['category']}: {event['heard']}" + (" (customer's line)" if on_customer else ""))
+    return misses, alarms, blamed
+
+
+def judge_cases(path: Path, by_kind: Tally) -> Counter:
+    """Tallies the cases by kind; returns, per batch, forbidden lines raising anything and polite lines raising anything."""
+    cases = yaml.safe_load(path.read_text(encoding="utf-8"))
+    batches: Counter = Counter()
+    for case in cases:
+        matcher = matcher_for(load_phrasebook(case["phrasebook"]))
+        speaker = case.get("speaker", "agent")
+        hits = [h for h in matcher.match_segments([Segment(0.0, 1.0, case["text"], speaker)]) if h.kind == "forbidden"]
+        if "batch" in case:
+            label = "forbidden" if "expect" in case else "polite"
+            batches[(case["batch"], label)] += 1
+            batches[(case["batch"], f"{label}_raised" if label == "polite" else "raised")] += bool(hits)
+        expected = case.get("expect")
+        kind = expected if expected is None or "." not in expected else load_phrasebook(case["phrasebook"]).by_id(expected).category
+        if kind:
+            by_kind.labelled[kind] += 1
+            by_kind.found[kind] += any(h.category == kind or h.phrase_id == expected for h in hits)
+        for hit in hits:
+            by_kind.raised[hit.category] += 1
+            by_kind.right[hit.category] += bool(kind)
+    return batches
+
+
+def main() -> int:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "call-conduct-monitor" / "conduct_calls"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=Path, default=cache, help="where the synthesized calls are (and are made)")
+    parser.add_argument("--scripts", type=Path, default=HERE / "data" / "office", help="call scripts (*.json)")
+    parser.add_argument("--tts-python", default=str(REPO.parent / "ttsenv" / "bin" / "python"),
+                        help="the Python of the TTS environment (see the shared tools' README)")
+    parser.add_argument("--synth", default=str(REPO.parent / "shared" / "tools" / "synth_call.py"))
+    parser.add_argument("--cases", type=Path, default=REPO / "tests" / "compliance_cases.yaml")
+    parser.add_argument("--no-calls", action="store_true", help="only the case table")
+    args = parser.parse_args()
+
+    if not args.no_calls:
+        scripts = sorted(glob.glob(str(args.scripts / "*.json")))
+        synthesize(scripts, args.calls, args.tts_python, args.synth)
+        by_kind, by_group = Tally(), Tally()
+        judge_calls(args.calls, [Path(s).stem for s in scripts], by_kind, by_group)
+        print("\ncalls, per kind:")
+        for name in by_kind.names():
+            print("  " + by_kind.line(name))
+        print(f"calls, per group (target >= {TARGET} each):")
+        for name in GROUPS:
+            print("  " + by_group.line(name))
+        by_kind, by_group = Tally(), Tally()
+        judge_calls(args.calls, [Path(s).stem for s in scripts], by_kind, by_group, transcribed=False)
+        print("the same calls' scripts as text (every word heard: what Whisper's mishearings cost):")
+        for name in GROUPS:
+            print("  " + by_group.line(name))
+    by_kind = Tally()
+    batches = judge_cases(args.cases, by_kind)
+    print(f"\ncase table ({args.cases.name}), per kind:")
+    for name in by_kind.names():
+        print("  " + by_kind.line(name))
+    for batch, first in FIRST_LOOK.items():
+        print(f"batch {batch}: forbidden lines raising anything, first look {first['raised']}/{first['forbidden']}, "
+              f"now {batches[(batch, 'raised')]}/{batches[(batch, 'forbidden')]}; polite lines raising anything, "
+              f"first look {first['polite_raised']}/{first['polite']}, now "
+              f"{batches[(batch, 'polite_raised')]}/{batches[(batch, 'polite')]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
