@@ -377,6 +377,12 @@ def test_schema_4_migration_keeps_data_and_sessions(db_url, tmp_path):
     with pytest.raises(sa.exc.IntegrityError):
         store.add_user("mallory", "admin", None, None)
     assert [c["call_id"] for c in store.list_calls(CallFilter(q="不归我管"))] == ["old"]
+    if store.engine.dialect.name == "postgresql":  # the trigram index, wherever the server has the extension
+        with store.engine.connect() as conn:
+            available = conn.execute(sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_trgm'")).scalar()
+            indexed = conn.execute(sa.text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_calls_transcript_trgm'")
+                                   ).scalar()
+        assert indexed == available
     row = store.list_calls()[0]
     assert row["phrasebook_title"] == report["phrasebook"]["title"] and row["score"] == report["score"]["total"]
     farewell = next(c for c in report["checks"] if c["id"] == "farewell")
