@@ -18,6 +18,7 @@ often another word (傻逼 / 啥比较).
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections import defaultdict
 from itertools import permutations
@@ -77,6 +78,7 @@ class KindRules:
         self._unless = [self._ids(rule.unless) for rule in rules]
         self._not_after = [self._ids(rule.not_after) for rule in rules]
         self._not_in = [self._ids(rule.not_in) for rule in rules]
+        self._shapes = [[re.compile(shape) for shape in rule.shapes] for rule in rules]
         self._by_text = ahocorasick.Automaton()
         self._by_sound = ahocorasick.Automaton()
         for word, word_id in self._word_ids.items():
@@ -117,35 +119,44 @@ class KindRules:
                 merged[ids] = ([o.start for o in found], found)
             return merged[ids]
 
+        def guarded(index: int, chosen: list[Occurrence]) -> bool:
+            """Whether a guard of rule ``index`` cancels a match of the ``chosen`` words."""
+            rule, start, end = self.rules[index], chosen[0].start, chosen[-1].end
+            if _near(group(self._unless[index])[1], start - rule.guard_within, end + rule.guard_within, chosen):
+                return True
+            if any(start - NEGATION_REACH <= o.end <= start
+                   and not (clause_starts and any(clause_starts[o.end:start + 1]))
+                   for o in group(self._not_after[index])[1]):
+                return True
+            # part of a longer, innocent word
+            return any(_overlap(o, m) and (o.start, o.end) != (m.start, m.end)
+                       for o in group(self._not_in[index])[1] for m in chosen)
+
+        # Shapes see one clause at a time: ^ and $ are its ends.
+        opens = [i for i, opening in enumerate(clause_starts or ()) if opening and i] + [len(text)]
+        clauses = list(zip([0] + opens[:-1], opens))
         matches = []
         for index, rule in enumerate(self.rules):
-            if not all(ids & heard.keys() for ids in self._orders[index][0]):
-                continue
-            unless = group(self._unless[index])[1]
-            not_after = group(self._not_after[index])[1]
-            not_in = group(self._not_in[index])[1]
             found = []
-            for order in self._orders[index]:
-                groups = [group(ids) for ids in order]
-                reach = -1
-                for first in groups[0][1]:
-                    if first.start < reach:
-                        continue  # inside the previous match
-                    chosen = _chain(first, groups[1:], rule.within)
-                    if chosen is None:
-                        continue
-                    start, end = first.start, chosen[-1].end
-                    if _near(unless, start - rule.guard_within, end + rule.guard_within, chosen):
-                        continue
-                    if any(start - NEGATION_REACH <= o.end <= start
-                           and not (clause_starts and any(clause_starts[o.end:start + 1]))
-                           for o in not_after):
-                        continue
-                    if any(_overlap(o, m) and (o.start, o.end) != (m.start, m.end) for o in not_in for m in chosen):
-                        continue  # part of a longer, innocent word
-                    confidence = 1.0 if all(o.exact for o in chosen) else SOUND_CONFIDENCE
-                    found.append(RuleMatch(index, start, end, confidence))
-                    reach = end
+            for shape in self._shapes[index]:
+                for low, high in clauses:
+                    for m in shape.finditer(text[low:high]):
+                        chosen = [Occurrence(low + m.start(), low + m.end(), True)]
+                        if m.end() > m.start() and not guarded(index, chosen):
+                            found.append(RuleMatch(index, low + m.start(), low + m.end(), 1.0))
+            if rule.groups and all(ids & heard.keys() for ids in self._orders[index][0]):
+                for order in self._orders[index]:
+                    groups = [group(ids) for ids in order]
+                    reach = -1
+                    for first in groups[0][1]:
+                        if first.start < reach:
+                            continue  # inside the previous match
+                        chosen = _chain(first, groups[1:], rule.within)
+                        if chosen is None or guarded(index, chosen):
+                            continue
+                        confidence = 1.0 if all(o.exact for o in chosen) else SOUND_CONFIDENCE
+                        found.append(RuleMatch(index, first.start, chosen[-1].end, confidence))
+                        reach = chosen[-1].end
             matches += _apart(found)
         return matches
 

@@ -13,6 +13,7 @@ import argparse
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -91,6 +92,10 @@ class Rule:
     滚开 in 水滚开了."""
     guard_within: int = 12
     """How far (characters) the politeness guard looks either side of the match."""
+    shapes: list[str] = field(default_factory=list)
+    """Regular expressions over normalised text, each matched within one clause: the
+    structure word groups cannot say (到底(.)不\\1 for 到底修不修, 不是.{0,10}吗). The
+    rule also fires where one matches; the same guards apply."""
 
 
 @dataclass
@@ -293,13 +298,15 @@ LEXICON_SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["id", "category", "text", "all"],
+                "required": ["id", "category", "text"],
+                "anyOf": [{"required": ["all"]}, {"required": ["shapes"]}],
                 "additionalProperties": False,
                 "properties": {
                     "id": _PHRASE_SCHEMA["properties"]["id"],
                     "category": _PHRASE_SCHEMA["properties"]["category"],
                     "text": {"type": "string", "minLength": 1},
                     "all": {"type": "array", "minItems": 1, "items": _GROUP},
+                    "shapes": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
                     "within": {"type": "integer", "minimum": 1},
                     "unless": {"type": "array", "items": _GROUP},
                     "not_after": {"type": "array", "items": _GROUP},
@@ -553,14 +560,20 @@ def _load_lexicon(path: str, mtime_ns: int) -> Lexicon:
         where = ["rules", index]
         rule = Rule(
             id=entry["id"],
-            groups=words(where + ["all"], entry["all"]),
+            groups=words(where + ["all"], entry.get("all", [])),
             within=entry.get("within", Rule.within),
             unless=[w for group in words(where + ["unless"], entry.get("unless", [])) for w in group],
             not_after=[w for group in words(where + ["not_after"], entry.get("not_after", [])) for w in group],
             not_in=[w for group in words(where + ["not_in"], entry.get("not_in", [])) for w in group],
             guard_within=entry.get("guard_within", Rule.guard_within),
             any_order=entry.get("any_order", False),
+            shapes=entry.get("shapes", []),
         )
+        for shape_index, shape in enumerate(rule.shapes):
+            try:
+                re.compile(shape)
+            except re.error as error:
+                raise fail(where + ["shapes", shape_index], f"rule {rule.id!r}: bad pattern {shape!r}: {error}") from None
         if rule.within < sum(min(map(len, group)) for group in rule.groups):
             raise fail(where + ["within"],
                        f"rule {rule.id!r}: within {rule.within} is shorter than its shortest words together")
