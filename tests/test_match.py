@@ -195,6 +195,21 @@ def test_politeness_and_negation_guards(bare, guarded):
     assert not [h for h in matcher.match_text(guarded) if h.kind == "forbidden"]
 
 
+def test_shapes_match_within_one_clause_and_keep_the_rules_guards():
+    matcher = matcher_for(load_phrasebook("broadband"))
+
+    def heard(text: str) -> list[tuple[str, str]]:
+        return [(h.category, h.heard) for h in matcher.match_text(text) if h.kind == "forbidden"]
+
+    assert heard("你到底修不修") == [("scolding", "你到底修不修")]  # 到底(.)不\1
+    assert heard("我们查一下到底是不是线路的问题") == []  # 是不是 is a question, not impatience
+    assert heard("随便，哪个都行") == [("perfunctory", "随便")]  # ^随便$: the clause is that word alone
+    assert heard("您随便挑一个时间") == []
+    assert heard("医生不是跟你说过饭后吃吗，你怎么饭前就吃了") == [("rhetorical", "不是跟你说过饭后吃吗")]
+    assert heard("好好好，知道了") == [("perfunctory", "好好好")]
+    assert heard("好好好，我马上帮您办") == []  # the politeness guard
+
+
 def test_kind_rules_judge_only_the_agent():
     matcher = matcher_for(load_phrasebook("broadband"))
     segments = [
