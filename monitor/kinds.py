@@ -14,6 +14,10 @@ least ``SOUND_MIN_CHARS`` characters also by their toneless pinyin, the
 matcher's own symbols, so a misheard homophone (管不了 → 馆不了) still counts.
 Shorter words must be heard as written: two syllables alike in sound are too
 often another word (傻逼 / 啥比较).
+
+Word lists alone memorise: each new batch of unseen wordings brought mostly new
+words. A rule's ``shapes`` say the structure instead (到底V不V, 不是…吗, 连…都不会,
+跟物业说去): regular expressions over one clause at a time, with the same guards.
 """
 
 from __future__ import annotations
