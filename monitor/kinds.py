@@ -130,6 +130,7 @@ class KindRules:
                 return True
             if any(start - NEGATION_REACH <= o.end <= start
                    and not (clause_starts and any(clause_starts[o.end:start + 1]))
+                   and not _asks(text, o.start)
                    for o in group(self._not_after[index])[1]):
                 return True
             # part of a longer, innocent word
@@ -183,6 +184,12 @@ class KindRules:
         return heard
 
 
+def _asks(text: str, start: int) -> bool:
+    """Whether the 不/没 at ``start`` is the middle of an A不A question (你是不是脑子有问题:
+    是不是 asks, it does not deny)."""
+    return 0 < start < len(text) - 1 and text[start] in "不没" and text[start - 1] == text[start + 1]
+
+
 def _apart(found: list[RuleMatch]) -> list[RuleMatch]:
     """One match per place: where two orders of a rule matched overlapping words, the first by start."""
     kept: list[RuleMatch] = []
@@ -212,9 +219,12 @@ def _chain(first: Occurrence, rest: list[tuple[list[int], list[Occurrence]]], wi
 
 
 def _near(guards: list[Occurrence], low: int, high: int, matched: list[Occurrence]) -> bool:
-    """Whether a guard word lies within [low, high) and is not one of the matched words
-    (不是我们负责的 is no politeness though 负责的 is a guard word)."""
-    return any(g.start >= low and g.end <= high and not any(_overlap(g, m) for m in matched) for g in guards)
+    """Whether a guard word lies within [low, high) and not mostly inside a matched word
+    (不是我们负责的 is no politeness though 负责的 is a guard word; 带您 still guards
+    a match of 您)."""
+    return any(g.start >= low and g.end <= high
+               and not any(2 * (min(g.end, m.end) - max(g.start, m.start)) > g.end - g.start for m in matched)
+               for g in guards)
 
 
 def _overlap(a: Occurrence, b: Occurrence) -> bool:

@@ -120,7 +120,8 @@ def test_meaning_cases_recall_and_precision():
     false_alarms = sum(bool(forbidden_hits(c)) for c in negatives)
     assert len(positives) >= 90 and len(negatives) >= 60
     assert {c["phrasebook"] for c in positives} == {"broadband", "customer_service", "investment"}
-    assert found / len(positives) >= 0.95
+    # 0.9, the issue's aim: the probe batches written to find the shapes' gaps keep their misses (known_miss)
+    assert found / len(positives) >= 0.9
     assert found / (found + false_alarms) >= 0.95
 
 
