@@ -114,7 +114,8 @@ def per_category(cases: list[dict]) -> dict:
     the hits of that category (lines it was raised on that are forbidden at all)."""
     found, lines, raised, right = Counter(), Counter(), Counter(), Counter()
     for case in cases:
-        hits = [h for h in matcher_for(load_phrasebook(case["phrasebook"])).match_text(case["text"]) if h.kind == "forbidden"]
+        matcher = matcher_for(load_phrasebook(case["phrasebook"]))
+        hits = [h for h in matcher.match_text(case["text"]) if h.kind == "forbidden"]
         if "expect" in case:
             lines[case["expect"]] += 1
             found[case["expect"]] += bool(hits)

@@ -573,7 +573,8 @@ def _load_lexicon(path: str, mtime_ns: int) -> Lexicon:
             try:
                 re.compile(shape)
             except re.error as error:
-                raise fail(where + ["shapes", shape_index], f"rule {rule.id!r}: bad pattern {shape!r}: {error}") from None
+                raise fail(where + ["shapes", shape_index],
+                           f"rule {rule.id!r}: bad pattern {shape!r}: {error}") from None
         if rule.within < sum(min(map(len, group)) for group in rule.groups):
             raise fail(where + ["within"],
                        f"rule {rule.id!r}: within {rule.within} is shorter than its shortest words together")

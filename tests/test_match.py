@@ -206,7 +206,8 @@ def test_shapes_match_within_one_clause_and_keep_the_rules_guards():
     assert heard("我们查一下到底是不是线路的问题") == []  # 是不是 is a question, not impatience
     assert heard("随便，哪个都行") == [("perfunctory", "随便")]  # ^随便$: the clause is that word alone
     assert heard("您随便挑一个时间") == []
-    assert heard("医生不是跟你说过饭后吃吗，你怎么饭前就吃了") == [("rhetorical", "不是跟你说过饭后吃吗")]
+    told = "医生不是跟你说过饭后吃吗，你怎么饭前就吃了"  # 不是…吗 within its clause
+    assert heard(told) == [("rhetorical", "不是跟你说过饭后吃吗")]
     assert heard("好好好，知道了") == [("perfunctory", "好好好")]
     assert heard("好好好，我马上帮您办") == []  # the politeness guard
 
