@@ -2,21 +2,21 @@
 
 Trains a character 1–3-gram logistic regression (numpy only: nothing to install or
 download) on the tuned cases (tests/meaning_cases.yaml, without its ordinary call talk),
-the blind batches up to blind6, the sample calls' agent turns and the codes' own polite
+the blind batches up to blind6 (and any after blind10), the sample calls' agent turns and the codes' own polite
 phrases, all with 您 read as 你. Then scores lines it never saw, beside the rules:
 
-- blind7, blind8, blind9 (tests/meaning_blind_cases.yaml): forbidden lines and polite
+- blind7 to blind10 (tests/meaning_blind_cases.yaml): forbidden lines and polite
   near misses, as in bench/match_eval.py (any forbidden hit finds a line);
 - the ordinary call talk of tests/meaning_cases.yaml (type ``ordinary``: 您好 请问挂哪个科):
   what share of plain agent sentences would raise an alarm.
 
-Measured 2026-11-28 (1434 training lines): at threshold 0.5 the classifier finds 80/90,
-32/36 and 36/36 of blind7–9, far more than the rules' first looks (22/90, 25/36, 15/36),
-raising 3/75, 1/30 and 2/30 polite near misses; but it flags 12 of the 62 ordinary
-sentences (4 at 0.7, 1 at 0.9, where its recall falls to about half), and the rules flag
-none. On a call of 50 agent sentences that is several false alarms per call, so the
-monitor keeps the rules; this bench says how far a model is, and what it would need:
-ordinary call talk by the hundred as negatives.
+Measured 2026-11-28 (1481 training lines, the probe batches among them): at threshold
+0.5 the classifier finds 80/90, 32/36, 35/36 and 33/36 of blind7–10, far more than the
+rules' first looks (22/90, 25/36, 15/36, 17/36), raising 3/75, 1/30, 2/30 and 2/30 polite
+near misses; but it flags 12 of the 62 ordinary sentences (4 at 0.7, 1 at 0.9, where its
+recall falls to about half), and the rules flag none. On a call of 50 agent sentences
+that is several false alarms per call, so the monitor keeps the rules; this bench says
+how far a model is, and what it would need: ordinary call talk by the hundred as negatives.
 
     python bench/kind_classifier.py [--epochs 800]
 """
@@ -35,7 +35,7 @@ from monitor.normalize import normalize
 from monitor.phrasebook import load_phrasebook
 
 ROOT = Path(__file__).resolve().parent.parent
-UNSEEN = ("blind7", "blind8", "blind9")
+UNSEEN = ("blind7", "blind8", "blind9", "blind10")
 THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 
 
