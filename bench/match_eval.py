@@ -20,6 +20,7 @@ figures now. Only first-look figures say how the kinds generalise.
 
     python bench/match_eval.py [--asr bench/data/sample_calls_asr.json] [--labels DIR] [--cases YAML]
                                [--blind YAML] [--first-look YAML]
+    python bench/match_eval.py --batch blind7 [-v]   # one blind batch alone, per kind
 """
 
 from __future__ import annotations
@@ -108,6 +109,24 @@ def evaluate_cases(cases: list[dict], verbose: bool = False, any_category: bool 
     return {key: figures(key) for key in dict.fromkeys(keys)}
 
 
+def per_category(cases: list[dict]) -> dict:
+    """Per kind: recall (a line of that kind raised any forbidden hit) and precision of
+    the hits of that category (lines it was raised on that are forbidden at all)."""
+    found, lines, raised, right = Counter(), Counter(), Counter(), Counter()
+    for case in cases:
+        matcher = matcher_for(load_phrasebook(case["phrasebook"]))
+        hits = [h for h in matcher.match_text(case["text"]) if h.kind == "forbidden"]
+        if "expect" in case:
+            lines[case["expect"]] += 1
+            found[case["expect"]] += bool(hits)
+        for category in {h.category for h in hits}:
+            raised[category] += 1
+            right[category] += "expect" in case
+    return {c: {"recall": f"{found[c]}/{lines[c]} = {found[c] / max(1, lines[c]):.2f}",
+                "precision": f"{right[c]}/{raised[c]} = {right[c] / max(1, raised[c]):.2f}"}
+            for c in sorted(set(lines) | set(raised))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--asr", type=Path, default=HERE / "data" / "sample_calls_asr.json")
@@ -115,8 +134,17 @@ def main() -> None:
     parser.add_argument("--cases", type=Path, default=HERE.parent / "tests" / "meaning_cases.yaml")
     parser.add_argument("--blind", type=Path, default=HERE.parent / "tests" / "meaning_blind_cases.yaml")
     parser.add_argument("--first-look", type=Path, default=HERE / "data" / "blind_first_look.yaml")
+    parser.add_argument("--batch", action="append", help="only this blind batch, with figures per kind (repeatable)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
+    if args.batch:  # one batch, alone: a sealed batch is not seen before its first look
+        cases = [c for c in yaml.safe_load(args.blind.read_text(encoding="utf-8"))
+                 if c["type"].split("/")[0] in args.batch]
+        for key, figures in evaluate_cases(cases, args.verbose, any_category=True).items():
+            print(f"  {key:18} " + "  ".join(f"{name} {value}" for name, value in figures.items()))
+        for category, figures in per_category(cases).items():
+            print(f"  {category:18} recall {figures['recall']}  precision {figures['precision']}")
+        return
     totals = evaluate(json.loads(args.asr.read_text(encoding="utf-8")), args.labels, args.verbose)
     print(json.dumps(totals, ensure_ascii=False, indent=1))
     cases = yaml.safe_load(args.cases.read_text(encoding="utf-8"))

@@ -14,10 +14,15 @@ least ``SOUND_MIN_CHARS`` characters also by their toneless pinyin, the
 matcher's own symbols, so a misheard homophone (管不了 → 馆不了) still counts.
 Shorter words must be heard as written: two syllables alike in sound are too
 often another word (傻逼 / 啥比较).
+
+Word lists alone memorise: each new batch of unseen wordings brought mostly new
+words. A rule's ``shapes`` say the structure instead (到底V不V, 不是…吗, 连…都不会,
+跟物业说去): regular expressions over one clause at a time, with the same guards.
 """
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections import defaultdict
 from itertools import permutations
@@ -77,6 +82,7 @@ class KindRules:
         self._unless = [self._ids(rule.unless) for rule in rules]
         self._not_after = [self._ids(rule.not_after) for rule in rules]
         self._not_in = [self._ids(rule.not_in) for rule in rules]
+        self._shapes = [[re.compile(shape) for shape in rule.shapes] for rule in rules]
         self._by_text = ahocorasick.Automaton()
         self._by_sound = ahocorasick.Automaton()
         for word, word_id in self._word_ids.items():
@@ -117,36 +123,45 @@ class KindRules:
                 merged[ids] = ([o.start for o in found], found)
             return merged[ids]
 
+        def guarded(index: int, chosen: list[Occurrence]) -> bool:
+            """Whether a guard of rule ``index`` cancels a match of the ``chosen`` words."""
+            rule, start, end = self.rules[index], chosen[0].start, chosen[-1].end
+            before = rule.guard_within if rule.guard_before is None else min(rule.guard_before, rule.guard_within)
+            if _near(group(self._unless[index])[1], start - before, end + rule.guard_within, chosen):
+                return True
+            negations = group(self._not_after[index])[1]
+            if any(_negated(negations, word.start, clause_starts, text)
+                   for word in (chosen if rule.negate_each else chosen[:1])):
+                return True
+            # part of a longer, innocent word
+            return any(_overlap(o, m) and (o.start, o.end) != (m.start, m.end)
+                       for o in group(self._not_in[index])[1] for m in chosen)
+
+        # Shapes see one clause at a time: ^ and $ are its ends.
+        opens = [i for i, opening in enumerate(clause_starts or ()) if opening and i] + [len(text)]
+        clauses = list(zip([0] + opens[:-1], opens))
         matches = []
         for index, rule in enumerate(self.rules):
-            if not all(ids & heard.keys() for ids in self._orders[index][0]):
-                continue
-            unless = group(self._unless[index])[1]
-            not_after = group(self._not_after[index])[1]
-            not_in = group(self._not_in[index])[1]
             found = []
-            for order in self._orders[index]:
-                groups = [group(ids) for ids in order]
-                reach = -1
-                for first in groups[0][1]:
-                    if first.start < reach:
-                        continue  # inside the previous match
-                    chosen = _chain(first, groups[1:], rule.within)
-                    if chosen is None:
-                        continue
-                    start, end = first.start, chosen[-1].end
-                    before = rule.guard_within if rule.guard_before is None else min(rule.guard_before,
-                                                                                      rule.guard_within)
-                    if _near(unless, start - before, end + rule.guard_within, chosen):
-                        continue
-                    if any(_negated(not_after, word.start, clause_starts)
-                           for word in (chosen if rule.negate_each else chosen[:1])):
-                        continue
-                    if any(_overlap(o, m) and (o.start, o.end) != (m.start, m.end) for o in not_in for m in chosen):
-                        continue  # part of a longer, innocent word
-                    confidence = 1.0 if all(o.exact for o in chosen) else SOUND_CONFIDENCE
-                    found.append(RuleMatch(index, start, end, confidence))
-                    reach = end
+            for shape in self._shapes[index]:
+                for low, high in clauses:
+                    for m in shape.finditer(text[low:high]):
+                        chosen = [Occurrence(low + m.start(), low + m.end(), True)]
+                        if m.end() > m.start() and not guarded(index, chosen):
+                            found.append(RuleMatch(index, low + m.start(), low + m.end(), 1.0))
+            if rule.groups and all(ids & heard.keys() for ids in self._orders[index][0]):
+                for order in self._orders[index]:
+                    groups = [group(ids) for ids in order]
+                    reach = -1
+                    for first in groups[0][1]:
+                        if first.start < reach:
+                            continue  # inside the previous match
+                        chosen = _chain(first, groups[1:], rule.within)
+                        if chosen is None or guarded(index, chosen):
+                            continue
+                        confidence = 1.0 if all(o.exact for o in chosen) else SOUND_CONFIDENCE
+                        found.append(RuleMatch(index, first.start, chosen[-1].end, confidence))
+                        reach = chosen[-1].end
             matches += _apart(found)
         return matches
 
@@ -167,6 +182,12 @@ class KindRules:
                         continue  # a symbol pair split across characters, or already heard as written
                     heard[word_id].append(Occurrence(start // 2, start // 2 + length, False))
         return heard
+
+
+def _asks(text: str, start: int) -> bool:
+    """Whether the 不/没 at ``start`` is the middle of an A不A question (你是不是脑子有问题:
+    是不是 asks, it does not deny)."""
+    return 0 < start < len(text) - 1 and text[start] in "不没" and text[start - 1] == text[start + 1]
 
 
 def _apart(found: list[RuleMatch]) -> list[RuleMatch]:
@@ -197,16 +218,21 @@ def _chain(first: Occurrence, rest: list[tuple[list[int], list[Occurrence]]], wi
     return chosen
 
 
-def _negated(not_after: list[Occurrence], start: int, clause_starts: list[bool] | None) -> bool:
-    """Whether a negation guard word ends just before ``start``, in the same clause."""
-    return any(start - NEGATION_REACH <= o.end <= start and not (clause_starts and any(clause_starts[o.end:start + 1]))
+def _negated(not_after: list[Occurrence], start: int, clause_starts: list[bool] | None, text: str) -> bool:
+    """Whether a negation guard word ends just before ``start``, in the same clause, and is not a question."""
+    return any(start - NEGATION_REACH <= o.end <= start
+               and not (clause_starts and any(clause_starts[o.end:start + 1]))
+               and not _asks(text, o.start)
                for o in not_after)
 
 
 def _near(guards: list[Occurrence], low: int, high: int, matched: list[Occurrence]) -> bool:
-    """Whether a guard word lies within [low, high) and is not one of the matched words
-    (不是我们负责的 is no politeness though 负责的 is a guard word)."""
-    return any(g.start >= low and g.end <= high and not any(_overlap(g, m) for m in matched) for g in guards)
+    """Whether a guard word lies within [low, high) and not mostly inside a matched word
+    (不是我们负责的 is no politeness though 负责的 is a guard word; 带您 still guards
+    a match of 您)."""
+    return any(g.start >= low and g.end <= high
+               and not any(2 * (min(g.end, m.end) - max(g.start, m.start)) > g.end - g.start for m in matched)
+               for g in guards)
 
 
 def _overlap(a: Occurrence, b: Occurrence) -> bool:

@@ -99,6 +99,10 @@ class Rule:
     negate_each: bool = False
     """The negation guard cancels the match before any of its words, not only the first
     (您太客气了，这个红包我不能收下)."""
+    shapes: list[str] = field(default_factory=list)
+    """Regular expressions over normalised text, each matched within one clause: the
+    structure word groups cannot say (到底(.)不\\1 for 到底修不修, 不是.{0,10}吗). The
+    rule also fires where one matches; the same guards apply."""
 
 
 @dataclass
@@ -331,13 +335,15 @@ LEXICON_SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["id", "category", "text", "all"],
+                "required": ["id", "category", "text"],
+                "anyOf": [{"required": ["all"]}, {"required": ["shapes"]}],
                 "additionalProperties": False,
                 "properties": {
                     "id": _PHRASE_SCHEMA["properties"]["id"],
                     "category": _PHRASE_SCHEMA["properties"]["category"],
                     "text": {"type": "string", "minLength": 1},
                     "all": {"type": "array", "minItems": 1, "items": _GROUP},
+                    "shapes": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
                     "within": {"type": "integer", "minimum": 1},
                     "unless": {"type": "array", "items": _GROUP},
                     "not_after": {"type": "array", "items": _GROUP},
@@ -626,7 +632,7 @@ def _lexicon_of(data: dict, fail) -> Lexicon:
         where = ["rules", index]
         rule = Rule(
             id=entry["id"],
-            groups=words(where + ["all"], entry["all"]),
+            groups=words(where + ["all"], entry.get("all", [])),
             within=entry.get("within", Rule.within),
             unless=[w for group in words(where + ["unless"], entry.get("unless", [])) for w in group],
             not_after=[w for group in words(where + ["not_after"], entry.get("not_after", [])) for w in group],
@@ -635,7 +641,14 @@ def _lexicon_of(data: dict, fail) -> Lexicon:
             guard_before=entry.get("guard_before"),
             negate_each=entry.get("negate_each", False),
             any_order=entry.get("any_order", False),
+            shapes=entry.get("shapes", []),
         )
+        for shape_index, shape in enumerate(rule.shapes):
+            try:
+                re.compile(shape)
+            except re.error as error:
+                raise fail(where + ["shapes", shape_index],
+                           f"rule {rule.id!r}: bad pattern {shape!r}: {error}") from None
         if rule.within < sum(min(map(len, group)) for group in rule.groups):
             raise fail(where + ["within"],
                        f"rule {rule.id!r}: within {rule.within} is shorter than its shortest words together")

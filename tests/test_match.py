@@ -120,7 +120,8 @@ def test_meaning_cases_recall_and_precision():
     false_alarms = sum(bool(forbidden_hits(c)) for c in negatives)
     assert len(positives) >= 90 and len(negatives) >= 60
     assert {c["phrasebook"] for c in positives} == {"broadband", "customer_service", "investment"}
-    assert found / len(positives) >= 0.95
+    # 0.9, the issue's aim: the probe batches written to find the shapes' gaps keep their misses (known_miss)
+    assert found / len(positives) >= 0.9
     assert found / (found + false_alarms) >= 0.95
 
 
@@ -193,6 +194,22 @@ def test_politeness_and_negation_guards(bare, guarded):
     matcher = matcher_for(load_phrasebook("customer_service"))
     assert [h for h in matcher.match_text(bare) if h.kind == "forbidden"]
     assert not [h for h in matcher.match_text(guarded) if h.kind == "forbidden"]
+
+
+def test_shapes_match_within_one_clause_and_keep_the_rules_guards():
+    matcher = matcher_for(load_phrasebook("broadband"))
+
+    def heard(text: str) -> list[tuple[str, str]]:
+        return [(h.category, h.heard) for h in matcher.match_text(text) if h.kind == "forbidden"]
+
+    assert heard("你到底修不修") == [("scolding", "你到底修不修")]  # 到底(.)不\1
+    assert heard("我们查一下到底是不是线路的问题") == []  # 是不是 is a question, not impatience
+    assert heard("随便，哪个都行") == [("perfunctory", "随便")]  # ^随便$: the clause is that word alone
+    assert heard("您随便挑一个时间") == []
+    told = "医生不是跟你说过饭后吃吗，你怎么饭前就吃了"  # 不是…吗 within its clause
+    assert heard(told) == [("rhetorical", "不是跟你说过饭后吃吗")]
+    assert heard("好好好，知道了") == [("perfunctory", "好好好")]
+    assert heard("好好好，我马上帮您办") == []  # the politeness guard
 
 
 def test_kind_rules_judge_only_the_agent():

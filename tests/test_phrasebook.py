@@ -177,7 +177,8 @@ def test_an_edited_lexicon_is_loaded_afresh(tmp_path):
     [
         (lambda t: t.replace("all: [me,", "all: [us,"), 11, "no word group named 'us'"),
         (lambda t: t.replace("within: 6", "within: 2"), 12, "shorter than its shortest words"),
-        (lambda t: t.replace("all: [[吵什么]]", "any: [[吵什么]]"), 14, "'all' is a required property"),
+        (lambda t: t.replace("all: [[吵什么]]", "any: [[吵什么]]"), 14, "'any' was unexpected"),
+        (lambda t: t.replace("all: [[吵什么]]", "shapes: ['吵(什么']"), 14, "bad pattern '吵(什么'"),
         (lambda t: t.replace("labels: {shirking: 推诿, scolding: 训斥}", "labels: {shirking: 推诿}"), 14, "'scolding' has no entry in labels"),
         (lambda t: t.replace("id: scolding.noisy", "id: shirking.cannot"), 14, "duplicate lexicon id 'shirking.cannot'"),
         (lambda t: t.replace("  helping: [帮您, 转给]", "  helping: [帮您, 转给"), 5, "YAML syntax error"),
