@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+from monitor.acoustics import SAMPLE_RATE, SentenceSound, sentence_levels
 from monitor.asr import Coverage, Segment, Transcriber, TranscriptionOptions
 from monitor.audio import CallAudio, is_url, load_call
+from monitor.language import sentence_languages
 from monitor.callid import report_path
 from monitor.match import matcher_for
 from monitor.phrasebook import Phrasebook
@@ -53,10 +55,15 @@ def report_for_segments(
     timing: dict,
     redact: bool = True,
     coverage: Coverage | None = None,
+    sounds: list[SentenceSound] | None = None,
 ) -> dict:
-    """Match, judge and build the report of an already transcribed call."""
+    """Match, judge and build the report of an already transcribed call.
+
+    ``sounds`` (what each segment sounded like, ``sentence_sounds``) feeds the
+    phrasebook's ``voice:`` rules of loudness and language; without it they judge nothing.
+    """
     hits = matcher_for(phrasebook).match_segments(segments)
-    judgement = judge(segments, hits, phrasebook, duration_s, stereo)
+    judgement = judge(segments, hits, phrasebook, duration_s, stereo, sounds)
     return build_report(
         call_id, audio_path, agent_id, duration_s, phrasebook, segments, judgement, timing, redact, coverage
     )
@@ -80,7 +87,9 @@ def score_call(
     heard = transcriber.hear(call, decoding)
     asr_s = time.perf_counter() - asr_started
     segments = with_roles(call, heard.segments, phrasebook, options.separate_roles)
-    timing = {"asr_s": asr_s}
+    voice_started = time.perf_counter()
+    sounds = sentence_sounds(call, segments, phrasebook, transcriber)
+    timing = {"asr_s": asr_s, "voice_s": time.perf_counter() - voice_started}
     report = report_for_segments(
         call_id or call_id_for(path),
         path,
@@ -92,11 +101,13 @@ def score_call(
         timing=timing,
         redact=options.redact,
         coverage=heard.coverage,
+        sounds=sounds,
     )
     total_s = time.perf_counter() - started
     # The report dict holds the timing it was built with; complete it in place.
     report["timing"] = {
         "asr_s": round(asr_s, 3),
+        "voice_s": round(timing["voice_s"], 3),
         "total_s": round(total_s, 3),
         "rtf": round(total_s / call.duration_s, 4) if call.duration_s else None,
         "model": transcriber.model_name,
@@ -112,6 +123,31 @@ def with_roles(call: CallAudio, segments: list[Segment], phrasebook: Phrasebook,
     if not separate:
         return segments
     return separate_roles(call.agent, segments, phrasebook)
+
+
+def sentence_sounds(
+    call: CallAudio, segments: list[Segment], phrasebook: Phrasebook, transcriber: Transcriber
+) -> list[SentenceSound] | None:
+    """What each segment sounded like, measured only as far as the phrasebook's ``voice:`` rules ask:
+    loudness (``acoustics.py``) for 高声/争吵, Whisper's language for 讲普通话 (agent sentences long enough)."""
+    rules = phrasebook.voice
+    if not rules.needs_levels and rules.non_mandarin is None:
+        return None
+    levels = sentence_levels(call.agent, call.customer, segments) if rules.needs_levels else [None] * len(segments)
+    sounds = [SentenceSound(level_db=level) for level in levels]
+    if rules.non_mandarin is not None:
+        asked = [
+            i for i, s in enumerate(segments)
+            if s.speaker == "agent" and s.text.strip() and s.end - s.start >= rules.non_mandarin.min_sentence_s
+        ]  # fmt: skip
+        spans = [(round(segments[i].start * SAMPLE_RATE), round(segments[i].end * SAMPLE_RATE)) for i in asked]
+        for i, probabilities in zip(asked, sentence_languages(transcriber, call.agent, spans)):
+            language = max(probabilities, key=probabilities.get)
+            sounds[i] = replace(
+                sounds[i], language=language, language_probability=probabilities[language],
+                mandarin_probability=probabilities.get("zh", 0.0),
+            )  # fmt: skip
+    return sounds
 
 
 def write_report(report: dict, out_dir: str, audio_path: str | None) -> tuple[str, str]:
