@@ -112,11 +112,12 @@ def sentence_levels(
     return levels
 
 
-def baseline(levels: list[float], durations: list[float]) -> float | None:
+def baseline(levels: list[float], durations: list[float], share: float = 0.5) -> float | None:
     """A speaker's usual level: the median of their sentence levels, weighted by duration.
 
     Weighting by duration keeps a call's calm, long explanations as the
-    reference even when a quarrel adds many short, loud turns.
+    reference even when a quarrel adds many short, loud turns. ``share`` other
+    than 0.5 gives another quantile: the level that ``share`` of the speech time stays under.
     """
     if not levels:
         return None
@@ -124,7 +125,7 @@ def baseline(levels: list[float], durations: list[float]) -> float | None:
     values = np.asarray(levels, dtype=float)[order]
     weights = np.asarray(durations, dtype=float)[order]
     cumulative = np.cumsum(weights)
-    return float(values[np.searchsorted(cumulative, cumulative[-1] / 2)])
+    return float(values[min(np.searchsorted(cumulative, cumulative[-1] * share), len(values) - 1)])
 
 
 def _sample_span(start: float, end: float, length: int, rate: int) -> tuple[int, int]:

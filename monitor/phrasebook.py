@@ -166,15 +166,19 @@ class ArgumentRule(ConductRule):
     """争辩、争吵: both speakers loud, in quick short turns that crowd or overlap, for a stretch."""
 
     above_own_db: float = 3.0
-    """Each speaker's sentences in the stretch are on average this many dB above their own baseline."""
+    """Each speaker's sentences in the stretch are on average this many dB above their own calm
+    level (the level a quarter of their speech stays under, ``rules.CALM_SHARE``)."""
     min_span_s: float = 8.0
     """The stretch lasts at least this long."""
     min_turns: int = 4
     """And holds at least this many turns (a turn: one speaker's sentences in a row)."""
-    max_turn_s: float = 6.0
-    """No turn in it is longer than this."""
-    max_gap_s: float = 0.3
-    """Each turn starts at most this long after the previous ones end (negative: overlap)."""
+    max_turn_s: float = 10.0
+    """No turn in it is longer than this (on a mono call, role separation often joins both
+    voices of a quarrel into one long turn)."""
+    max_gap_s: float = 0.5
+    """Each turn starts at most this long after the previous ones end (negative: overlap).
+    Sentence edges from ASR are fuzzy by a few hundred ms, and on a mono mix overlapped
+    speech is heard one voice at a time, so a crowding reply rarely shows a gap under 0.3 s."""
 
 
 @dataclass

@@ -226,15 +226,15 @@ def judge(
     phrasebook: Phrasebook,
     duration_s: float,
     stereo: bool,
-    sounds: list[SentenceSound] | None = None,
+    sounds: list[tuple[Segment, SentenceSound]] | None = None,
 ) -> Judgement:
     """Evaluate a call's hits against the phrasebook's checks and forbidden phrases.
 
     ``stereo`` says the customer had a channel of their own. On mono calls the
     speakers come from role separation (``roles.py``), with a confidence per
-    sentence; without it, all mono speech is labelled agent. ``sounds`` holds
-    what each segment sounded like (same order), for the ``voice:`` rules that
-    need it; without it, those rules judge nothing.
+    sentence; without it, all mono speech is labelled agent. ``sounds`` pairs
+    segments with what they sounded like, for the ``voice:`` rules that need it
+    (``pipeline.sentence_sounds``); without it, those rules judge nothing.
     """
     call_metrics = metrics(segments, duration_s, phrasebook.limits, stereo)
     conduct, conduct_metrics = judge_conduct(segments, phrasebook.voice, duration_s, stereo, sounds)
@@ -314,24 +314,30 @@ def judge_conduct(
     rules: VoiceRules,
     duration_s: float,
     stereo: bool,
-    sounds: list[SentenceSound] | None = None,
+    sounds: list[tuple[Segment, SentenceSound]] | None = None,
 ) -> tuple[list[ConductEvent], dict]:
     """The events of the phrasebook's ``voice:`` rules, in time order, and the metrics behind them.
 
-    ``sounds`` is what each segment sounded like (same order as ``segments``):
-    loudness for ``loud`` and ``argument``, language for ``non_mandarin``.
+    ``sounds`` pairs segments with what they sounded like: loudness for
+    ``loud`` and ``argument``, language for ``non_mandarin``. It may also hold
+    speech that has no words (text ""): speech Whisper, told to expect Chinese,
+    did not transcribe, which is often exactly the other language.
     """
-    sounds = sounds if sounds is not None else [SentenceSound() for _ in segments]
-    heard = sorted(((s, sound) for s, sound in zip(segments, sounds) if s.text.strip()), key=lambda pair: pair[0].start)
+    pairs = sounds if sounds is not None else [(s, SentenceSound()) for s in segments]
+    heard = sorted(
+        ((s, sound) for s, sound in pairs if s.text.strip() or sound.language is not None), key=lambda pair: pair[0].start
+    )
+    worded = [(s, sound) for s, sound in heard if s.text.strip()]
     events: list[ConductEvent] = []
     found: dict = {}
     if rules.needs_levels and any(sound.level_db is not None for _, sound in heard):
-        own = {speaker: _baseline_of(heard, speaker) for speaker in ("agent", "customer")}
-        found["loudness"] = _loudness_metrics(heard, own)
+        own = {speaker: _baseline_of(worded, speaker) for speaker in ("agent", "customer")}
+        found["loudness"] = _loudness_metrics(worded, own)
         if rules.loud is not None:
-            events += _loud_sentences(heard, own["agent"], rules.loud)
+            events += _loud_sentences(worded, own["agent"], rules.loud)
         if rules.argument is not None:
-            events += _arguments(heard, own, rules.argument)
+            calm = {speaker: _baseline_of(worded, speaker, CALM_SHARE) for speaker in ("agent", "customer")}
+            events += _arguments(worded, calm, rules.argument)
     if rules.non_mandarin is not None:
         checked = [(s, sound) for s, sound in heard if s.speaker == "agent" and sound.language is not None]
         found["language"] = {
@@ -344,7 +350,7 @@ def judge_conduct(
         }  # fmt: skip
         events += _other_languages(checked, rules.non_mandarin)
     if rules.long_call is not None:
-        events += _long_talk([s for s, _ in heard], duration_s, rules.long_call)
+        events += _long_talk([s for s, _ in worded], duration_s, rules.long_call)
     if rules.interruption is not None and (stereo or _roles_known(segments)):
         for agent_turn, talking in _interruption_pairs(_spoken(segments, "agent"), _spoken(segments, "customer")):
             events.append(
@@ -356,10 +362,18 @@ def judge_conduct(
     return sorted(events, key=lambda e: e.start), found
 
 
-def _baseline_of(heard: list[tuple[Segment, SentenceSound]], speaker: str) -> tuple[float | None, int]:
+CALM_SHARE = 0.25
+"""An argument is judged against each speaker's calm level, the level a quarter of
+their speech time stays under: a customer angry for most of the call has a loud
+median, and only their calmer sentences show what raised means for them."""
+
+
+def _baseline_of(
+    heard: list[tuple[Segment, SentenceSound]], speaker: str, share: float = 0.5
+) -> tuple[float | None, int]:
     """A speaker's baseline level from their sentences whose speaker is certain, and how many there were."""
     mine = [(s, sound.level_db) for s, sound in heard if s.speaker == speaker and sound.level_db is not None and not uncertain(s)]
-    return baseline([level for _, level in mine], [s.end - s.start for s, _ in mine]), len(mine)
+    return baseline([level for _, level in mine], [s.end - s.start for s, _ in mine], share), len(mine)
 
 
 def _loudness_metrics(heard: list[tuple[Segment, SentenceSound]], own: dict) -> dict:
@@ -423,8 +437,17 @@ def _arguments(heard: list[tuple[Segment, SentenceSound]], own: dict, rule) -> l
         run.append(turn)
     runs.append(run)
 
+    def is_raised(turn) -> bool:
+        above = _mean_above(turn, turn[0][0].speaker, own[turn[0][0].speaker][0])
+        return above is not None and above >= rule.above_own_db
+
     events = []
     for run in runs:
+        # The stretch begins and ends with a raised voice: the calm turns that led into it are not the quarrel.
+        while run and not is_raised(run[0]):
+            run = run[1:]
+        while run and not is_raised(run[-1]):
+            run = run[:-1]
         if len(run) < rule.min_turns:
             continue
         start, end = run[0][0][0].start, max(span(t)[1] for t in run)
@@ -437,7 +460,9 @@ def _arguments(heard: list[tuple[Segment, SentenceSound]], own: dict, rule) -> l
             f"坐席音量高于平时 {raised['agent']:.1f} dB，客户高于平时 {raised['customer']:.1f} dB"
         )
         heard_text = " / ".join(s.text for s, _ in pairs)
-        events.append(_conduct_event("argument", rule, [s for s, _ in pairs], start, end, heard_text, detail, "both"))
+        # Either voice may be mislabelled in a quarrel; what is held for review is whether the agent took part.
+        agent_part = [s for s, _ in pairs if s.speaker == "agent"]
+        events.append(_conduct_event("argument", rule, agent_part, start, end, heard_text, detail, "both"))
     return events
 
 
@@ -458,8 +483,12 @@ def _other_languages(checked: list[tuple[Segment, SentenceSound]], rule) -> list
             continue
         if sound.language_probability - (sound.mandarin_probability or 0.0) >= rule.margin:
             detail = f"语种识别为 {sound.language}（{sound.language_probability:.0%}），普通话/中文 {sound.mandarin_probability or 0:.0%}"
-            events.append(_conduct_event("non_mandarin", rule, [s], s.start, s.end, s.text, detail))
+            events.append(_conduct_event("non_mandarin", rule, [s], s.start, s.end, s.text or UNWORDED, detail))
     return events
+
+
+UNWORDED = "（未转写出文字的语音）"
+"""The evidence text of speech Whisper gave no words for."""
 
 
 def _long_talk(heard: list[Segment], duration_s: float, rule) -> list[ConductEvent]:
