@@ -165,7 +165,7 @@ class LoudRule(ConductRule):
 class ArgumentRule(ConductRule):
     """争辩、争吵: both speakers loud, in quick short turns that crowd or overlap, for a stretch."""
 
-    above_own_db: float = 3.0
+    above_own_db: float = 6.0
     """Each speaker's sentences in the stretch are on average this many dB above their own calm
     level (the level a quarter of their speech stays under, ``rules.CALM_SHARE``)."""
     min_span_s: float = 8.0

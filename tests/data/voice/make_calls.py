@@ -14,7 +14,9 @@ pitch-shifted, the phone channel and noise) and adds what that one lacks:
   (apt package espeak-ng). espeak's own Mandarin voice is heard by Whisper as
   English, so espeak's Cantonese says nothing about Cantonese: only clearly
   other languages are made this way;
-- ``"call_gain_db"`` (whole mix) and ``"customer_gain_db"`` for recordings at unrelated levels.
+- ``"call_gain_db"`` (whole mix) and ``"customer_gain_db"`` for recordings at unrelated levels;
+- ``"agc": true``: the mix through a fast compressor with a slow release (``AGC``), as
+  phone systems level their audio; it squeezes a raised voice towards the rest.
 
 Run with the TTS environment:
     /work/ttsenv/bin/python tests/data/voice/make_calls.py tests/data/voice/scripts/*.json tests/data/voice
@@ -34,6 +36,8 @@ import synth_call  # noqa: E402
 
 SR = synth_call.SR
 CALM_DB = -12.0
+AGC = ["compand", "0.02,0.5", "-80,-80,-60,-35,-20,-18,0,-12", "0", "-90", "0.05"]
+"""sox compressor: quiet speech up, loud speech down (-20 dBFS → -18, 0 → -12), 0.5 s release."""
 
 
 def espeak(text: str, voice: str) -> np.ndarray:
@@ -74,6 +78,10 @@ def main(script_path: str, out_dir: str, tts) -> None:
     buf *= 10 ** (spec.get("call_gain_db", 0.0) / 20)
     wav = out_dir / f"{spec['call_id']}.wav"
     wavfile.write(wav, SR, (np.clip(buf, -1, 1) * 32767).astype(np.int16))
+    if spec.get("agc"):
+        levelled = wav.with_name(wav.stem + "_agc.wav")
+        subprocess.run(["sox", str(wav), str(levelled), *AGC], check=True)
+        levelled.replace(wav)
     synth_call.degrade(wav, spec.get("telephone", False), spec.get("noise_db"), seed=len(spec["turns"]))
     flac = wav.with_suffix(".flac")
     subprocess.run(["sox", str(wav), str(flac)], check=True)
