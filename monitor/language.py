@@ -9,6 +9,7 @@ Decisions a reader would otherwise have to guess:
 - The sentence is encoded without Whisper's 30 s of padding
   (``asr.short_encoder_input``): on real Mandarin and on other languages the
   probabilities came out the same as with it, at about a fifteenth of the cost.
+  Batching the sentences into one encoder call was slower on the CPU, not faster.
 - Whisper base has no Cantonese token (``yue`` came with large-v3): it writes
   Cantonese as ``zh``. What this can tell is Mandarin/Chinese from other
   languages (English, Japanese, Korean, Thai...), not a dialect from Mandarin.
@@ -29,8 +30,10 @@ if TYPE_CHECKING:
 
 PADDING_FRAMES = 100
 """Frames of padding after the sentence for the encoder (1 s)."""
-MAX_SAMPLES = 30 * 16000
-"""Whisper looks at 30 s at most; a longer sentence is judged by its first 30 s."""
+MAX_SAMPLES = 3 * 16000
+"""A sentence is judged by its first 3 s: the encoder's cost grows with the audio, and on
+corpus/real (16 Mandarin readers) and espeak-ng English the verdicts with 3 s were those
+with the whole sentence, at about 0.6x the time."""
 
 
 def sentence_languages(transcriber: Transcriber, samples: np.ndarray, spans: list[tuple[int, int]]) -> list[dict[str, float]]:
