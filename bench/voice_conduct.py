@@ -3,8 +3,9 @@
     PYTHONPATH=. python bench/voice_conduct.py [CALL.flac ...]
 
 Scores each labelled call (default: ``tests/data/voice/*.flac``, which carry
-loud, argument and other-language turns, and the shared sample calls, which
-carry none) with ``tests/data/voice/voice_rules.yaml`` (every ``voice:`` rule
+loud, argument and other-language turns, and as calls that carry none the
+shared sample calls and ``tests/data/roles`` (real human customers on mono
+calls, customers who say rude things)) with ``tests/data/voice/voice_rules.yaml`` (every ``voice:`` rule
 on), and prints:
 
 1. per call: the labelled turns of each rule and the events raised;
@@ -13,6 +14,8 @@ on), and prints:
    review (uncertain speaker) are counted apart, neither hit nor false alarm;
 3. the language check on the real Mandarin voices of corpus/real (16 readers):
    how many recordings long enough to be asked would be called another language;
+   and how much one real reader's level varies from sentence to sentence (thchs30
+   speaker D4, five recordings of one session): the spread a loud threshold must clear;
 4. cost: seconds spent on loudness and on language, as a ratio of transcription
    time, measured in the same run.
 
@@ -30,9 +33,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monitor.acoustics import sentence_levels  # noqa: E402
+from monitor.acoustics import sentence_levels, speech_level  # noqa: E402
 from monitor.asr import Transcriber  # noqa: E402
 from monitor.audio import SAMPLE_RATE, load_call  # noqa: E402
 from monitor.language import sentence_languages  # noqa: E402
@@ -69,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     calls = args.calls or sorted(glob.glob(str(ROOT / "tests/data/voice/*.flac"))) + sorted(
         glob.glob(str(SHARED / "samples/calls/*.wav"))
-    )
+    ) + sorted(glob.glob(str(ROOT / "tests/data/roles/*.flac")))
     phrasebook = load_phrasebook(str(RULES))
     transcriber = Transcriber(cpu_threads=1)
     counts = {rule: {"labelled": 0, "found": 0, "events": 0, "right": 0, "held": 0} for rule in ("loud", "argument", "non_mandarin")}
@@ -124,6 +129,12 @@ def main() -> None:
             flagged += 1
             print(f"  called {top}: {Path(wav).name} ({probabilities[top]:.2f}, zh {probabilities.get('zh', 0):.2f})")
     print(f"recordings asked {asked}, called another language {flagged}; {lang_s / max(audio_s, 1e-9):.4f} s per second of speech")
+
+    reader = [speech_level(load_call(wav, "mono").agent) for wav in sorted(glob.glob(str(SHARED / "corpus/real/wav/thchs30_D4_*.wav")))]
+    if reader:
+        middle = float(np.median(reader))
+        print(f"one real reader (thchs30 D4), level of each recording above their median: "
+              f"{', '.join(f'{level - middle:+.1f}' for level in reader)} dB")
 
     print("\n== cost (same run)")
     print(f"transcription {asr_s:.1f} s, voice measurements {voice_s:.1f} s: ratio {voice_s / asr_s:.3f}")

@@ -14,6 +14,7 @@ pitch-shifted, the phone channel and noise) and adds what that one lacks:
   (apt package espeak-ng). espeak's own Mandarin voice is heard by Whisper as
   English, so espeak's Cantonese says nothing about Cantonese: only clearly
   other languages are made this way;
+- ``"audio": "PATH"`` for a turn that is a real recording (e.g. corpus/real), set to its ``gain_db`` like the rest;
 - ``"call_gain_db"`` (whole mix) and ``"customer_gain_db"`` for recordings at unrelated levels;
 - ``"agc": true``: the mix through a fast compressor with a slow release (``AGC``), as
   phone systems level their audio; it squeezes a raised voice towards the rest.
@@ -49,6 +50,14 @@ def espeak(text: str, voice: str) -> np.ndarray:
     return x.astype(np.float32) / 32768.0
 
 
+def recording(path: str) -> np.ndarray:
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d, "r.wav")
+        subprocess.run(["sox", path, "-r", str(SR), "-c", "1", "-b", "16", str(out)], check=True)
+        _, x = wavfile.read(out)
+    return x.astype(np.float32) / 32768.0
+
+
 def main(script_path: str, out_dir: str, tts) -> None:
     spec = json.loads(Path(script_path).read_text(encoding="utf-8"))
     out_dir = Path(out_dir)
@@ -56,8 +65,12 @@ def main(script_path: str, out_dir: str, tts) -> None:
     for turn in spec["turns"]:
         customer = turn["speaker"] == "customer"
         engine = turn.get("engine", "tts")
-        audio = espeak(turn["text"], engine.split(":", 1)[1]) if engine.startswith("espeak:") else synth_call.synth(
-            tts, turn["text"], customer, spec.get("agent_voice"))
+        if "audio" in turn:
+            audio, engine = recording(turn["audio"]), "recording"
+        elif engine.startswith("espeak:"):
+            audio = espeak(turn["text"], engine.split(":", 1)[1])
+        else:
+            audio = synth_call.synth(tts, turn["text"], customer, spec.get("agent_voice"))
         peak = float(np.max(np.abs(audio))) or 1.0
         gain = turn.get("gain_db", CALM_DB) + (spec.get("customer_gain_db", 0.0) if customer else 0.0)
         audio = audio / peak * 10 ** (gain / 20)  # every turn peak-normalised, then set to its level
@@ -84,7 +97,8 @@ def main(script_path: str, out_dir: str, tts) -> None:
         levelled.replace(wav)
     synth_call.degrade(wav, spec.get("telephone", False), spec.get("noise_db"), seed=len(spec["turns"]))
     flac = wav.with_suffix(".flac")
-    subprocess.run(["sox", str(wav), str(flac)], check=True)
+    # A phone-band call holds nothing above 4 kHz: stored at 8 kHz, as phone archives are.
+    subprocess.run(["sox", str(wav), *(["-r", "8000"] if spec.get("telephone") else []), str(flac)], check=True)
     wav.unlink()
     meta = {k: v for k, v in spec.items() if k != "turns"}
     meta["duration_s"] = round(n / SR, 3)
