@@ -164,7 +164,8 @@ class Judgement:
     review: list[dict] = field(default_factory=list)
     """Sentences whose speaker is uncertain (mono calls), for a person to hear:
     ``{"kind": "uncertain_speaker", "label": "待复核", "start", "end", "text",
-    "speaker", "speaker_confidence", "forbidden": [phrase ids not deducted]}``."""
+    "speaker", "speaker_confidence", "forbidden": [phrase ids not deducted]}``, and
+    ``"conduct": [voice.<kind>, ...]`` when conduct events are held there."""
     held: list = field(default_factory=list)
     """Forbidden hits in those sentences: listed among ``events`` but not deducted."""
     conduct: list[ConductEvent] = field(default_factory=list)
@@ -711,7 +712,7 @@ def _within_any(hit: Hit, segments: list[Segment]) -> bool:
 
 
 def _review_item(segment: Segment, held: list[Hit], conduct: list[ConductEvent]) -> dict:
-    return {
+    item = {
         "kind": "uncertain_speaker",
         "label": "待复核",
         "start": _round(segment.start),
@@ -720,8 +721,10 @@ def _review_item(segment: Segment, held: list[Hit], conduct: list[ConductEvent])
         "speaker": segment.speaker,
         "speaker_confidence": segment.speaker_confidence,
         "forbidden": [h.phrase_id for h in held],
-        "conduct": [c.rule_id for c in conduct],
     }
+    if conduct:  # conduct events (高声, 争吵...) held in this sentence
+        item["conduct"] = [c.rule_id for c in conduct]
+    return item
 
 
 def _evidence(hit: Hit) -> Evidence:

@@ -84,7 +84,7 @@ def test_loud_sentence_of_uncertain_speaker_is_held_for_review_not_deducted():
     judgement = judge([s for s, _ in pairs], [], book, 30.0, stereo=False, sounds=pairs)
     assert [(c.kind, c.uncertain_speaker) for c in judgement.conduct] == [("loud", True)]
     assert not [d for d in judgement.deductions if d.source == "voice.loud"]
-    held = [r for r in judgement.review if r["conduct"]]
+    held = [r for r in judgement.review if r.get("conduct")]
     assert [(r["start"], r["conduct"]) for r in held] == [(25.5, ["voice.loud"])]
 
 
