@@ -335,7 +335,7 @@ def judge_conduct(
         own = {speaker: _baseline_of(worded, speaker) for speaker in ("agent", "customer")}
         found["loudness"] = _loudness_metrics(worded, own)
         if rules.loud is not None:
-            events += _loud_sentences(worded, own["agent"], rules.loud)
+            events += _loud_sentences(worded, own["agent"], found["loudness"]["call_baseline_db"], rules.loud)
         if rules.argument is not None:
             calm = {speaker: _baseline_of(worded, speaker, CALM_SHARE) for speaker in ("agent", "customer")}
             events += _arguments(worded, calm, rules.argument)
@@ -396,8 +396,13 @@ def _loudness_metrics(heard: list[tuple[Segment, SentenceSound]], own: dict) -> 
     }  # fmt: skip
 
 
-def _loud_sentences(heard: list[tuple[Segment, SentenceSound]], own: tuple[float | None, int], rule) -> list[ConductEvent]:
-    """Agent sentences ``rule.above_own_db`` above the agent's baseline (高声/吵闹)."""
+def _loud_sentences(
+    heard: list[tuple[Segment, SentenceSound]], own: tuple[float | None, int], call: float, rule
+) -> list[ConductEvent]:
+    """Agent sentences ``rule.above_own_db`` above the agent's baseline (高声/吵闹).
+
+    The call's baseline (both voices) is reported beside it, not judged on: the two
+    sides of a call are often recorded at unrelated gains."""
     mine, count = own
     if mine is None or count < rule.min_sentences:
         return []
@@ -407,7 +412,8 @@ def _loud_sentences(heard: list[tuple[Segment, SentenceSound]], own: tuple[float
             continue
         above = sound.level_db - mine
         if above >= rule.above_own_db:
-            events.append(_conduct_event("loud", rule, [s], s.start, s.end, s.text, f"音量比本人平时高 {above:.1f} dB"))
+            detail = f"音量比本人平时高 {above:.1f} dB（比全通话中位高 {sound.level_db - call:.1f} dB）"
+            events.append(_conduct_event("loud", rule, [s], s.start, s.end, s.text, detail))
     return events
 
 

@@ -15,7 +15,7 @@ from call_fixtures import phrasebook, seg
 from monitor.acoustics import SentenceSound
 from monitor.errors import MonitorError
 from monitor.phrasebook import ArgumentRule, ConductRule, LongCallRule, LoudRule, MandarinRule, VoiceRules, load_phrasebook
-from monitor.report import build_report, is_violation
+from monitor.report import build_report, is_violation, render_html
 from monitor.rules import MAX_DEDUCTIONS_PER_PHRASE, judge, judge_conduct
 
 VOICE = Path(__file__).parent / "data" / "voice"
@@ -236,6 +236,8 @@ def test_conduct_events_in_the_report_and_what_counts_as_a_violation():
     assert "voice.argument" in {d["source"] for d in report["score"]["deductions"]}
     assert report["metrics"]["loudness"]["sentences"]
     json.dumps(report)  # plain JSON
+    page = render_html(report, None)
+    assert "言行" in page and "与客户争辩、争吵" in page and argument["detail"] in page
 
 
 # -- the real model on labelled calls -------------------------------------------------
