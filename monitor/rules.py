@@ -249,6 +249,12 @@ def judge(
         _review_item(s, [h for h in held if _within_any(h, [s])], [c for c in conduct if c.uncertain_speaker and _overlaps(c, s)])
         for s in doubtful
     ]
+    # Held events over speech the transcript has no doubtful sentence for (wordless speech on a mono call).
+    review += [
+        _review_item(Segment(c.start, c.end, c.heard, "agent", speaker_confidence=c.confidence), [], [c])
+        for c in conduct
+        if c.uncertain_speaker and not any(_overlaps(c, s) for s in doubtful)
+    ]
     if not agent_segments:
         return Judgement(events=[], checks=None, deductions=[], score_total=None, metrics=call_metrics, review=review)
 

@@ -281,3 +281,15 @@ def test_english_spoken_by_the_agent_is_not_mandarin(transcriber):
         assert event["start"] < turn["end"] and event["end"] > turn["start"]
     customer_english = turns_tagged("v05_other_language", "customer_non_mandarin")[0]
     assert not [e for e in found if e["start"] < customer_english["end"] and e["end"] > customer_english["start"]]
+
+
+def test_wordless_other_language_on_a_mono_call_is_held_and_listed_for_review():
+    rule = MandarinRule(article="3.1.3", points=5)
+    s, sound = spoken_in(5, 9, "en", 0.9, 0.02, text="")
+    pairs = [(replace(s, speaker_confidence=0.5), sound)]
+    calm = sounded((0, 4, "agent", None, 0.95), (10, 13, "agent", None, 0.95))
+    book = replace(phrasebook(), voice=VoiceRules(non_mandarin=rule))
+    judgement = judge([s for s, _ in calm], [], book, 14.0, stereo=False, sounds=calm + pairs)
+    assert [(c.kind, c.uncertain_speaker) for c in judgement.conduct] == [("non_mandarin", True)]
+    assert not [d for d in judgement.deductions if d.source == "voice.non_mandarin"]
+    assert [(r["start"], r["conduct"]) for r in judgement.review] == [(5, ["voice.non_mandarin"])]
