@@ -43,7 +43,9 @@ from typing import TYPE_CHECKING
 
 from monitor.acoustics import SentenceSound, baseline
 from monitor.asr import Segment
-from monitor.phrasebook import Check, ConductRule, Limits, Phrasebook, VoiceRules
+from monitor.phrasebook import (
+    ArgumentRule, Check, ConductRule, Limits, LongCallRule, LoudRule, MandarinRule, Phrasebook, VoiceRules,
+)
 from monitor.roles import uncertain
 from monitor.text import spoken
 
@@ -403,7 +405,7 @@ def _loudness_metrics(heard: list[tuple[Segment, SentenceSound]], own: dict) -> 
 
 
 def _loud_sentences(
-    heard: list[tuple[Segment, SentenceSound]], own: tuple[float | None, int], call: float, rule
+    heard: list[tuple[Segment, SentenceSound]], own: tuple[float | None, int], call: float, rule: LoudRule
 ) -> list[ConductEvent]:
     """Agent sentences ``rule.above_own_db`` above the agent's baseline (高声/吵闹).
 
@@ -423,9 +425,9 @@ def _loud_sentences(
     return events
 
 
-def _arguments(heard: list[tuple[Segment, SentenceSound]], own: dict, rule) -> list[ConductEvent]:
-    """Stretches of quick, short, crowding turns where both speakers are louder than usual (争吵)."""
-    if own["agent"][0] is None or own["customer"][0] is None:
+def _arguments(heard: list[tuple[Segment, SentenceSound]], calm: dict, rule: ArgumentRule) -> list[ConductEvent]:
+    """Stretches of quick, short, crowding turns where both speakers are louder than their calm level (争吵)."""
+    if calm["agent"][0] is None or calm["customer"][0] is None:
         return []
     turns: list[list[tuple[Segment, SentenceSound]]] = []
     for pair in heard:
@@ -451,7 +453,7 @@ def _arguments(heard: list[tuple[Segment, SentenceSound]], own: dict, rule) -> l
     runs.append(run)
 
     def is_raised(turn) -> bool:
-        above = _mean_above(turn, turn[0][0].speaker, own[turn[0][0].speaker][0])
+        above = _mean_above(turn, turn[0][0].speaker, calm[turn[0][0].speaker][0])
         return above is not None and above >= rule.above_own_db
 
     events = []
@@ -465,7 +467,7 @@ def _arguments(heard: list[tuple[Segment, SentenceSound]], own: dict, rule) -> l
             continue
         start, end = run[0][0][0].start, max(span(t)[1] for t in run)
         pairs = [pair for turn in run for pair in turn]
-        raised = {speaker: _mean_above(pairs, speaker, own[speaker][0]) for speaker in ("agent", "customer")}
+        raised = {speaker: _mean_above(pairs, speaker, calm[speaker][0]) for speaker in ("agent", "customer")}
         if end - start < rule.min_span_s or any(r is None or r < rule.above_own_db for r in raised.values()):
             continue
         detail = (
@@ -488,7 +490,7 @@ def _mean_above(pairs: list[tuple[Segment, SentenceSound]], speaker: str, own: f
     return sum(d * (level - own) for d, level in mine) / total
 
 
-def _other_languages(checked: list[tuple[Segment, SentenceSound]], rule) -> list[ConductEvent]:
+def _other_languages(checked: list[tuple[Segment, SentenceSound]], rule: MandarinRule) -> list[ConductEvent]:
     """Agent sentences Whisper hears as another language than Chinese, by ``rule.margin``."""
     events = []
     for s, sound in checked:
@@ -504,7 +506,7 @@ UNWORDED = "（未转写出文字的语音）"
 """The evidence text of speech Whisper gave no words for."""
 
 
-def _long_talk(heard: list[Segment], duration_s: float, rule) -> list[ConductEvent]:
+def _long_talk(heard: list[Segment], duration_s: float, rule: LongCallRule) -> list[ConductEvent]:
     """The call over ``max_call_s``, and agent talk without the customer over ``max_monologue_s`` (长话短说)."""
     events = []
     if rule.max_call_s is not None and duration_s > rule.max_call_s:
