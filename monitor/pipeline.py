@@ -147,7 +147,7 @@ def sentence_sounds(
     asked = [i for i, (s, _) in enumerate(pairs) if s.speaker == "agent" and s.text.strip() and s.end - s.start >= longest]
     roles_known = any(s.speaker_confidence is not None for s in segments)
     for start, end in unheard:
-        if end - start >= longest and (speaker := _unheard_speech_speaker(call, start, end)) == "agent":
+        if end - start >= longest and _unheard_speech_speaker(call, start, end) == "agent":
             # On a mono call nobody can say whose the wordless speech was: it is held for review.
             confidence = 1.0 if call.customer is not None else (0.5 if roles_known else None)
             pairs.append((Segment(start, end, "", "agent", speaker_confidence=confidence), SentenceSound()))
