@@ -20,7 +20,9 @@ on), and prints:
    time, measured in the same run.
 
 Labels: a turn tagged ``loud`` (agent), ``non_mandarin`` (agent), ``argument``
-(either speaker; the tagged turns of a call form its one quarrel stretch).
+(either speaker; the tagged turns of a call form its one quarrel stretch); an
+interruption is an agent turn that starts more than ``INTERRUPTION_TOLERANCE_S``
+before the customer's turn before it ends (a negative pause in the script).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from monitor.audio import SAMPLE_RATE, load_call  # noqa: E402
 from monitor.language import sentence_languages  # noqa: E402
 from monitor.phrasebook import load_phrasebook  # noqa: E402
 from monitor.pipeline import sentence_sounds, with_roles  # noqa: E402
-from monitor.rules import judge_conduct  # noqa: E402
+from monitor.rules import INTERRUPTION_TOLERANCE_S, judge_conduct  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MONITOR_SHARED", "/work/shared"))
@@ -63,6 +65,11 @@ def labelled_spans(labels: dict) -> dict[str, list[tuple[float, float]]]:
         "loud": [(t["start"], t["end"]) for t in turns if "loud" in t["tags"] and t["speaker"] == "agent"],
         "non_mandarin": [(t["start"], t["end"]) for t in turns if "non_mandarin" in t["tags"] and t["speaker"] == "agent"],
     }  # fmt: skip
+    spans["interruption"] = [
+        (t["start"], t["end"])
+        for before, t in zip(turns, turns[1:])
+        if t["speaker"] == "agent" and before["speaker"] == "customer" and t["start"] < before["end"] - INTERRUPTION_TOLERANCE_S
+    ]
     quarrel = [t for t in turns if "argument" in t["tags"]]
     spans["argument"] = [(min(t["start"] for t in quarrel), max(t["end"] for t in quarrel))] if quarrel else []
     return spans
@@ -77,7 +84,7 @@ def main() -> None:
     ) + sorted(glob.glob(str(ROOT / "tests/data/roles/*.flac")))
     phrasebook = load_phrasebook(str(RULES))
     transcriber = Transcriber(cpu_threads=1)
-    counts = {rule: {"labelled": 0, "found": 0, "events": 0, "right": 0, "held": 0} for rule in ("loud", "argument", "non_mandarin")}
+    counts = {rule: {"labelled": 0, "found": 0, "events": 0, "right": 0, "held": 0} for rule in ("loud", "argument", "non_mandarin", "interruption")}
     asr_s = voice_s = 0.0
     print("== calls")
     for path in calls:
