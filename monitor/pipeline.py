@@ -143,11 +143,11 @@ def sentence_sounds(
     pairs = [(s, SentenceSound(level_db=level)) for s, level in zip(segments, levels)]
     if rules.non_mandarin is None:
         return pairs
-    longest = rules.non_mandarin.min_sentence_s
-    asked = [i for i, (s, _) in enumerate(pairs) if s.speaker == "agent" and s.text.strip() and s.end - s.start >= longest]
+    shortest = rules.non_mandarin.min_sentence_s
+    asked = [i for i, (s, _) in enumerate(pairs) if s.speaker == "agent" and s.text.strip() and s.end - s.start >= shortest]
     roles_known = any(s.speaker_confidence is not None for s in segments)
     for start, end in unheard:
-        if end - start >= longest and _unheard_speech_speaker(call, start, end) == "agent":
+        if end - start >= shortest and _unheard_speech_speaker(call, start, end) == "agent":
             # On a mono call nobody can say whose the wordless speech was: it is held for review.
             confidence = 1.0 if call.customer is not None else (0.5 if roles_known else None)
             pairs.append((Segment(start, end, "", "agent", speaker_confidence=confidence), SentenceSound()))
