@@ -343,7 +343,7 @@ def judge_conduct(
         own = {speaker: _baseline_of(worded, speaker) for speaker in ("agent", "customer")}
         found["loudness"] = _loudness_metrics(worded, own)
         if rules.loud is not None:
-            events += _loud_sentences(worded, own["agent"], found["loudness"]["call_baseline_db"], rules.loud)
+            events += _loud_sentences(worded, own, found["loudness"]["call_baseline_db"], rules.loud, stereo)
         if rules.argument is not None:
             calm = {speaker: _baseline_of(worded, speaker, CALM_SHARE) for speaker in ("agent", "customer")}
             events += _arguments(worded, calm, rules.argument)
@@ -405,15 +405,26 @@ def _loudness_metrics(heard: list[tuple[Segment, SentenceSound]], own: dict) -> 
 
 
 def _loud_sentences(
-    heard: list[tuple[Segment, SentenceSound]], own: tuple[float | None, int], call: float, rule: LoudRule
+    heard: list[tuple[Segment, SentenceSound]], own: dict, call: float, rule: LoudRule, stereo: bool
 ) -> list[ConductEvent]:
     """Agent sentences ``rule.above_own_db`` above the agent's baseline (高声/吵闹).
 
     The call's baseline (both voices) is reported beside it, not judged on: the two
-    sides of a call are often recorded at unrelated gains."""
-    mine, count = own
+    sides of a call are often recorded at unrelated gains. On a mono call, a loud
+    sentence within ``BOTH_LOUD_WITHIN_S`` of a loud customer sentence is held for
+    review: who raised their voice then rests on role separation, which is weakest
+    exactly there (a raised voice changes the spectrum the voices are told by, and
+    in a noisy call so does its better signal-to-noise). A quarrel is the
+    ``argument`` rule's to judge, and that one needs no roles to be right."""
+    mine, count = own["agent"]
     if mine is None or count < rule.min_sentences:
         return []
+    theirs = own["customer"][0]
+    loud_customer = [
+        s for s, sound in heard
+        if not stereo and theirs is not None and s.speaker == "customer" and sound.level_db is not None
+        and sound.level_db - theirs >= rule.above_own_db
+    ]  # fmt: skip
     events = []
     for s, sound in heard:
         if s.speaker != "agent" or sound.level_db is None or s.end - s.start < rule.min_sentence_s:
@@ -421,8 +432,15 @@ def _loud_sentences(
         above = sound.level_db - mine
         if above >= rule.above_own_db:
             detail = f"音量比本人平时高 {above:.1f} dB（比全通话中位高 {sound.level_db - call:.1f} dB）"
-            events.append(_conduct_event("loud", rule, [s], s.start, s.end, s.text, detail))
+            both = any(c.start - BOTH_LOUD_WITHIN_S < s.end and s.start < c.end + BOTH_LOUD_WITHIN_S for c in loud_customer)
+            if both:
+                detail += "；单声道录音中客户同时段也在高声，说话人待复核"
+            events.append(_conduct_event("loud", rule, [s], s.start, s.end, s.text, detail, doubtful=both))
     return events
+
+
+BOTH_LOUD_WITHIN_S = 5.0
+"""On a mono call, an agent's loud sentence this close to a loud customer sentence is held for review."""
 
 
 def _arguments(heard: list[tuple[Segment, SentenceSound]], calm: dict, rule: ArgumentRule) -> list[ConductEvent]:
@@ -530,13 +548,13 @@ def _long_talk(heard: list[Segment], duration_s: float, rule: LongCallRule) -> l
 
 def _conduct_event(
     kind: str, rule: ConductRule, sentences: list[Segment], start: float, end: float, heard: str, detail: str,
-    speaker: str = "agent",
+    speaker: str = "agent", doubtful: bool = False,
 ) -> ConductEvent:
-    """An event over ``sentences``: uncertain when any of them has an uncertain speaker."""
+    """An event over ``sentences``: uncertain when any of them has an uncertain speaker, or when ``doubtful``."""
     confidences = [s.speaker_confidence for s in sentences if s.speaker_confidence is not None]
     return ConductEvent(
         kind=kind, rule=rule, start=start, end=end, heard=heard, detail=detail, speaker=speaker,
-        confidence=min(confidences, default=1.0), uncertain_speaker=any(uncertain(s) for s in sentences),
+        confidence=min(confidences, default=1.0), uncertain_speaker=doubtful or any(uncertain(s) for s in sentences),
     )  # fmt: skip
 
 

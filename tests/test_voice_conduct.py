@@ -293,3 +293,18 @@ def test_wordless_other_language_on_a_mono_call_is_held_and_listed_for_review():
     assert [(c.kind, c.uncertain_speaker) for c in judgement.conduct] == [("non_mandarin", True)]
     assert not [d for d in judgement.deductions if d.source == "voice.non_mandarin"]
     assert [(r["start"], r["conduct"]) for r in judgement.review] == [(5, ["voice.non_mandarin"])]
+
+
+def test_on_a_mono_call_a_loud_agent_beside_a_loud_customer_is_held_for_review():
+    # Role separation is weakest where voices are raised: who was loud is for a person to hear.
+    rows = [(a, b, who, level, 0.98) for a, b, who, level in [
+        (0, 4, "agent", -30.0), (4.5, 7, "customer", -25.0), (7.5, 11, "agent", -31.0), (11.5, 14, "customer", -24.0),
+        (14.5, 18, "agent", -29.5), (18.5, 21, "customer", -25.5), (21.5, 25, "agent", -30.5),
+        (26, 29, "agent", -18.0), (29.5, 31, "customer", -12.0), (40, 43, "agent", -18.0),
+    ]]  # fmt: skip
+    pairs = sounded(*rows)
+    mono, _ = events_of(pairs, VoiceRules(loud=LOUD), stereo=False)
+    assert [(e.start, e.uncertain_speaker) for e in mono] == [(26, True), (40, False)]
+    assert "待复核" in mono[0].detail
+    stereo, _ = events_of(pairs, VoiceRules(loud=LOUD), stereo=True)
+    assert [(e.start, e.uncertain_speaker) for e in stereo] == [(26, False), (40, False)]
