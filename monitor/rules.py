@@ -342,10 +342,11 @@ def judge_conduct(
     if rules.needs_levels and any(sound.level_db is not None for _, sound in heard):
         own = {speaker: _baseline_of(worded, speaker) for speaker in ("agent", "customer")}
         found["loudness"] = _loudness_metrics(worded, own)
+        calm = {speaker: _baseline_of(worded, speaker, CALM_SHARE) for speaker in ("agent", "customer")}
         if rules.loud is not None:
-            events += _loud_sentences(worded, own, found["loudness"]["call_baseline_db"], rules.loud, stereo)
+            call = found["loudness"]["call_baseline_db"]
+            events += _loud_sentences(worded, own["agent"], calm["customer"][0], call, rules.loud, stereo)
         if rules.argument is not None:
-            calm = {speaker: _baseline_of(worded, speaker, CALM_SHARE) for speaker in ("agent", "customer")}
             events += _arguments(worded, calm, rules.argument)
     if rules.non_mandarin is not None:
         checked = [(s, sound) for s, sound in heard if s.speaker == "agent" and sound.language is not None]
@@ -405,7 +406,12 @@ def _loudness_metrics(heard: list[tuple[Segment, SentenceSound]], own: dict) -> 
 
 
 def _loud_sentences(
-    heard: list[tuple[Segment, SentenceSound]], own: dict, call: float, rule: LoudRule, stereo: bool
+    heard: list[tuple[Segment, SentenceSound]],
+    own: tuple[float | None, int],
+    customer_calm: float | None,
+    call: float,
+    rule: LoudRule,
+    stereo: bool,
 ) -> list[ConductEvent]:
     """Agent sentences ``rule.above_own_db`` above the agent's baseline (高声/吵闹).
 
@@ -414,16 +420,17 @@ def _loud_sentences(
     sentence within ``BOTH_LOUD_WITHIN_S`` of a loud customer sentence is held for
     review: who raised their voice then rests on role separation, which is weakest
     exactly there (a raised voice changes the spectrum the voices are told by, and
-    in a noisy call so does its better signal-to-noise). A quarrel is the
-    ``argument`` rule's to judge, and that one needs no roles to be right."""
-    mine, count = own["agent"]
+    in a noisy call so does its better signal-to-noise). The customer's loudness is
+    taken against their calm level (``CALM_SHARE``): a customer loud for most of the
+    call has a loud median. A quarrel is the ``argument`` rule's to judge, and that
+    one needs no roles to be right."""
+    mine, count = own
     if mine is None or count < rule.min_sentences:
         return []
-    theirs = own["customer"][0]
     loud_customer = [
         s for s, sound in heard
-        if not stereo and theirs is not None and s.speaker == "customer" and sound.level_db is not None
-        and sound.level_db - theirs >= rule.above_own_db
+        if not stereo and customer_calm is not None and s.speaker == "customer" and sound.level_db is not None
+        and sound.level_db - customer_calm >= rule.above_own_db
     ]  # fmt: skip
     events = []
     for s, sound in heard:
