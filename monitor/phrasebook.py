@@ -143,6 +143,104 @@ class Limits:
 
 
 @dataclass
+class ConductRule:
+    """A rule about how the agent speaks, heard in the voice or the timing (``voice:``).
+
+    Without ``points`` its events are flags in the report that deduct nothing.
+    """
+
+    article: str
+    """The article of this code that asks for it, e.g. ``3.1.3``."""
+    severity: str = "minor"
+    """minor, major or critical."""
+    points: int = 0
+    """Deducted per event (at most three times per rule); 0 only flags."""
+    instead: str | None = None
+    """What the code prescribes instead (coaching)."""
+    instead_article: str | None = None
+    """The article of ``instead``."""
+
+
+@dataclass
+class LoudRule(ConductRule):
+    """高声/吵闹: an agent sentence markedly louder than the agent's own usual level."""
+
+    above_own_db: float = 8.0
+    """A sentence this many dB above the agent's baseline (``acoustics.baseline``) is loud."""
+    min_sentence_s: float = 1.0
+    """Shorter sentences are not judged: a loud 喂 is not a raised voice."""
+    min_sentences: int = 4
+    """The agent's baseline needs at least this many sentences with a level; fewer judge nothing."""
+
+
+@dataclass
+class ArgumentRule(ConductRule):
+    """争辩、争吵: both speakers loud, in quick short turns that crowd or overlap, for a stretch."""
+
+    above_own_db: float = 6.0
+    """Each speaker's sentences in the stretch are on average this many dB above their own calm
+    level (the level a quarter of their speech stays under, ``rules.CALM_SHARE``)."""
+    min_span_s: float = 8.0
+    """The stretch lasts at least this long."""
+    min_turns: int = 4
+    """And holds at least this many turns (a turn: one speaker's sentences in a row)."""
+    max_turn_s: float = 10.0
+    """No turn in it is longer than this (on a mono call, role separation often joins both
+    voices of a quarrel into one long turn)."""
+    max_gap_s: float = 0.5
+    """Each turn starts at most this long after the previous ones end (negative: overlap).
+    Sentence edges from ASR are fuzzy by a few hundred ms, and on a mono mix overlapped
+    speech is heard one voice at a time, so a crowding reply rarely shows a gap under 0.3 s."""
+
+
+@dataclass
+class MandarinRule(ConductRule):
+    """讲普通话: agent sentences that Whisper hears as another language than Chinese."""
+
+    min_sentence_s: float = 2.0
+    """Shorter sentences are not asked: short Mandarin is often taken for Japanese or Korean."""
+    margin: float = 0.5
+    """The other language must be this much more likely than Chinese (``zh``)."""
+
+
+@dataclass
+class LongCallRule(ConductRule):
+    """长话短说: a call, or an agent's stretch of talk without the customer, that goes on too long."""
+
+    max_call_s: float | None = None
+    """Calls longer than this (seconds of recording) are flagged; None: no limit."""
+    max_monologue_s: float | None = None
+    """Agent talk with no customer speech in between longer than this is flagged; None: no limit."""
+
+
+@dataclass
+class VoiceRules:
+    """The conduct rules a phrasebook asks for (its ``voice:`` block); None: not checked."""
+
+    loud: LoudRule | None = None
+    """高声/吵闹 (loudness against the agent's own baseline)."""
+    argument: ArgumentRule | None = None
+    """争辩、争吵."""
+    non_mandarin: MandarinRule | None = None
+    """讲普通话 (Whisper's language probabilities; costs a small extra pass per sentence)."""
+    long_call: LongCallRule | None = None
+    """长话短说."""
+    interruption: ConductRule | None = None
+    """不得轻易打断: each agent turn started over the customer's speech becomes an event."""
+
+    @property
+    def needs_levels(self) -> bool:
+        """True when sentence loudness must be measured."""
+        return self.loud is not None or self.argument is not None
+
+
+VOICE_RULE_TYPES = {
+    "loud": LoudRule, "argument": ArgumentRule, "non_mandarin": MandarinRule,
+    "long_call": LongCallRule, "interruption": ConductRule,
+}  # fmt: skip
+
+
+@dataclass
 class ForbiddenKind:
     """What a phrasebook's code says about one kind of forbidden talk (``forbidden_kinds``)."""
 
@@ -174,6 +272,8 @@ class Phrasebook:
     """Position and scenario rules."""
     limits: Limits = field(default_factory=Limits)
     """Metric thresholds."""
+    voice: VoiceRules = field(default_factory=VoiceRules)
+    """Conduct heard in the voice and the timing (loudness, argument, language, length)."""
     source: str = ""
     """Where the code comes from (document and part)."""
     path: str = ""
@@ -280,6 +380,31 @@ _INCLUDE_SCHEMA = {
 }
 """``include: [compliance]``, or with this code's own articles for the part's kinds:
 ``include: {compliance: {bribery: {article: 第14条}}}``."""
+_SECONDS = {"type": "number", "exclusiveMinimum": 0}
+_VOICE_EXTRA = {
+    "loud": {"above_own_db": _SECONDS, "min_sentence_s": {"type": "number", "minimum": 0},
+             "min_sentences": {"type": "integer", "minimum": 2}},
+    "argument": {"above_own_db": {"type": "number"}, "min_span_s": _SECONDS, "min_turns": {"type": "integer", "minimum": 2},
+                 "max_turn_s": _SECONDS, "max_gap_s": {"type": "number"}},
+    "non_mandarin": {"min_sentence_s": {"type": "number", "minimum": 0},
+                     "margin": {"type": "number", "minimum": 0, "maximum": 1}},
+    "long_call": {"max_call_s": _SECONDS, "max_monologue_s": _SECONDS},
+    "interruption": {},
+}  # fmt: skip
+_VOICE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        name: {
+            "type": "object",
+            "required": ["article"],
+            "additionalProperties": False,
+            "properties": {**_FORBIDDEN_KIND_SCHEMA["properties"], **extra},
+        }
+        for name, extra in _VOICE_EXTRA.items()
+    },
+}
+"""The ``voice:`` block: each rule the code asks for, its article, points and thresholds."""
 SCHEMA = {
     "type": "object",
     "required": ["id", "version", "title", "checks", "phrases"],
@@ -302,6 +427,7 @@ SCHEMA = {
         "lexicon": {"type": "string", "minLength": 1},
         "forbidden_kinds": {"type": "object", "additionalProperties": _FORBIDDEN_KIND_SCHEMA},
         "include": _INCLUDE_SCHEMA,
+        "voice": _VOICE_SCHEMA,
     },
 }
 """JSON schema of a phrasebook file (YAML parsed to plain data)."""
@@ -475,6 +601,9 @@ def _load_cached(path: str, mtime_ns: int) -> Phrasebook:
     for required in REQUIRED_CHECKS:
         if required not in check_ids:
             raise fail(["checks"], f"missing required check {required!r}")
+    long_call = (data.get("voice") or {}).get("long_call")
+    if long_call is not None and not {"max_call_s", "max_monologue_s"} & set(long_call):
+        raise fail(["voice", "long_call"], "voice.long_call: give max_call_s, max_monologue_s or both")
     return Phrasebook(
         id=data["id"],
         version=data["version"],
@@ -482,6 +611,7 @@ def _load_cached(path: str, mtime_ns: int) -> Phrasebook:
         phrases=phrases,
         checks=checks,
         limits=Limits(**data.get("limits", {})),
+        voice=VoiceRules(**{name: VOICE_RULE_TYPES[name](**entry) for name, entry in (data.get("voice") or {}).items()}),
         source=data.get("source", ""),
         path=path,
         forbidden_kinds={name: ForbiddenKind(**entry) for name, entry in data.get("forbidden_kinds", {}).items()},

@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+from monitor.acoustics import SAMPLE_RATE, SentenceSound, sentence_levels, speech_level
 from monitor.asr import Coverage, Segment, Transcriber, TranscriptionOptions
 from monitor.audio import CallAudio, is_url, load_call
+from monitor.language import sentence_languages
 from monitor.callid import report_path
 from monitor.match import matcher_for
 from monitor.phrasebook import Phrasebook
@@ -53,10 +55,15 @@ def report_for_segments(
     timing: dict,
     redact: bool = True,
     coverage: Coverage | None = None,
+    sounds: list[tuple[Segment, SentenceSound]] | None = None,
 ) -> dict:
-    """Match, judge and build the report of an already transcribed call."""
+    """Match, judge and build the report of an already transcribed call.
+
+    ``sounds`` (what each segment sounded like, ``sentence_sounds``) feeds the
+    phrasebook's ``voice:`` rules of loudness and language; without it they judge nothing.
+    """
     hits = matcher_for(phrasebook).match_segments(segments)
-    judgement = judge(segments, hits, phrasebook, duration_s, stereo)
+    judgement = judge(segments, hits, phrasebook, duration_s, stereo, sounds)
     return build_report(
         call_id, audio_path, agent_id, duration_s, phrasebook, segments, judgement, timing, redact, coverage
     )
@@ -80,7 +87,9 @@ def score_call(
     heard = transcriber.hear(call, decoding)
     asr_s = time.perf_counter() - asr_started
     segments = with_roles(call, heard.segments, phrasebook, options.separate_roles)
-    timing = {"asr_s": asr_s}
+    voice_started = time.perf_counter()
+    sounds = sentence_sounds(call, segments, phrasebook, transcriber, heard.coverage.unheard)
+    timing = {"asr_s": asr_s, "voice_s": time.perf_counter() - voice_started}
     report = report_for_segments(
         call_id or call_id_for(path),
         path,
@@ -92,11 +101,13 @@ def score_call(
         timing=timing,
         redact=options.redact,
         coverage=heard.coverage,
+        sounds=sounds,
     )
     total_s = time.perf_counter() - started
     # The report dict holds the timing it was built with; complete it in place.
     report["timing"] = {
         "asr_s": round(asr_s, 3),
+        "voice_s": round(timing["voice_s"], 3),
         "total_s": round(total_s, 3),
         "rtf": round(total_s / call.duration_s, 4) if call.duration_s else None,
         "model": transcriber.model_name,
@@ -112,6 +123,56 @@ def with_roles(call: CallAudio, segments: list[Segment], phrasebook: Phrasebook,
     if not separate:
         return segments
     return separate_roles(call.agent, segments, phrasebook)
+
+
+def sentence_sounds(
+    call: CallAudio,
+    segments: list[Segment],
+    phrasebook: Phrasebook,
+    transcriber: Transcriber,
+    unheard: list[tuple[float, float]] = (),
+) -> list[tuple[Segment, SentenceSound]] | None:
+    """Each segment with what it sounded like, measured only as far as the phrasebook's ``voice:``
+    rules ask: loudness (``acoustics.py``) for 高声/争吵; Whisper's language (``language.py``) for
+    讲普通话, on the agent's sentences long enough and on ``unheard`` speech (call seconds VAD found
+    but no word covers: Whisper, told to expect Chinese, often leaves another language out)."""
+    rules = phrasebook.voice
+    if not rules.needs_levels and rules.non_mandarin is None:
+        return None
+    levels = sentence_levels(call.agent, call.customer, segments) if rules.needs_levels else [None] * len(segments)
+    pairs = [(s, SentenceSound(level_db=level)) for s, level in zip(segments, levels)]
+    if rules.non_mandarin is None:
+        return pairs
+    shortest = rules.non_mandarin.min_sentence_s
+    asked = [i for i, (s, _) in enumerate(pairs) if s.speaker == "agent" and s.text.strip() and s.end - s.start >= shortest]
+    roles_known = any(s.speaker_confidence is not None for s in segments)
+    for start, end in unheard:
+        if end - start >= shortest and _unheard_speech_speaker(call, start, end) == "agent":
+            # On a mono call nobody can say whose the wordless speech was: it is held for review.
+            confidence = 1.0 if call.customer is not None else (0.5 if roles_known else None)
+            pairs.append((Segment(start, end, "", "agent", speaker_confidence=confidence), SentenceSound()))
+            asked.append(len(pairs) - 1)
+    spans = [(round(pairs[i][0].start * SAMPLE_RATE), round(pairs[i][0].end * SAMPLE_RATE)) for i in asked]
+    for i, probabilities in zip(asked, sentence_languages(transcriber, call.agent, spans)):
+        language = max(probabilities, key=probabilities.get)
+        pairs[i] = (
+            pairs[i][0],
+            replace(pairs[i][1], language=language, language_probability=probabilities[language],
+                    mandarin_probability=probabilities.get("zh", 0.0)),
+        )  # fmt: skip
+    return pairs
+
+
+def _unheard_speech_speaker(call: CallAudio, start: float, end: float) -> str:
+    """Whose channel carries the speech between ``start`` and ``end``: the louder one (stereo);
+    ``agent`` on a mono call (the mix is in ``call.agent``)."""
+    if call.customer is None:
+        return "agent"
+    first, last = round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)
+    agent, customer = speech_level(call.agent[first:last]), speech_level(call.customer[first:last])
+    if agent is None:
+        return "customer"
+    return "agent" if customer is None or agent >= customer else "customer"
 
 
 def write_report(report: dict, out_dir: str, audio_path: str | None) -> tuple[str, str]:

@@ -25,7 +25,7 @@ import jinja2
 
 from monitor.asr import Coverage, Segment
 from monitor.phrasebook import Phrasebook
-from monitor.rules import Judgement
+from monitor.rules import CONDUCT_INSTEAD, CONDUCT_LABELS, ConductEvent, Judgement
 from monitor.text import NOT_SPOKEN, spoken
 
 SCHEMA = "monitor.report/1"
@@ -92,6 +92,8 @@ def build_report(
                 "uncertain_speaker": any(hit is held for held in judgement.held),
             }
         )
+    events += [conduct_event_json(event, clean) for event in judgement.conduct]
+    events.sort(key=lambda e: e["start"] if e["start"] is not None else float("inf"))
     checks = None
     if judgement.checks is not None:
         checks = []
@@ -145,6 +147,29 @@ def build_report(
     }
 
 
+def conduct_event_json(event: ConductEvent, clean=lambda text: text) -> dict:
+    """A ``voice:`` rule's event as a report event: kind ``conduct``, ``phrase_id`` ``voice.<kind>``."""
+    return {
+        "kind": "conduct",
+        "phrase_id": event.rule_id,
+        "category": event.kind,
+        "canonical": CONDUCT_LABELS[event.kind],
+        "heard": clean(event.heard),
+        "start": _round(event.start),
+        "end": _round(event.end),
+        "speaker": event.speaker,
+        "confidence": round(event.confidence, 3),
+        "article": event.rule.article,
+        "method": "voice",
+        "severity": event.rule.severity,
+        "instead": event.rule.instead or CONDUCT_INSTEAD[event.kind],
+        "instead_article": event.rule.instead_article or event.rule.article,
+        "uncertain_speaker": event.uncertain_speaker,
+        "detail": event.detail,
+        "points": 0 if event.uncertain_speaker else event.rule.points,
+    }
+
+
 def coverage_review(coverage: Coverage) -> list[dict]:
     """A ``partial_transcript`` review item when too little speech was transcribed."""
     share = coverage.share
@@ -195,8 +220,11 @@ def write_html(report: dict, path: str | os.PathLike, audio_src: str | None) -> 
 
 def is_violation(event: dict) -> bool:
     """A forbidden phrase that counts against the agent: not one held for review
-    because its speaker is uncertain (``uncertain_speaker``, mono calls)."""
-    return event["kind"] == "forbidden" and not event.get("uncertain_speaker")
+    because its speaker is uncertain (``uncertain_speaker``, mono calls). A
+    ``conduct`` event (高声, 争吵...) counts only where its rule deducts points."""
+    if event.get("uncertain_speaker"):
+        return False
+    return event["kind"] == "forbidden" or (event["kind"] == "conduct" and event.get("points", 0) > 0)
 
 
 def is_complete_report(path: str | os.PathLike) -> bool:

@@ -28,6 +28,12 @@ Decisions a reader would otherwise have to guess:
   (``roles.py``). A forbidden phrase heard in a sentence whose role is
   uncertain stays an event, marked, but deducts nothing; the sentence is
   listed in ``Judgement.review`` (待复核) for a person to hear.
+- Conduct heard in the voice (the phrasebook's ``voice:`` block: 高声, 争吵,
+  讲普通话, 长话短说, 打断) gives ``ConductEvent``s, judged the same way: only
+  the agent's sentences count, uncertain ones are held for review, and each
+  rule deducts its points per event up to ``MAX_DEDUCTIONS_PER_PHRASE`` times.
+  Loudness is only compared with the same speaker's own baseline in the call
+  (recordings are gain-controlled); the measuring is in ``acoustics.py``.
 """
 
 from __future__ import annotations
@@ -35,8 +41,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from monitor.acoustics import SentenceSound, baseline
 from monitor.asr import Segment
-from monitor.phrasebook import Check, Limits, Phrasebook
+from monitor.phrasebook import (
+    ArgumentRule, Check, ConductRule, Limits, LongCallRule, LoudRule, MandarinRule, Phrasebook, VoiceRules,
+)
 from monitor.roles import uncertain
 from monitor.text import spoken
 
@@ -157,9 +166,61 @@ class Judgement:
     review: list[dict] = field(default_factory=list)
     """Sentences whose speaker is uncertain (mono calls), for a person to hear:
     ``{"kind": "uncertain_speaker", "label": "待复核", "start", "end", "text",
-    "speaker", "speaker_confidence", "forbidden": [phrase ids not deducted]}``."""
+    "speaker", "speaker_confidence", "forbidden": [phrase ids not deducted]}``, and
+    ``"conduct": [voice.<kind>, ...]`` when conduct events are held there."""
     held: list = field(default_factory=list)
     """Forbidden hits in those sentences: listed among ``events`` but not deducted."""
+    conduct: list[ConductEvent] = field(default_factory=list)
+    """Conduct heard in the voice and the timing (``voice:`` rules), in time order."""
+
+
+CONDUCT_LABELS = {
+    "loud": "高声/吵闹",
+    "argument": "与客户争辩、争吵",
+    "non_mandarin": "未讲普通话",
+    "long_call": "通话过长（长话短说）",
+    "monologue": "单方讲话过长（长话短说）",
+    "interruption": "打断对方讲话",
+}
+"""The report's name for each kind of conduct event."""
+CONDUCT_INSTEAD = {
+    "loud": "音量恰当，语气平和",
+    "argument": "耐心听取客户意见，不与客户争辩",
+    "non_mandarin": "讲普通话",
+    "long_call": "长话短说，简洁明了",
+    "monologue": "长话短说，留出时间听客户讲",
+    "interruption": "等客户讲完再回应",
+}
+"""What to do instead, when the phrasebook's rule does not say."""
+
+
+@dataclass
+class ConductEvent:
+    """One instance of conduct a ``voice:`` rule flags: a loud sentence, a quarrel, a long monologue..."""
+
+    kind: str
+    """loud, argument, non_mandarin, long_call, monologue or interruption (see ``CONDUCT_LABELS``)."""
+    rule: ConductRule
+    """The phrasebook rule that asked for it (article, points, coaching)."""
+    start: float
+    """Seconds from the start of the recording."""
+    end: float
+    """Seconds from the start of the recording."""
+    heard: str
+    """What was said there (the sentence, or the stretch's sentences joined)."""
+    detail: str
+    """One line for the report, in Chinese: the measurement behind it."""
+    speaker: str = "agent"
+    """``agent``, or ``both`` for an argument."""
+    confidence: float = 1.0
+    """How sure the speaker is (the lowest speaker confidence of its sentences; 1.0 stereo)."""
+    uncertain_speaker: bool = False
+    """On a mono call, a sentence of it may not be the agent's: shown, held for review, not deducted."""
+
+    @property
+    def rule_id(self) -> str:
+        """``voice.<kind>``: the event's ``phrase_id`` and its deductions' ``source``."""
+        return f"voice.{self.kind}"
 
 
 def judge(
@@ -168,20 +229,34 @@ def judge(
     phrasebook: Phrasebook,
     duration_s: float,
     stereo: bool,
+    sounds: list[tuple[Segment, SentenceSound]] | None = None,
 ) -> Judgement:
     """Evaluate a call's hits against the phrasebook's checks and forbidden phrases.
 
     ``stereo`` says the customer had a channel of their own. On mono calls the
     speakers come from role separation (``roles.py``), with a confidence per
-    sentence; without it, all mono speech is labelled agent.
+    sentence; without it, all mono speech is labelled agent. ``sounds`` pairs
+    segments with what they sounded like, for the ``voice:`` rules that need it
+    (``pipeline.sentence_sounds``); without it, those rules judge nothing.
     """
     call_metrics = metrics(segments, duration_s, phrasebook.limits, stereo)
+    conduct, conduct_metrics = judge_conduct(segments, phrasebook.voice, duration_s, stereo, sounds)
+    call_metrics.update(conduct_metrics)
     agent_segments = _spoken(segments, "agent")
     doubtful = [s for s in segments if uncertain(s)]
     agent_hits = [h for h in hits if h.speaker != "customer"]
     held = [h for h in agent_hits if h.kind == "forbidden" and _within_any(h, doubtful)]
     agent_hits = [h for h in agent_hits if h not in held]
-    review = [_review_item(s, [h for h in held if _within_any(h, [s])]) for s in doubtful]
+    review = [
+        _review_item(s, [h for h in held if _within_any(h, [s])], [c for c in conduct if c.uncertain_speaker and _overlaps(c, s)])
+        for s in doubtful
+    ]
+    # Held events over speech the transcript has no doubtful sentence for (wordless speech on a mono call).
+    review += [
+        _review_item(Segment(c.start, c.end, c.heard, "agent", speaker_confidence=c.confidence), [], [c])
+        for c in conduct
+        if c.uncertain_speaker and not any(_overlaps(c, s) for s in doubtful)
+    ]
     if not agent_segments:
         return Judgement(events=[], checks=None, deductions=[], score_total=None, metrics=call_metrics, review=review)
 
@@ -196,10 +271,11 @@ def judge(
     deductions = [_check_deduction(check, result, phrasebook) for check, result in zip(phrasebook.checks, checks)]
     deductions = [d for d in deductions if d is not None]
     deductions += _violations([h for h in agent_hits if h.kind == "forbidden"], phrasebook)
+    deductions += _conduct_deductions(conduct)
     total = max(0, SCORE_MAX - sum(d.points for d in deductions))
     return Judgement(
         events=events, checks=checks, deductions=deductions, score_total=total, metrics=call_metrics, review=review,
-        held=held,
+        held=held, conduct=conduct,
     )
 
 
@@ -219,11 +295,15 @@ def metrics(segments: list[Segment], duration_s: float, limits: Limits, stereo: 
     gaps = _gaps(agent + customer)
     longest = max(gaps, key=lambda g: g[1] - g[0], default=None)
     dead_air = [g for g in gaps if g[1] - g[0] > limits.max_silence_s]
-    interruptions = _interruptions(agent, customer) if stereo else None
+    # On a mono call only sentences whose roles are certain can tell who spoke over whom.
+    certain = stereo or _roles_known(segments)
+    interruptions = (
+        _interruptions([s for s in agent if not uncertain(s)], [s for s in customer if not uncertain(s)]) if certain else None
+    )
     return {
         "duration_s": _round(duration_s),
         "agent_talk_s": _round(agent_talk_s),
-        "customer_talk_s": _round(_covered(customer)) if stereo else None,
+        "customer_talk_s": _round(_covered(customer)) if certain else None,
         "agent_talk_ratio": _round(agent_talk_s / duration_s) if duration_s > 0 else None,
         "agent_characters": characters,
         "speech_rate_cpm": round(speech_rate) if speech_rate is not None else None,
@@ -236,6 +316,287 @@ def metrics(segments: list[Segment], duration_s: float, limits: Limits, stereo: 
         "interruptions": len(interruptions) if interruptions is not None else None,
         "interruption_events": interruptions or [],
     }
+
+
+def judge_conduct(
+    segments: list[Segment],
+    rules: VoiceRules,
+    duration_s: float,
+    stereo: bool,
+    sounds: list[tuple[Segment, SentenceSound]] | None = None,
+) -> tuple[list[ConductEvent], dict]:
+    """The events of the phrasebook's ``voice:`` rules, in time order, and the metrics behind them.
+
+    ``sounds`` pairs segments with what they sounded like: loudness for
+    ``loud`` and ``argument``, language for ``non_mandarin``. It may also hold
+    speech that has no words (text ""): speech Whisper, told to expect Chinese,
+    did not transcribe, which is often exactly the other language.
+    """
+    pairs = sounds if sounds is not None else [(s, SentenceSound()) for s in segments]
+    heard = sorted(
+        ((s, sound) for s, sound in pairs if s.text.strip() or sound.language is not None), key=lambda pair: pair[0].start
+    )
+    worded = [(s, sound) for s, sound in heard if s.text.strip()]
+    events: list[ConductEvent] = []
+    found: dict = {}
+    if rules.needs_levels and any(sound.level_db is not None for _, sound in heard):
+        own = {speaker: _baseline_of(worded, speaker) for speaker in ("agent", "customer")}
+        found["loudness"] = _loudness_metrics(worded, own)
+        calm = {speaker: _baseline_of(worded, speaker, CALM_SHARE) for speaker in ("agent", "customer")}
+        if rules.loud is not None:
+            call = found["loudness"]["call_baseline_db"]
+            events += _loud_sentences(worded, own["agent"], calm["customer"][0], call, rules.loud, stereo)
+        if rules.argument is not None:
+            events += _arguments(worded, calm, rules.argument)
+    if rules.non_mandarin is not None:
+        checked = [(s, sound) for s, sound in heard if s.speaker == "agent" and sound.language is not None]
+        found["language"] = {
+            "checked": len(checked),
+            "sentences": [
+                {"start": _round(s.start), "end": _round(s.end), "language": sound.language,
+                 "probability": _round(sound.language_probability), "zh_probability": _round(sound.mandarin_probability)}
+                for s, sound in checked
+            ],
+        }  # fmt: skip
+        events += _other_languages(checked, rules.non_mandarin)
+    if rules.long_call is not None:
+        events += _long_talk([s for s, _ in worded], duration_s, rules.long_call)
+    if rules.interruption is not None and (stereo or _roles_known(segments)):
+        for agent_turn, talking in _interruption_pairs(_spoken(segments, "agent"), _spoken(segments, "customer")):
+            events.append(
+                _conduct_event(
+                    "interruption", rules.interruption, [agent_turn, talking], agent_turn.start, agent_turn.end,
+                    agent_turn.text, f"客户讲话至 {_clock(talking.end)}，坐席在 {_clock(agent_turn.start)} 开口", "agent",
+                )
+            )  # fmt: skip
+    return sorted(events, key=lambda e: e.start), found
+
+
+CALM_SHARE = 0.25
+"""An argument is judged against each speaker's calm level, the level a quarter of
+their speech time stays under: a customer angry for most of the call has a loud
+median, and only their calmer sentences show what raised means for them."""
+
+
+def _baseline_of(
+    heard: list[tuple[Segment, SentenceSound]], speaker: str, share: float = 0.5
+) -> tuple[float | None, int]:
+    """A speaker's baseline level from their sentences whose speaker is certain, and how many there were."""
+    mine = [(s, sound.level_db) for s, sound in heard if s.speaker == speaker and sound.level_db is not None and not uncertain(s)]
+    return baseline([level for _, level in mine], [s.end - s.start for s, _ in mine], share), len(mine)
+
+
+def _loudness_metrics(heard: list[tuple[Segment, SentenceSound]], own: dict) -> dict:
+    levelled = [(s, sound.level_db) for s, sound in heard if sound.level_db is not None]
+    call = baseline([level for _, level in levelled], [s.end - s.start for s, _ in levelled])
+    rows = []
+    for s, level in levelled:
+        mine = own.get(s.speaker, (None, 0))[0]
+        rows.append({
+            "start": _round(s.start), "end": _round(s.end), "speaker": s.speaker, "level_db": _round(level),
+            "above_own_db": _round(level - mine) if mine is not None else None, "above_call_db": _round(level - call),
+        })  # fmt: skip
+    return {
+        "agent_baseline_db": _round(own["agent"][0]),
+        "customer_baseline_db": _round(own["customer"][0]),
+        "call_baseline_db": _round(call),
+        "loudest_above_own_db": max((r["above_own_db"] for r in rows if r["speaker"] == "agent" and r["above_own_db"] is not None), default=None),
+        "sentences": rows,
+    }  # fmt: skip
+
+
+def _loud_sentences(
+    heard: list[tuple[Segment, SentenceSound]],
+    own: tuple[float | None, int],
+    customer_calm: float | None,
+    call: float,
+    rule: LoudRule,
+    stereo: bool,
+) -> list[ConductEvent]:
+    """Agent sentences ``rule.above_own_db`` above the agent's baseline (高声/吵闹).
+
+    The call's baseline (both voices) is reported beside it, not judged on: the two
+    sides of a call are often recorded at unrelated gains. On a mono call, a loud
+    sentence within ``BOTH_LOUD_WITHIN_S`` of a loud customer sentence is held for
+    review: who raised their voice then rests on role separation, which is weakest
+    exactly there (a raised voice changes the spectrum the voices are told by, and
+    in a noisy call so does its better signal-to-noise). The customer's loudness is
+    taken against their calm level (``CALM_SHARE``): a customer loud for most of the
+    call has a loud median. A quarrel is the ``argument`` rule's to judge, and that
+    one needs no roles to be right."""
+    mine, count = own
+    if mine is None or count < rule.min_sentences:
+        return []
+    loud_customer = [
+        s for s, sound in heard
+        if not stereo and customer_calm is not None and s.speaker == "customer" and sound.level_db is not None
+        and sound.level_db - customer_calm >= rule.above_own_db
+    ]  # fmt: skip
+    events = []
+    for s, sound in heard:
+        if s.speaker != "agent" or sound.level_db is None or s.end - s.start < rule.min_sentence_s:
+            continue
+        above = sound.level_db - mine
+        if above >= rule.above_own_db:
+            detail = f"音量比本人平时高 {above:.1f} dB（比全通话中位高 {sound.level_db - call:.1f} dB）"
+            both = any(c.start - BOTH_LOUD_WITHIN_S < s.end and s.start < c.end + BOTH_LOUD_WITHIN_S for c in loud_customer)
+            if both:
+                detail += "；单声道录音中客户同时段也在高声，说话人待复核"
+            events.append(_conduct_event("loud", rule, [s], s.start, s.end, s.text, detail, doubtful=both))
+    return events
+
+
+BOTH_LOUD_WITHIN_S = 5.0
+"""On a mono call, an agent's loud sentence this close to a loud customer sentence is held for review."""
+
+
+def _arguments(heard: list[tuple[Segment, SentenceSound]], calm: dict, rule: ArgumentRule) -> list[ConductEvent]:
+    """Stretches of quick, short, crowding turns where both speakers are louder than their calm level (争吵)."""
+    if calm["agent"][0] is None or calm["customer"][0] is None:
+        return []
+    turns: list[list[tuple[Segment, SentenceSound]]] = []
+    for pair in heard:
+        if turns and turns[-1][-1][0].speaker == pair[0].speaker:
+            turns[-1].append(pair)
+        else:
+            turns.append([pair])
+
+    def span(turn):
+        return turn[0][0].start, max(s.end for s, _ in turn)
+
+    runs, run = [], []
+    for turn in turns:
+        start, end = span(turn)
+        if end - start > rule.max_turn_s:
+            runs.append(run)
+            run = []
+            continue
+        if run and start - max(span(t)[1] for t in run) > rule.max_gap_s:
+            runs.append(run)
+            run = []
+        run.append(turn)
+    runs.append(run)
+
+    def is_raised(turn) -> bool:
+        above = _mean_above(turn, turn[0][0].speaker, calm[turn[0][0].speaker][0])
+        return above is not None and above >= rule.above_own_db
+
+    events = []
+    for run in runs:
+        # The stretch begins and ends with a raised voice: the calm turns that led into it are not the quarrel.
+        while run and not is_raised(run[0]):
+            run = run[1:]
+        while run and not is_raised(run[-1]):
+            run = run[:-1]
+        if len(run) < rule.min_turns:
+            continue
+        start, end = run[0][0][0].start, max(span(t)[1] for t in run)
+        pairs = [pair for turn in run for pair in turn]
+        raised = {speaker: _mean_above(pairs, speaker, calm[speaker][0]) for speaker in ("agent", "customer")}
+        if end - start < rule.min_span_s or any(r is None or r < rule.above_own_db for r in raised.values()):
+            continue
+        detail = (
+            f"{len(run)} 个回合、{end - start:.0f} 秒内双方抢话，"
+            f"坐席音量高于平时 {raised['agent']:.1f} dB，客户高于平时 {raised['customer']:.1f} dB"
+        )
+        heard_text = " / ".join(s.text for s, _ in pairs)
+        # Either voice may be mislabelled in a quarrel; what is held for review is whether the agent took part.
+        agent_part = [s for s, _ in pairs if s.speaker == "agent"]
+        events.append(_conduct_event("argument", rule, agent_part, start, end, heard_text, detail, "both"))
+    return events
+
+
+def _mean_above(pairs: list[tuple[Segment, SentenceSound]], speaker: str, own: float | None) -> float | None:
+    """How far above their own baseline a speaker was in these sentences (duration-weighted dB)."""
+    mine = [(s.end - s.start, sound.level_db) for s, sound in pairs if s.speaker == speaker and sound.level_db is not None]
+    total = sum(d for d, _ in mine)
+    if own is None or total <= 0:
+        return None
+    return sum(d * (level - own) for d, level in mine) / total
+
+
+def _other_languages(checked: list[tuple[Segment, SentenceSound]], rule: MandarinRule) -> list[ConductEvent]:
+    """Agent sentences Whisper hears as another language than Chinese, by ``rule.margin``."""
+    events = []
+    for s, sound in checked:
+        if s.end - s.start < rule.min_sentence_s or sound.language == "zh":
+            continue
+        if sound.language_probability - (sound.mandarin_probability or 0.0) >= rule.margin:
+            detail = f"语种识别为 {sound.language}（{sound.language_probability:.0%}），普通话/中文 {sound.mandarin_probability or 0:.0%}"
+            events.append(_conduct_event("non_mandarin", rule, [s], s.start, s.end, s.text or UNWORDED, detail))
+    return events
+
+
+UNWORDED = "（未转写出文字的语音）"
+"""The evidence text of speech Whisper gave no words for."""
+
+
+def _long_talk(heard: list[Segment], duration_s: float, rule: LongCallRule) -> list[ConductEvent]:
+    """The call over ``max_call_s``, and agent talk without the customer over ``max_monologue_s`` (长话短说)."""
+    events = []
+    if rule.max_call_s is not None and duration_s > rule.max_call_s:
+        detail = f"通话 {duration_s:.0f} 秒，超过 {rule.max_call_s:g} 秒"
+        events.append(_conduct_event("long_call", rule, [], rule.max_call_s, duration_s, "", detail))
+    if rule.max_monologue_s is None:
+        return events
+    runs: list[list[Segment]] = []
+    for s in heard:
+        if s.speaker == "agent" and runs and runs[-1][-1].speaker == "agent":
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    for run in runs:
+        start, end = run[0].start, max(s.end for s in run)
+        if run[0].speaker == "agent" and end - start > rule.max_monologue_s:
+            detail = f"坐席连续讲话 {end - start:.0f} 秒，客户未插话，超过 {rule.max_monologue_s:g} 秒"
+            events.append(_conduct_event("monologue", rule, run, start, end, "".join(s.text for s in run), detail))
+    return events
+
+
+def _conduct_event(
+    kind: str, rule: ConductRule, sentences: list[Segment], start: float, end: float, heard: str, detail: str,
+    speaker: str = "agent", doubtful: bool = False,
+) -> ConductEvent:
+    """An event over ``sentences``: uncertain when any of them has an uncertain speaker, or when ``doubtful``."""
+    confidences = [s.speaker_confidence for s in sentences if s.speaker_confidence is not None]
+    return ConductEvent(
+        kind=kind, rule=rule, start=start, end=end, heard=heard, detail=detail, speaker=speaker,
+        confidence=min(confidences, default=1.0), uncertain_speaker=doubtful or any(uncertain(s) for s in sentences),
+    )  # fmt: skip
+
+
+def _conduct_deductions(conduct: list[ConductEvent]) -> list[Deduction]:
+    """Each rule's points per event, up to ``MAX_DEDUCTIONS_PER_PHRASE`` times; held events deduct nothing."""
+    deductions = []
+    counted: dict[str, int] = {}
+    for event in conduct:
+        if event.uncertain_speaker or event.rule.points <= 0:
+            continue
+        counted[event.kind] = counted.get(event.kind, 0) + 1
+        if counted[event.kind] > MAX_DEDUCTIONS_PER_PHRASE:
+            continue
+        deductions.append(
+            Deduction(
+                reason=f"{CONDUCT_LABELS[event.kind]}：{event.detail}",
+                points=event.rule.points,
+                article=event.rule.article,
+                source=event.rule_id,
+                severity=event.rule.severity,
+                evidence=Evidence(event.start, event.end, event.heard, event.speaker),
+                coaching=event.rule.instead or CONDUCT_INSTEAD[event.kind],
+                coaching_article=event.rule.instead_article or event.rule.article,
+            )
+        )
+    return deductions
+
+
+def _roles_known(segments: list[Segment]) -> bool:
+    """True for a mono call whose sentences were given roles (``roles.py``)."""
+    return any(s.speaker_confidence is not None for s in segments)
+
+
+def _overlaps(event: ConductEvent, segment: Segment) -> bool:
+    return event.start < segment.end and segment.start < event.end
 
 
 def _evaluate(check: Check, agent_hits: list[Hit], cues: list[Hit], agent_start: float, agent_end: float) -> CheckResult:
@@ -365,15 +726,19 @@ def _gaps(segments: list[Segment]) -> list[tuple[float, float]]:
 
 def _interruptions(agent: list[Segment], customer: list[Segment]) -> list[dict]:
     """Agent turns that start while the customer is still speaking (抢话)."""
+    return [
+        {"start": _round(turn.start), "customer_until": _round(talking.end), "heard": turn.text}
+        for turn, talking in _interruption_pairs(agent, customer)
+    ]
+
+
+def _interruption_pairs(agent: list[Segment], customer: list[Segment]) -> list[tuple[Segment, Segment]]:
+    """(agent sentence, customer sentence it started over) for each interruption."""
     found = []
     for turn in agent:
-        talking = next(
-            (c for c in customer if c.start < turn.start < c.end - INTERRUPTION_TOLERANCE_S), None
-        )
+        talking = next((c for c in customer if c.start < turn.start < c.end - INTERRUPTION_TOLERANCE_S), None)
         if talking is not None:
-            found.append(
-                {"start": _round(turn.start), "customer_until": _round(talking.end), "heard": turn.text}
-            )
+            found.append((turn, talking))
     return found
 
 
@@ -385,8 +750,8 @@ def _within_any(hit: Hit, segments: list[Segment]) -> bool:
     return any(s.speaker == hit.speaker and hit.start < s.end and s.start < end for s in segments)
 
 
-def _review_item(segment: Segment, held: list[Hit]) -> dict:
-    return {
+def _review_item(segment: Segment, held: list[Hit], conduct: list[ConductEvent]) -> dict:
+    item = {
         "kind": "uncertain_speaker",
         "label": "待复核",
         "start": _round(segment.start),
@@ -396,6 +761,9 @@ def _review_item(segment: Segment, held: list[Hit]) -> dict:
         "speaker_confidence": segment.speaker_confidence,
         "forbidden": [h.phrase_id for h in held],
     }
+    if conduct:  # conduct events (高声, 争吵...) held in this sentence
+        item["conduct"] = [c.rule_id for c in conduct]
+    return item
 
 
 def _evidence(hit: Hit) -> Evidence:
