@@ -90,3 +90,41 @@ def test_sentences_are_split_on_final_marks():
     words = [Word(0, 1, "您好，"), Word(1, 2, "请问。"), Word(3, 4, "好的"), Word(4, 5, "吗？"), Word(6, 7, "嗯")]
     parts = split_sentences(Segment(0, 7, "您好，请问。好的吗？嗯", words=words))
     assert [(p.start, p.end, p.text) for p in parts] == [(0, 2, "您好，请问。"), (3, 5, "好的吗？"), (6, 7, "嗯")]
+
+
+def test_a_window_is_drafted_greedily_and_decoded_carefully_only_when_unsure(transcriber):
+    from dataclasses import replace
+
+    from monitor.asr import draft_is_reliable
+
+    greeting = load_call(sample("d08_phone_blame")).agent[8000:64000]  # 您好，我是家庭宽带维护的工程师
+    options = TranscriptionOptions()
+    draft_options = replace(options, beam_size=options.draft_beam_size, temperatures=(0.0,), without_timestamps=True)
+    draft = transcriber.decode_window_scored(greeting, draft_options, offset=0.5)
+    careful = transcriber.decode_window(greeting, options, offset=0.5)
+    assert draft.decoded == 1 and draft.dropped == 0, "one segment: no timestamp tokens to end the window early"
+    assert -1.0 < draft.avg_logprob < 0 and 0 < draft.compression_ratio < 2.4
+    heard = "".join(s.text for s in draft.segments)
+    assert "家庭" in heard and "工程师" in heard
+    assert all(s.words and 0.5 <= s.start <= s.end <= 4.1 for s in draft.segments), "word times, call seconds"
+
+    def texts(segments):
+        return [(s.text, s.start, s.end) for s in segments]
+
+    # A draft as sure as this one is kept; one below the bar is decoded again, carefully.
+    sure = replace(options, redecode_below_logprob=draft.avg_logprob - 0.01)
+    unsure = replace(options, redecode_below_logprob=draft.avg_logprob + 0.01)
+    assert draft_is_reliable(draft, sure) and not draft_is_reliable(draft, unsure)
+    assert texts(transcriber.decode_drafted(greeting, sure, offset=0.5)) == texts(draft.segments)
+    assert texts(transcriber.decode_drafted(greeting, unsure, offset=0.5)) == texts(careful)
+    assert texts(transcriber.decode_drafted(greeting, replace(sure, draft_beam_size=None), offset=0.5)) == texts(careful)
+
+
+def test_a_draft_that_was_cleaned_away_or_loops_is_not_reliable():
+    from monitor.asr import WindowDecode, draft_is_reliable
+
+    options = TranscriptionOptions()
+    assert draft_is_reliable(WindowDecode(decoded=1, avg_logprob=-0.1, compression_ratio=1.0), options)
+    assert not draft_is_reliable(WindowDecode(), options), "VAD speech decoded to nothing"
+    assert not draft_is_reliable(WindowDecode(decoded=2, dropped=1, avg_logprob=-0.1, compression_ratio=1.0), options)
+    assert not draft_is_reliable(WindowDecode(decoded=1, avg_logprob=-0.1, compression_ratio=3.0), options)
