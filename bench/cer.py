@@ -49,8 +49,6 @@ def main() -> int:
     configs = {
         "bare faster-whisper": None,
         "monitor Transcriber": TranscriptionOptions(),
-        # Before greedy drafts: every window decoded carefully (beam, temperature fallback).
-        "monitor, no drafts": TranscriptionOptions(draft_beam_size=None),
     }
     if args.hotwords_from:
         from monitor.phrasebook import load_phrasebook

@@ -22,10 +22,6 @@ end and tags, plus the call's phrasebook), as ``../shared/samples/calls`` and
   with other work it is also the steadier of the two. ``--threads 0`` lets
   CTranslate2 choose (all cores), as a single ``monitor transcribe`` does.
 
-``--compare-careful`` also scores every call with every window decoded
-carefully (no greedy drafts, ``TranscriptionOptions.draft_beam_size=None``),
-interleaved with the others, and prints its numbers alongside.
-
 Held-out style calls (noisy, telephone band, long gaps, a sparse agent
 channel) are made from ``bench/data/heldout/*.json`` with
 ``synth_call.py SCRIPT.json OUT_DIR`` (see the shared tools' README) and
@@ -44,7 +40,7 @@ from collections import Counter
 
 from labelled import forbidden_agent_turns, overlaps
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from monitor.asr import DEFAULT_PROMPT, Transcriber
 from monitor.batch import SCORING_ENVIRONMENT, SCORING_THREADS
@@ -76,7 +72,7 @@ class Clock:
 
 @dataclass
 class Tally:
-    """Detection and coverage counts of one way of scoring, summed over the calls."""
+    """Detection, coverage and time of the pipeline, summed over the calls."""
 
     clock: Clock = field(default_factory=Clock)
     found: int = 0
@@ -154,17 +150,16 @@ def score_labelled(
             + (f"  false alarms: {false_alarms}" if false_alarms else ""))  # fmt: skip
 
 
-def print_tally(name: str, tally: Tally, turns: int, bare: Clock, audio_s: float) -> None:
+def print_tally(tally: Tally, turns: int, heard_bare: int, bare: Clock, audio_s: float) -> None:
     recall = tally.found / tally.labelled if tally.labelled else 1.0
     precision = tally.events_ok / tally.events_all if tally.events_all else 1.0
     coverages = tally.coverages
-    print(f"\n{name}")
-    print(f"forbidden phrases: recall {recall:.3f} ({tally.found}/{tally.labelled}), precision {precision:.3f} "
+    print(f"\nforbidden phrases: recall {recall:.3f} ({tally.found}/{tally.labelled}), precision {precision:.3f} "
           f"({tally.events_ok}/{tally.events_all})  target >= 0.95 each")
     print(f"  of the {tally.events_all} forbidden events, {tally.held} held for review (speaker uncertain, no deduction)")
     print(f"greeting/farewell checks agree with labels: {tally.checks_agree}/{tally.checks_all} = "
           f"{tally.checks_agree / tally.checks_all:.3f}  target >= 0.95")
-    print(f"labelled turns heard: {tally.heard}/{turns}; coverage of VAD speech "
+    print(f"labelled turns heard: {tally.heard}/{turns} (bare faster-whisper {heard_bare}/{turns}); coverage of VAD speech "
           f"min {min(coverages, default=float('nan')):.3f}, mean {sum(coverages) / max(len(coverages), 1):.3f}")
     clock = tally.clock
     print(f"time: pipeline {clock.wall_s:.1f} s wall, {clock.cpu_s:.1f} s CPU; bare faster-whisper {bare.wall_s:.1f} s wall, "
@@ -180,19 +175,13 @@ def main() -> int:
     parser.add_argument("--hotwords", action="store_true", help="bias decoding with the phrasebook's vocabulary")
     parser.add_argument("--model", default=None)
     parser.add_argument("--threads", type=int, default=SCORING_THREADS, help="CTranslate2 threads (0: its own choice)")
-    parser.add_argument("--compare-careful", action="store_true", help="also score with every window decoded carefully")
     args = parser.parse_args()
 
     if args.threads == SCORING_THREADS:
         os.environ.update(SCORING_ENVIRONMENT)  # as in a scoring process, before the model loads
     transcriber = Transcriber(args.model, cpu_threads=args.threads)
     options = ScoreOptions(use_hotwords=args.hotwords)
-    ways = {"pipeline": options}
-    if args.compare_careful:
-        ways["pipeline, every window decoded carefully"] = replace(
-            options, transcription=replace(options.transcription, draft_beam_size=None)
-        )
-    tallies = {name: Tally() for name in ways}
+    tally = Tally()
     bare = Clock()
     audio_s, turns, heard_bare = 0.0, 0, 0
     print(f"{'call':30} {'forbidden found':>15} {'false alarms':>12} {'greeting':>9} {'farewell':>9} {'score':>5} "
@@ -209,13 +198,9 @@ def main() -> int:
             bare_transcript = bare_whisper(transcriber, audio)
         call_heard_bare = turns_heard(labels, bare_transcript, stereo)
         heard_bare += call_heard_bare
-        for name, way in ways.items():
-            row = score_labelled(tallies[name], transcriber, way, labels, audio, stereo, call_heard_bare)
-            print(f"{labels['call_id'] + ('' if name == 'pipeline' else ' (careful)'):30} {row}")
+        print(f"{labels['call_id']:30} {score_labelled(tally, transcriber, options, labels, audio, stereo, call_heard_bare)}")
 
-    for name, tally in tallies.items():
-        print_tally(name, tally, turns, bare, audio_s)
-    print(f"\nlabelled turns heard by bare faster-whisper: {heard_bare}/{turns}")
+    print_tally(tally, turns, heard_bare, bare, audio_s)
     return 0
 
 

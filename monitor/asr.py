@@ -62,26 +62,11 @@ class TranscriptionOptions:
     """Whisper language code. Fixed rather than detected: short greetings are
     often misdetected as Japanese or Cantonese."""
     beam_size: int = 3
-    """Beam width of a careful decode. Whisper's own default is 5; with short
-    windows, decoding is most of the time, and 3 took 0.55x the time of bare
-    faster-whisper on the sample calls against 0.62x for 5 (same run), with CER
-    on ``corpus/real`` unchanged (0.185) and 0.133 against 0.127 on the samples
-    (bare: 0.154). Greedy (1) for every window was faster and worse (CER 0.206);
-    see ``draft_beam_size`` for greedy first."""
-    draft_beam_size: int | None = 1
-    """Batch decoding (``Transcriber.transcribe_covered``) first drafts each
-    window with this beam, at temperature 0 only and without timestamp tokens,
-    and decodes carefully (``beam_size``, temperature fallback) only the
-    windows whose draft looks unreliable (``draft_is_reliable``).
-    None: every window is decoded carefully, once. Not used by
-    ``decode_window`` itself, so the live path is unchanged."""
-    redecode_below_logprob: float = -0.3
-    """A draft whose average token log-probability (over any of its raw
-    segments) is below this is decoded again carefully. Greedy and beam 3
-    disagree mostly where Whisper was unsure. On ``corpus/real`` (one window a
-    file), -0.3 re-decoded 5 of 16 files and CER stayed 0.185 (all careful:
-    0.185; -0.35: 0.188; all greedy: 0.206); on the sample calls it re-decoded
-    about one window in fifteen."""
+    """Beam width. Whisper's own default is 5; with short windows, decoding is
+    most of the time, and 3 took 0.55x the time of bare faster-whisper on the
+    sample calls against 0.62x for 5 (same run), with CER on ``corpus/real``
+    unchanged (0.185) and 0.133 against 0.127 on the samples (bare: 0.154).
+    Greedy (1) was barely faster and worse (CER 0.206)."""
     initial_prompt: str | None = DEFAULT_PROMPT
     """Text fed as previous context. A simplified-Chinese sentence with
     punctuation steers Whisper towards simplified script and punctuation."""
@@ -142,10 +127,6 @@ class TranscriptionOptions:
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     """Sampling temperatures tried in turn while a window decodes badly (see
     the two thresholds above); Whisper's own schedule."""
-    without_timestamps: bool = False
-    """Decode text tokens only, no segment timestamp tokens (word times still
-    come from alignment). Used for drafts: a window is then one segment, which
-    Whisper cannot end early."""
     encoder_padding_s: float | None = 2.0
     """Run the encoder on the window's audio plus this much padding, instead of
     on Whisper's fixed 30 s (``None``). Windows are whole utterances, often a
@@ -359,30 +340,6 @@ class CallTranscript:
     """Coverage of both channels' speech by their own words."""
 
 
-@dataclass
-class WindowDecode:
-    """The segments of one window, and how sure Whisper was of what it decoded."""
-
-    segments: list[Segment] = field(default_factory=list)
-    """What was kept, cut into sentences."""
-    decoded: int = 0
-    """Segments Whisper returned, kept or not."""
-    dropped: int = 0
-    """Of those, the ones cleaning threw away (hallucination, too fast, failed every temperature)."""
-    avg_logprob: float = 0.0
-    """Lowest average token log-probability of the segments Whisper returned."""
-    compression_ratio: float = 0.0
-    """Highest gzip compression ratio of their texts (a loop compresses well)."""
-
-    def add(self, raw, kept: list[Segment]) -> None:
-        """Count one of Whisper's segments and what cleaning kept of it."""
-        self.avg_logprob = min(self.avg_logprob, raw.avg_logprob) if self.decoded else raw.avg_logprob
-        self.compression_ratio = max(self.compression_ratio, raw.compression_ratio)
-        self.decoded += 1
-        self.dropped += not kept
-        self.segments += kept
-
-
 def segment_of(words: list[Word], speaker: str) -> Segment:
     """A segment made of ``words``."""
     return Segment(words[0].start, words[-1].end, "".join(w.text for w in words).strip(), speaker, list(words))
@@ -473,7 +430,7 @@ class Transcriber:
             speech, round(options.chunk_max_s * SAMPLE_RATE), round(options.join_silence_s * SAMPLE_RATE)
         )
         for start, end in windows:
-            segments += self.decode_drafted(samples[start:end], options, speaker, offset + start / SAMPLE_RATE)
+            segments += self.decode_window(samples[start:end], options, speaker, offset + start / SAMPLE_RATE)
         speech_s = [(offset + start / SAMPLE_RATE, offset + end / SAMPLE_RATE) for start, end in speech]
         segments += self.decode_unheard(samples, options, speaker, offset, speech_s, segments)
         segments.sort(key=lambda s: (s.start, s.end))
@@ -514,32 +471,10 @@ class Transcriber:
                     kept.append(segment)
         return kept
 
-    def decode_drafted(
-        self, samples: np.ndarray, options: TranscriptionOptions, speaker: str = "agent", offset: float = 0.0
-    ) -> list[Segment]:
-        """The segments of one window of speech: a quick draft (``options.draft_beam_size``),
-        decoded again carefully (``decode_window``) when the draft looks unreliable."""
-        if options.draft_beam_size is None:
-            return self.decode_window(samples, options, speaker, offset)
-        draft_options = replace(
-            options, beam_size=options.draft_beam_size, temperatures=(0.0,), without_timestamps=True
-        )
-        draft = self.decode_window_scored(samples, draft_options, speaker, offset)
-        if draft_is_reliable(draft, options):
-            return draft.segments
-        return self.decode_window(samples, options, speaker, offset)
-
     def decode_window(
         self, samples: np.ndarray, options: TranscriptionOptions, speaker: str = "agent", offset: float = 0.0
     ) -> list[Segment]:
-        """The segments of one window of speech, without Whisper's second pass over its end."""
-        return self.decode_window_scored(samples, options, speaker, offset).segments
-
-    def decode_window_scored(
-        self, samples: np.ndarray, options: TranscriptionOptions, speaker: str = "agent", offset: float = 0.0
-    ) -> WindowDecode:
-        """The segments of one window of speech and Whisper's confidence in them,
-        without Whisper's second pass over its end.
+        """The segments of one window of speech, without Whisper's second pass over its end.
 
         Once the window's words are aligned, Whisper seeks to the last word and runs
         the encoder again on the second or less left: twice the cost, for what the
@@ -548,28 +483,17 @@ class Transcriber:
         within ``SEEK_AGAIN_S`` of the end. An early end further back is decoded on.
         """
         until = offset + len(samples) / SAMPLE_RATE - SEEK_AGAIN_S
-        decoded = WindowDecode()
-        raw_segments = self._raw_segments(samples, options)
-        for raw in raw_segments:
-            kept = self._cleaned(raw, options, speaker, offset)
-            decoded.add(raw, kept)
-            if kept and kept[-1].end >= until:
-                raw_segments.close()
+        heard = []
+        segments = self._segments(samples, options, speaker, offset)
+        for segment in segments:
+            heard.append(segment)
+            if segment.end >= until:
+                segments.close()
                 break
-        return decoded
+        return heard
 
     def _segments(self, samples: np.ndarray, options: TranscriptionOptions, speaker: str, offset: float) -> Iterator[Segment]:
         """Faster-whisper over ``samples`` as they are (no VAD), cleaned, lazily."""
-        for raw in self._raw_segments(samples, options):
-            yield from self._cleaned(raw, options, speaker, offset)
-
-    def _cleaned(self, raw, options: TranscriptionOptions, speaker: str, offset: float) -> list[Segment]:
-        """The sentences of one of faster-whisper's segments, or none if cleaning drops it."""
-        segment = self._clean(raw, options, speaker, offset)
-        return split_sentences(segment) if segment is not None else []
-
-    def _raw_segments(self, samples: np.ndarray, options: TranscriptionOptions):
-        """Faster-whisper's own segments over ``samples`` as they are (no VAD), lazily."""
         raw_segments, _info = self._model_for(options).transcribe(
             samples,
             language=options.language,
@@ -584,12 +508,14 @@ class Transcriber:
             log_prob_threshold=options.log_prob_threshold,
             no_speech_threshold=options.no_speech_threshold,
             max_new_tokens=options.max_new_tokens,
-            without_timestamps=options.without_timestamps,
             hallucination_silence_threshold=(
                 options.hallucination_silence_threshold if options.word_timestamps else None
             ),
         )
-        return raw_segments
+        for raw in raw_segments:
+            segment = self._clean(raw, options, speaker, offset)
+            if segment is not None:
+                yield from split_sentences(segment)
 
     def _model_for(self, options: TranscriptionOptions):
         if options.encoder_padding_s is None:
@@ -626,18 +552,6 @@ class Transcriber:
     def transcribe_call(self, call: CallAudio, options: TranscriptionOptions | None = None) -> list[Segment]:
         """Transcribe both sides of a call and interleave them by start time."""
         return self.hear(call, options).segments
-
-
-def draft_is_reliable(draft: WindowDecode, options: TranscriptionOptions) -> bool:
-    """A draft is kept when Whisper returned something, cleaning dropped none of
-    it, its log-probability is not below ``options.redecode_below_logprob`` and
-    its text is no loop by ``options.compression_ratio_threshold``."""
-    return (
-        draft.decoded > 0
-        and draft.dropped == 0
-        and draft.avg_logprob >= options.redecode_below_logprob
-        and (options.compression_ratio_threshold is None or draft.compression_ratio <= options.compression_ratio_threshold)
-    )
 
 
 def speech_spans(samples: np.ndarray, options: TranscriptionOptions) -> list[tuple[int, int]]:
