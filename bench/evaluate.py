@@ -1,6 +1,6 @@
 """Detection quality and pipeline overhead of batch scoring on a labelled set of calls.
 
-    python bench/evaluate.py [CALLS_DIR] [--hotwords] [--model M]
+    python bench/evaluate.py [CALLS_DIR] [--hotwords] [--model M] [--threads N]
 
 CALLS_DIR holds ``*.wav`` with ``*.labels.json`` (turns with speaker, start,
 end and tags, plus the call's phrasebook), as ``../shared/samples/calls`` and
@@ -20,7 +20,8 @@ end and tags, plus the call's phrasebook), as ``../shared/samples/calls`` and
   call: one CTranslate2 thread (``batch.SCORING_THREADS``; the batch's
   parallelism is its processes). CPU time is the cost; on a machine shared
   with other work it is also the steadier of the two. ``--threads 0`` lets
-  CTranslate2 choose (all cores), as a single ``monitor transcribe`` does.
+  CTranslate2 choose (all cores), as a single ``monitor transcribe`` does;
+  CPU time then includes threads waiting for each other.
 
 Held-out style calls (noisy, telephone band, long gaps, a sparse agent
 channel) are made from ``bench/data/heldout/*.json`` with
