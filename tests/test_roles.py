@@ -226,3 +226,25 @@ def test_no_roles_keeps_all_mono_speech_the_agents_and_stereo_is_certain():
     assert with_roles(mono, segments, phrasebook(), separate=False) == segments
     stereo = CallAudio("s.wav", silence, silence, 16000, 2)
     assert [s.speaker_confidence for s in with_roles(stereo, segments, phrasebook(), separate=True)] == [1.0, 1.0]
+
+
+def test_transcribe_shows_roles_on_mono_unless_told_not_to():
+    import re
+    import subprocess
+    import sys
+
+    def transcribe(*args: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-m", "monitor", "transcribe", str(DATA / "h01_customer_rude.flac"),
+                               "--agent-channel", "mono", *args], capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.splitlines()
+
+    labels = _labels("h01_customer_rude")
+    line = re.compile(r"\[\s*([\d.]+) → \s*([\d.]+)\] (agent|customer) \((0\.\d\d|1\.00)( 待复核)?\) \S")
+    lines = transcribe()
+    for text in lines:
+        match = line.match(text)
+        assert match, text
+        start, end, speaker = float(match[1]), float(match[2]), match[3]
+        assert speaker == _turn_at(labels, (start + end) / 2)["speaker"], text
+    assert not any(re.search(r"\] (agent|customer)", text) for text in transcribe("--no-roles"))
