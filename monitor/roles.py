@@ -44,9 +44,19 @@ if TYPE_CHECKING:
 
 # Text cues, as log-odds for the agent. Each counts once per sentence.
 AGENT_WORDS = {
+    # polite address
     "您": 0.8, "请问": 1.0, "请您": 1.0, "先生": 0.6, "女士": 0.6, "为您": 0.8, "帮您": 0.8, "给您": 0.6,
+    # the service side's work, which a rude agent who never says the code's
+    # phrases still does: asking for the customer's details, looking things
+    # up, booking, speaking of the company as 我们这边
+    "你家": 0.6, "地址": 0.4, "电话号码": 0.4, "报一下": 0.8, "哪个小区": 0.8, "工单": 0.8, "登记": 0.8,
+    "核实": 0.8, "稍等": 0.8, "给你查": 0.8, "帮你查": 0.8, "我们这边": 0.8,
 }  # fmt: skip
-CUSTOMER_WORDS = {"你们": 1.0, "我家": 0.8, "我的": 0.4, "我想": 0.5, "怎么回事": 0.6, "到底": 0.5}
+CUSTOMER_WORDS = {
+    "你们": 1.0, "我家": 0.8, "我们家": 0.8, "我的": 0.4, "我想": 0.5, "怎么回事": 0.6, "到底": 0.5,
+    # asking the service for help
+    "帮我": 0.6, "派人": 0.8, "投诉": 0.8,
+}  # fmt: skip
 MANDATED_HIT = 2.0
 """A phrase the code prescribes (greeting, apology, farewell...) is the agent's."""
 CUE_HIT = 1.5
@@ -71,8 +81,13 @@ def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
 
     ``hits`` are the phrasebook hits in this text (``Matcher.match_text``):
     mandated phrases speak for the agent, cues for the customer; forbidden
-    phrases say nothing, since they are exactly what is in question.
+    phrases say nothing, since they are exactly what is in question: their
+    words are taken out before the cue words are looked for (你们必须… is
+    the agent's forbidden phrase, though 你们 is the customer's word).
     """
+    for hit in hits:
+        if hit.kind == "forbidden":
+            text = text.replace(hit.heard, "")
     score = OPENS_CALL if first else 0.0
     score += sum(weight for word, weight in AGENT_WORDS.items() if word in text)
     score -= sum(weight for word, weight in CUSTOMER_WORDS.items() if word in text)
@@ -276,6 +291,13 @@ def with_role(segment: Segment, agent_probability: float) -> Segment:
 def uncertain(segment: Segment) -> bool:
     """True when the segment's role is too doubtful to cost the agent points."""
     return segment.speaker_confidence is not None and segment.speaker_confidence < REVIEW_BELOW
+
+
+def for_matching(segments: list[Segment]) -> list[Segment]:
+    """The sentences as the matcher should read them: an uncertain one as the
+    agent's, whichever side it leans to, so a forbidden phrase in it is held
+    for review (待复核) rather than lost with the customer's words."""
+    return [replace(s, speaker="agent") if uncertain(s) else s for s in segments]
 
 
 def separate_roles(
