@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.labelled import forbidden_agent_turns, overlaps  # noqa: E402
 from monitor.asr import Segment, Transcriber  # noqa: E402
-from monitor.audio import SAMPLE_RATE, load_call  # noqa: E402
+from monitor.audio import SAMPLE_RATE, CallAudio, load_call  # noqa: E402
 from monitor.phrasebook import load_phrasebook  # noqa: E402
 from monitor.pipeline import report_for_segments, with_roles  # noqa: E402
 from monitor.report import is_violation  # noqa: E402
@@ -176,9 +176,9 @@ def customer_blamed(segments: list[Segment], turns: list[dict]) -> tuple[int, in
     return blamed, total
 
 
-def live_run(path: str, phrasebook, transcriber) -> tuple[list[Segment], list[dict], dict]:
-    """A mono call fed to a LiveCall in lockstep: (sentences as labelled at their
-    commit, alerts, final report)."""
+def live_run(path: str, phrasebook, transcriber, samples: np.ndarray | None = None):
+    """A mono call (``samples``, else read from ``path``) fed to a LiveCall in lockstep:
+    (sentences as labelled at their commit, alerts, final report)."""
     from monitor.livecall import LiveCall
     from monitor.match import matcher_for
 
@@ -188,7 +188,7 @@ def live_run(path: str, phrasebook, transcriber) -> tuple[list[Segment], list[di
 
     events = Collect()
     call = LiveCall("bench", phrasebook, matcher_for(phrasebook), [events], stereo=False, audio_path=path)
-    samples = load_call(path, "mono").agent
+    samples = load_call(path, "mono").agent if samples is None else samples
     block = SAMPLE_RATE // 10
     for at in range(0, len(samples), block):
         call.feed(samples[at : at + block, None])
@@ -335,7 +335,8 @@ def main() -> None:
                       f"  found or 待复核={ratio(flagged, wanted)}")
 
     if not args.no_montage and not args.calls:
-        print("\n== real-voice montages (two real speakers, one channel; acoustics only)")
+        print("\n== real-voice montages (two real speakers, one channel; their words are read news, so the")
+        print("   voices are named by who opens the call; attribution = share of transcript characters right)")
         for call_id, samples, labels in montages():
             turns = labels["turns"]
             mel = acoustic.log_mel(samples)
@@ -344,7 +345,19 @@ def main() -> None:
             described = [(v, t["end"] - t["start"]) for v, t in zip(vectors, turns) if v is not None]
             voices = fit_two_voices([v for v, _ in described], [w for _, w in described])
             separation = voices.separation if voices else float("nan")
-            print(f"  {call_id:28s} clustering={clustered:.2f} separation={separation:.1f}")
+            mono = CallAudio(call_id, samples, None, SAMPLE_RATE, 1)
+            separated = with_roles(mono, transcriber.transcribe_call(mono), load_phrasebook("broadband"), separate=True)
+            batch = attribution(separated, turns, REVIEW_BELOW)
+            live = ""
+            if args.live:
+                at_commit, _, report = live_run(call_id, load_phrasebook("broadband"), transcriber, samples)
+                final = [Segment(t["start"], t["end"], t["text"], t["speaker"], speaker_confidence=t["speaker_confidence"])
+                         for t in report["transcript"]]  # fmt: skip
+                known = [s for s in at_commit if s.speaker_confidence is not None]
+                live = (f"  live: known at commit {attribution(known, turns, REVIEW_BELOW)[0]:.2f}"
+                        f" report {attribution(final, turns, REVIEW_BELOW)[0]:.2f}")
+            print(f"  {call_id:28s} clustering={clustered:.2f} separation={separation:.1f}"
+                  f"  batch attribution={batch[0]:.2f} review={batch[1]:.2f}{live}")
 
 
 if __name__ == "__main__":

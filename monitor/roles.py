@@ -339,6 +339,13 @@ LIVE_SENTENCES_PER_VOICE = 2
 this many described sentences; before that every sentence's speaker is
 uncertain (confidence None). With fewer, a split is any two sentences that
 happen to differ."""
+LIVE_CUSTOMER_HEARD = 0.5
+"""The voice named the customer must also have spoken like one (你们, 我家, a
+complaint...: text evidence summing to at least this against the agent)
+before a live stream's voices count as told apart. Two clusters can always
+be found, and in a stream of the agent's side only (a headset microphone) the
+agent's plainer sentences would otherwise be named the customer's and their
+forbidden phrases raise no alert."""
 LIVE_WINDOW_S = 60.0
 """Audio a live stream keeps for describing its sentences: the longest a
 sentence can wait to be committed (the undecoded backlog, ``MAX_BACKLOG_S``
@@ -378,7 +385,7 @@ class LiveRoles:
         vector = self.audio.describe(segment.start, segment.end)
         with self._lock:
             score = text_evidence(segment.text, self.matcher.match_text(segment.text), first=not self.sentences)
-            self.sentences.append(segment)
+            self.sentences.append(replace(segment, words=[]))  # times and text are all a role needs
             self.vectors.append(vector)
             self.scores.append(score)
             self.named = self._told_apart()
@@ -419,7 +426,12 @@ class LiveRoles:
         sides = [voices.log_odds(v) > 0 for v in self.vectors if v is not None]
         if min(sum(sides), len(sides) - sum(sides)) < LIVE_SENTENCES_PER_VOICE:
             return None
-        return name_voices(voices, self.vectors, self.scores)
+        named = name_voices(voices, self.vectors, self.scores)
+        customer_voice1 = _sigmoid(np.array([named.acoustic(v) for v in self.vectors])) * (1 - named.voice1_is_agent)
+        customer_voice0 = (1 - _sigmoid(np.array([named.acoustic(v) for v in self.vectors]))) * named.voice1_is_agent
+        if float(np.sum(np.asarray(self.scores) * (customer_voice1 + customer_voice0))) > -LIVE_CUSTOMER_HEARD:
+            return None
+        return named
 
     def _labelled(self, segment: Segment, vector: np.ndarray | None, score: float) -> Segment:
         if self.named is None:

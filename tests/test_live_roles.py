@@ -32,9 +32,11 @@ def _turn_at(labels: dict, t: float) -> dict:
     return min(labels["turns"], key=lambda turn: max(turn["start"] - t, t - turn["end"], 0.0))
 
 
-def test_turns_are_uncertain_until_two_voices_are_heard_then_labelled_and_relabelled():
-    labels = _labels("r01_real_customer")
-    samples = load_call(str(DATA / "r01_real_customer.flac"), "mono").agent
+def _commit_turns(name: str) -> tuple[LiveRoles, list[Segment], list[Segment], int]:
+    """Feed a labelled call to ``LiveRoles`` in blocks, committing each labelled turn
+    half a second after it ends: (roles, sentences as committed, relabelled ones, samples)."""
+    labels = _labels(name)
+    samples = load_call(str(DATA / f"{name}.flac"), "mono").agent
     roles = LiveRoles(matcher_for(load_phrasebook(labels["phrasebook"])))
     turns = list(labels["turns"])
     committed, relabelled = [], []
@@ -46,18 +48,32 @@ def test_turns_are_uncertain_until_two_voices_are_heard_then_labelled_and_relabe
             segment, changed = roles.commit(Segment(turn["start"], turn["end"], turn["text"]))
             committed.append(segment)
             relabelled += changed
+    return roles, committed, relabelled, len(samples)
+
+
+def test_turns_are_uncertain_until_two_voices_are_heard_then_labelled_and_relabelled():
+    roles, committed, relabelled, samples = _commit_turns("h01_customer_rude")
     assert committed[0].speaker_confidence is None, "one sentence cannot tell two voices apart"
     assert committed[-1].speaker_confidence is not None
     # Earlier sentences were announced again once the voices were told apart.
     assert any(s.start == committed[0].start and s.speaker_confidence is not None for s in relabelled)
-    truth = [t["speaker"] for t in labels["turns"]]
+    truth = [t["speaker"] for t in _labels("h01_customer_rude")["turns"]]
     assert [s.speaker for s in roles.sentences] == truth
     assert all(s.speaker_confidence >= REVIEW_BELOW for s in roles.sentences)
-    # The finished call is labelled from the kept voice vectors, as batch would.
-    assert [s.speaker for s in roles.label(roles.sentences)] == truth
     # Only a window of audio is kept, however long the call.
-    assert roles.audio.between(0.0, 1.0) is None or len(samples) < LIVE_WINDOW_S * SAMPLE_RATE
+    assert roles.audio.between(0.0, 1.0) is None or samples < LIVE_WINDOW_S * SAMPLE_RATE
     assert roles.audio._ring.nbytes == int(LIVE_WINDOW_S * SAMPLE_RATE) * 4
+
+
+def test_voices_count_as_told_apart_live_only_once_the_customer_voice_spoke_like_a_customer():
+    # r01's real customer reads news: two clusters are found, but nothing says the second
+    # voice is not the agent's own (a headset stream splits one voice in two just as well),
+    # so live every sentence stays uncertain and alerts say so; the finished call is
+    # labelled from the kept voice vectors as batch scoring labels it.
+    roles, committed, _, _ = _commit_turns("r01_real_customer")
+    assert all(s.speaker_confidence is None for s in committed)
+    truth = [t["speaker"] for t in _labels("r01_real_customer")["turns"]]
+    assert [s.speaker for s in roles.label(roles.sentences)] == truth
 
 
 class _Collect:
