@@ -200,6 +200,12 @@ def live_run(path: str, phrasebook, transcriber, samples: np.ndarray | None = No
     return at_commit, [e for e in events if e["type"] == "alert"], call.report()
 
 
+def transcript_segments(report: dict) -> list[Segment]:
+    """A report's transcript sentences, with their speakers and confidences."""
+    return [Segment(t["start"], t["end"], t["text"], t["speaker"], speaker_confidence=t["speaker_confidence"])
+            for t in report["transcript"]]  # fmt: skip
+
+
 def forbidden_counts(report: dict, labels: dict) -> tuple[int, int, int, int, int]:
     """(true events, reported events, labelled turns found, labelled turns,
     labelled turns found or held for review with a forbidden phrase in them)."""
@@ -240,7 +246,8 @@ def main() -> None:
         voice_rows, attribution_rows = [], []
         counts = {"mono, no roles": [0] * 5, "mono, roles": [0] * 5, "stereo": [0] * 5, "live mono": [0] * 5}
         blamed = {"batch": [0, 0], "live report": [0, 0]}
-        live_rows, live_alerts = [], [0, 0, 0, 0]  # on agent forbidden turns, agent forbidden turns, sure on customer, all
+        # alerted agent forbidden turns, agent forbidden turns, alerts surely the agent's on a customer turn, alerts
+        live_rows, live_alerts = [], [0, 0, 0, 0]
         for path, labels in calls:
             call = load_call(path, "mono")
             turns = labels["turns"]
@@ -266,8 +273,7 @@ def main() -> None:
             blamed["batch"] = [a + b for a, b in zip(blamed["batch"], customer_blamed(separated, turns))]
             if args.live:
                 at_commit, alerts, live_report = live_run(path, phrasebook, transcriber)
-                final = [Segment(t["start"], t["end"], t["text"], t["speaker"], speaker_confidence=t["speaker_confidence"])
-                         for t in live_report["transcript"]]  # fmt: skip
+                final = transcript_segments(live_report)
                 known = [s for s in at_commit if s.speaker_confidence is not None]
                 live_rows.append((labels["call_id"], attribution(at_commit, turns, REVIEW_BELOW),
                                   attribution(known, turns, REVIEW_BELOW), attribution(final, turns, REVIEW_BELOW)))
@@ -351,8 +357,7 @@ def main() -> None:
             live = ""
             if args.live:
                 at_commit, _, report = live_run(call_id, load_phrasebook("broadband"), transcriber, samples)
-                final = [Segment(t["start"], t["end"], t["text"], t["speaker"], speaker_confidence=t["speaker_confidence"])
-                         for t in report["transcript"]]  # fmt: skip
+                final = transcript_segments(report)
                 known = [s for s in at_commit if s.speaker_confidence is not None]
                 live = (f"  live: known at commit {attribution(known, turns, REVIEW_BELOW)[0]:.2f}"
                         f" report {attribution(final, turns, REVIEW_BELOW)[0]:.2f}")

@@ -149,7 +149,8 @@ class LiveCall:
                 segment = self._with_role(event.segment)
                 self._emit({"type": "segment", "call_id": self.call_id, **segment.to_json(), "final": event.final})
                 with self._watch_lock:
-                    self._alert(self.watch.check(event.segment.words, stream.speaker, commit=True), event.segment.words, commit=True)
+                    hits = self.watch.check(event.segment.words, stream.speaker, commit=True)
+                    self._alert(hits, event.segment.words, commit=True)
             elif isinstance(event, Hypothesis):
                 text = "".join(w.text for w in event.words)
                 self._emit({"type": "partial", "call_id": self.call_id, "speaker": stream.speaker,
