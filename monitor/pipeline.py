@@ -19,7 +19,7 @@ from monitor.callid import report_path
 from monitor.match import matcher_for
 from monitor.phrasebook import Phrasebook
 from monitor.report import build_report, write_html, write_json
-from monitor.roles import for_matching, separate_roles
+from monitor.roles import match_by_role, separate_roles
 from monitor.rules import judge
 
 
@@ -55,7 +55,9 @@ def report_for_segments(
     coverage: Coverage | None = None,
 ) -> dict:
     """Match, judge and build the report of an already transcribed call."""
-    hits = matcher_for(phrasebook).match_segments(for_matching(segments))
+    matcher = matcher_for(phrasebook)
+    separated = not stereo and any(s.speaker_confidence is not None for s in segments)
+    hits = match_by_role(matcher, segments) if separated else matcher.match_segments(segments)
     judgement = judge(segments, hits, phrasebook, duration_s, stereo)
     return build_report(
         call_id, audio_path, agent_id, duration_s, phrasebook, segments, judgement, timing, redact, coverage

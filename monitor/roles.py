@@ -293,11 +293,24 @@ def uncertain(segment: Segment) -> bool:
     return segment.speaker_confidence is not None and segment.speaker_confidence < REVIEW_BELOW
 
 
-def for_matching(segments: list[Segment]) -> list[Segment]:
-    """The sentences as the matcher should read them: an uncertain one as the
-    agent's, whichever side it leans to, so a forbidden phrase in it is held
-    for review (待复核) rather than lost with the customer's words."""
-    return [replace(s, speaker="agent") if uncertain(s) else s for s in segments]
+def match_by_role(matcher, segments: list[Segment]) -> list[Hit]:
+    """The phrasebook hits of a role-separated mono call.
+
+    The call is matched as one stream, as it was heard, so a phrase that a role
+    boundary cuts in two (the live stream commits at pauses, and a short tail
+    such as 你自己找人来处理吧 may be put on the other side) is still found.
+    Each hit then takes the role of the sentence that holds most of it; an
+    uncertain sentence's hits count as the agent's whichever side it leans to,
+    so its forbidden phrases are held for review (待复核) rather than lost
+    with the customer's words.
+    """
+    hits = matcher.match_segments([replace(s, speaker="agent") for s in segments])
+    out = []
+    for hit in hits:
+        sentence = _most_overlapping(segments, hit.start, hit.end)
+        sure = sentence is not None and sentence.speaker_confidence is not None and not uncertain(sentence)
+        out.append(replace(hit, speaker=sentence.speaker if sure else "agent"))
+    return out
 
 
 def separate_roles(

@@ -180,7 +180,7 @@ def judge(
     doubtful = [s for s in segments if uncertain(s)]
     agent_hits = [h for h in hits if h.speaker != "customer"]
     # An uncertain sentence is matched as the agent's whichever side it leans to
-    # (``roles.for_matching``): its forbidden phrases are held, never lost.
+    # (``roles.match_by_role``): its forbidden phrases are held, never lost.
     held = [h for h in agent_hits if h.kind == "forbidden" and _within_any(h, doubtful, any_speaker=True)]
     agent_hits = [h for h in agent_hits if h not in held]
     review = [_review_item(s, [h for h in held if _within_any(h, [s], any_speaker=True)]) for s in doubtful]

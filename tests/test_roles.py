@@ -169,6 +169,25 @@ def test_forbidden_phrase_in_an_uncertain_sentence_leaning_customer_is_held_not_
     assert report["review"] == []
 
 
+def test_forbidden_phrase_cut_by_a_role_boundary_is_still_found_and_goes_to_the_side_holding_most_of_it():
+    # A live mono stream commits at pauses: the tail 怎么又问？ came out as its own sentence, put on the customer's side.
+    from monitor.pipeline import report_for_segments
+
+    segments = [
+        Segment(10.0, 12.4, "刚才不是跟你说了，", "agent", speaker_confidence=0.95),
+        Segment(12.6, 13.4, "怎么又问？", "customer", speaker_confidence=0.85),
+    ]
+    report = report_for_segments("c1", "c1.wav", None, 14.0, phrasebook(), segments, False, {})
+    assert [(e["phrase_id"], is_violation(e)) for e in report["events"]] == [("bb.forbidden.asked_again", True)]
+    # The same words with the customer holding most of them cost the agent nothing.
+    segments = [
+        Segment(10.0, 10.6, "刚才不是", "agent", speaker_confidence=0.95),
+        Segment(10.8, 13.4, "跟你说了，怎么又问？", "customer", speaker_confidence=0.85),
+    ]
+    report = report_for_segments("c1", "c1.wav", None, 14.0, phrasebook(), segments, False, {})
+    assert not any(is_violation(e) for e in report["events"])
+
+
 def test_report_carries_speaker_confidence_review_and_the_html_marker():
     segments, hits = _mono_call(confidence=0.6)
     judgement = judge(segments, hits, phrasebook(), duration_s=23.0, stereo=False)
