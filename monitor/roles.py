@@ -7,8 +7,10 @@ not cost the agent points. Two kinds of evidence are combined:
   each sentence; ``TwoVoices`` separates them), giving each sentence log-odds
   for one voice against the other;
 - text: the agent is the side that speaks the code's phrases (greetings,
-  mandated wording), says 您 and 请问, and opens the call; the customer says
-  the phrasebook's cue phrases (complaints) and speaks of 你们 and 我家.
+  mandated wording), says 您 and 请问, opens the call, and does the service
+  side's work even when it says none of the code's phrases (asks for the
+  地址 and 电话号码, 登记s a 工单); the customer says the phrasebook's cue
+  phrases (complaints), speaks of 你们 and 我家, and asks for help (派人).
 
 The agent is the voice whose sentences carry more agent text evidence. Each
 sentence then gets a role and a confidence: its acoustic log-odds plus its own
@@ -70,10 +72,12 @@ TEXT_CAP = 4.0
 REVIEW_BELOW = 0.7
 """A sentence whose role confidence is below this is uncertain: its forbidden
 phrases deduct nothing and it is listed for review (待复核). Measured with
-bench/roles.py: at 0.7 no customer's words were blamed on the agent; the
-agent violations held back were all in calls (d06, r04) whose voices were
-told apart right but whose text barely said which voice was the agent
-(confidence 0.60-0.65), so a person should decide there."""
+bench/roles.py: at 0.7 no customer's words on the TTS calls were blamed on
+the agent; the agent violations held back were in calls whose voices were
+told apart right but whose text barely said which voice was the agent (d06
+and n02 at 0.60-0.65 before the service-work cues, n05 at 0.52 still), so a
+person should decide there. (r02's real customer is surely blamed: its
+voices are split wrongly, one real speaker's two recordings apart.)"""
 
 
 def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
