@@ -1,6 +1,6 @@
 """Role separation on mono calls: who said what, and whose forbidden phrase it was.
 
-    PYTHONPATH=. python bench/roles.py [--encoder] [CALL.wav ...]
+    PYTHONPATH=. python bench/roles.py [--encoder] [--live] [CALL.wav ...]
 
 Prints, per set of calls:
 
@@ -15,7 +15,15 @@ Prints, per set of calls:
 3. forbidden events: precision and recall against the labels for mono without
    roles, mono with roles, and the stereo original where there is one; and
    how many of the agent's labelled violations were found or held for review
-   (待复核) rather than lost.
+   (待复核) rather than lost;
+4. customer blamed: share of the customer's transcript characters labelled
+   agent with confidence at or above ``REVIEW_BELOW`` (what could cost the agent
+   points), batch and, with ``--live``, live;
+5. with ``--live``: each call fed to a ``LiveCall`` in lockstep (as
+   ``monitor live --file``): attribution of the sentences as labelled at their
+   commit (null confidence counts as not right) and in the final report, the
+   alerts on an agent's forbidden turn, and the alerts that name the agent
+   surely on a customer's words.
 
 Sets: the shared sample calls (one TTS voice, pitch-shifted for the customer;
 stereo ones mixed down), ``tests/data/roles`` (TTS agents with real human
@@ -41,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.labelled import forbidden_agent_turns, overlaps  # noqa: E402
 from monitor.asr import Segment, Transcriber  # noqa: E402
-from monitor.audio import SAMPLE_RATE, load_call  # noqa: E402
+from monitor.audio import SAMPLE_RATE, CallAudio, load_call  # noqa: E402
 from monitor.phrasebook import load_phrasebook  # noqa: E402
 from monitor.pipeline import report_for_segments, with_roles  # noqa: E402
 from monitor.report import is_violation  # noqa: E402
@@ -154,6 +162,50 @@ def attribution(segments: list[Segment], turns: list[dict], review_below: float)
     return (right / total if total else float("nan")), (doubtful / total if total else 0.0), total
 
 
+def customer_blamed(segments: list[Segment], turns: list[dict]) -> tuple[int, int]:
+    """(customer characters surely labelled agent, customer characters)."""
+    blamed = total = 0
+    for segment in segments:
+        for piece in segment.words or [segment]:
+            if speaker_at(turns, (piece.start + piece.end) / 2) != "customer":
+                continue
+            n = len(spoken(piece.text))
+            total += n
+            sure = segment.speaker_confidence is not None and segment.speaker_confidence >= REVIEW_BELOW
+            blamed += n * (segment.speaker == "agent" and sure)
+    return blamed, total
+
+
+def live_run(path: str, phrasebook, transcriber, samples: np.ndarray | None = None):
+    """A mono call (``samples``, else read from ``path``) fed to a LiveCall in lockstep:
+    (sentences as labelled at their commit, alerts, final report)."""
+    from monitor.livecall import LiveCall
+    from monitor.match import matcher_for
+
+    class Collect(list):
+        def send(self, event):
+            self.append(event)
+
+    events = Collect()
+    call = LiveCall("bench", phrasebook, matcher_for(phrasebook), [events], stereo=False, audio_path=path)
+    samples = load_call(path, "mono").agent if samples is None else samples
+    block = SAMPLE_RATE // 10
+    for at in range(0, len(samples), block):
+        call.feed(samples[at : at + block, None])
+        call.catch_up(transcriber)
+    call.end()
+    call.catch_up(transcriber)
+    at_commit = [Segment(e["start"], e["end"], e["text"], e["speaker"], speaker_confidence=e["speaker_confidence"])
+                 for e in events if e["type"] == "segment"]  # fmt: skip
+    return at_commit, [e for e in events if e["type"] == "alert"], call.report()
+
+
+def transcript_segments(report: dict) -> list[Segment]:
+    """A report's transcript sentences, with their speakers and confidences."""
+    return [Segment(t["start"], t["end"], t["text"], t["speaker"], speaker_confidence=t["speaker_confidence"])
+            for t in report["transcript"]]  # fmt: skip
+
+
 def forbidden_counts(report: dict, labels: dict) -> tuple[int, int, int, int, int]:
     """(true events, reported events, labelled turns found, labelled turns,
     labelled turns found or held for review with a forbidden phrase in them)."""
@@ -178,6 +230,7 @@ def main() -> None:
     parser.add_argument("calls", nargs="*", help="labelled calls (default: shared samples and tests/data/roles)")
     parser.add_argument("--encoder", action="store_true", help="also measure Whisper encoder states (slow)")
     parser.add_argument("--no-montage", action="store_true")
+    parser.add_argument("--live", action="store_true", help="also feed each call to a live call in lockstep")
     args = parser.parse_args()
     sets = {}
     if args.calls:
@@ -191,7 +244,10 @@ def main() -> None:
     for name, calls in sets.items():
         print(f"\n== {name}: {len(calls)} calls")
         voice_rows, attribution_rows = [], []
-        counts = {"mono, no roles": [0] * 5, "mono, roles": [0] * 5, "stereo": [0] * 5}
+        counts = {"mono, no roles": [0] * 5, "mono, roles": [0] * 5, "stereo": [0] * 5, "live mono": [0] * 5}
+        blamed = {"batch": [0, 0], "live report": [0, 0]}
+        # alerted agent forbidden turns, agent forbidden turns, alerts surely the agent's on a customer turn, alerts
+        live_rows, live_alerts = [], [0, 0, 0, 0]
         for path, labels in calls:
             call = load_call(path, "mono")
             turns = labels["turns"]
@@ -214,6 +270,22 @@ def main() -> None:
             before = attribution(raw, turns, REVIEW_BELOW)
             after = attribution(separated, turns, REVIEW_BELOW)
             attribution_rows.append((labels["call_id"], before, after, roles_s / call.duration_s))
+            blamed["batch"] = [a + b for a, b in zip(blamed["batch"], customer_blamed(separated, turns))]
+            if args.live:
+                at_commit, alerts, live_report = live_run(path, phrasebook, transcriber)
+                final = transcript_segments(live_report)
+                known = [s for s in at_commit if s.speaker_confidence is not None]
+                live_rows.append((labels["call_id"], attribution(at_commit, turns, REVIEW_BELOW),
+                                  attribution(known, turns, REVIEW_BELOW), attribution(final, turns, REVIEW_BELOW)))
+                blamed["live report"] = [a + b for a, b in zip(blamed["live report"], customer_blamed(final, turns))]
+                wanted = forbidden_agent_turns(labels)
+                live_alerts[0] += sum(any(overlaps(a["start"], a["end"], t) for a in alerts) for t in wanted)
+                live_alerts[1] += len(wanted)
+                live_alerts[2] += sum(not a["uncertain_speaker"] and speaker_at(turns, (a["start"] + a["end"]) / 2)
+                                      == "customer" for a in alerts)  # fmt: skip
+                live_alerts[3] += len(alerts)
+                for k, v in enumerate(forbidden_counts(live_report, labels)):
+                    counts["live mono"][k] += v
 
             for variant, segments in (("mono, no roles", raw), ("mono, roles", separated)):
                 report = report_for_segments(
@@ -245,6 +317,22 @@ def main() -> None:
                      total[2] + after[1] * after[2], total[3] + after[2]]  # fmt: skip
         if total[3]:
             print(f"  all: {total[0] / total[3]:.3f} -> {total[1] / total[3]:.3f}  review={total[2] / total[3]:.3f}")
+        print("customer characters surely labelled agent (customer blamed):")
+        for variant, (a, b) in blamed.items():
+            if b:
+                print(f"  {variant:16s} {ratio(a, b)}")
+        if live_rows:
+            print("live (lockstep): attribution of sentences as labelled at their commit (all; those with a")
+            print("  confidence), and in the final report:")
+            for call_id, at_commit, known, final in live_rows:
+                print(f"  {call_id:28s} at commit {at_commit[0]:.2f}  known {known[0]:.2f}  report {final[0]:.2f}"
+                      f"  report review={final[1]:.2f}")
+            for index, name in enumerate(("at commit", "known", "report")):
+                chars = sum(row[index + 1][2] for row in live_rows)
+                right = sum(row[index + 1][0] * row[index + 1][2] for row in live_rows if row[index + 1][2])
+                print(f"  all {name}: {right / chars:.3f}" if chars else f"  all {name}: n/a")
+            print(f"  alerts: agent forbidden turns alerted {ratio(live_alerts[0], live_alerts[1])}, "
+                  f"alerts surely naming the agent on a customer's words {ratio(live_alerts[2], live_alerts[3])}")
         print("forbidden events (precision = events on an agent's labelled forbidden turn; recall = such turns found;")
         print("  found or 待复核 = such turns found, or held for review with the phrase in them):")
         for variant, (true, reported, found, wanted, flagged) in counts.items():
@@ -253,7 +341,8 @@ def main() -> None:
                       f"  found or 待复核={ratio(flagged, wanted)}")
 
     if not args.no_montage and not args.calls:
-        print("\n== real-voice montages (two real speakers, one channel; acoustics only)")
+        print("\n== real-voice montages (two real speakers, one channel; their words are read news, so the")
+        print("   voices are named by who opens the call; attribution = share of transcript characters right)")
         for call_id, samples, labels in montages():
             turns = labels["turns"]
             mel = acoustic.log_mel(samples)
@@ -262,7 +351,18 @@ def main() -> None:
             described = [(v, t["end"] - t["start"]) for v, t in zip(vectors, turns) if v is not None]
             voices = fit_two_voices([v for v, _ in described], [w for _, w in described])
             separation = voices.separation if voices else float("nan")
-            print(f"  {call_id:28s} clustering={clustered:.2f} separation={separation:.1f}")
+            mono = CallAudio(call_id, samples, None, SAMPLE_RATE, 1)
+            separated = with_roles(mono, transcriber.transcribe_call(mono), load_phrasebook("broadband"), separate=True)
+            batch = attribution(separated, turns, REVIEW_BELOW)
+            live = ""
+            if args.live:
+                at_commit, _, report = live_run(call_id, load_phrasebook("broadband"), transcriber, samples)
+                final = transcript_segments(report)
+                known = [s for s in at_commit if s.speaker_confidence is not None]
+                live = (f"  live: known at commit {attribution(known, turns, REVIEW_BELOW)[0]:.2f}"
+                        f" report {attribution(final, turns, REVIEW_BELOW)[0]:.2f}")
+            print(f"  {call_id:28s} clustering={clustered:.2f} separation={separation:.1f}"
+                  f"  batch attribution={batch[0]:.2f} review={batch[1]:.2f}{live}")
 
 
 if __name__ == "__main__":

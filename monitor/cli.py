@@ -25,6 +25,12 @@ def _transcribe(args: argparse.Namespace) -> int:
     asr_started = time.perf_counter()
     segments = transcriber.transcribe_call(call)
     asr_s = time.perf_counter() - asr_started
+    stereo = call.customer is not None
+    if stereo or not args.no_roles:
+        from monitor.phrasebook import load_phrasebook
+        from monitor.pipeline import with_roles
+
+        segments = with_roles(call, segments, load_phrasebook(args.phrasebook), separate=True)
     if args.json:
         total_s = time.perf_counter() - started
         result = {
@@ -42,11 +48,22 @@ def _transcribe(args: argparse.Namespace) -> int:
         }
         print(json.dumps(result, ensure_ascii=False, indent=1))
     else:
-        stereo = call.customer is not None
         for s in segments:
-            who = f" {s.speaker}" if stereo else ""
-            print(f"[{s.start:7.2f} → {s.end:7.2f}]{who} {s.text}")
+            print(f"[{s.start:7.2f} → {s.end:7.2f}]{_who(s, stereo)} {s.text}")
     return 0
+
+
+def _who(segment, stereo: bool) -> str:
+    """The speaker column of a transcript line: the channel's role on stereo, none
+    with ``--no-roles`` on mono, else the role, its confidence and 待复核 when uncertain."""
+    from monitor.roles import uncertain
+
+    if stereo:
+        return f" {segment.speaker}"
+    if segment.speaker_confidence is None:
+        return ""
+    doubt = " 待复核" if uncertain(segment) else ""
+    return f" {segment.speaker} ({segment.speaker_confidence:.2f}{doubt})"
 
 
 def _match(args: argparse.Namespace) -> int:
@@ -237,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--json", action="store_true", help="JSON with segments, word timestamps and timing")
     transcribe.add_argument("--agent-channel", choices=AGENT_CHANNELS, default="left",
                             help="stereo: the agent's side (default left); mono mixes both")
+    transcribe.add_argument("--no-roles", action="store_true",
+                            help="mono: do not tell the agent's sentences from the customer's")
+    add_phrasebook_argument(transcribe, "broadband",
+                            "mono: the code whose phrases mark the agent (bundled name or YAML path; default broadband)")
     transcribe.set_defaults(run=_transcribe)
 
     match = commands.add_parser("match", help="find phrasebook phrases in a text")

@@ -18,6 +18,7 @@ import numpy as np
 
 from monitor.alerts import WebhookSink
 from monitor.asr import Segment
+from monitor.roles import REVIEW_BELOW, LiveRoles
 from monitor.sources import speaker_channels
 from monitor.stream import Committed, DecodeScheduler, Hypothesis, PhraseWatch, StreamingOptions, UtteranceStream
 
@@ -56,6 +57,8 @@ class LiveCall:
         speakers = ["agent", "customer"] if self.stereo else ["agent"]
         self.streams = [UtteranceStream(speaker, options) for speaker in speakers]
         self.watch = PhraseWatch(matcher)
+        self.roles = None if self.stereo else LiveRoles(matcher)
+        """Who speaks each sentence of a mono stream (``roles.LiveRoles``); None on stereo."""
         self.segments: list[Segment] = []
         self.alerts: list[dict] = []
         self.started = time.monotonic()
@@ -77,6 +80,8 @@ class LiveCall:
             return
         for stream, samples in zip(self.streams, self._split(frames)):
             stream.feed(samples)
+            if self.roles is not None:
+                self.roles.feed(samples)
         with self._lock:
             self._fed_audio.append(self.streams[0].fed_until)
             self._fed_wall.append(time.monotonic())
@@ -140,16 +145,19 @@ class LiveCall:
         started = time.perf_counter()
         for event in stream.step(transcriber):
             if isinstance(event, Committed):
-                self.segments.append(event.segment)
-                self._emit({"type": "segment", "call_id": self.call_id, **event.segment.to_json(), "final": event.final})
+                self.segments.append(event.segment)  # the stream's speaker: the report labels roles at the end
+                segment = self._with_role(event.segment)
+                self._emit({"type": "segment", "call_id": self.call_id, **segment.to_json(), "final": event.final})
                 with self._watch_lock:
-                    self._alert(self.watch.check(event.segment.words, stream.speaker, commit=True))
+                    hits = self.watch.check(event.segment.words, stream.speaker, commit=True)
+                    self._alert(hits, event.segment.words, commit=True)
             elif isinstance(event, Hypothesis):
                 text = "".join(w.text for w in event.words)
                 self._emit({"type": "partial", "call_id": self.call_id, "speaker": stream.speaker,
                             "start": round(event.words[0].start, 2), "end": round(event.words[-1].end, 2), "text": text})
                 with self._watch_lock:
-                    self._alert(self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until))
+                    hits = self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until)
+                    self._alert(hits, event.words, commit=False)
         self.asr_s += time.perf_counter() - started
         if all(s.drained() for s in self.streams):
             self._finish()
@@ -168,8 +176,17 @@ class LiveCall:
             for stream in ready:
                 self.step(stream, transcriber)
 
-    def _alert(self, hits) -> None:
+    def _alert(self, hits, words, commit: bool) -> None:
         for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
+            speaker, speaker_confidence = self._speaker_of(hit, words, commit)
+            sure = speaker_confidence is not None and speaker_confidence >= REVIEW_BELOW
+            if self.roles is not None and not commit and not (sure and speaker == "agent"):
+                # Provisional speech of a mono stream alerts at once only when it
+                # is surely the agent's; otherwise its sentence decides at the commit.
+                self.watch.reported.remove(hit)
+                continue
+            if sure and speaker == "customer":
+                continue  # the customer's words are no agent violation
             event = {
                 "type": "alert",
                 "kind": hit.kind,
@@ -180,12 +197,11 @@ class LiveCall:
                 "end": round(hit.end, 2),
                 "article": hit.article,
                 "call_id": self.call_id,
-                "speaker": hit.speaker,
+                "speaker": speaker,
                 "category": hit.category,
                 "confidence": round(hit.confidence, 3),
-                # A stereo call's channel is its speaker; a mono stream is not yet
-                # separated into agent and customer while it plays, so say so.
-                "speaker_confidence": 1.0 if self.stereo else None,
+                "speaker_confidence": speaker_confidence,
+                "uncertain_speaker": speaker_confidence is None or speaker_confidence < REVIEW_BELOW,
             }
             if self.external_ref is not None:
                 event["external_ref"] = self.external_ref
@@ -193,6 +209,29 @@ class LiveCall:
             event["latency_s"] = round(time.monotonic() - self.fed_at(hit.end), 3)
             self.alerts.append(event)
             self._emit(event)
+
+    # --- roles on a mono stream (roles.LiveRoles) --------------------------------
+    def _with_role(self, segment: Segment) -> Segment:
+        """A committed sentence with its speaker; on a mono stream, earlier
+        sentences whose role changed with it are announced in a ``speakers`` event."""
+        if self.roles is None:
+            return segment
+        segment, changed = self.roles.commit(segment)
+        if changed:
+            self._emit({"type": "speakers", "call_id": self.call_id, "segments": [
+                {key: s.to_json()[key] for key in ("start", "end", "text", "speaker", "speaker_confidence")}
+                for s in changed
+            ]})  # fmt: skip
+        return segment
+
+    def _speaker_of(self, hit, words, commit: bool) -> tuple[str, float | None]:
+        """Who said ``hit`` and how surely: a stereo channel is its speaker; on a mono
+        stream, the committed sentence holding it, or the provisional ``words``."""
+        if self.roles is None:
+            return hit.speaker, 1.0
+        if commit:
+            return self.roles.role_at(hit.start, hit.end)
+        return self.roles.judge(words[0].start, words[-1].end, "".join(w.text for w in words))
 
     def _emit(self, event: dict) -> None:
         for sink in self.sinks:
@@ -222,6 +261,8 @@ class LiveCall:
                   "rtf": round(self.asr_s / self.duration_s, 3) if self.duration_s else None}
         segments = sorted(self.segments, key=lambda s: (s.start, s.end))
         coverage = sum((stream.coverage(segments) for stream in self.streams), Coverage(0.0))
+        if self.roles is not None:
+            segments = self.roles.label(segments)
         report = report_for_segments(
             self.call_id, self.audio_path, self.agent_id, round(self.duration_s, 2), self.phrasebook,
             segments, self.stereo, timing, redact=redact, coverage=coverage,

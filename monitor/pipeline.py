@@ -21,7 +21,7 @@ from monitor.callid import report_path
 from monitor.match import matcher_for
 from monitor.phrasebook import Phrasebook
 from monitor.report import build_report, write_html, write_json
-from monitor.roles import separate_roles
+from monitor.roles import match_by_role, separate_roles
 from monitor.rules import judge
 
 
@@ -62,7 +62,9 @@ def report_for_segments(
     ``sounds`` (what each segment sounded like, ``sentence_sounds``) feeds the
     phrasebook's ``voice:`` rules of loudness and language; without it they judge nothing.
     """
-    hits = matcher_for(phrasebook).match_segments(segments)
+    matcher = matcher_for(phrasebook)
+    separated = not stereo and any(s.speaker_confidence is not None for s in segments)
+    hits = match_by_role(matcher, segments) if separated else matcher.match_segments(segments)
     judgement = judge(segments, hits, phrasebook, duration_s, stereo, sounds)
     return build_report(
         call_id, audio_path, agent_id, duration_s, phrasebook, segments, judgement, timing, redact, coverage

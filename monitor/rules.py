@@ -245,10 +245,12 @@ def judge(
     agent_segments = _spoken(segments, "agent")
     doubtful = [s for s in segments if uncertain(s)]
     agent_hits = [h for h in hits if h.speaker != "customer"]
-    held = [h for h in agent_hits if h.kind == "forbidden" and _within_any(h, doubtful)]
+    # An uncertain sentence is matched as the agent's whichever side it leans to
+    # (``roles.match_by_role``): its forbidden phrases are held, never lost.
+    held = [h for h in agent_hits if h.kind == "forbidden" and _within_any(h, doubtful, any_speaker=True)]
     agent_hits = [h for h in agent_hits if h not in held]
     review = [
-        _review_item(s, [h for h in held if _within_any(h, [s])], [c for c in conduct if c.uncertain_speaker and _overlaps(c, s)])
+        _review_item(s, [h for h in held if _within_any(h, [s], any_speaker=True)], [c for c in conduct if c.uncertain_speaker and _overlaps(c, s)])
         for s in doubtful
     ]
     # Held events over speech the transcript has no doubtful sentence for (wordless speech on a mono call).
@@ -742,12 +744,13 @@ def _interruption_pairs(agent: list[Segment], customer: list[Segment]) -> list[t
     return found
 
 
-def _within_any(hit: Hit, segments: list[Segment]) -> bool:
-    """True when the hit was heard (at least partly) inside one of the segments of its speaker."""
+def _within_any(hit: Hit, segments: list[Segment], any_speaker: bool = False) -> bool:
+    """True when the hit was heard (at least partly) inside one of the segments of its speaker
+    (of anyone's, with ``any_speaker``)."""
     if hit.start is None:
         return False
     end = hit.end if hit.end is not None else hit.start
-    return any(s.speaker == hit.speaker and hit.start < s.end and s.start < end for s in segments)
+    return any((any_speaker or s.speaker == hit.speaker) and hit.start < s.end and s.start < end for s in segments)
 
 
 def _review_item(segment: Segment, held: list[Hit], conduct: list[ConductEvent]) -> dict:

@@ -23,6 +23,7 @@ speaker-embedding packages that run without torch
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -141,3 +142,41 @@ def _piece(segment: Segment, words: list) -> Segment:
         speaker=segment.speaker,
         words=words,
     )
+
+
+class RecentAudio:
+    """The last ``window_s`` seconds of a live mono stream (16 kHz), so a
+    sentence can be described once it is transcribed; memory stays that of the
+    window however long the call runs."""
+
+    def __init__(self, window_s: float, sample_rate: int = 16000):
+        self.sample_rate = sample_rate
+        self._ring = np.zeros(int(window_s * sample_rate), np.float32)
+        self._written = 0  # samples fed since the start of the call
+        self._lock = threading.Lock()
+
+    def feed(self, samples: np.ndarray) -> None:
+        fed = len(samples)
+        samples = samples[-len(self._ring) :]
+        with self._lock:
+            at = (self._written + fed - len(samples)) % len(self._ring)
+            head = min(len(samples), len(self._ring) - at)
+            self._ring[at : at + head] = samples[:head]
+            self._ring[: len(samples) - head] = samples[head:]
+            self._written += fed
+
+    def between(self, start: float, end: float) -> np.ndarray | None:
+        """The audio from ``start`` to ``end`` (call seconds), None once it has left the window."""
+        with self._lock:
+            first, last = int(start * self.sample_rate), min(int(end * self.sample_rate), self._written)
+            if first < self._written - len(self._ring) or last <= first:
+                return None
+            index = np.arange(first, last) % len(self._ring)
+            return self._ring[index].copy()
+
+    def describe(self, start: float, end: float) -> np.ndarray | None:
+        """The voice vector of ``start``-``end``, None when too short or no longer kept."""
+        samples = self.between(start, end)
+        if samples is None:
+            return None
+        return describe(log_mel(samples), 0.0, len(samples) / self.sample_rate)

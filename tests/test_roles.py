@@ -17,6 +17,8 @@ import pytest
 from call_fixtures import hit, phrasebook, seg
 
 from monitor.asr import Segment
+from monitor.match import Hit
+from monitor.phrasebook import load_phrasebook
 from monitor.report import is_violation, build_report, render_html
 from monitor.roles import REVIEW_BELOW, assign_roles, text_evidence, uncertain
 from monitor.rules import judge
@@ -42,6 +44,23 @@ def test_complaint_cue_and_customer_words_speak_for_the_customer():
 def test_forbidden_hits_are_no_evidence_either_way():
     forbidden = hit("bb.forbidden.not_my_job", 0.0, 1.0, "不知道这事不归我管")
     assert text_evidence("不知道，这事不归我管。", [forbidden]) == text_evidence("不知道，这事不归我管。", [])
+
+
+def test_the_service_sides_work_speaks_for_the_agent_and_asking_for_it_for_the_customer():
+    # A rude agent who never says the code's phrases still asks for details and books the visit.
+    assert text_evidence("地址说一下，电话号码报一下。", []) > 0
+    assert text_evidence("工单我给你登记了。", []) > 0
+    assert text_evidence("你们今天能派人来看看吗？", []) < 0
+
+
+def test_a_forbidden_phrases_own_words_are_no_cue():
+    # 你们 is the customer's word, but 你们必须… is the agent's forbidden phrase.
+    text = "你们必须在家等着。"
+    must = Hit(phrase_id="bb.forbidden.must", kind="forbidden", category="commanding", canonical="你们必须……",
+               heard="你们必须", confidence=1.0, article="第36条", start=None, end=None, speaker="agent",
+               method="template")  # fmt: skip
+    assert text_evidence(text, []) < 0
+    assert text_evidence(text, [must]) == 0
 
 
 def test_opening_the_call_leans_agent_and_text_is_capped():
@@ -132,6 +151,41 @@ def test_forbidden_phrase_in_a_sure_sentence_still_deducts():
     judgement = judge(segments, hits, phrasebook(), duration_s=23.0, stereo=False)
     assert any(d.source == "bb.forbidden.not_my_job" and d.points == 20 for d in judgement.deductions)
     assert judgement.review == []
+
+
+def test_forbidden_phrase_in_an_uncertain_sentence_leaning_customer_is_held_not_lost():
+    from monitor.pipeline import report_for_segments
+
+    segments, _ = _mono_call(confidence=0.6)
+    segments[1] = Segment(20.2, 22.2, "不知道，这事不归我管。", "customer", speaker_confidence=0.6)
+    report = report_for_segments("c1", "c1.wav", None, 23.0, phrasebook(), segments, False, {})
+    held = [e for e in report["events"] if e["phrase_id"] == "bb.forbidden.not_my_job"]
+    assert held and all(e["uncertain_speaker"] and not is_violation(e) for e in held)
+    assert [r["forbidden"] for r in report["review"] if r["kind"] == "uncertain_speaker"] == [["bb.forbidden.not_my_job"]]
+    # Surely the customer's: no event at all.
+    segments[1] = Segment(20.2, 22.2, "不知道，这事不归我管。", "customer", speaker_confidence=0.95)
+    report = report_for_segments("c1", "c1.wav", None, 23.0, phrasebook(), segments, False, {})
+    assert not any(e["phrase_id"] == "bb.forbidden.not_my_job" for e in report["events"])
+    assert report["review"] == []
+
+
+def test_forbidden_phrase_cut_by_a_role_boundary_is_still_found_and_goes_to_the_side_holding_most_of_it():
+    # A live mono stream commits at pauses: the tail 怎么又问？ came out as its own sentence, put on the customer's side.
+    from monitor.pipeline import report_for_segments
+
+    segments = [
+        Segment(10.0, 12.4, "刚才不是跟你说了，", "agent", speaker_confidence=0.95),
+        Segment(12.6, 13.4, "怎么又问？", "customer", speaker_confidence=0.85),
+    ]
+    report = report_for_segments("c1", "c1.wav", None, 14.0, phrasebook(), segments, False, {})
+    assert [(e["phrase_id"], is_violation(e)) for e in report["events"]] == [("bb.forbidden.asked_again", True)]
+    # The same words with the customer holding most of them cost the agent nothing.
+    segments = [
+        Segment(10.0, 10.6, "刚才不是", "agent", speaker_confidence=0.95),
+        Segment(10.8, 13.4, "跟你说了，怎么又问？", "customer", speaker_confidence=0.85),
+    ]
+    report = report_for_segments("c1", "c1.wav", None, 14.0, phrasebook(), segments, False, {})
+    assert not any(is_violation(e) for e in report["events"])
 
 
 def test_report_carries_speaker_confidence_review_and_the_html_marker():
@@ -226,3 +280,41 @@ def test_no_roles_keeps_all_mono_speech_the_agents_and_stereo_is_certain():
     assert with_roles(mono, segments, phrasebook(), separate=False) == segments
     stereo = CallAudio("s.wav", silence, silence, 16000, 2)
     assert [s.speaker_confidence for s in with_roles(stereo, segments, phrasebook(), separate=True)] == [1.0, 1.0]
+
+
+def test_transcribe_shows_roles_on_mono_unless_told_not_to():
+    import re
+    import subprocess
+    import sys
+
+    def transcribe(*args: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-m", "monitor", "transcribe", str(DATA / "h01_customer_rude.flac"),
+                               "--agent-channel", "mono", *args], capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.splitlines()
+
+    labels = _labels("h01_customer_rude")
+    line = re.compile(r"\[\s*([\d.]+) → \s*([\d.]+)\] (agent|customer) \((0\.\d\d|1\.00)( 待复核)?\) \S")
+    lines = transcribe()
+    for text in lines:
+        match = line.match(text)
+        assert match, text
+        start, end, speaker = float(match[1]), float(match[2]), match[3]
+        assert speaker == _turn_at(labels, (start + end) / 2)["speaker"], text
+    assert not any(re.search(r"\] (agent|customer)", text) for text in transcribe("--no-roles"))
+
+
+@pytest.mark.parametrize("name", ["n01_no_greeting_phone", "n02_no_greeting_real_customer"])
+def test_call_without_greeting_deducts_the_agents_phrases_and_not_the_customers(transcriber, name):
+    """The agent never says the code's phrases (喂，哪里？ 地址说一下。 电话号码报一下，工单我给你登记。).
+    n01 is phone band and its customer says 你有没有搞错; n02's customer is real voices
+    (aishell). Before the service-work cues, n02's violation was only held (待复核)."""
+    from monitor.pipeline import ScoreOptions, score_call
+
+    labels = _labels(name)
+    report = score_call(str(DATA / f"{name}.flac"), transcriber, load_phrasebook("broadband"),
+                        ScoreOptions(agent_channel="mono"))  # fmt: skip
+    deducted = [e for e in report["events"] if is_violation(e)]
+    assert deducted, report["events"]
+    assert all(_turn_at(labels, (e["start"] + e["end"]) / 2)["speaker"] == "agent" for e in deducted), deducted
+    assert not [r for r in report["review"] if r.get("forbidden")], "a violation was only held for review"
