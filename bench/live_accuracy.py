@@ -1,0 +1,131 @@
+"""Live transcript accuracy against batch, with and without the second pass, in one run.
+
+For every call (the sample calls and any held-out calls given), in one process on one model:
+
+* **batch**: ``Transcriber.hear`` over the recording (what ``monitor score`` transcribes);
+* **live, first pass**: ``monitor live --file`` in lockstep with refinement off (the live path before it);
+* **live, refined**: the same with the second pass on (``stream.RefineOptions``);
+
+CER is corpus-level (edits over reference characters) against the labelled turns,
+all speakers in time order, simplified script without punctuation. Then the calls
+are played at speech speed (``--realtime``) through a ``DecodeScheduler``, before
+and after, for alert latency p50/p95 (every alert, both passes) and decoding CPU
+per call (process CPU time over the run, divided by the calls).
+
+    python bench/live_accuracy.py [CALLS_DIR ...] [--time-scale 1] [--no-realtime]
+        [--group-pause 1.0] [--max-group 14] [--prompt-chars 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from cer import cer_text
+from labelled import latency_summary
+from rapidfuzz.distance import Levenshtein
+
+from monitor.asr import Transcriber
+from monitor.audio import load_call
+from monitor.livecall import LiveCall
+from monitor.match import matcher_for
+from monitor.phrasebook import load_phrasebook
+from monitor.sources import FileSource
+from monitor.stream import DecodeScheduler, RefineOptions, StreamingOptions
+
+
+def reference(labels: dict) -> str:
+    return cer_text("".join(t["text"] for t in sorted(labels["turns"], key=lambda t: t["start"])))
+
+
+def transcript(segments) -> str:
+    return cer_text("".join(s.text for s in sorted(segments, key=lambda s: (s.start, s.end))))
+
+
+def live_call(wav: Path, labels: dict, transcriber, options: StreamingOptions, scheduler=None,
+              time_scale: float = 1.0) -> LiveCall:
+    """One call through ``LiveCall``: in lockstep without a scheduler, else paced at speech speed."""
+    phrasebook = load_phrasebook(labels["phrasebook"])
+    source = FileSource(str(wav), realtime=scheduler is not None, time_scale=time_scale)
+    call = LiveCall(wav.stem, phrasebook, matcher_for(phrasebook), [], stereo=source.channels > 1, options=options)
+    if scheduler is not None:
+        call.scheduler = scheduler
+        scheduler.add(call)
+    for frames in source:
+        call.feed(frames)
+        if scheduler is None:
+            call.catch_up(transcriber)
+    call.end()
+    if scheduler is None:
+        call.catch_up(transcriber)
+    else:
+        call.wait()
+    return call
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("calls", nargs="*", default=["/work/shared/samples/calls"])
+    parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--no-realtime", action="store_true", help="CER only (lockstep), no latency run")
+    parser.add_argument("--group-pause", type=float, default=RefineOptions.group_pause_s)
+    parser.add_argument("--max-group", type=float, default=RefineOptions.max_group_s)
+    parser.add_argument("--prompt-chars", type=int, default=RefineOptions.prompt_chars)
+    args = parser.parse_args()
+    wavs = sorted(w for d in args.calls for w in Path(d).glob("*.wav"))
+    transcriber = Transcriber(cpu_threads=2)
+    refine = RefineOptions(group_pause_s=args.group_pause, max_group_s=args.max_group, prompt_chars=args.prompt_chars)
+    configs = {"first pass": StreamingOptions(refine=None), "refined": StreamingOptions(refine=refine)}
+    print(f"refinement: {refine.__dict__ | {'transcription': '(batch defaults)'}}")
+
+    edits = {name: 0 for name in ["batch", *configs]}
+    ref_chars = 0
+    print(f"{'call':28s} {'chars':>5s} {'batch':>6s} " + " ".join(f"{n:>10s}" for n in configs) + "  groups refined/all")
+    for wav in wavs:
+        labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
+        ref = reference(labels)
+        ref_chars += len(ref)
+        row = {"batch": Levenshtein.distance(ref, transcript(transcriber.hear(load_call(str(wav))).segments))}
+        for name, options in configs.items():
+            call = live_call(wav, labels, transcriber, options)
+            row[name] = Levenshtein.distance(ref, transcript(call.segments))
+        for name, distance in row.items():
+            edits[name] += distance
+        print(f"{wav.stem:28s} {len(ref):5d} {row['batch'] / len(ref):6.3f} "
+              + " ".join(f"{row[n] / len(ref):10.3f}" for n in configs)
+              + f"  {call.refinement['refined']}/{call.refinement['groups']}", flush=True)
+    cer = {name: e / ref_chars for name, e in edits.items()}
+    print(f"\nCER over {len(wavs)} calls ({ref_chars} chars): batch {cer['batch']:.3f}  "
+          + "  ".join(f"live {n} {cer[n]:.3f}" for n in configs)
+          + f"\nrefined - batch = {cer['refined'] - cer['batch']:+.3f} (target <= +0.010)", flush=True)
+    if args.no_realtime:
+        return 0
+
+    print(f"\nreal time (time scale {args.time_scale:g}), {len(wavs)} calls one after another:")
+    results = {}
+    for name, options in configs.items():
+        scheduler = DecodeScheduler(transcriber)
+        latencies, pass2, retracted, not_refined = [], 0, 0, 0
+        cpu = time.process_time()
+        for wav in wavs:
+            labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
+            call = live_call(wav, labels, transcriber, options, scheduler, args.time_scale)
+            latencies += [a["latency_s"] for a in call.alerts]
+            pass2 += sum(a["pass"] == 2 for a in call.alerts)
+            retracted += sum(bool(a.get("retracted")) for a in call.alerts)
+            not_refined += len(call.refinement["not_refined"])
+        cpu = (time.process_time() - cpu) / len(wavs)
+        scheduler.close()
+        results[name] = cpu
+        print(f"  {name:10s} alerts={len(latencies)} (pass 2: {pass2}, retracted: {retracted}) "
+              f"{latency_summary(latencies)}  cpu_s/call={cpu:.2f}  groups not refined={not_refined}", flush=True)
+    print(f"  CPU per call refined / first pass = {results['refined'] / results['first pass']:.2f}x (target <= 1.5x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
