@@ -75,33 +75,56 @@ def main() -> int:
     parser.add_argument("--group-pause", type=float, default=RefineOptions.group_pause_s)
     parser.add_argument("--max-group", type=float, default=RefineOptions.max_group_s)
     parser.add_argument("--prompt-chars", type=int, default=RefineOptions.prompt_chars)
+    parser.add_argument("--designs", action="store_true",
+                        help="also measure per-utterance refinement, refinement without the prompt context, and a "
+                             "first pass with longer windows (LocalAgreement over 20 s, 1 s pauses)")
     args = parser.parse_args()
     wavs = sorted(w for d in args.calls for w in Path(d).glob("*.wav"))
     transcriber = Transcriber(cpu_threads=2)
     refine = RefineOptions(group_pause_s=args.group_pause, max_group_s=args.max_group, prompt_chars=args.prompt_chars)
     configs = {"first pass": StreamingOptions(refine=None), "refined": StreamingOptions(refine=refine)}
+    designs = {
+        # the other designs, CER and CPU only (lockstep)
+        "per utterance": StreamingOptions(refine=replace(refine, group_pause_s=0.0)),
+        "no context": StreamingOptions(refine=replace(refine, prompt_chars=0)),
+        "long windows": StreamingOptions(refine=None, pause_s=1.0, max_window_s=20.0),
+    }
     print(f"refinement: {refine.__dict__ | {'transcription': '(batch defaults)'}}")
 
-    edits = {name: 0 for name in ["batch", *configs]}
+    lockstep = {**configs, **(designs if args.designs else {})}
+    edits = {name: 0 for name in ["batch", *lockstep]}
+    cpu = {name: 0.0 for name in ["batch", *lockstep]}
     ref_chars = 0
-    print(f"{'call':28s} {'chars':>5s} {'batch':>6s} " + " ".join(f"{n:>10s}" for n in configs) + "  groups refined/all")
+    print(f"{'call':24s} {'chars':>5s} {'batch':>6s} " + " ".join(f"{n[:13]:>13s}" for n in lockstep)
+          + "  refined: groups, alerts pass 2, retracted")
     for wav in wavs:
         labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
         ref = reference(labels)
         ref_chars += len(ref)
+        started = time.process_time()
         row = {"batch": Levenshtein.distance(ref, transcript(transcriber.hear(load_call(str(wav))).segments))}
-        for name, options in configs.items():
+        cpu["batch"] += time.process_time() - started
+        for name, options in lockstep.items():
+            started = time.process_time()
             call = live_call(wav, labels, transcriber, options)
+            cpu[name] += time.process_time() - started
             row[name] = Levenshtein.distance(ref, transcript(call.segments))
+            if name == "refined":
+                refined = call
         for name, distance in row.items():
             edits[name] += distance
-        print(f"{wav.stem:28s} {len(ref):5d} {row['batch'] / len(ref):6.3f} "
-              + " ".join(f"{row[n] / len(ref):10.3f}" for n in configs)
-              + f"  {call.refinement['refined']}/{call.refinement['groups']}", flush=True)
+        alerts = refined.alerts
+        print(f"{wav.stem[:24]:24s} {len(ref):5d} {row['batch'] / len(ref):6.3f} "
+              + " ".join(f"{row[n] / len(ref):13.3f}" for n in lockstep)
+              + f"  {refined.refinement['refined']}/{refined.refinement['groups']}, "
+              + f"{[a['canonical'] for a in alerts if a['pass'] == 2]}, "
+              + f"{[a['canonical'] for a in alerts if a.get('retracted')]}", flush=True)
     cer = {name: e / ref_chars for name, e in edits.items()}
-    print(f"\nCER over {len(wavs)} calls ({ref_chars} chars): batch {cer['batch']:.3f}  "
-          + "  ".join(f"live {n} {cer[n]:.3f}" for n in configs)
-          + f"\nrefined - batch = {cer['refined'] - cer['batch']:+.3f} (target <= +0.010)", flush=True)
+    print(f"\nlockstep over {len(wavs)} calls ({ref_chars} reference chars):")
+    for name in edits:
+        print(f"  {name:14s} CER {cer[name]:.3f}  cpu_s/call {cpu[name] / len(wavs):6.2f}"
+              + (f"  ({cpu[name] / cpu['first pass']:.2f}x first pass)" if name != "batch" else ""))
+    print(f"refined - batch = {cer['refined'] - cer['batch']:+.3f} (target <= +0.010)", flush=True)
     if args.no_realtime:
         return 0
 
@@ -110,7 +133,7 @@ def main() -> int:
     for name, options in configs.items():
         scheduler = DecodeScheduler(transcriber)
         latencies, pass2, retracted, not_refined = [], 0, 0, 0
-        cpu = time.process_time()
+        started = time.process_time()
         for wav in wavs:
             labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
             call = live_call(wav, labels, transcriber, options, scheduler, args.time_scale)
@@ -118,11 +141,11 @@ def main() -> int:
             pass2 += sum(a["pass"] == 2 for a in call.alerts)
             retracted += sum(bool(a.get("retracted")) for a in call.alerts)
             not_refined += len(call.refinement["not_refined"])
-        cpu = (time.process_time() - cpu) / len(wavs)
+        results[name] = (time.process_time() - started) / len(wavs)
         scheduler.close()
-        results[name] = cpu
         print(f"  {name:10s} alerts={len(latencies)} (pass 2: {pass2}, retracted: {retracted}) "
-              f"{latency_summary(latencies)}  cpu_s/call={cpu:.2f}  groups not refined={not_refined}", flush=True)
+              f"{latency_summary(latencies)}  cpu_s/call={results[name]:.2f}  groups not refined={not_refined}",
+              flush=True)
     print(f"  CPU per call refined / first pass = {results['refined'] / results['first pass']:.2f}x (target <= 1.5x)")
     return 0
 

@@ -14,8 +14,6 @@ import os
 import threading
 import time
 
-from dataclasses import replace
-
 import numpy as np
 
 from monitor.alerts import WebhookSink
@@ -285,13 +283,14 @@ class LiveCall:
 
     def _apply_refinement(self, job: RefineJob, refined: list[Segment]) -> None:
         self.refinement["groups"] += 1
+        if not refined and not job.first_pass:  # (a click or a breath: neither pass heard words)
+            self.refinement["refined"] += 1
+            return
         if not refined:  # a second pass that hears nothing does not erase what the first heard
             self.refinement["not_refined"].append({"speaker": job.speaker, "start": round(job.start, 2),
                                                    "end": round(job.end, 2), "reason": "the second pass heard nothing"})
             return
         self.refinement["refined"] += 1
-        confidence = job.first_pass[0].speaker_confidence
-        refined = [replace(s, speaker_confidence=confidence) for s in refined]
         context = self._before(job)
         with self._lock:
             replaced = {id(s) for s in job.first_pass}

@@ -298,9 +298,10 @@ class UtteranceStream:
             self._close_group()
 
     def _close_group(self) -> None:
-        if self._group_segments:  # (a group whose speech decoded to nothing has nothing to refine)
-            audio = np.concatenate(self._group) if self._group else np.zeros(0, np.float32)
-            samples = audio[: round((self._group_end - self._group_start) * SAMPLE_RATE)]
+        # (speech the first pass heard nothing in is refined too: the second pass may hear it)
+        audio = np.concatenate(self._group) if self._group else np.zeros(0, np.float32)
+        samples = audio[: round((self._group_end - self._group_start) * SAMPLE_RATE)]
+        if len(samples):
             self.refine_jobs.append(RefineJob(self.speaker, self._group_start, samples, self._group_segments))
         self._group_open, self._group, self._group_segments = False, [], []
 
