@@ -312,8 +312,11 @@ class LiveCall:
                 if h.kind == "forbidden" and h.speaker == job.speaker and h.end > job.start]
 
         def same(alert: dict, hit) -> bool:
-            return (alert["phrase_id"] == hit.phrase_id and alert["start"] - slack_s < hit.end
-                    and hit.start < alert["end"] + slack_s)
+            """The hit backs the alert: the same phrase about the same time (timestamps move between
+            passes), or another forbidden phrase over the same words (这事不归我管 heard as the
+            code's own wording where the first pass matched the lexicon's rule)."""
+            slack = slack_s if alert["phrase_id"] == hit.phrase_id else 0.0
+            return alert["start"] - slack < hit.end and hit.start < alert["end"] + slack
 
         in_group = [a for a in self.alerts if a["speaker"] == job.speaker and not a.get("retracted")
                     and job.start < a["end"] and a["start"] < job.end]
