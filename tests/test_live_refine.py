@@ -149,3 +149,28 @@ def test_under_load_refinement_waits_and_is_skipped_and_the_report_says_so(trans
     for call in calls:
         summary = call.report()["live"]["refinement"]
         assert summary["groups"] == summary["refined"] + len(summary["not_refined"])
+
+
+def test_dashboard_and_whisper_live_clients_show_the_refined_text_in_place_of_the_first(tmp_path, broadband):
+    from monitor.ingest import WebSocketSink
+    from monitor.store import open_store
+    from monitor.web.live import Hub, LiveOptions
+
+    phrasebook, matcher = broadband
+    hub = Hub(open_store(str(tmp_path / "live.db")), LiveOptions())
+    call = LiveCall("c1", phrasebook, matcher, [], stereo=True)
+    hub.call_started(call)
+    client = WebSocketSink("u1", websocket=None, loop=None)
+    client.gone = True  # (no connection: what it would send is in .completed)
+    first = [{"start": 0.5, "end": 1.5, "speaker": "agent", "text": "你好我是"},
+             {"start": 1.6, "end": 2.5, "speaker": "agent", "text": "小账"},
+             {"start": 1.0, "end": 2.0, "speaker": "customer", "text": "喂"}]
+    revised = {"type": "revised", "call_id": "c1", "speaker": "agent", "start": 0.4, "end": 2.6,
+               "segments": [{"start": 0.5, "end": 2.5, "speaker": "agent", "text": "您好，我是小赵。"}]}
+    for event in [*({"type": "segment", "call_id": "c1", **s} for s in first), revised]:
+        hub.send(event)
+        client.send(event)
+    (entry,) = hub.snapshot()
+    assert [(line["speaker"], line["text"]) for line in entry["lines"]] == [("agent", "您好，我是小赵。"),
+                                                                          ("customer", "喂")]
+    assert [(s["text"], s["completed"]) for s in client.completed] == [("您好，我是小赵。", True), ("喂", True)]
