@@ -25,6 +25,13 @@ whisper_streaming:
   that is cut where two consecutive hypotheses agree (LocalAgreement-2), or, if
   they do not, before the last ``tail_keep_s`` seconds.
 
+* Once the speaker has paused ``RefineOptions.group_pause_s`` (or the group
+  reaches ``max_group_s``), the utterances finished since the last such pause
+  form a group, kept with its audio in ``refine_jobs``: a second pass decodes it
+  as batch decoding would (``refined_segments``), and its text replaces the
+  first pass's (``livecall.LiveCall.refine``). The first pass stays the fast
+  path for alerts; the second pass is the transcript.
+
 ``PhraseWatch`` matches committed words (plus the tail of the previous
 committed piece, so a phrase split across two pieces is still found) and
 reports each forbidden phrase once. ``DecodeScheduler`` shares one loaded model
