@@ -77,7 +77,7 @@ def main() -> int:
     parser.add_argument("--max-group", type=float, default=RefineOptions.max_group_s)
     parser.add_argument("--prompt-chars", type=int, default=RefineOptions.prompt_chars)
     parser.add_argument("--designs", action="store_true",
-                        help="also measure per-utterance refinement, refinement without the prompt context, and a "
+                        help="also measure per-utterance refinement, refinement with the preceding text as prompt, and a "
                              "first pass with longer windows (LocalAgreement over 20 s, 1 s pauses)")
     args = parser.parse_args()
     wavs = sorted(w for d in args.calls for w in Path(d).glob("*.wav"))
@@ -87,7 +87,7 @@ def main() -> int:
     designs = {
         # the other designs, CER and CPU only (lockstep)
         "per utterance": StreamingOptions(refine=replace(refine, group_pause_s=0.0)),
-        "no context": StreamingOptions(refine=replace(refine, prompt_chars=0)),
+        "with context": StreamingOptions(refine=replace(refine, prompt_chars=60)),
         "long windows": StreamingOptions(refine=None, pause_s=1.0, max_window_s=20.0),
     }
     print(f"refinement: {refine.__dict__ | {'transcription': '(batch defaults)'}}")
