@@ -13,8 +13,22 @@ and after, for alert latency p50/p95 (first-pass alerts, the fast path the 1 s
 target is for; pass-2 alerts apart) and decoding CPU per call (process CPU time
 over the run, divided by the calls).
 
-    python bench/live_accuracy.py [CALLS_DIR ...] [--time-scale 1] [--no-realtime]
-        [--group-pause 1.0] [--max-group 14] [--prompt-chars 60]
+    python bench/live_accuracy.py [CALLS_DIR ...] [--time-scale 1] [--no-realtime | --realtime-only]
+        [--designs] [--group-pause 1.0] [--max-group 14] [--prompt-chars 0]
+
+Measured 2026-11-28 on d02, d04, d06, d08 and three held-out calls synthesized with
+tools/synth_call.py (mono; phone band 8 kHz with noise at -38 and -42 dBFS, or
+noise at -32 dBFS; other agent voices; 738 reference characters), on a machine
+shared with other jobs (load 12-16 on 2 cores, so absolute latencies are high):
+
+    lockstep CER       batch 0.144   first pass 0.160   refined 0.121 (refined - batch = -0.023)
+      --designs        per utterance 0.142, preceding text as prompt 0.127,
+                       first pass over 20 s windows with 1 s pauses 0.228 (3.45x CPU);
+      --max-group 8    0.142 (so 14 s, batch's window length)
+    CPU per call       refined / first pass 1.21x lockstep, 1.23x and 1.28x at speech speed
+    first-pass alert latency at speech speed, before -> after (same run):
+      p50 1.00 -> 0.92, p95 1.64 -> 1.79 (14 s groups); p50 0.69 -> 0.73, p95 1.32 -> 0.92
+      (8 s groups); the run-to-run spread under this load is larger than the difference.
 """
 
 from __future__ import annotations

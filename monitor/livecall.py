@@ -278,8 +278,10 @@ class LiveCall:
 
     def _before(self, job: RefineJob) -> list:
         """The speaker's segments before ``job``, the last few (the second pass's prompt and match context)."""
+        replaced = {id(s) for s in job.first_pass}
         with self._lock:
-            return [s for s in self.segments if s.speaker == job.speaker and s.end <= job.start + 0.05][-3:]
+            return [s for s in self.segments
+                    if s.speaker == job.speaker and s.start < job.start and id(s) not in replaced][-3:]
 
     def _apply_refinement(self, job: RefineJob, refined: list[Segment]) -> None:
         self.refinement["groups"] += 1
@@ -309,7 +311,7 @@ class LiveCall:
         """Alerts the refined text raises that the first pass missed (``pass: 2``),
         and first-pass alerts of the group it no longer supports (retracted)."""
         hits = [h for h in self.watch.matcher.match_segments(segments)
-                if h.kind == "forbidden" and h.speaker == job.speaker and h.end > job.start]
+                if h.kind == "forbidden" and h.speaker == job.speaker and (h.start + h.end) / 2 >= job.start]
 
         def same(alert: dict, hit) -> bool:
             """The hit backs the alert: the same phrase about the same time (timestamps move between
@@ -318,8 +320,9 @@ class LiveCall:
             slack = slack_s if alert["phrase_id"] == hit.phrase_id else 0.0
             return alert["start"] - slack < hit.end and hit.start < alert["end"] + slack
 
+        # (by its middle: word times may reach a little past the end of the group's audio)
         in_group = [a for a in self.alerts if a["speaker"] == job.speaker and not a.get("retracted")
-                    and job.start < a["end"] and a["start"] < job.end]
+                    and job.start <= (a["start"] + a["end"]) / 2 < job.end]
         for alert in in_group:
             if not any(same(alert, hit) for hit in hits):
                 alert["retracted"] = True
