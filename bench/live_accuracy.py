@@ -17,7 +17,7 @@ over the run, divided by the calls).
         [--designs] [--group-pause 1.0] [--max-group 14] [--prompt-chars 0]
 
 Measured 2026-11-28 on d02, d04, d06, d08 and three held-out calls synthesized with
-tools/synth_call.py (mono; phone band 8 kHz with noise at -38 and -42 dBFS, or
+tools/synth_call.py from ``bench/data/live_heldout/*.json`` (mono; phone band 8 kHz with noise at -38 and -42 dBFS, or
 noise at -32 dBFS; other agent voices; 738 reference characters), on a machine
 shared with other jobs (load 12-16 on 2 cores, so absolute latencies are high):
 
