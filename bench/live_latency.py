@@ -54,11 +54,11 @@ def main() -> int:
             call.feed(frames)
         call.end()
         call.wait()
-        live = [(a["start"], a["end"]) for a in call.alerts if a["speaker"] == "agent"]
+        live = [(a["start"], a["end"]) for a in call.alerts if a["speaker"] == "agent" and not a.get("retracted")]
         segments = transcriber.transcribe_call(load_call(str(wav)))
         batch = [(h.start, h.end) for h in matcher.match_segments(segments) if h.kind == "forbidden" and h.speaker == "agent"]
         turns = forbidden_agent_turns(labels)
-        latencies += [a["latency_s"] for a in call.alerts]
+        latencies += [a["latency_s"] for a in call.alerts if a["pass"] == 1]  # pass 2 waits for the refinement
         turns_total += len(turns)
         live_hits_total += recalled(turns, live)
         batch_hits_total += recalled(turns, batch)

@@ -14,7 +14,10 @@ The conversation, as WhisperLive's server and client have it:
 4. We send ``{"uid", "segments": [{"start", "end", "text", "completed"}]}`` (the
    last committed segments, then the utterance in progress as not completed),
    and, as an extra WhisperLive clients ignore, ``{"uid", "alert": {...}}`` with
-   the alert line of CONTRACT.md. Problems are ``{"uid", "status": "ERROR" |
+   the alert line of CONTRACT.md. When the second pass refines a stretch of
+   speech, its segments replace the first pass's in the completed segments
+   sent next (``{"uid", "segments", "revised": {...}}``), and an alert it no
+   longer supports is withdrawn by ``{"uid", "retracted": {...}}``. Problems are ``{"uid", "status": "ERROR" |
    "WAIT", "message"}``, as WhisperLive reports them.
 
 Each connection is one call; all calls share the process's model through one
@@ -192,6 +195,13 @@ class WebSocketSink:
         elif kind == "partial":
             current = _whisper_live_segment(event, completed=False)
             message = {"uid": self.uid, "segments": self.completed[-SEND_LAST_N_SEGMENTS:] + [current]}
+        elif kind == "revised":  # the second pass: its segments replace the first pass's in the span
+            kept = [s for s in self.completed if not _revised_away(s, event)]
+            refined = [_whisper_live_segment(s, completed=True) for s in event["segments"]]
+            self.completed = sorted(kept + refined, key=lambda s: float(s["start"]))
+            message = {"uid": self.uid, "segments": self.completed[-SEND_LAST_N_SEGMENTS:], "revised": event}
+        elif kind == "retracted":
+            message = {"uid": self.uid, "retracted": event}
         else:
             return
         if not self.gone:
@@ -205,6 +215,11 @@ class WebSocketSink:
 
     def close(self) -> None:
         pass
+
+
+def _revised_away(segment: dict, revised: dict) -> bool:
+    return segment.get("speaker", revised["speaker"]) == revised["speaker"] and (
+        revised["start"] <= float(segment["start"]) < revised["end"])
 
 
 def _whisper_live_segment(event: dict, completed: bool) -> dict:

@@ -20,7 +20,9 @@ from monitor.alerts import WebhookSink
 from monitor.asr import Segment
 from monitor.roles import REVIEW_BELOW, LiveRoles
 from monitor.sources import speaker_channels
-from monitor.stream import Committed, DecodeScheduler, Hypothesis, PhraseWatch, StreamingOptions, UtteranceStream
+from monitor.stream import (
+    Committed, DecodeScheduler, Hypothesis, PhraseWatch, RefineJob, StreamingOptions, UtteranceStream, refined_segments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,8 @@ class LiveCall:
         self.sinks = sinks
         self.stereo = stereo and agent_channel != "mono"
         speakers = ["agent", "customer"] if self.stereo else ["agent"]
-        self.streams = [UtteranceStream(speaker, options) for speaker in speakers]
+        self.options = options or StreamingOptions()
+        self.streams = [UtteranceStream(speaker, self.options) for speaker in speakers]
         self.watch = PhraseWatch(matcher)
         self.roles = None if self.stereo else LiveRoles(matcher)
         """Who speaks each sentence of a mono stream (``roles.LiveRoles``); None on stereo."""
@@ -72,6 +75,10 @@ class LiveCall:
         self._watch_lock = threading.Lock()
         self._done = threading.Event()
         self.scheduler: DecodeScheduler | None = None
+        self.refinement = {"groups": 0, "refined": 0, "not_refined": []}
+        """The second pass so far: groups closed, groups refined, and those left as
+        the first pass heard them (speaker, start, end, reason)."""
+        self._refining = 0  # groups taken by a worker and not yet applied
 
     # --- feeding (source threads) ------------------------------------------------
     def feed(self, frames: np.ndarray) -> None:
@@ -106,7 +113,7 @@ class LiveCall:
             self.interrupted = interrupted
         for stream in self.streams:
             stream.end()
-        if all(stream.drained() for stream in self.streams):
+        if self._decoded():
             self._finish()  # nothing fed (or all decoded): no decoding step would ever finish it
         elif self.scheduler:
             self.scheduler.wake()
@@ -145,7 +152,8 @@ class LiveCall:
         started = time.perf_counter()
         for event in stream.step(transcriber):
             if isinstance(event, Committed):
-                self.segments.append(event.segment)  # the stream's speaker: the report labels roles at the end
+                with self._lock:  # (a second pass may be replacing segments on another worker)
+                    self.segments.append(event.segment)  # the stream's speaker: the report labels roles at the end
                 segment = self._with_role(event.segment)
                 self._emit({"type": "segment", "call_id": self.call_id, **segment.to_json(), "final": event.final})
                 with self._watch_lock:
@@ -159,7 +167,7 @@ class LiveCall:
                     hits = self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until)
                     self._alert(hits, event.words, commit=False)
         self.asr_s += time.perf_counter() - started
-        if all(s.drained() for s in self.streams):
+        if self._decoded():
             self._finish()
 
     def catch_up(self, transcriber, check_every_s: float = 0.1) -> None:
@@ -172,11 +180,13 @@ class LiveCall:
         while not self.done:
             ready = [stream for stream in self.streams if stream.has_work(check_every_s)]
             if not ready:
+                while self.refine_jobs() and not self.done:  # every group as soon as it closes
+                    self.refine(transcriber, when_quiet=False)
                 return
             for stream in ready:
                 self.step(stream, transcriber)
 
-    def _alert(self, hits, words, commit: bool) -> None:
+    def _alert(self, hits, words, commit: bool, decoding_pass: int = 1) -> None:
         for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
             speaker, speaker_confidence = self._speaker_of(hit, words, commit)
             sure = speaker_confidence is not None and speaker_confidence >= REVIEW_BELOW
@@ -202,6 +212,7 @@ class LiveCall:
                 "confidence": round(hit.confidence, 3),
                 "speaker_confidence": speaker_confidence,
                 "uncertain_speaker": speaker_confidence is None or speaker_confidence < REVIEW_BELOW,
+                "pass": decoding_pass,
             }
             if self.external_ref is not None:
                 event["external_ref"] = self.external_ref
@@ -240,6 +251,141 @@ class LiveCall:
             except Exception:  # a broken sink must not cost the other sinks their events
                 log.exception("call %s: event sink %r failed", self.call_id, sink)
 
+    # --- the second pass (refinement; scheduler threads, after every first pass) --
+    def _decoded(self) -> bool:
+        """Every stream decoded to its end, and every group refined or given up."""
+        return all(s.drained() for s in self.streams) and not self.refine_jobs() and not self._refining
+
+    def refine_jobs(self) -> list[RefineJob]:
+        """Closed groups waiting for the second pass, oldest first."""
+        with self._lock:
+            return sorted((job for s in self.streams for job in s.refine_jobs), key=lambda job: job.closed_at)
+
+    def refine_due(self) -> bool:
+        """A group can be refined now: no speaker of the call is in mid-utterance
+        (the next first-pass decode is then at least a pause away), or one waited too long."""
+        jobs = self.refine_jobs()
+        if not jobs or self.done:
+            return False
+        return self._quiet() or time.monotonic() - jobs[0].closed_at > self.options.refine.max_wait_s
+
+    def refine_waiting_since(self) -> float:
+        jobs = self.refine_jobs()
+        return jobs[0].closed_at if jobs else time.monotonic()
+
+    def _quiet(self) -> bool:
+        return not any(s.speaking and not s.ended for s in self.streams)
+
+    def _take_job(self, when_quiet: bool) -> RefineJob | None:
+        """The oldest group to refine; groups that waited too long are given up first."""
+        now = time.monotonic()
+        with self._lock:
+            for stream in self.streams:
+                for job in [j for j in stream.refine_jobs if now - j.closed_at > self.options.refine.max_wait_s]:
+                    stream.refine_jobs.remove(job)
+                    self._not_refined(job, "the decoder was busy with first passes")
+            jobs = sorted((j for s in self.streams for j in s.refine_jobs), key=lambda j: j.closed_at)
+            if not jobs or (when_quiet and not self._quiet()):
+                return None
+            job = jobs[0]
+            next(s for s in self.streams if s.speaker == job.speaker).refine_jobs.remove(job)
+            self._refining += 1
+            return job
+
+    def _not_refined(self, job: RefineJob, reason: str) -> None:
+        self.refinement["groups"] += 1
+        self.refinement["not_refined"].append(
+            {"speaker": job.speaker, "start": round(job.start, 2), "end": round(job.end, 2), "reason": reason}
+        )
+
+    def refine(self, transcriber, when_quiet: bool = True) -> None:
+        """Decode the oldest closed group again (``stream.RefineOptions``) and put
+        the refined text in place of the first pass's, with its alerts revised."""
+        job = self._take_job(when_quiet)
+        if job is not None:
+            try:
+                started = time.perf_counter()
+                context = "".join(s.text for s in self._before(job))
+                refined = refined_segments(transcriber, job, self.options.refine, context)
+                self.asr_s += time.perf_counter() - started
+                self._apply_refinement(job, refined)
+            finally:
+                with self._lock:
+                    self._refining -= 1
+        if self._decoded():
+            self._finish()
+
+    def _before(self, job: RefineJob) -> list:
+        """The speaker's segments before ``job``, the last few (the second pass's prompt and match context)."""
+        replaced = {id(s) for s in job.first_pass}
+        with self._lock:
+            return [s for s in self.segments
+                    if s.speaker == job.speaker and s.start < job.start and id(s) not in replaced][-3:]
+
+    def _apply_refinement(self, job: RefineJob, refined: list[Segment]) -> None:
+        self.refinement["groups"] += 1
+        if not refined and not job.first_pass:  # (a click or a breath: neither pass heard words)
+            self.refinement["refined"] += 1
+            return
+        if not refined:  # a second pass that hears nothing does not erase what the first heard
+            self.refinement["not_refined"].append({"speaker": job.speaker, "start": round(job.start, 2),
+                                                   "end": round(job.end, 2), "reason": "the second pass heard nothing"})
+            return
+        self.refinement["refined"] += 1
+        context = self._before(job)
+        with self._lock:
+            replaced = {id(s) for s in job.first_pass}
+            self.segments = sorted([s for s in self.segments if id(s) not in replaced] + refined,
+                                   key=lambda s: (s.start, s.end))
+        event = {"type": "revised", "call_id": self.call_id, "speaker": job.speaker,
+                 "start": round(job.start, 2), "end": round(job.end, 2),
+                 "replaced": [s.to_json() for s in job.first_pass], "segments": [s.to_json() for s in refined]}
+        if self.external_ref is not None:
+            event["external_ref"] = self.external_ref
+        self._emit(event)
+        with self._watch_lock:
+            self._revise_alerts(job, context + refined)
+
+    def _revise_alerts(self, job: RefineJob, segments: list[Segment], slack_s: float = 1.0) -> None:
+        """Alerts the refined text raises that the first pass missed (``pass: 2``),
+        and first-pass alerts of the group it no longer supports (retracted)."""
+        hits = [h for h in self.watch.matcher.match_segments(segments)
+                if h.kind == "forbidden" and h.speaker == job.speaker and (h.start + h.end) / 2 >= job.start]
+
+        def same(alert: dict, hit) -> bool:
+            """The hit backs the alert: the same phrase about the same time (timestamps move between
+            passes), or another forbidden phrase over the same words (这事不归我管 heard as the
+            code's own wording where the first pass matched the lexicon's rule)."""
+            slack = slack_s if alert["phrase_id"] == hit.phrase_id else 0.0
+            return alert["start"] - slack < hit.end and hit.start < alert["end"] + slack
+
+        # (by its middle: word times may reach a little past the end of the group's audio)
+        in_group = [a for a in self.alerts if a["speaker"] == job.speaker and not a.get("retracted")
+                    and job.start <= (a["start"] + a["end"]) / 2 < job.end]
+        for alert in in_group:
+            if not any(same(alert, hit) for hit in hits):
+                alert["retracted"] = True
+                retraction = {"type": "retracted", "call_id": self.call_id, "speaker": job.speaker,
+                              "phrase_id": alert["phrase_id"], "canonical": alert["canonical"],
+                              "start": alert["start"], "end": alert["end"], "heard_again": job_text(segments, job)}
+                if self.external_ref is not None:
+                    retraction["external_ref"] = self.external_ref
+                self._emit(retraction)
+        new = [h for h in hits if not any(same(a, h) for a in self.alerts if not a.get("retracted"))]
+        self.watch.reported += new
+        self._alert(new, [w for s in segments for w in s.words], commit=True, decoding_pass=2)
+
+    def _live_summary(self) -> dict:
+        """What the report says of the live run: every alert as raised (and
+        retracted), and the groups the second pass did not refine."""
+        pending = [{"speaker": j.speaker, "start": round(j.start, 2), "end": round(j.end, 2),
+                    "reason": "the call ended before it was refined"} for j in self.refine_jobs()]
+        fields = ("phrase_id", "canonical", "speaker", "start", "end", "article", "latency_s", "pass")
+        return {
+            "alerts": [{**{k: a.get(k) for k in fields}, "retracted": bool(a.get("retracted"))} for a in self.alerts],
+            "refinement": {**self.refinement, "not_refined": self.refinement["not_refined"] + pending},
+        }
+
     def fail(self, reason: str) -> None:
         self.failed = reason
         self._finish()
@@ -273,7 +419,13 @@ class LiveCall:
             report["interrupted"] = self.interrupted
         if self.external_ref is not None:
             report["external_ref"] = self.external_ref
+        report["live"] = self._live_summary()
         return report
+
+
+def job_text(segments: list[Segment], job: RefineJob) -> str:
+    """The refined text of ``job``'s span (``segments`` may start with context before it)."""
+    return "".join(s.text for s in segments if s.end > job.start)
 
 
 class PartialFilter:

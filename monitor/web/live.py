@@ -55,6 +55,7 @@ class Hub:
         self.options = options
         self.calls: dict[str, dict] = {}  # call_id -> what a dashboard shows of a live call
         self._live: dict[str, object] = {}  # call_id -> LiveCall, for its agent and phrasebook
+        self._alert_ids: dict[tuple, int] = {}  # (call_id, phrase_id, start) -> stored alert id
         self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
         self._lock = threading.Lock()
         self.fleet = None
@@ -147,6 +148,7 @@ class Hub:
         with self._lock:
             self._live.pop(call.call_id, None)
             self.calls.pop(call.call_id, None)
+            self._alert_ids = {key: value for key, value in self._alert_ids.items() if key[0] != call.call_id}
         self.publish({"type": "call_ended", "call_id": call.call_id, "score": score, "saved": score is not None or call.failed is None})
 
     def send(self, event: dict) -> None:
@@ -164,6 +166,7 @@ class Hub:
             alert_id = self.store.save_alert(event, agent_id=agent_id, severity=severity)
             if entry is not None:
                 entry["alerts"] += 1
+                self._alert_ids[(call_id, event["phrase_id"], event["start"])] = alert_id  # for a retraction
             self.publish({**event, "id": alert_id, "agent_id": agent_id, "severity": severity, "acknowledged": False})
         elif kind == "segment":
             line = {k: event.get(k) for k in ("start", "end", "speaker", "text")}
@@ -179,6 +182,17 @@ class Hub:
             if entry is not None:
                 entry["partial"] = line
             self.publish({"type": "partial", "call_id": call_id, **line})
+        elif kind == "revised" and entry is not None:
+            # The second pass's text in place of the first's: the call is drawn again from its lines.
+            refined = [{k: seg.get(k) for k in ("start", "end", "speaker", "text")} for seg in event["segments"]]
+            with self._lock:
+                kept = [line for line in entry["lines"] if not _in_span(line, event)]
+                entry["lines"].clear()
+                entry["lines"].extend(sorted(kept + refined, key=lambda line: line["start"]))
+                call_entry = {**entry, "lines": list(entry["lines"])}
+            self.publish({"type": "revised", "call_id": call_id, "call": call_entry})
+        elif kind == "retracted":
+            self.publish({**event, "id": self._alert_ids.get((call_id, event["phrase_id"], event["start"]))})
 
     def close(self) -> None:
         pass
@@ -208,6 +222,11 @@ class Hub:
             self.calls.pop(row["call_id"], None)
         self.publish({"type": "call_ended", "call_id": row["call_id"], "score": report["score"]["total"],
                       "saved": True, "interrupted": reason})
+
+
+def _in_span(line: dict, revised: dict) -> bool:
+    """A transcript line the ``revised`` event replaces: its speaker's, starting in its span."""
+    return line.get("speaker") == revised["speaker"] and revised["start"] <= line["start"] < revised["end"]
 
 
 class Ingest:

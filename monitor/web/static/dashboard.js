@@ -190,6 +190,8 @@ function connect() {
     } else if (event.type === "call_started") drawCall(event);
     else if (event.type === "segment") addLine(event.call_id, event, false);
     else if (event.type === "partial") addLine(event.call_id, event, true);
+    else if (event.type === "revised") drawCall(event.call);
+    else if (event.type === "retracted" && alertsById.has(event.id)) alertsById.get(event.id).box.append(el("div", "muted small", "复核后撤回：" + event.heard_again));
     else if (event.type === "call_ended") endCall(event);
     else if (event.type === "ack") markAcked(event.id, event.by);
     else if (event.type === "false_alarm") showFalseAlarm(event.id, true, event.by);
