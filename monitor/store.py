@@ -975,6 +975,16 @@ class Store:
         with self._writing() as conn:
             conn.execute(live_segments.insert().values(call_id=call_id, start=start, end=end, speaker=speaker, text=text))
 
+    def replace_live_segments(self, call_id: str, speaker: str, start: float, end: float, segments: list[dict]) -> None:
+        """The second pass's text in place of the first's: ``speaker``'s segments starting in ``start``-``end``."""
+        with self._writing() as conn:
+            conn.execute(live_segments.delete().where(
+                live_segments.c.call_id == call_id, live_segments.c.speaker == speaker,
+                live_segments.c.start >= start, live_segments.c.start < end))
+            if segments:
+                conn.execute(live_segments.insert(), [
+                    {"call_id": call_id, **{k: s[k] for k in ("start", "end", "speaker", "text")}} for s in segments])
+
     def end_live_call(self, call_id: str, status: str, reason: str | None = None) -> bool:
         """Mark a live call ended; False when it had already ended (another node got there first)."""
         with self._writing() as conn:

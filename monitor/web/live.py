@@ -97,6 +97,9 @@ class Hub:
                     entry["partial"] = line
                 elif kind == "alert":
                     entry["alerts"] += 1
+                elif kind == "revised":
+                    entry["lines"].clear()
+                    entry["lines"].extend(event["call"]["lines"])
         self.deliver(event)
 
     def deliver(self, event: dict) -> None:
@@ -190,6 +193,8 @@ class Hub:
                 entry["lines"].clear()
                 entry["lines"].extend(sorted(kept + refined, key=lambda line: line["start"]))
                 call_entry = {**entry, "lines": list(entry["lines"])}
+            if self.fleet is not None:  # the kept transcript takes the refined text too
+                self.store.replace_live_segments(call_id, event["speaker"], event["start"], event["end"], refined)
             self.publish({"type": "revised", "call_id": call_id, "call": call_entry})
         elif kind == "retracted":
             self.publish({**event, "id": self._alert_ids.get((call_id, event["phrase_id"], event["start"]))})
