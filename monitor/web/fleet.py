@@ -89,7 +89,8 @@ class Fleet:
         """Tell the other nodes (called for this node's own events)."""
         payload = json.dumps({"node": self.node_id, "event": event}, ensure_ascii=False)
         if len(payload.encode("utf-8")) > MAX_PAYLOAD_BYTES:
-            event = {**event, "text": (event.get("text") or "")[:500], "lines": []}
+            # Too big: the other nodes get the event without the transcript lines it carries.
+            event = {**{k: v for k, v in event.items() if k not in ("call", "lines")}, "text": (event.get("text") or "")[:500]}
             payload = json.dumps({"node": self.node_id, "event": event}, ensure_ascii=False)
         try:
             self.store.notify(CHANNEL, payload)

@@ -97,7 +97,7 @@ class Hub:
                     entry["partial"] = line
                 elif kind == "alert":
                     entry["alerts"] += 1
-                elif kind == "revised":
+                elif kind == "revised" and "call" in event:
                     entry["lines"].clear()
                     entry["lines"].extend(event["call"]["lines"])
         self.deliver(event)
