@@ -49,11 +49,12 @@ SUMMARY_COLUMNS = (
 )  # fmt: skip
 
 SCORING_THREADS = 1
-"""CTranslate2 threads of every scoring process. One, whatever the machine: the
-batch's parallelism is its processes (``--workers``, or a cluster's worker
-processes), which on 2 cores scored about 15 % faster than one process of 2
-threads (docs/cluster.md). And a fixed number keeps reports identical between
-a local batch and a cluster, where the thread count would otherwise differ."""
+"""CTranslate2 threads that decode one call. One, whatever the machine: a batch's
+parallelism is its calls, scored at once in processes (``--workers``, a
+cluster's worker processes) or in a worker's task threads, each with a model
+replica of its own (``start_scoring_process``). And a fixed number keeps reports
+identical between a local batch and a cluster, where the thread count would
+otherwise differ."""
 
 SCORING_ENVIRONMENT = {
     "OMP_NUM_THREADS": "1",
