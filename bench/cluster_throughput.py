@@ -15,9 +15,11 @@ the default setups are
 
 Setups run one after another, round after round (``--repeat``), so a load
 that other processes put on the machine falls on all of them alike. What is
-timed is ``run_batch`` from call to return, for both: a cluster's worker
-processes are already up (as a long-running cluster's are), but every batch
-loads the model in each scoring process, locally and on the workers alike.
+timed is ``run_batch`` from call to return, for both. A cluster's worker
+processes are already up, as a long-running cluster's are, but each setup
+starts a fresh cluster, so its workers load the model during the batch, as
+local scoring processes do (a long-running cluster's workers keep theirs
+from one batch to the next).
 
 Printed per setup: wall seconds, calls/s and audio-s/s (median over rounds),
 the busy share of the scoring slots (sum of the reports' ``timing.total_s``
