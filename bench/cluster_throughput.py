@@ -83,7 +83,8 @@ class Setup:
         cores = f"{len(self.cores)} core{'s' if len(self.cores) > 1 else ''}"
         if self.kind == "local":
             return f"local, {self.processes} process{'es' if self.processes > 1 else ''}, {cores}"
-        return f"cluster, {self.processes} worker{'s' if self.processes > 1 else ''} x {self.threads} thread{'s' if self.threads > 1 else ''}, {cores}"
+        workers = f"{self.processes} worker{'s' if self.processes > 1 else ''}"
+        return f"cluster, {workers} x {self.threads} thread{'s' if self.threads > 1 else ''}, {cores}"
 
 
 def _parse_cores(text: str, all_cores: list[int]) -> tuple[int, ...]:
@@ -190,7 +191,8 @@ def main() -> None:
         for setup in setups:
             result = measure(setup, audio, args.model)
             runs[setup].append(result)
-            print(f"  round {round_number + 1}: {str(setup):<22} {result['wall_s']:6.1f} s wall, {result['cpu_s']:6.1f} s CPU", flush=True)
+            print(f"  round {round_number + 1}: {str(setup):<22} {result['wall_s']:6.1f} s wall, "
+                  f"{result['cpu_s']:6.1f} s CPU", flush=True)  # fmt: skip
 
     print(f"  load average {os.getloadavg()[0]:.1f}")
 
@@ -212,14 +214,13 @@ def main() -> None:
               f"   {speed} | {cost}")  # fmt: skip
 
     one_core = [s for s in setups if len(s.cores) == 1]
-    if one_core:
+    scaled = [(s, next(b for b in one_core if b.kind == s.kind)) for s in setups
+              if len(s.cores) > 1 and any(b.kind == s.kind for b in one_core)]  # fmt: skip
+    if scaled:
         print("\nscaling, throughput on all cores / on one core (same kind):")
-        for setup in setups:
-            base = next((s for s in one_core if s.kind == setup.kind), None)
-            if len(setup.cores) > 1 and base:
-                ratios = [base_run["wall_s"] / run["wall_s"] for base_run, run in zip(runs[base], runs[setup])]
-                print(f"  {setup.label:<44} {spread(ratios)}  (linear: {len(setup.cores)})")
-
+        for setup, base in scaled:
+            ratios = [base_run["wall_s"] / run["wall_s"] for base_run, run in zip(runs[base], runs[setup])]
+            print(f"  {setup.label:<44} {spread(ratios)}  (linear: {len(setup.cores)})")
 
 if __name__ == "__main__":
     main()

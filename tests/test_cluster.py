@@ -85,7 +85,8 @@ def test_one_worker_of_two_threads_scores_like_local_and_keeps_its_model(local_r
         for call_id, report in reports(tmp_path).items():
             assert report["transcript"] == local_reports[call_id]["transcript"], call_id
             assert report["events"] == local_reports[call_id]["events"], call_id
-        (replicas, loaded), = client.run(lambda: (monitor.batch._transcriber.model.model.num_workers, id(monitor.batch._transcriber))).values()
+        worker_model = client.run(lambda: (monitor.batch._transcriber.model.model.num_workers, id(monitor.batch._transcriber)))
+        ((replicas, loaded),) = worker_model.values()
         assert replicas == 2
         # The next batch sets the worker up again, for the same model: it keeps the loaded one.
         client.register_plugin(SetupPlugin(start_scoring_process, (None,)))
