@@ -222,5 +222,6 @@ def main() -> None:
             ratios = [base_run["wall_s"] / run["wall_s"] for base_run, run in zip(runs[base], runs[setup])]
             print(f"  {setup.label:<44} {spread(ratios)}  (linear: {len(setup.cores)})")
 
+
 if __name__ == "__main__":
     main()
