@@ -4,9 +4,11 @@ Dask does the distributing: each call is one task; the scheduler hands tasks
 to workers and reschedules the calls of a worker that dies (up to
 ``distributed.scheduler.allowed-failures`` deaths per call). What is ours:
 
-- each worker process runs a setup function once, as it starts or restarts
-  (``SetupPlugin``): batch.py's loads the Whisper model, so a model is loaded
-  once per worker, not once per call;
+- each worker process runs a setup function as it starts or restarts, and at
+  the start of each batch (``SetupPlugin``), told how many tasks the worker
+  runs at once: batch.py's loads the Whisper model with a replica per task
+  thread, and keeps it while the next batch asks for the same model, so a
+  model is loaded once per worker, not once per call or per batch;
 - results come back to the caller as they finish, with the reason of a task
   that failed (a worker killed too often).
 
@@ -36,7 +38,8 @@ CONNECT_TIMEOUT_S = 10
 
 
 class SetupPlugin(WorkerPlugin):
-    """Runs ``setup(*args)`` in a worker process when the worker starts.
+    """Runs ``setup(*args, task_threads)`` in a worker process when the worker starts;
+    ``task_threads`` is how many tasks the worker runs at once (``dask worker --nthreads``).
 
     Dask runs ``setup`` on every worker there is and on every worker that
     joins later, including one that a nanny restarts after a crash.
@@ -50,7 +53,7 @@ class SetupPlugin(WorkerPlugin):
         self.args = args
 
     def setup(self, worker) -> None:
-        self.setup_function(*self.args)
+        self.setup_function(*self.args, worker.state.nthreads)
 
 
 def connect(address: str) -> Client:
@@ -69,7 +72,8 @@ def run_on_cluster(
     setup: Callable[..., None],
     setup_args: tuple = (),
 ) -> Iterator[tuple[Hashable, object, str | None]]:
-    """Run ``task(*args)`` for each ``key: args`` of ``tasks`` on the cluster, after ``setup(*setup_args)`` on every worker.
+    """Run ``task(*args)`` for each ``key: args`` of ``tasks`` on the cluster, after
+    ``setup(*setup_args, task_threads)`` on every worker (see ``SetupPlugin``).
 
     Yields ``(key, result, None)`` as tasks finish, or ``(key, None, reason)``
     for a task that failed. Closing the iterator early (Ctrl-C) cancels the

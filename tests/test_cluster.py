@@ -19,7 +19,8 @@ pytest.importorskip("distributed", reason="--cluster needs the 'cluster' extra (
 from distributed import Client, LocalCluster  # noqa: E402
 
 import monitor.batch  # noqa: E402
-from monitor.batch import BatchOptions, run_batch  # noqa: E402
+from monitor.batch import BatchOptions, run_batch, start_scoring_process  # noqa: E402
+from monitor.cluster import SetupPlugin  # noqa: E402
 from monitor.store import open_store  # noqa: E402
 
 CALLS = ("d02_fault_rude", "d06_no_greeting_rude", "d09_service_condescending")
@@ -72,6 +73,24 @@ def test_cluster_reports_equal_local_ones_and_corrupt_input_is_an_error_row(clus
     with Client(cluster.scheduler_address, set_as_default=False) as client:
         erred = client.run_on_scheduler(lambda dask_scheduler: [k for k, t in dask_scheduler.tasks.items() if t.state == "erred"])
     assert erred == []
+
+
+def test_one_worker_of_two_threads_scores_like_local_and_keeps_its_model(local_reports, tmp_path):
+    """Dask's default worker (one process, a task thread per core): a CTranslate2 replica
+    per thread, so two calls are decoded at once; the reports are still the local ones."""
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster, Client(cluster, set_as_default=False) as client:  # fmt: skip
+        assert run_batch(inputs(), BatchOptions(out_dir=str(tmp_path), cluster=cluster.scheduler_address, progress=False)) == 0
+        for call_id, report in reports(tmp_path).items():
+            assert report["transcript"] == local_reports[call_id]["transcript"], call_id
+            assert report["events"] == local_reports[call_id]["events"], call_id
+        worker_model = client.run(lambda: (monitor.batch._transcriber.model.model.num_workers, id(monitor.batch._transcriber)))
+        ((replicas, loaded),) = worker_model.values()
+        assert replicas == 2
+        # The next batch sets the worker up again, for the same model: it keeps the loaded one.
+        client.register_plugin(SetupPlugin(start_scoring_process, (None,)))
+        assert list(client.run(lambda: id(monitor.batch._transcriber)).values()) == [loaded]
 
 
 def _kill_a_busy_worker(address: str, killed: list, stop: threading.Event) -> None:
