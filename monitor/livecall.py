@@ -188,7 +188,7 @@ class LiveCall:
 
     def _alert(self, hits, words, commit: bool, decoding_pass: int = 1) -> None:
         for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
-            speaker, speaker_confidence = self._speaker_of(hit, words, commit)
+            speaker, speaker_confidence = self._speaker_of(hit, words, commit, decoding_pass)
             sure = speaker_confidence is not None and speaker_confidence >= REVIEW_BELOW
             if self.roles is not None and not commit and not (sure and speaker == "agent"):
                 # Provisional speech of a mono stream alerts at once only when it
@@ -235,11 +235,15 @@ class LiveCall:
             ]})  # fmt: skip
         return segment
 
-    def _speaker_of(self, hit, words, commit: bool) -> tuple[str, float | None]:
+    def _speaker_of(self, hit, words, commit: bool, decoding_pass: int = 1) -> tuple[str, float | None]:
         """Who said ``hit`` and how surely: a stereo channel is its speaker; on a mono
-        stream, the committed sentence holding it, or the provisional ``words``."""
+        stream, the committed sentence holding it, or the provisional ``words``. A
+        phrase the second pass heard is judged on its own stretch of audio: the
+        first pass's sentences there may be fragments too short to tell a voice by."""
         if self.roles is None:
             return hit.speaker, 1.0
+        if decoding_pass == 2:
+            return self.roles.judge(hit.start, hit.end, hit.heard)
         if commit:
             return self.roles.role_at(hit.start, hit.end)
         return self.roles.judge(words[0].start, words[-1].end, "".join(w.text for w in words))
@@ -373,7 +377,7 @@ class LiveCall:
                 self._emit(retraction)
         new = [h for h in hits if not any(same(a, h) for a in self.alerts if not a.get("retracted"))]
         self.watch.reported += new
-        self._alert(new, [w for s in segments for w in s.words], commit=True, decoding_pass=2)
+        self._alert(new, [], commit=True, decoding_pass=2)
 
     def _live_summary(self) -> dict:
         """What the report says of the live run: every alert as raised (and

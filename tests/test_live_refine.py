@@ -109,7 +109,7 @@ def test_a_first_pass_alert_the_refined_text_does_not_support_is_retracted(trans
             words = [Word(event["start"], event["end"], "你问我，我问谁？")]
             hits = matcher.match_segments([Segment(event["start"], event["end"], words[0].text, event["speaker"], words)])
             raised.append(hits)
-            call._alert([h for h in hits if h.kind == "forbidden"])
+            call._alert([h for h in hits if h.kind == "forbidden"], [], commit=True)
 
     sink = Events(mishear)
     call = LiveCall("d01", phrasebook, matcher, [sink], stereo=False)

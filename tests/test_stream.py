@@ -93,7 +93,8 @@ def test_provisional_rule_hits_wait_for_a_politeness_guard_that_may_follow(broad
     assert watch.check(shirk + guard, "agent", commit=True) == []
     # Without a guard, the committed utterance alerts, and so does provisional text long enough after it.
     assert [h.method for h in PhraseWatch(broadband_watch_matcher).check(shirk, "agent", commit=True)] == ["rule"]
-    rest = _words(("你自己", 4.6, 5.0), ("去找别人吧", 5.0, 5.8), ("我这边", 5.9, 6.3), ("真的没时间", 6.3, 7.0), ("处理这种事情了", 7.0, 8.0))
+    rest = _words(("你自己", 4.6, 5.0), ("去找别人吧", 5.0, 5.8), ("我这边", 5.9, 6.3), ("真的没时间", 6.3, 7.0), ("处理这种事情了", 7.0, 8.0),
+                  ("那就这样吧", 8.2, 8.9))
     assert [h.method for h in PhraseWatch(broadband_watch_matcher).check(shirk + rest, "agent", commit=False)] == ["rule"]
 
 
