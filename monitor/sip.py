@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import re
 import select
 import socket
@@ -35,12 +36,15 @@ from dataclasses import dataclass, field
 
 import defusedxml.ElementTree as SafeXml
 
+from monitor.audio import SAMPLE_RATE
 from monitor.callid import new_call_id, shown
 from monitor.livecall import MAX_BACKLOG_S, LiveCall, finish_call
 from monitor.rtp import G711, RtpStream, take_in_step
 
 log = logging.getLogger(__name__)
 
+SERVER_STOPPED = "the server stopped"
+"""Why the calls in progress end when the server stops (their reports say it)."""
 MAX_STREAMS = 2
 """Audio streams one call may bring: a plain call has one, a SIPREC session two."""
 MAX_UNDECODED_S = 3 * MAX_BACKLOG_S
@@ -259,7 +263,8 @@ class SipServer:
         self.on_finish = on_finish
         """``on_finish(call)`` runs once a call is decoded and its report written (e.g. to store it)."""
         self.calls: dict[str, SipCall] = {}
-        self.finished: list[LiveCall] = []
+        self.cut_by_shutdown = 0
+        """Calls the server's stopping interrupted."""
         self.refused = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -284,11 +289,9 @@ class SipServer:
             started(bound)
         Timeout(self._check_stop, 0.2, -1)
         try:
-            ED2.loop()
+            ED2.loop()  # until _check_stop finds no call left
         finally:
             manager.shutdown()
-        for call in list(self.calls.values()):
-            call.ended_by = call.ended_by or "the server stopped"
         for thread in self._threads:
             thread.join(timeout=60)
 
@@ -306,7 +309,7 @@ class SipServer:
 
         if self._stopping.is_set():
             for call in list(self.calls.values()):
-                self._hang_up(call, "the server stopped")
+                self._hang_up(call, SERVER_STOPPED)
             if not self.calls:
                 ED2.breakLoop()
 
@@ -323,8 +326,7 @@ class SipServer:
         try:
             self._admit(req, source)
         except RefusedCall as refused:
-            self.refused += 1
-            log.warning("sip %s: INVITE refused: %d %s (%s)", source, refused.code, refused.reason, refused)
+            self._note_refusal(source, refused)
             response = req.genResponse(refused.code, refused.reason)
             if refused.code == 401:
                 from sippy.SipHeader import SipHeader
@@ -336,6 +338,10 @@ class SipServer:
 
         ua = UA(self._config, event_cb=lambda event, ua: self._event(event, ua, source))
         return ua.recvRequest(req, sip_t)
+
+    def _note_refusal(self, source: str, refused: RefusedCall) -> None:
+        self.refused += 1
+        log.warning("sip %s: INVITE refused: %d %s (%s)", source, refused.code, refused.reason, refused)
 
     def _admit(self, req, source: str) -> None:
         """Refuse callers we don't serve, before any state is kept for them."""
@@ -373,8 +379,7 @@ class SipServer:
             try:
                 call = self._start(ua, body, str(sip_call_id), source)
             except RefusedCall as refused:
-                self.refused += 1
-                log.warning("sip %s: INVITE refused: %d %s (%s)", source, refused.code, refused.reason, refused)
+                self._note_refusal(source, refused)
                 ua.recvEvent(CCEventFail((refused.code, refused.reason)))
                 return
             ua.recvEvent(CCEventConnect((200, "OK", MsgBody(answer_sdp(call.offer, [s.getsockname()[1] for s in call.sockets],
@@ -455,16 +460,15 @@ class SipServer:
                 live.close()
                 with self._lock:
                     self.calls.pop(live.call_id, None)
-                    self.finished.append(live)
-                    del self.finished[:-100]
+                    self.cut_by_shutdown += live.interrupted == SERVER_STOPPED
             lost = sum(s.stats.lost for s in call.streams)
             log.info("sip: call %s done: %.1fs of audio, %d alert(s), %d packet(s) lost", live.call_id,
                      live.duration_s, len(live.alerts), lost)
 
     @staticmethod
-    def _channels(call: SipCall):
+    def _channels(call: SipCall, now: float | None = None):
         """The streams' audio in step, the agent's as the left channel (the answer keeps the offer's order)."""
-        frames = take_in_step(call.streams)
+        frames = take_in_step(call.streams, now)
         return frames[:, ::-1] if call.offer.agent_index == 1 else frames
 
     def _receive(self, call: SipCall) -> str | None:
@@ -472,7 +476,12 @@ class SipServer:
         live = call.live
         started = time.monotonic()
         by_socket = dict(zip(call.sockets, call.streams))
-        max_samples = int(self.options.max_call_s * 16000)
+        senders = {call.caller, *(s.address for s in call.offer.streams)}
+        max_samples = int(self.options.max_call_s * SAMPLE_RATE)
+
+        def room() -> int:
+            return max(0, max_samples - round(live.duration_s * SAMPLE_RATE))
+
         while not call.hung_up.is_set():
             if call.ended_by:
                 return call.ended_by
@@ -483,26 +492,24 @@ class SipServer:
                     datagram, (host, *_rest) = sock.recvfrom(2048)
                 except OSError:
                     continue
-                if host != call.caller and host not in {s.address for s in call.offer.streams}:
+                if host not in senders:
                     stream.stats.rejected += 1  # RTP injected from elsewhere
                     continue
                 stream.receive(datagram)
             frames = self._channels(call)
             if len(frames):
-                room = max_samples - round(live.duration_s * 16000)
-                live.feed(frames[:room])
-                if len(frames) >= room:
+                free = room()
+                live.feed(frames[:free])
+                if len(frames) >= free:
                     return f"the call reached the longest this server takes ({self.options.max_call_s:g} s)"
             if live.backlog_s() > MAX_UNDECODED_S:
                 return f"decoding fell {live.backlog_s():.0f} s behind the call (this node is overloaded)"
             heard = [s.last_packet_at for s in call.streams if s.last_packet_at is not None]
             if time.monotonic() - max(heard, default=started) > self.options.rtp_timeout_s:
                 return f"no audio for {self.options.rtp_timeout_s:g} s"
-        # The caller hung up: what every stream sent before the BYE is the call's end.
-        for stream in call.streams:
-            stream.pad_to(max(s.pending for s in call.streams))
-        frames = self._channels(call)
-        live.feed(frames[:max(0, max_samples - round(live.duration_s * 16000))])
+        # The caller hung up: what every stream sent before the BYE is the call's end
+        # (every stream counts as silent now, so each is padded to the longest).
+        live.feed(self._channels(call, now=math.inf)[:room()])
         return call.ended_by
 
 
@@ -612,8 +619,7 @@ def run_sip(args) -> int:
         raise MonitorError(f"--listen {args.listen}: {exc.strerror or exc}") from None
     finally:
         scheduler.close()
-    cut = sum(1 for call in server.finished if call.interrupted == "the server stopped")
-    status = 1 if cut else 0
+    status = 1 if server.cut_by_shutdown else 0
     if webhook is not None and webhook.close():
         status = 1
     return status

@@ -74,22 +74,30 @@ class Hub:
 
     def publish(self, event: dict) -> None:
         """An event of this node: to its dashboards, and to the other nodes' through the fleet."""
+        self._track(event)
         self.deliver(event)
         if self.fleet is not None:
             self.fleet.announce(event)
 
     def receive(self, event: dict) -> None:
-        """An event of another node's call: keep its live call as this node keeps its own, then deliver it."""
+        """An event of another node's call."""
+        self._track(event)
+        self.deliver(event)
+
+    def _track(self, event: dict) -> None:
+        """Keep a live call's entry (what a dashboard draws of it) as its events describe it,
+        the same for this node's calls and the other nodes'."""
         kind, call_id = event.get("type"), event.get("call_id")
         with self._lock:
             if kind == "call_started":
-                self.calls[call_id] = {**event, "lines": collections.deque(maxlen=self.options.transcript_lines)}
-                self.calls[call_id].pop("type", None)
+                entry = {k: v for k, v in event.items() if k != "type"}
+                entry["lines"] = collections.deque(entry.get("lines", []), maxlen=self.options.transcript_lines)
+                self.calls[call_id] = entry
             elif kind == "call_ended":
                 self.calls.pop(call_id, None)
             elif call_id in self.calls:
                 entry = self.calls[call_id]
-                line = {k: event.get(k) for k in ("start", "end", "speaker", "text")}
+                line = {k: event.get(k) for k in LINE_FIELDS}
                 if kind == "segment":
                     entry["lines"].append(line)
                     entry["partial"] = None
@@ -97,10 +105,9 @@ class Hub:
                     entry["partial"] = line
                 elif kind == "alert":
                     entry["alerts"] += 1
-                elif kind == "revised" and "call" in event:
+                elif kind == "revised" and "call" in event:  # (a revision too big to announce comes without it)
                     entry["lines"].clear()
                     entry["lines"].extend(event["call"]["lines"])
-        self.deliver(event)
 
     def deliver(self, event: dict) -> None:
         """To the dashboards connected to this process."""
@@ -127,17 +134,14 @@ class Hub:
 
     # --- calls (IngestServer hooks and sink) -------------------------------------
     def call_started(self, call) -> None:
-        entry = {"call_id": call.call_id, "external_ref": call.external_ref, "agent_id": call.agent_id,
-                 "phrasebook": call.phrasebook.id,
-                 "started": time.time(), "lines": collections.deque(maxlen=self.options.transcript_lines),
-                 "partial": None, "alerts": 0, "node": self.fleet.node_id if self.fleet else None}
         if self.fleet is not None:
             self.store.start_live_call(call.call_id, self.fleet.node_id, call.phrasebook.id, call.agent_id,
                                        call.external_ref)
         with self._lock:
             self._live[call.call_id] = call
-            self.calls[call.call_id] = entry
-        self.publish({"type": "call_started", **{k: v for k, v in entry.items() if k != "lines"}, "lines": []})
+        self.publish({"type": "call_started", "call_id": call.call_id, "external_ref": call.external_ref,
+                      "agent_id": call.agent_id, "phrasebook": call.phrasebook.id, "started": time.time(),
+                      "lines": [], "partial": None, "alerts": 0, "node": self.fleet.node_id if self.fleet else None})
 
     def call_finished(self, call) -> None:
         """Save the call's report (what was heard live), then tell the dashboards."""
@@ -150,7 +154,6 @@ class Hub:
             self.store.end_live_call(call.call_id, "interrupted" if call.interrupted else "complete", call.interrupted)
         with self._lock:
             self._live.pop(call.call_id, None)
-            self.calls.pop(call.call_id, None)
             self._alert_ids = {key: value for key, value in self._alert_ids.items() if key[0] != call.call_id}
         self.publish({"type": "call_ended", "call_id": call.call_id, "score": score, "saved": score is not None or call.failed is None})
 
@@ -168,31 +171,23 @@ class Hub:
             # Persisted first: a dashboard that misses the push gets it back by id.
             alert_id = self.store.save_alert(event, agent_id=agent_id, severity=severity)
             if entry is not None:
-                entry["alerts"] += 1
                 self._alert_ids[(call_id, event["phrase_id"], event["start"])] = alert_id  # for a retraction
             self.publish({**event, "id": alert_id, "agent_id": agent_id, "severity": severity, "acknowledged": False})
         elif kind == "segment":
-            line = {k: event.get(k) for k in ("start", "end", "speaker", "text")}
-            if entry is not None:
-                with self._lock:
-                    entry["lines"].append(line)
-                    entry["partial"] = None
+            line = {k: event.get(k) for k in LINE_FIELDS}
             if self.fleet is not None:  # kept where any node can find it, should this one die
                 self.store.add_live_segment(call_id, line["start"], line["end"], line["speaker"], line["text"])
             self.publish({"type": "segment", "call_id": call_id, **line})
         elif kind == "partial":
-            line = {k: event.get(k) for k in ("start", "end", "speaker", "text")}
-            if entry is not None:
-                entry["partial"] = line
+            line = {k: event.get(k) for k in LINE_FIELDS}
             self.publish({"type": "partial", "call_id": call_id, **line})
         elif kind == "revised" and entry is not None:
             # The second pass's text in place of the first's: the call is drawn again from its lines.
-            refined = [{k: seg.get(k) for k in ("start", "end", "speaker", "text")} for seg in event["segments"]]
+            refined = [{k: seg.get(k) for k in LINE_FIELDS} for seg in event["segments"]]
             with self._lock:
                 kept = [line for line in entry["lines"] if not _in_span(line, event)]
-                entry["lines"].clear()
-                entry["lines"].extend(sorted(kept + refined, key=lambda line: line["start"]))
-                call_entry = {**entry, "lines": list(entry["lines"])}
+                lines = sorted(kept + refined, key=lambda line: line["start"])[-self.options.transcript_lines:]
+                call_entry = {**entry, "lines": lines}
             if self.fleet is not None:  # the kept transcript takes the refined text too
                 self.store.replace_live_segments(call_id, event["speaker"], event["start"], event["end"], refined)
             self.publish({"type": "revised", "call_id": call_id, "call": call_entry})
@@ -223,10 +218,12 @@ class Hub:
         if row["external_ref"] is not None:
             report["external_ref"] = row["external_ref"]
         self.store.save_report(report)
-        with self._lock:
-            self.calls.pop(row["call_id"], None)
         self.publish({"type": "call_ended", "call_id": row["call_id"], "score": report["score"]["total"],
                       "saved": True, "interrupted": reason})
+
+
+LINE_FIELDS = ("start", "end", "speaker", "text")
+"""What a dashboard's transcript line holds."""
 
 
 def _in_span(line: dict, revised: dict) -> bool:
