@@ -526,7 +526,9 @@ class StoredAlerts:
                 severity = self.phrasebook.by_id(event["phrase_id"]).severity
             except StopIteration:
                 severity = None
-            self.store.save_alert(event, agent_id=None, severity=severity)
+            self.store.save_alert(event, agent_id=None, severity=severity, phrasebook=self.phrasebook.id)
+        elif event.get("type") == "retracted":
+            self.store.retract_alert(event)
 
     def close(self) -> None:
         pass

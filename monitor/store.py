@@ -145,6 +145,13 @@ alerts = sa.Table(
     sa.Column("false_alarm_at", Timestamp),  # version 5: a reviewer marked the alert a false alarm…
     sa.Column("false_alarm_by", sa.String(255)),  # …who…
     sa.Column("false_alarm_note", sa.Text),  # …and why
+    sa.Column("phrasebook", sa.String(64)),  # version 6: the phrasebook that raised it, for rule health
+    sa.Column("speaker", sa.String(16)),  # version 6: who said it, as judged when it was raised…
+    sa.Column("speaker_confidence", sa.Float),  # …how sure that was (None: stereo, the channel says)…
+    sa.Column("uncertain_speaker", sa.Boolean),  # …and whether the speaker was still uncertain (mono)
+    sa.Column("decode_pass", sa.Integer),  # version 6: 1 for the first pass, 2 for a phrase only the refined text holds
+    sa.Column("retracted_at", Timestamp),  # version 6: the second pass no longer heard the phrase…
+    sa.Column("retracted_heard", sa.Text),  # …and what it heard there instead
 )
 
 users = sa.Table(
@@ -282,13 +289,9 @@ def _add_reviews(conn: sa.Connection) -> None:
     """Version 5: the qa role; appeals, added deductions and their audit trail; false alarms; transcript search;
     phrasebook titles and check descriptions. Existing calls get their new columns from their saved reports."""
 
-    def add_column(column: sa.Column) -> None:
-        column_type = column.type.compile(dialect=conn.dialect)
-        conn.exec_driver_sql(f"ALTER TABLE {column.table.name} ADD COLUMN {column.name} {column_type}")
-
     for column in (calls.c.phrasebook_title, calls.c.transcript, calls.c.reviewed_score, checks.c.description,
                    alerts.c.false_alarm_at, alerts.c.false_alarm_by, alerts.c.false_alarm_note):
-        add_column(column)
+        _add_column(conn, column)
     _allow_qa_role(conn)
     for table in (appeals, added_deductions, audit_log):
         table.create(conn)
@@ -342,8 +345,21 @@ def _create_search_index(conn: sa.Connection) -> None:
               file=sys.stderr)
 
 
+def _add_alert_details(conn: sa.Connection) -> None:
+    """Version 6: an alert keeps its phrasebook, its speaker as judged live, its decoding pass, and its retraction."""
+    for column in (alerts.c.phrasebook, alerts.c.speaker, alerts.c.speaker_confidence, alerts.c.uncertain_speaker,
+                   alerts.c.decode_pass, alerts.c.retracted_at, alerts.c.retracted_heard):
+        _add_column(conn, column)
+
+
+def _add_column(conn: sa.Connection, column: sa.Column) -> None:
+    column_type = column.type.compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {column.table.name} ADD COLUMN {column.name} {column_type}")
+
+
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _add_web_app_tables, 3: _add_user_disabling,
-                                                          4: _add_fleet_tables, 5: _add_reviews}
+                                                          4: _add_fleet_tables, 5: _add_reviews,
+                                                          6: _add_alert_details}
 SCHEMA_VERSION = max(MIGRATIONS, default=1)
 
 _CHILD_TABLES = (segments, events, checks, deductions)
@@ -544,14 +560,33 @@ class Store:
             query = sa.select(calls.c.agent_id).where(calls.c.agent_id.is_not(None)).distinct().order_by(calls.c.agent_id)
             return list(conn.execute(query).scalars())
 
-    def save_alert(self, alert: dict, agent_id: str | None = None, severity: str | None = None) -> int:
+    def save_alert(self, alert: dict, agent_id: str | None = None, severity: str | None = None,
+                   phrasebook: str | None = None) -> int:
         """Persist a live alert (the CONTRACT's alert line); returns its id, which only grows."""
         row = {key: alert.get(key) for key in ("call_id", "kind", "phrase_id", "canonical", "heard", "start", "end",
-                                               "article", "latency_s")}  # fmt: skip
+                                               "article", "latency_s", "speaker", "speaker_confidence")}  # fmt: skip
+        row["uncertain_speaker"] = bool(alert.get("uncertain_speaker"))
+        row["decode_pass"] = alert.get("pass", 1)
         with self._writing() as conn:
             return conn.execute(
-                alerts.insert().values(**row, agent_id=agent_id, severity=severity, created_at=_utc_now())
+                alerts.insert().values(**row, agent_id=agent_id, severity=severity, phrasebook=phrasebook,
+                                       created_at=_utc_now())
             ).inserted_primary_key[0]
+
+    def retract_alert(self, retraction: dict) -> int | None:
+        """Mark withdrawn the alert a ``retracted`` line names (its call, phrase and start); returns its id,
+        None when no such alert is stored (raised before a restart, or never stored)."""
+        with self._writing() as conn:
+            alert_id = conn.execute(
+                sa.select(alerts.c.id).where(alerts.c.call_id == retraction["call_id"],
+                                             alerts.c.phrase_id == retraction["phrase_id"],
+                                             sa.func.abs(alerts.c.start - retraction["start"]) < 0.001,
+                                             alerts.c.retracted_at.is_(None))
+                .order_by(alerts.c.id).limit(1)).scalar_one_or_none()
+            if alert_id is not None:
+                conn.execute(alerts.update().where(alerts.c.id == alert_id)
+                             .values(retracted_at=_utc_now(), retracted_heard=retraction.get("heard_again")))
+        return alert_id
 
     def alerts_after(self, after_id: int = 0, agent_id: str | None = None, call_id: str | None = None,
                      limit: int = 500) -> list[dict]:
@@ -714,8 +749,8 @@ class Store:
         ``events``: forbidden phrases heard / checks failed in scored calls; ``confirmed``: appeals upheld;
         ``overturned``: appeals overturned plus live alerts marked false alarms (``false_alarms``); ``missed``:
         deductions reviewers added naming it; ``precision``: confirmed / (confirmed + overturned), None before
-        any review. A check id (``farewell``) names a different rule in each phrasebook, hence the pair; a live
-        alert does not record its phrasebook, so a false alarm counts for its phrase where that phrase was heard.
+        any review. A check id (``farewell``) names a different rule in each phrasebook, hence the pair; an alert
+        stored before schema version 6 has no phrasebook, so its false alarm counts wherever its phrase was heard.
         """
         rules: dict[tuple[str | None, str], dict] = {}
 
@@ -744,8 +779,8 @@ class Store:
         missed = (sa.select(book, added_deductions.c.source, sa.func.count())
                   .join(calls, calls.c.call_id == added_deductions.c.call_id)
                   .where(added_deductions.c.source.is_not(None)).group_by(book, added_deductions.c.source))
-        false_alarms = (sa.select(alerts.c.phrase_id, sa.func.min(alerts.c.canonical), sa.func.count())
-                        .where(alerts.c.false_alarm_at.is_not(None)).group_by(alerts.c.phrase_id))
+        false_alarms = (sa.select(alerts.c.phrasebook, alerts.c.phrase_id, sa.func.min(alerts.c.canonical), sa.func.count())
+                        .where(alerts.c.false_alarm_at.is_not(None)).group_by(alerts.c.phrasebook, alerts.c.phrase_id))
         with self.engine.connect() as conn:
             for phrasebook, source, label, kind, n in conn.execute(heard).all() + conn.execute(failed).all():
                 rule(phrasebook, source, label, kind)["events"] += n
@@ -753,8 +788,11 @@ class Store:
                 rule(phrasebook, source)["confirmed" if status == "upheld" else "overturned"] += n
             for phrasebook, source, n in conn.execute(missed):
                 rule(phrasebook, source)["missed"] += n
-            for phrase_id, canonical, n in conn.execute(false_alarms):
-                where = [key for key in rules if key[1] == phrase_id] or [(None, phrase_id)]
+            for phrasebook, phrase_id, canonical, n in conn.execute(false_alarms):
+                if phrasebook is not None:
+                    where = [(phrasebook, phrase_id)]
+                else:  # an alert stored before version 6: wherever that phrase was heard
+                    where = [key for key in rules if key[1] == phrase_id] or [(None, phrase_id)]
                 for phrasebook, source in where:
                     entry = rule(phrasebook, source, canonical, "forbidden")
                     entry["overturned"] += n
@@ -984,6 +1022,14 @@ class Store:
             if segments:
                 conn.execute(live_segments.insert(), [
                     {"call_id": call_id, **{k: s[k] for k in ("start", "end", "speaker", "text")}} for s in segments])
+
+    def relabel_live_segments(self, call_id: str, segments: list[dict]) -> None:
+        """New speakers for kept sentences of a mono call (a ``speakers`` event): each found by its start."""
+        with self._writing() as conn:
+            for segment in segments:
+                conn.execute(live_segments.update().where(
+                    live_segments.c.call_id == call_id, sa.func.abs(live_segments.c.start - segment["start"]) < 0.01,
+                ).values(speaker=segment["speaker"]))
 
     def end_live_call(self, call_id: str, status: str, reason: str | None = None) -> bool:
         """Mark a live call ended; False when it had already ended (another node got there first)."""

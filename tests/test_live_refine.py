@@ -174,3 +174,41 @@ def test_dashboard_and_whisper_live_clients_show_the_refined_text_in_place_of_th
     assert [(line["speaker"], line["text"]) for line in entry["lines"]] == [("agent", "您好，我是小赵。"),
                                                                           ("customer", "喂")]
     assert [(s["text"], s["completed"]) for s in client.completed] == [("您好，我是小赵。", True), ("喂", True)]
+
+
+def test_a_retraction_and_new_speakers_are_stored_and_reach_a_dashboard_opened_later(tmp_path, broadband):
+    """The dashboard shows an alert withdrawn and a mono call's relabelled lines, also when it (re)connects
+    after those events: the retraction is in the alerts table, the new speakers in the call's entry."""
+    from monitor.store import open_store
+    from monitor.web.app import _alert_json
+    from monitor.web.live import Hub, LiveOptions
+
+    phrasebook, matcher = broadband
+    store = open_store(str(tmp_path / "live.db"))
+    hub = Hub(store, LiveOptions())
+    call = LiveCall("m1", phrasebook, matcher, [], stereo=False)
+    hub.call_started(call)
+    forbidden = next(p for p in phrasebook.phrases if p.kind == "forbidden")
+    alert = {"type": "alert", "call_id": "m1", "kind": "forbidden", "phrase_id": forbidden.id,
+             "canonical": forbidden.text, "heard": "你问我我问谁", "start": 3.25, "end": 4.5,
+             "article": "第36条", "latency_s": 0.8, "speaker": "agent", "speaker_confidence": None,
+             "uncertain_speaker": True, "pass": 1}
+    lines = [{"start": 1.0, "end": 2.0, "speaker": "agent", "text": "您好"},
+             {"start": 3.25, "end": 4.5, "speaker": "agent", "text": "你问我我问谁"}]
+    for event in [*({"type": "segment", "call_id": "m1", **s} for s in lines), alert]:
+        hub.send(event)
+    (stored,) = [_alert_json(a) for a in store.alerts_after(0, call_id="m1")]
+    assert stored["uncertain_speaker"] and stored["pass"] == 1 and stored["phrasebook"] == phrasebook.id
+    assert not stored["retracted"]
+
+    hub.send({"type": "speakers", "call_id": "m1", "segments": [
+        {"start": 3.25, "end": 4.5, "text": "你问我我问谁", "speaker": "customer", "speaker_confidence": 0.9}]})
+    hub.send({"type": "retracted", "call_id": "m1", "speaker": "agent", "phrase_id": forbidden.id,
+              "canonical": forbidden.text, "start": 3.25, "end": 4.5, "heard_again": "您问的问题我来查"})
+    (entry,) = hub.snapshot()
+    assert [line["speaker"] for line in entry["lines"]] == ["agent", "customer"]
+    (stored,) = [_alert_json(a) for a in store.alerts_after(0, call_id="m1")]
+    assert stored["retracted"] and stored["retracted_heard"] == "您问的问题我来查"
+    # A retraction of nothing stored (another call, another start) changes nothing.
+    assert store.retract_alert({"call_id": "m1", "phrase_id": forbidden.id, "start": 9.0}) is None
+    assert store.retract_alert({"call_id": "m2", "phrase_id": forbidden.id, "start": 3.25}) is None

@@ -366,7 +366,7 @@ def test_schema_4_migration_keeps_data_and_sessions(db_url, tmp_path):
                       "later": dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)})
     engine.dispose()
     store = open_store(db_url)
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     assert auth.user_for_session(store, "old cookie").name == "alice"  # logged in before the upgrade, still in
     user = auth.check_password(store, "alice", PASSWORD)
     cookie = auth.start_session(store, user, dt.timedelta(hours=1))

@@ -751,7 +751,10 @@ def _alert_json(row: dict) -> dict:
         "latency_s": row["latency_s"], "created_at": row["created_at"].isoformat() if row["created_at"] else None,
         "acknowledged": row["acknowledged_at"] is not None, "acknowledged_by": row["acknowledged_by"],
         "false_alarm": row.get("false_alarm_at") is not None, "false_alarm_by": row.get("false_alarm_by"),
-        "false_alarm_note": row.get("false_alarm_note"),
+        "false_alarm_note": row.get("false_alarm_note"), "phrasebook": row.get("phrasebook"),
+        "speaker": row.get("speaker"), "speaker_confidence": row.get("speaker_confidence"),
+        "uncertain_speaker": bool(row.get("uncertain_speaker")), "pass": row.get("decode_pass") or 1,
+        "retracted": row.get("retracted_at") is not None, "retracted_heard": row.get("retracted_heard"),
     }
 
 

@@ -55,7 +55,6 @@ class Hub:
         self.options = options
         self.calls: dict[str, dict] = {}  # call_id -> what a dashboard shows of a live call
         self._live: dict[str, object] = {}  # call_id -> LiveCall, for its agent and phrasebook
-        self._alert_ids: dict[tuple, int] = {}  # (call_id, phrase_id, start) -> stored alert id
         self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
         self._lock = threading.Lock()
         self.fleet = None
@@ -108,6 +107,11 @@ class Hub:
                 elif kind == "revised" and "call" in event:  # (a revision too big to announce comes without it)
                     entry["lines"].clear()
                     entry["lines"].extend(event["call"]["lines"])
+                elif kind == "speakers":
+                    for line in entry["lines"]:
+                        relabelled = _same_line(line, event["segments"])
+                        if relabelled is not None:
+                            line["speaker"] = relabelled["speaker"]
 
     def deliver(self, event: dict) -> None:
         """To the dashboards connected to this process."""
@@ -154,7 +158,6 @@ class Hub:
             self.store.end_live_call(call.call_id, "interrupted" if call.interrupted else "complete", call.interrupted)
         with self._lock:
             self._live.pop(call.call_id, None)
-            self._alert_ids = {key: value for key, value in self._alert_ids.items() if key[0] != call.call_id}
         self.publish({"type": "call_ended", "call_id": call.call_id, "score": score, "saved": score is not None or call.failed is None})
 
     def send(self, event: dict) -> None:
@@ -169,9 +172,8 @@ class Hub:
             severity = getattr(phrase, "severity", None)
             agent_id = call.agent_id if call is not None else None
             # Persisted first: a dashboard that misses the push gets it back by id.
-            alert_id = self.store.save_alert(event, agent_id=agent_id, severity=severity)
-            if entry is not None:
-                self._alert_ids[(call_id, event["phrase_id"], event["start"])] = alert_id  # for a retraction
+            alert_id = self.store.save_alert(event, agent_id=agent_id, severity=severity,
+                                             phrasebook=call.phrasebook.id if call is not None else None)
             self.publish({**event, "id": alert_id, "agent_id": agent_id, "severity": severity, "acknowledged": False})
         elif kind == "segment":
             line = {k: event.get(k) for k in LINE_FIELDS}
@@ -191,8 +193,15 @@ class Hub:
             if self.fleet is not None:  # the kept transcript takes the refined text too
                 self.store.replace_live_segments(call_id, event["speaker"], event["start"], event["end"], refined)
             self.publish({"type": "revised", "call_id": call_id, "call": call_entry})
+        elif kind == "speakers":
+            # Later speech changed who said earlier sentences (mono): the dashboards relabel those lines.
+            relabelled = [{k: seg.get(k) for k in (*LINE_FIELDS, "speaker_confidence")} for seg in event["segments"]]
+            if self.fleet is not None:
+                self.store.relabel_live_segments(call_id, relabelled)
+            self.publish({"type": "speakers", "call_id": call_id, "segments": relabelled})
         elif kind == "retracted":
-            self.publish({**event, "id": self._alert_ids.get((call_id, event["phrase_id"], event["start"]))})
+            # Stored first, so a dashboard opened later shows the alert withdrawn too.
+            self.publish({**event, "id": self.store.retract_alert(event)})
 
     def close(self) -> None:
         pass
@@ -224,6 +233,11 @@ class Hub:
 
 LINE_FIELDS = ("start", "end", "speaker", "text")
 """What a dashboard's transcript line holds."""
+
+
+def _same_line(line: dict, segments: list[dict]) -> dict | None:
+    """The segment of a ``speakers`` event that relabels ``line`` (the same sentence: same start), if any."""
+    return next((seg for seg in segments if abs(seg["start"] - line["start"]) < 0.01), None)
 
 
 def _in_span(line: dict, revised: dict) -> bool:

@@ -59,13 +59,28 @@ function addLine(callId, line, partial) {
   const entry = calls.get(callId);
   if (!entry) return;
   if (entry.partial) { entry.partial.remove(); entry.partial = null; }
-  const row = el("div", "line " + (line.speaker || "agent") + (partial ? " partial" : ""));
-  row.append(el("span", "muted mono", clock(line.start)), el("span", "who", line.speaker === "customer" ? "客户" : "坐席"),
-             el("span", "text", line.text));
+  const row = el("div", "line" + (partial ? " partial" : ""));
+  row.dataset.start = line.start;
+  row.append(el("span", "muted mono", clock(line.start)), el("span", "who", ""), el("span", "text", line.text));
+  setSpeaker(row, line.speaker);
   entry.lines.append(row);
   if (partial) entry.partial = row;
   while (entry.lines.children.length > 40) entry.lines.firstChild.remove();
   entry.lines.scrollTop = entry.lines.scrollHeight;
+}
+function setSpeaker(row, speaker) {
+  row.classList.toggle("customer", speaker === "customer");
+  row.classList.toggle("agent", speaker !== "customer");
+  row.querySelector(".who").textContent = speaker === "customer" ? "客户" : "坐席";
+}
+function relabel(event) {
+  // Later speech told the two voices of a mono call apart: earlier lines get their new speaker.
+  const entry = calls.get(event.call_id);
+  if (!entry) return;
+  for (const row of entry.lines.children) {
+    const seg = event.segments.find(s => Math.abs(s.start - Number(row.dataset.start)) < 0.01);
+    if (seg) setSpeaker(row, seg.speaker);
+  }
 }
 function endCall(event) {
   const entry = calls.get(event.call_id);
@@ -93,9 +108,22 @@ function drawAlert(alert, fresh) {
   falseAlarm.addEventListener("click", () => markFalseAlarm(alert.id));
   row.append(falseAlarm);
   box.append(row, el("div", "phrase", "“" + alert.canonical + "”"), el("div", "muted small", "听到：" + alert.heard));
+  // A mono call's alert raised before the two voices could be told apart: the supervisor checks who said it.
+  if (alert.uncertain_speaker) box.append(el("div", "doubt small", "说话人待确认（单声道，尚未区分坐席与客户）"));
+  if (alert.pass === 2) box.append(el("div", "muted small", "复核识别时听到"));
   document.getElementById("alerts").prepend(box);
   alertsById.set(alert.id, {alert, box, ack, falseAlarm});
   showFalseAlarm(alert.id, alert.false_alarm, alert.false_alarm_by);
+  if (alert.retracted) showRetracted(alert.id, alert.retracted_heard);
+  updateCounts();
+}
+function showRetracted(id, heardAgain) {
+  const entry = alertsById.get(id);
+  if (!entry || entry.alert.retracted_shown) return;
+  entry.alert.retracted = entry.alert.retracted_shown = true;
+  entry.box.classList.add("retracted");
+  entry.box.classList.remove("fresh");
+  entry.box.append(el("div", "muted small", "复核后撤回：" + (heardAgain || "")));
   updateCounts();
 }
 function markAcked(id, by) {
@@ -129,7 +157,7 @@ async function markFalseAlarm(id) {
   if (response.ok) { const alert = await response.json(); showFalseAlarm(id, true, alert.false_alarm_by); }
 }
 function updateCounts() {
-  const open = [...alertsById.values()].filter(e => !e.alert.acknowledged).length;
+  const open = [...alertsById.values()].filter(e => !e.alert.acknowledged && !e.alert.retracted).length;
   document.getElementById("open-count").textContent = open;
   document.getElementById("no-alerts").style.display = alertsById.size ? "none" : "block";
   document.getElementById("live-count").textContent = calls.size;
@@ -191,7 +219,8 @@ function connect() {
     else if (event.type === "segment") addLine(event.call_id, event, false);
     else if (event.type === "partial") addLine(event.call_id, event, true);
     else if (event.type === "revised") drawCall(event.call);
-    else if (event.type === "retracted" && alertsById.has(event.id)) alertsById.get(event.id).box.append(el("div", "muted small", "复核后撤回：" + event.heard_again));
+    else if (event.type === "retracted") showRetracted(event.id, event.heard_again);
+    else if (event.type === "speakers") relabel(event);
     else if (event.type === "call_ended") endCall(event);
     else if (event.type === "ack") markAcked(event.id, event.by);
     else if (event.type === "false_alarm") showFalseAlarm(event.id, true, event.by);
