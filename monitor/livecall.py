@@ -9,6 +9,7 @@ and the WebSocket ingest (``ingest.py``) feed it from their own threads; a
 from __future__ import annotations
 
 import bisect
+import datetime
 import logging
 import os
 import threading
@@ -65,6 +66,8 @@ class LiveCall:
         self.segments: list[Segment] = []
         self.alerts: list[dict] = []
         self.started = time.monotonic()
+        self.started_at = datetime.datetime.now(datetime.timezone.utc)
+        """When the call began, the time its report is filed under (not when it was scored)."""
         self.asr_s = 0.0
         self.failed: str | None = None
         self.interrupted: str | None = None

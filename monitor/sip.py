@@ -608,7 +608,7 @@ def run_sip(args) -> int:
     transcriber = load_transcriber(args.model, args.decode_workers)
     scheduler = DecodeScheduler(transcriber, workers=args.decode_workers)
     server = SipServer(scheduler, phrasebook, matcher, options, sinks, args.report,
-                       on_finish=(lambda call: store.save_report(call.report())) if store else None)
+                       on_finish=(lambda call: store.save_report(call.report(), started_at=call.started_at)) if store else None)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.stop())
 

@@ -212,3 +212,25 @@ def test_a_retraction_and_new_speakers_are_stored_and_reach_a_dashboard_opened_l
     # A retraction of nothing stored (another call, another start) changes nothing.
     assert store.retract_alert({"call_id": "m1", "phrase_id": forbidden.id, "start": 9.0}) is None
     assert store.retract_alert({"call_id": "m2", "phrase_id": forbidden.id, "start": 3.25}) is None
+
+
+def test_a_live_call_is_filed_under_when_it_began_not_when_it_ended(tmp_path, broadband):
+    import datetime as dt
+
+    from monitor.store import open_store
+    from monitor.web.live import Hub, LiveOptions
+
+    phrasebook, matcher = broadband
+    store = open_store(str(tmp_path / "live.db"))
+    hub = Hub(store, LiveOptions())
+    call = LiveCall("long1", phrasebook, matcher, [], stereo=True)
+    call.started_at -= dt.timedelta(minutes=30)  # as if it had been streaming for half an hour
+    hub.call_started(call)
+    for frames in FileSource(str(SAMPLES / "d03_gas_busy.wav")):
+        call.feed(frames)
+    call.end()
+    hub.call_finished(call)
+    row = store.call_row("long1")
+    started, scored = (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc) for t in (row["started_at"], row["scored_at"]))
+    assert abs(started - call.started_at) < dt.timedelta(seconds=1)
+    assert scored - started > dt.timedelta(minutes=29)

@@ -152,7 +152,7 @@ class Hub:
         score = None
         if call.failed is None and call.duration_s > 0:
             report = call.report()
-            self.store.save_report(report)
+            self.store.save_report(report, started_at=call.started_at)
             score = report["score"]["total"]
         if self.fleet is not None:
             self.store.end_live_call(call.call_id, "interrupted" if call.interrupted else "complete", call.interrupted)
@@ -226,7 +226,7 @@ class Hub:
         report.update({"status": "interrupted", "interrupted": reason})
         if row["external_ref"] is not None:
             report["external_ref"] = row["external_ref"]
-        self.store.save_report(report)
+        self.store.save_report(report, started_at=row["started_at"])
         self.publish({"type": "call_ended", "call_id": row["call_id"], "score": report["score"]["total"],
                       "saved": True, "interrupted": reason})
 
