@@ -151,7 +151,8 @@ alerts = sa.Table(
     sa.Column("uncertain_speaker", sa.Boolean),  # …and whether the speaker was still uncertain (mono)
     sa.Column("decode_pass", sa.Integer),  # version 6: 1 for the first pass, 2 for a phrase only the refined text holds
     sa.Column("retracted_at", Timestamp),  # version 6: the second pass no longer heard the phrase…
-    sa.Column("retracted_heard", sa.Text),  # …and what it heard there instead
+    sa.Column("retracted_heard", sa.Text),  # …what was heard there in the end…
+    sa.Column("retracted_reason", sa.String(32)),  # …and why: "customer" when the sentence was the customer's
 )
 
 users = sa.Table(
@@ -348,7 +349,7 @@ def _create_search_index(conn: sa.Connection) -> None:
 def _add_alert_details(conn: sa.Connection) -> None:
     """Version 6: an alert keeps its phrasebook, its speaker as judged live, its decoding pass, and its retraction."""
     for column in (alerts.c.phrasebook, alerts.c.speaker, alerts.c.speaker_confidence, alerts.c.uncertain_speaker,
-                   alerts.c.decode_pass, alerts.c.retracted_at, alerts.c.retracted_heard):
+                   alerts.c.decode_pass, alerts.c.retracted_at, alerts.c.retracted_heard, alerts.c.retracted_reason):
         _add_column(conn, column)
 
 
@@ -574,7 +575,8 @@ class Store:
             ).inserted_primary_key[0]
 
     def retract_alert(self, retraction: dict) -> int | None:
-        """Mark withdrawn the alert a ``retracted`` line names (its call, phrase and start); returns its id,
+        """Mark withdrawn the alert a ``retracted`` line names (its call, phrase and start; ``reason`` "customer"
+        when the sentence turned out to be the customer's, else the second pass no longer heard it); returns its id,
         None when no such alert is stored (raised before a restart, or never stored)."""
         with self._writing() as conn:
             alert_id = conn.execute(
@@ -585,7 +587,8 @@ class Store:
                 .order_by(alerts.c.id).limit(1)).scalar_one_or_none()
             if alert_id is not None:
                 conn.execute(alerts.update().where(alerts.c.id == alert_id)
-                             .values(retracted_at=_utc_now(), retracted_heard=retraction.get("heard_again")))
+                             .values(retracted_at=_utc_now(), retracted_heard=retraction.get("heard_again"),
+                                     retracted_reason=retraction.get("reason")))
         return alert_id
 
     def alerts_after(self, after_id: int = 0, agent_id: str | None = None, call_id: str | None = None,

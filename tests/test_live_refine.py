@@ -208,7 +208,7 @@ def test_a_retraction_and_new_speakers_are_stored_and_reach_a_dashboard_opened_l
     (entry,) = hub.snapshot()
     assert [line["speaker"] for line in entry["lines"]] == ["agent", "customer"]
     (stored,) = [_alert_json(a) for a in store.alerts_after(0, call_id="m1")]
-    assert stored["retracted"] and stored["retracted_heard"] == "您问的问题我来查"
+    assert stored["retracted"] and stored["retracted_heard"] == "您问的问题我来查" and stored["retracted_reason"] is None
     # A retraction of nothing stored (another call, another start) changes nothing.
     assert store.retract_alert({"call_id": "m1", "phrase_id": forbidden.id, "start": 9.0}) is None
     assert store.retract_alert({"call_id": "m2", "phrase_id": forbidden.id, "start": 3.25}) is None

@@ -55,7 +55,7 @@ def undo_schema_5(conn) -> None:
     """Take a new PostgreSQL database back to schema version 4 (to test the upgrade; SQLite tests start from
     ``data/schema_v3.sqlite.sql`` instead, as SQLite cannot drop a constraint)."""
     for column in ("phrasebook", "speaker", "speaker_confidence", "uncertain_speaker", "decode_pass",
-                   "retracted_at", "retracted_heard"):  # version 6
+                   "retracted_at", "retracted_heard", "retracted_reason"):  # version 6
         conn.exec_driver_sql(f"ALTER TABLE alerts DROP COLUMN {column}")
     for table in ("appeals", "added_deductions", "audit_log"):
         conn.exec_driver_sql(f"DROP TABLE {table}")

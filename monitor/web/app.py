@@ -755,6 +755,7 @@ def _alert_json(row: dict) -> dict:
         "speaker": row.get("speaker"), "speaker_confidence": row.get("speaker_confidence"),
         "uncertain_speaker": bool(row.get("uncertain_speaker")), "pass": row.get("decode_pass") or 1,
         "retracted": row.get("retracted_at") is not None, "retracted_heard": row.get("retracted_heard"),
+        "retracted_reason": row.get("retracted_reason"),
     }
 
 

@@ -114,16 +114,17 @@ function drawAlert(alert, fresh) {
   document.getElementById("alerts").prepend(box);
   alertsById.set(alert.id, {alert, box, ack, falseAlarm});
   showFalseAlarm(alert.id, alert.false_alarm, alert.false_alarm_by);
-  if (alert.retracted) showRetracted(alert.id, alert.retracted_heard);
+  if (alert.retracted) showRetracted(alert.id, alert.retracted_heard, alert.retracted_reason);
   updateCounts();
 }
-function showRetracted(id, heardAgain) {
+function showRetracted(id, heardAgain, reason) {
   const entry = alertsById.get(id);
   if (!entry || entry.alert.retracted_shown) return;
   entry.alert.retracted = entry.alert.retracted_shown = true;
   entry.box.classList.add("retracted");
   entry.box.classList.remove("fresh");
-  entry.box.append(el("div", "muted small", "复核后撤回：" + (heardAgain || "")));
+  const why = reason === "customer" ? "已撤回，判定为客户所说：" : "复核后撤回，复核听到：";
+  entry.box.append(el("div", "muted small", why + (heardAgain || "")));
   updateCounts();
 }
 function markAcked(id, by) {
@@ -219,7 +220,7 @@ function connect() {
     else if (event.type === "segment") addLine(event.call_id, event, false);
     else if (event.type === "partial") addLine(event.call_id, event, true);
     else if (event.type === "revised") drawCall(event.call);
-    else if (event.type === "retracted") showRetracted(event.id, event.heard_again);
+    else if (event.type === "retracted") showRetracted(event.id, event.heard_again, event.reason);
     else if (event.type === "speakers") relabel(event);
     else if (event.type === "call_ended") endCall(event);
     else if (event.type === "ack") markAcked(event.id, event.by);
