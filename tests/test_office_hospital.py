@@ -21,9 +21,12 @@ from monitor.phrasebook import PHRASEBOOK_DIR, bundled_phrasebooks, load_phraseb
 from test_match import segments_from, with_known_misses
 
 HERE = Path(__file__).parent
-CASES = yaml.safe_load((HERE / "compliance_cases.yaml").read_text(encoding="utf-8"))
+SEALED = sorted((HERE.parent / "bench" / "data" / "office" / "sealed").glob("batch*.yaml"))
+"""Batches written before the rules were changed for them (their first looks are in bench/conduct_rules.py)."""
+CASES = [case for path in [HERE / "compliance_cases.yaml", *SEALED]
+         for case in yaml.safe_load(path.read_text(encoding="utf-8"))]
 """Lines of the agent (or, with ``speaker: customer``, the customer) that must raise their
-``expect``ed kind, or nothing (``absent_kind: forbidden``); see the file's header."""
+``expect``ed kind, or nothing (``absent_kind: forbidden``); see the files' headers."""
 CODES = (HERE / "data" / "codes_of_conduct.txt").read_text(encoding="utf-8")
 """The codes of conduct the phrasebooks are made from (a copy of the project's seed text)."""
 COMPLIANCE_KINDS = {"bribery", "private_deal", "over_promising", "refusing_contact", "refusing_outright", "disclosure"}
