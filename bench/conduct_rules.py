@@ -58,8 +58,11 @@ FIRST_LOOK = {
     # 2026-11-28, issue 14; its five calls (calls1/) at first look: office 2/6, hospital 2/5, bribery 1/2,
     # precision 1.00; their scripts as text 4/6, 3/5, 1/2.
     "batch1": {"forbidden": 46, "raised": 33, "own_kind": 30, "polite": 37, "polite_raised": 2},
-    # written after the changes made for batch1, run once as written
+    # written after the changes made for batch1, run once as written; its five calls (calls2/) at first
+    # look: office 2/6, hospital 5/9, bribery 2/3, precision 1.00; their scripts as text 3/6, 6/9, 2/3.
     "batch2": {"forbidden": 43, "raised": 20, "own_kind": 19, "polite": 32, "polite_raised": 1},
+    # written after the changes made for batch2, run once as written
+    "batch3": {"forbidden": 26, "raised": 15, "own_kind": 11, "polite": 20, "polite_raised": 0},
 }
 """The case batches written before being run, as they first ran (phrasebooks/README.md)."""
 
