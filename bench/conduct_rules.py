@@ -63,6 +63,8 @@ FIRST_LOOK = {
     "batch2": {"forbidden": 43, "raised": 20, "own_kind": 19, "polite": 32, "polite_raised": 1},
     # written after the changes made for batch2, run once as written
     "batch3": {"forbidden": 26, "raised": 15, "own_kind": 11, "polite": 20, "polite_raised": 0},
+    # written after the changes made for batch3, run once as written
+    "batch4": {"forbidden": 20, "raised": 7, "own_kind": 5, "polite": 15, "polite_raised": 1},
 }
 """The case batches written before being run, as they first ran (phrasebooks/README.md)."""
 
