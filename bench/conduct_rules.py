@@ -50,7 +50,22 @@ REPO = HERE.parent
 TARGET = 0.8
 """The issue's aim for forbidden recall and precision on office, hospital and bribery."""
 GROUPS = ("office", "hospital", "bribery")
-FIRST_LOOK = {"blind": {"forbidden": 31, "raised": 8, "polite": 25, "polite_raised": 1}}
+SEALED = HERE / "data" / "office" / "sealed"
+"""Batches of lines (``batch*.yaml``) and call scripts (``calls*/``) written and committed before
+the rules were changed for them and before being run."""
+FIRST_LOOK = {
+    "blind": {"forbidden": 31, "raised": 8, "polite": 25, "polite_raised": 1},
+    # 2026-11-28, issue 14; its five calls (calls1/) at first look: office 2/6, hospital 2/5, bribery 1/2,
+    # precision 1.00; their scripts as text 4/6, 3/5, 1/2.
+    "batch1": {"forbidden": 46, "raised": 33, "own_kind": 30, "polite": 37, "polite_raised": 2},
+    # written after the changes made for batch1, run once as written; its five calls (calls2/) at first
+    # look: office 2/6, hospital 5/9, bribery 2/3, precision 1.00; their scripts as text 3/6, 6/9, 2/3.
+    "batch2": {"forbidden": 43, "raised": 20, "own_kind": 19, "polite": 32, "polite_raised": 1},
+    # written after the changes made for batch2, run once as written
+    "batch3": {"forbidden": 26, "raised": 15, "own_kind": 11, "polite": 20, "polite_raised": 0},
+    # written after the changes made for batch3, run once as written
+    "batch4": {"forbidden": 20, "raised": 7, "own_kind": 5, "polite": 15, "polite_raised": 1},
+}
 """The case batches written before being run, as they first ran (phrasebooks/README.md)."""
 
 
@@ -158,11 +173,12 @@ def tally_call(labels: dict, events: list[dict], by_kind: Tally, by_group: Tally
     return misses, alarms, blamed
 
 
-def judge_cases(path: Path, by_kind: Tally) -> Counter:
-    """Tallies the cases by kind; returns, per batch, forbidden lines raising anything and polite lines raising anything."""
+def judge_cases(path: Path, by_kind: Tally, batches: Counter, batch: str | None = None) -> None:
+    """Tallies the cases by kind, and per batch (a case's ``batch``, else ``batch``) the forbidden
+    lines raising anything and raising their own kind, and the polite lines raising anything."""
     cases = yaml.safe_load(path.read_text(encoding="utf-8"))
-    batches: Counter = Counter()
     for case in cases:
+        case.setdefault("batch", batch) if batch else None
         matcher = matcher_for(load_phrasebook(case["phrasebook"]))
         speaker = case.get("speaker", "agent")
         hits = [h for h in matcher.match_segments([Segment(0.0, 1.0, case["text"], speaker)]) if h.kind == "forbidden"]
@@ -172,13 +188,14 @@ def judge_cases(path: Path, by_kind: Tally) -> Counter:
             batches[(case["batch"], f"{label}_raised" if label == "polite" else "raised")] += bool(hits)
         expected = case.get("expect")
         kind = expected if expected is None or "." not in expected else load_phrasebook(case["phrasebook"]).by_id(expected).category
+        if "batch" in case and kind:
+            batches[(case["batch"], "own_kind")] += any(h.category == kind for h in hits)
         if kind:
             by_kind.labelled[kind] += 1
             by_kind.found[kind] += any(h.category == kind or h.phrase_id == expected for h in hits)
         for hit in hits:
             by_kind.raised[hit.category] += 1
             by_kind.right[hit.category] += bool(kind)
-    return batches
 
 
 def main() -> int:
@@ -190,7 +207,9 @@ def main() -> int:
                         help="the Python of the TTS environment (see the shared tools' README)")
     parser.add_argument("--synth", default=str(REPO.parent / "shared" / "tools" / "synth_call.py"))
     parser.add_argument("--cases", type=Path, default=REPO / "tests" / "compliance_cases.yaml")
-    parser.add_argument("--no-calls", action="store_true", help="only the case table")
+    parser.add_argument("--sealed", type=Path, nargs="*", default=sorted(SEALED.glob("batch*.yaml")),
+                        help="sealed batches of lines (each its own batch, named by its file)")
+    parser.add_argument("--no-calls", action="store_true", help="only the case tables")
     args = parser.parse_args()
 
     if not args.no_calls:
@@ -209,16 +228,26 @@ def main() -> int:
         print("the same calls' scripts as text (every word heard: what Whisper's mishearings cost):")
         for name in GROUPS:
             print("  " + by_group.line(name))
-    by_kind = Tally()
-    batches = judge_cases(args.cases, by_kind)
+    by_kind, batches = Tally(), Counter()
+    judge_cases(args.cases, by_kind, batches)
     print(f"\ncase table ({args.cases.name}), per kind:")
     for name in by_kind.names():
         print("  " + by_kind.line(name))
-    for batch, first in FIRST_LOOK.items():
-        print(f"batch {batch}: forbidden lines raising anything, first look {first['raised']}/{first['forbidden']}, "
-              f"now {batches[(batch, 'raised')]}/{batches[(batch, 'forbidden')]}; polite lines raising anything, "
-              f"first look {first['polite_raised']}/{first['polite']}, now "
-              f"{batches[(batch, 'polite_raised')]}/{batches[(batch, 'polite')]}")
+    for path in args.sealed:
+        sealed = Tally()
+        judge_cases(path, sealed, batches, path.stem)
+        print(f"sealed batch {path.stem}, per kind:")
+        for name in sealed.names():
+            print("  " + sealed.line(name))
+    for batch in dict.fromkeys([*FIRST_LOOK, *(p.stem for p in args.sealed)]):
+        first = FIRST_LOOK.get(batch)
+        own = f", their own kind {batches[(batch, 'own_kind')]}" if "own_kind" in (first or {"own_kind": 0}) else ""
+        was = (f"first look {first['raised']}/{first['forbidden']}"
+               + (f" (own kind {first['own_kind']})" if "own_kind" in first else "") if first else "no first look recorded")
+        print(f"batch {batch}: forbidden lines raising anything, {was}, now {batches[(batch, 'raised')]}/"
+              f"{batches[(batch, 'forbidden')]}{own}; polite lines raising anything, "
+              + (f"first look {first['polite_raised']}/{first['polite']}, " if first else "")
+              + f"now {batches[(batch, 'polite_raised')]}/{batches[(batch, 'polite')]}")
     return 0
 
 

@@ -21,9 +21,13 @@ from monitor.phrasebook import PHRASEBOOK_DIR, bundled_phrasebooks, load_phraseb
 from test_match import segments_from, with_known_misses
 
 HERE = Path(__file__).parent
-CASES = yaml.safe_load((HERE / "compliance_cases.yaml").read_text(encoding="utf-8"))
+SEALED = sorted((HERE.parent / "bench" / "data" / "office" / "sealed").glob("batch*.yaml"))
+"""Batches written before the rules were changed for them (their first looks are in bench/conduct_rules.py)."""
+TABLE = yaml.safe_load((HERE / "compliance_cases.yaml").read_text(encoding="utf-8"))
 """Lines of the agent (or, with ``speaker: customer``, the customer) that must raise their
 ``expect``ed kind, or nothing (``absent_kind: forbidden``); see the file's header."""
+CASES = TABLE + [case for path in SEALED for case in yaml.safe_load(path.read_text(encoding="utf-8"))]
+"""The table and the sealed batches: every line is run (a ``known_miss`` must stay missed)."""
 CODES = (HERE / "data" / "codes_of_conduct.txt").read_text(encoding="utf-8")
 """The codes of conduct the phrasebooks are made from (a copy of the project's seed text)."""
 COMPLIANCE_KINDS = {"bribery", "private_deal", "over_promising", "refusing_contact", "refusing_outright", "disclosure"}
@@ -53,8 +57,9 @@ def test_case(case):
 
 
 def test_cases_recall_and_precision_and_cover_every_rule():
-    positives = [c for c in CASES if "expect" in c]
-    negatives = [c for c in CASES if "absent_kind" in c]
+    # the table's lines (the sealed batches' misses are the lexicon's kinds mostly: their first looks are the measure)
+    positives = [c for c in TABLE if "expect" in c]
+    negatives = [c for c in TABLE if "absent_kind" in c]
     found = sum(any(c["expect"] in (h.category, h.phrase_id) for h in forbidden_hits(c)) for c in positives)
     false_alarms = sum(bool(forbidden_hits(c)) for c in negatives)
     assert len(positives) >= 60 and len(negatives) >= 40
