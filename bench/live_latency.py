@@ -1,10 +1,17 @@
 """Alert latency and recall of the live monitor against batch scoring.
 
 Feeds every sample call at speech speed (``--realtime``) through one in-process
-``LiveCall`` at a time, and reports ``latency_s`` of every forbidden alert
-(p50, p95) and the recall of labelled forbidden turns, live and batch.
+``LiveCall`` at a time, and reports ``latency_s`` of every first-pass forbidden
+alert (p50, p95), where that time went (``LiveCall.latency_parts``), how many
+alerts the second pass retracted, alerts on a customer's words (by the labels),
+and the recall of labelled forbidden turns, live and batch.
 
-    python bench/live_latency.py [/work/shared/samples/calls] [--time-scale 1]
+    python bench/live_latency.py [/work/shared/samples/calls | CALL.wav ...] [--time-scale 1]
+
+Wall latency depends on the machine's load. To compare two versions, run them
+alternately call by call, each writing its alerts with ``--json``, then
+``--summary BEFORE.jsonl AFTER.jsonl``; the held-back part in call seconds
+(``held_audio_s``) does not depend on load.
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ import json
 import sys
 from pathlib import Path
 
-from labelled import forbidden_agent_turns, latency_summary, overlaps
+import numpy as np
 
-from monitor.asr import Transcriber
+from labelled import forbidden_agent_turns, latency_summary, overlaps
+from roles import speaker_at
+
 from monitor.audio import load_call
 from monitor.live import LiveCall
 from monitor.match import matcher_for
@@ -24,52 +33,110 @@ from monitor.phrasebook import load_phrasebook
 from monitor.sources import FileSource
 from monitor.stream import DecodeScheduler
 
-
 LIVE_TOLERANCE_S = 0.5
 """Stricter than batch's ±1 s: a live alert must point at the turn itself."""
+PARTS = ("audio_s", "decode_s", "held_s", "held_audio_s")
 
 
 def recalled(turns: list[dict], hits: list[tuple[float, float]]) -> int:
     return sum(any(overlaps(start, end, turn, LIVE_TOLERANCE_S) for start, end in hits) for turn in turns)
 
 
+def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool) -> dict:
+    """One call fed at speech speed: its alerts (with their latency parts) and recall."""
+    labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
+    phrasebook = load_phrasebook(labels["phrasebook"])
+    matcher = matcher_for(phrasebook)
+    source = FileSource(str(wav), realtime=True, time_scale=time_scale)
+    call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=source.channels > 1)
+    call.scheduler = scheduler
+    scheduler.add(call)
+    for frames in source:
+        call.feed(frames)
+    call.end()
+    call.wait()
+    turns = forbidden_agent_turns(labels)
+    alerts = []
+    for alert, parts in zip(call.alerts, getattr(call, "latency_parts", [{}] * len(call.alerts))):
+        middle = (alert["start"] + alert["end"]) / 2
+        alerts.append({**{k: alert[k] for k in ("phrase_id", "start", "end", "pass", "latency_s", "speaker",
+                                                 "uncertain_speaker")},
+                       "retracted": bool(alert.get("retracted")), "said_by": speaker_at(labels["turns"], middle),
+                       **parts})
+    live = [(a["start"], a["end"]) for a in alerts if a["speaker"] == "agent" and not a["retracted"]]
+    row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live), "alerts": alerts}
+    if batch:
+        segments = transcriber.transcribe_call(load_call(str(wav)))
+        found = [(h.start, h.end) for h in matcher.match_segments(segments) if h.kind == "forbidden" and h.speaker == "agent"]
+        row["batch"] = recalled(turns, found)
+    return row
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    p50, p95 = np.percentile(values, [50, 95])
+    return f"p50={p50:.2f} p95={p95:.2f}"
+
+
+def summary(rows: list[dict]) -> None:
+    alerts = [a for row in rows for a in row["alerts"]]
+    first = [a for a in alerts if a["pass"] == 1]  # pass 2 waits for the refinement
+    print(f"forbidden alerts (pass 1): {len(first)}  {latency_summary([a['latency_s'] for a in first])}")
+    for part in PARTS:
+        values = [a[part] for a in first if a.get(part) is not None]
+        print(f"  {part:13s} {percentiles(values)}  mean={np.mean(values) if values else float('nan'):.2f}")
+    held = {}
+    for a in first:
+        held.setdefault(a.get("held_for"), []).append(a["held_s"] if a.get("held_s") is not None else 0.0)
+    for why, values in sorted(held.items(), key=lambda item: str(item[0])):
+        print(f"  held for {why!s:6s}: {len(values):3d} alerts, held_s {percentiles(values)}")
+    retracted = [a for a in alerts if a["retracted"]]
+    print(f"alerts: {len(alerts)} ({len(alerts) - len(first)} pass 2), retracted later {len(retracted)}"
+          f" = {len(retracted) / max(1, len(alerts)):.3f} (pass 1: {sum(a['pass'] == 1 for a in retracted)})")
+    on_customer = [a for a in alerts if a["said_by"] == "customer"]
+    print(f"alerts on a customer's words: {len(on_customer)}, naming the agent surely: "
+          f"{sum(a['speaker'] == 'agent' and not a['uncertain_speaker'] for a in on_customer)}")
+    turns = sum(row["turns"] for row in rows)
+    live = sum(row["live"] for row in rows)
+    line = f"recall of labelled forbidden turns: live {live}/{turns}={live / max(1, turns):.3f}"
+    if all("batch" in row for row in rows):
+        batch = sum(row["batch"] for row in rows)
+        line += f"  batch {batch}/{turns}={batch / max(1, turns):.3f}"
+    print(line)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("calls", nargs="?", default="/work/shared/samples/calls")
+    parser.add_argument("calls", nargs="*", default=["/work/shared/samples/calls"],
+                        help="labelled calls, or folders of them (default: the shared samples)")
     parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--json", help="append each call's alerts to this JSON-lines file")
+    parser.add_argument("--no-batch", action="store_true", help="skip batch scoring (recall against batch)")
+    parser.add_argument("--summary", nargs="+", metavar="JSONL", help="only summarise files written with --json")
     args = parser.parse_args()
+    if args.summary:
+        for path in args.summary:
+            print(f"== {path}")
+            summary([json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()])
+        return 0
+    from monitor.asr import Transcriber
+
+    wavs = [w for c in map(Path, args.calls) for w in (sorted(c.glob("*.wav")) if c.is_dir() else [c])]
     transcriber = Transcriber(cpu_threads=2)
     scheduler = DecodeScheduler(transcriber)
-    latencies, rows = [], []
-    live_hits_total = batch_hits_total = turns_total = 0
-    for wav in sorted(Path(args.calls).glob("*.wav")):
-        labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
-        phrasebook = load_phrasebook(labels["phrasebook"])
-        matcher = matcher_for(phrasebook)
-        source = FileSource(str(wav), realtime=True, time_scale=args.time_scale)
-        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=source.channels > 1)
-        call.scheduler = scheduler
-        scheduler.add(call)
-        for frames in source:
-            call.feed(frames)
-        call.end()
-        call.wait()
-        live = [(a["start"], a["end"]) for a in call.alerts if a["speaker"] == "agent" and not a.get("retracted")]
-        segments = transcriber.transcribe_call(load_call(str(wav)))
-        batch = [(h.start, h.end) for h in matcher.match_segments(segments) if h.kind == "forbidden" and h.speaker == "agent"]
-        turns = forbidden_agent_turns(labels)
-        latencies += [a["latency_s"] for a in call.alerts if a["pass"] == 1]  # pass 2 waits for the refinement
-        turns_total += len(turns)
-        live_hits_total += recalled(turns, live)
-        batch_hits_total += recalled(turns, batch)
-        rows.append((wav.stem, len(turns), recalled(turns, live), recalled(turns, batch),
-                     [a["latency_s"] for a in call.alerts]))
-        print(f"{wav.stem:28s} turns={len(turns)} live={rows[-1][2]} batch={rows[-1][3]} "
-              f"alerts={len(call.alerts)} latency_s={rows[-1][4]}", flush=True)
+    rows = []
+    for wav in wavs:
+        rows.append(run_call(wav, transcriber, scheduler, args.time_scale, batch=not args.no_batch))
+        first = [a["latency_s"] for a in rows[-1]["alerts"] if a["pass"] == 1]
+        print(f"{wav.stem:28s} turns={rows[-1]['turns']} live={rows[-1]['live']} batch={rows[-1].get('batch', '-')} "
+              f"alerts={len(rows[-1]['alerts'])} latency_s={first}", flush=True)
+        if args.json:
+            with open(args.json, "a", encoding="utf-8") as out:
+                out.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
     scheduler.close()
-    print(f"\nforbidden alerts: {len(latencies)}  {latency_summary(latencies)}")
-    print(f"recall of labelled forbidden turns: live {live_hits_total}/{turns_total}={live_hits_total / turns_total:.3f}"
-          f"  batch {batch_hits_total}/{turns_total}={batch_hits_total / turns_total:.3f}")
+    print()
+    summary(rows)
     return 0
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,6 +80,9 @@ class LiveCall:
         """The second pass so far: groups closed, groups refined, and those left as
         the first pass heard them (speaker, start, end, reason)."""
         self._refining = 0  # groups taken by a worker and not yet applied
+        self.latency_parts: list[dict] = []
+        """Where each alert's latency went, one entry per alert in ``alerts`` (``_parts``)."""
+        self._held: list[tuple] = []  # (hit, Sighting, why): phrases matched and held back, when first seen
 
     # --- feeding (source threads) ------------------------------------------------
     def feed(self, frames: np.ndarray) -> None:
@@ -152,20 +156,23 @@ class LiveCall:
         started = time.perf_counter()
         for event in stream.step(transcriber):
             if isinstance(event, Committed):
+                sighting = Sighting(time.monotonic(), stream.checked_until)  # (the pause that ended it was heard)
                 with self._lock:  # (a second pass may be replacing segments on another worker)
                     self.segments.append(event.segment)  # the stream's speaker: the report labels roles at the end
                 segment = self._with_role(event.segment)
                 self._emit({"type": "segment", "call_id": self.call_id, **segment.to_json(), "final": event.final})
                 with self._watch_lock:
                     hits = self.watch.check(event.segment.words, stream.speaker, commit=True)
-                    self._alert(hits, event.segment.words, commit=True)
+                    self._alert(hits, event.segment.words, commit=True, sighting=sighting)
             elif isinstance(event, Hypothesis):
+                sighting = Sighting(time.monotonic(), event.heard_until + self.options.stable_margin_s)
                 text = "".join(w.text for w in event.words)
                 self._emit({"type": "partial", "call_id": self.call_id, "speaker": stream.speaker,
                             "start": round(event.words[0].start, 2), "end": round(event.words[-1].end, 2), "text": text})
                 with self._watch_lock:
                     hits = self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until)
-                    self._alert(hits, event.words, commit=False)
+                    self._hold(self.watch.held, sighting, "guard")
+                    self._alert(hits, event.words, commit=False, sighting=sighting)
         self.asr_s += time.perf_counter() - started
         if self._decoded():
             self._finish()
@@ -186,7 +193,7 @@ class LiveCall:
             for stream in ready:
                 self.step(stream, transcriber)
 
-    def _alert(self, hits, words, commit: bool, decoding_pass: int = 1) -> None:
+    def _alert(self, hits, words, commit: bool, decoding_pass: int = 1, sighting: Sighting | None = None) -> None:
         for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
             speaker, speaker_confidence = self._speaker_of(hit, words, commit, decoding_pass)
             sure = speaker_confidence is not None and speaker_confidence >= REVIEW_BELOW
@@ -194,6 +201,7 @@ class LiveCall:
                 # Provisional speech of a mono stream alerts at once only when it
                 # is surely the agent's; otherwise its sentence decides at the commit.
                 self.watch.reported.remove(hit)
+                self._hold([hit], sighting, "role")
                 continue
             if sure and speaker == "customer":
                 continue  # the customer's words are no agent violation
@@ -217,9 +225,41 @@ class LiveCall:
             if self.external_ref is not None:
                 event["external_ref"] = self.external_ref
             # Latency is measured last, just before the event is handed to the sinks.
-            event["latency_s"] = round(time.monotonic() - self.fed_at(hit.end), 3)
+            now = time.monotonic()
+            event["latency_s"] = round(now - self.fed_at(hit.end), 3)
             self.alerts.append(event)
+            self.latency_parts.append(self._parts(hit, sighting, now))
             self._emit(event)
+
+    # --- where an alert's latency goes (bench/live_latency.py) -------------------
+    def _hold(self, hits, sighting: Sighting | None, why: str) -> None:
+        """Note when held-back ``hits`` were first matched (a phrase is held again at every decode)."""
+        for hit in hits:
+            if sighting is not None and self._first_held(hit) is None:
+                self._held.append((hit, sighting, why))
+
+    def _first_held(self, hit, slack_s: float = 0.5) -> tuple | None:
+        return next(((s, why) for old, s, why in self._held if old.phrase_id == hit.phrase_id
+                     and old.start - slack_s < hit.end and hit.start < old.end + slack_s), None)
+
+    def _parts(self, hit, sighting: Sighting | None, emitted: float) -> dict:
+        """An alert's latency in parts: audio after the phrase before the decode
+        that first matched it (``audio_s``), waiting for and doing that decode
+        (``decode_s``), then held back by the alert policy (``held_s``; ``held_audio_s``
+        the same in call seconds, ``held_for`` the guard or the speaker's role).
+        A second-pass alert has no parts."""
+        if sighting is None:
+            return {"held_for": None}
+        first, why = self._first_held(hit) or (sighting, None)
+        phrase_fed = self.fed_at(hit.end)
+        return {
+            "audio_s": round(self.fed_at(first.heard_to) - phrase_fed, 3),
+            "audio_call_s": round(first.heard_to - hit.end, 3),
+            "decode_s": round(first.decoded - self.fed_at(first.heard_to), 3),
+            "held_s": round(emitted - first.decoded, 3),
+            "held_audio_s": round(sighting.heard_to - first.heard_to, 3),
+            "held_for": why,
+        }
 
     # --- roles on a mono stream (roles.LiveRoles) --------------------------------
     def _with_role(self, segment: Segment) -> Segment:
@@ -425,6 +465,16 @@ class LiveCall:
             report["external_ref"] = self.external_ref
         report["live"] = self._live_summary()
         return report
+
+
+@dataclass
+class Sighting:
+    """A decode the phrase watch looked at."""
+
+    decoded: float
+    """Wall time (monotonic) the decode was done."""
+    heard_to: float
+    """Call time of the end of the audio it had heard."""
 
 
 def job_text(segments: list[Segment], job: RefineJob) -> str:

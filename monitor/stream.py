@@ -524,6 +524,8 @@ class PhraseWatch:
         self.rule_wait_chars = rule_wait_chars
         self._context: dict[str, list[Word]] = {}
         self.reported: list = []
+        self.held: list = []
+        """The hits the last check held back for a guard that may still come."""
 
     def check(self, words: list[Word], speaker: str, commit: bool, heard_until: float = float("inf")) -> list:
         """New forbidden hits in ``words`` ending before ``heard_until``.
@@ -535,6 +537,7 @@ class PhraseWatch:
         joined = context + [w for w in words if w.start >= since - 0.05]
         if commit:
             self._context[speaker] = joined[-self.context_words :]
+        self.held = []
         if not joined:
             return []
         hits = self.matcher.match_segments([segment_of(joined, speaker)])
@@ -543,6 +546,7 @@ class PhraseWatch:
             if hit.kind != "forbidden" or hit.end > heard_until or self._already(hit):
                 continue
             if not commit and hit.method == "rule" and _characters_after(joined, hit.end) < self.rule_wait_chars:
+                self.held.append(hit)
                 continue
             self.reported.append(hit)
             new.append(hit)
