@@ -26,7 +26,7 @@ import numpy as np
 from labelled import forbidden_agent_turns, latency_summary, overlaps
 from roles import speaker_at
 
-from monitor.audio import load_call
+from monitor.audio import SAMPLE_RATE, load_call
 from monitor.live import LiveCall
 from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
@@ -42,19 +42,29 @@ def recalled(turns: list[dict], hits: list[tuple[float, float]]) -> int:
     return sum(any(overlaps(start, end, turn, LIVE_TOLERANCE_S) for start, end in hits) for turn in turns)
 
 
-def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool) -> dict:
-    """One call fed at speech speed: its alerts (with their latency parts) and recall."""
+def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, lockstep: bool) -> dict:
+    """One call fed at speech speed (or ``lockstep``: its mono mix, decoded
+    after each block): its alerts (with their latency parts) and recall."""
     labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
-    phrasebook = load_phrasebook(labels["phrasebook"])
+    phrasebook = load_phrasebook(labels.get("phrasebook", "broadband"))
     matcher = matcher_for(phrasebook)
-    source = FileSource(str(wav), realtime=True, time_scale=time_scale)
-    call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=source.channels > 1)
-    call.scheduler = scheduler
-    scheduler.add(call)
-    for frames in source:
-        call.feed(frames)
-    call.end()
-    call.wait()
+    if lockstep:
+        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=False)
+        samples = load_call(str(wav), "mono").agent
+        for at in range(0, len(samples), SAMPLE_RATE // 10):
+            call.feed(samples[at : at + SAMPLE_RATE // 10, None])
+            call.catch_up(transcriber)
+        call.end()
+        call.catch_up(transcriber)
+    else:
+        source = FileSource(str(wav), realtime=True, time_scale=time_scale)
+        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=source.channels > 1)
+        call.scheduler = scheduler
+        scheduler.add(call)
+        for frames in source:
+            call.feed(frames)
+        call.end()
+        call.wait()
     turns = forbidden_agent_turns(labels)
     alerts = []
     for alert, parts in zip(call.alerts, getattr(call, "latency_parts", [{}] * len(call.alerts))):
@@ -113,6 +123,9 @@ def main() -> int:
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--json", help="append each call's alerts to this JSON-lines file")
     parser.add_argument("--no-batch", action="store_true", help="skip batch scoring (recall against batch)")
+    parser.add_argument("--lockstep", action="store_true",
+                        help="feed each call's mono mix and decode after every block (as monitor live --file): "
+                             "the same decodes on any machine; wall latencies then mean nothing, held_audio_s does")
     parser.add_argument("--summary", nargs="+", metavar="JSONL", help="only summarise files written with --json")
     args = parser.parse_args()
     if args.summary:
@@ -122,12 +135,14 @@ def main() -> int:
         return 0
     from monitor.asr import Transcriber
 
-    wavs = [w for c in map(Path, args.calls) for w in (sorted(c.glob("*.wav")) if c.is_dir() else [c])]
+    wavs = [w for c in map(Path, args.calls)
+            for w in (sorted([*c.glob("*.wav"), *c.glob("*.flac")]) if c.is_dir() else [c])]
     transcriber = Transcriber(cpu_threads=2)
     scheduler = DecodeScheduler(transcriber)
     rows = []
     for wav in wavs:
-        rows.append(run_call(wav, transcriber, scheduler, args.time_scale, batch=not args.no_batch))
+        rows.append(run_call(wav, transcriber, scheduler, args.time_scale, batch=not args.no_batch,
+                            lockstep=args.lockstep))
         first = [a["latency_s"] for a in rows[-1]["alerts"] if a["pass"] == 1]
         print(f"{wav.stem:28s} turns={rows[-1]['turns']} live={rows[-1]['live']} batch={rows[-1].get('batch', '-')} "
               f"alerts={len(rows[-1]['alerts'])} latency_s={first}", flush=True)

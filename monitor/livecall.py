@@ -19,7 +19,7 @@ import numpy as np
 
 from monitor.alerts import WebhookSink
 from monitor.asr import Segment
-from monitor.roles import REVIEW_BELOW, LiveRoles
+from monitor.roles import REVIEW_BELOW, LiveRoles, uncertain_or_unknown
 from monitor.sources import speaker_channels
 from monitor.stream import (
     Committed, DecodeScheduler, Hypothesis, PhraseWatch, RefineJob, StreamingOptions, UtteranceStream, refined_segments,
@@ -162,6 +162,7 @@ class LiveCall:
                 segment = self._with_role(event.segment)
                 self._emit({"type": "segment", "call_id": self.call_id, **segment.to_json(), "final": event.final})
                 with self._watch_lock:
+                    self._withdraw_if_customer(segment)
                     hits = self.watch.check(event.segment.words, stream.speaker, commit=True)
                     self._alert(hits, event.segment.words, commit=True, sighting=sighting)
             elif isinstance(event, Hypothesis):
@@ -197,9 +198,11 @@ class LiveCall:
         for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
             speaker, speaker_confidence = self._speaker_of(hit, words, commit, decoding_pass)
             sure = speaker_confidence is not None and speaker_confidence >= REVIEW_BELOW
-            if self.roles is not None and not commit and not (sure and speaker == "agent"):
-                # Provisional speech of a mono stream alerts at once only when it
-                # is surely the agent's; otherwise its sentence decides at the commit.
+            if self.roles is not None and not commit and speaker != "agent":
+                # Provisional speech of a mono stream that leans to the customer waits
+                # for its sentence to decide at the commit. Speech that leans to the
+                # agent alerts at once, marked uncertain_speaker unless sure; should
+                # its sentence turn out surely the customer's, the alert is withdrawn.
                 self.watch.reported.remove(hit)
                 self._hold([hit], sighting, "role")
                 continue
@@ -408,16 +411,27 @@ class LiveCall:
                     and job.start <= (a["start"] + a["end"]) / 2 < job.end]
         for alert in in_group:
             if not any(same(alert, hit) for hit in hits):
-                alert["retracted"] = True
-                retraction = {"type": "retracted", "call_id": self.call_id, "speaker": job.speaker,
-                              "phrase_id": alert["phrase_id"], "canonical": alert["canonical"],
-                              "start": alert["start"], "end": alert["end"], "heard_again": job_text(segments, job)}
-                if self.external_ref is not None:
-                    retraction["external_ref"] = self.external_ref
-                self._emit(retraction)
+                self._retract(alert, "not_heard_again", job_text(segments, job))
         new = [h for h in hits if not any(same(a, h) for a in self.alerts if not a.get("retracted"))]
         self.watch.reported += new
         self._alert(new, [], commit=True, decoding_pass=2)
+
+    def _retract(self, alert: dict, reason: str, heard_again: str) -> None:
+        alert["retracted"] = True
+        retraction = {"type": "retracted", "call_id": self.call_id, "speaker": alert["speaker"],
+                      "phrase_id": alert["phrase_id"], "canonical": alert["canonical"],
+                      "start": alert["start"], "end": alert["end"], "heard_again": heard_again, "reason": reason}
+        if self.external_ref is not None:
+            retraction["external_ref"] = self.external_ref
+        self._emit(retraction)
+
+    def _withdraw_if_customer(self, segment: Segment) -> None:
+        """Withdraw the provisional alerts in a mono ``segment`` its commit found surely the customer's."""
+        if self.roles is None or segment.speaker != "customer" or uncertain_or_unknown(segment):
+            return
+        for alert in self.alerts:
+            if alert["pass"] == 1 and not alert.get("retracted") and segment.start <= (alert["start"] + alert["end"]) / 2 < segment.end:
+                self._retract(alert, "customer", segment.text)
 
     def _live_summary(self) -> dict:
         """What the report says of the live run: every alert as raised (and
