@@ -35,7 +35,7 @@ from monitor.stream import DecodeScheduler
 
 LIVE_TOLERANCE_S = 0.5
 """Stricter than batch's ±1 s: a live alert must point at the turn itself."""
-PARTS = ("audio_s", "decode_s", "held_s", "held_audio_s")
+PARTS = ("audio_s", "audio_call_s", "decode_s", "held_s", "held_audio_s")
 
 
 def recalled(turns: list[dict], hits: list[tuple[float, float]]) -> int:
@@ -128,10 +128,13 @@ def main() -> int:
                              "the same decodes on any machine; wall latencies then mean nothing, held_audio_s does")
     parser.add_argument("--summary", nargs="+", metavar="JSONL", help="only summarise files written with --json")
     args = parser.parse_args()
-    if args.summary:
-        for path in args.summary:
-            print(f"== {path}")
-            summary([json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()])
+    if args.summary:  # (over the calls every file holds, each call's last run)
+        runs = [{row["call"]: row for row in map(json.loads, Path(path).read_text().splitlines())}
+                for path in args.summary]
+        common = [call for call in runs[0] if all(call in run for run in runs)]
+        for path, run in zip(args.summary, runs):
+            print(f"== {path}: {len(common)} calls")
+            summary([run[call] for call in common])
         return 0
     from monitor.asr import Transcriber
 

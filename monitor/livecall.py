@@ -198,11 +198,13 @@ class LiveCall:
         for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
             speaker, speaker_confidence = self._speaker_of(hit, words, commit, decoding_pass)
             sure = speaker_confidence is not None and speaker_confidence >= REVIEW_BELOW
-            if self.roles is not None and not commit and speaker != "agent":
-                # Provisional speech of a mono stream that leans to the customer waits
-                # for its sentence to decide at the commit. Speech that leans to the
-                # agent alerts at once, marked uncertain_speaker unless sure; should
-                # its sentence turn out surely the customer's, the alert is withdrawn.
+            if self.roles is not None and not commit and (speaker != "agent" or speaker_confidence is None):
+                # Provisional speech of a mono stream alerts at once when its voice leans
+                # to the agent's (uncertain_speaker unless sure), and is withdrawn should
+                # its sentence turn out surely the customer's. Before the two voices are
+                # told apart (no confidence: the guess is the text's, and a customer's
+                # outburst reads like an agent's forbidden phrase), or when it leans to
+                # the customer, its sentence decides at the commit.
                 self.watch.reported.remove(hit)
                 self._hold([hit], sighting, "role")
                 continue

@@ -154,3 +154,34 @@ def test_a_provisional_rule_hit_waits_for_its_own_guard_reach_only():
     assert [h.phrase_id for h in hits] == ["lexicon.mocking.brainless"]
     # A longer innocent word (我操作一下) is a guard after the match too.
     assert reach["lexicon.swearing.words"] >= len("他妈妈的") - 1
+
+
+def test_a_mono_provisional_alert_is_withdrawn_when_its_sentence_is_surely_the_customers():
+    from monitor.asr import Segment
+    from monitor.livecall import LiveCall
+
+    book = load_phrasebook("broadband")
+    events: list[dict] = []
+
+    class Collect:
+        def send(self, event):
+            events.append(event)
+
+    call = LiveCall("mono", book, matcher_for(book), [Collect()], stereo=False)
+    # As a provisional alert on speech whose voice leaned to the agent is raised.
+    alert = {"type": "alert", "kind": "forbidden", "phrase_id": "bb.forbidden.ask_me", "canonical": "你问我，我问谁？",
+             "start": 16.0, "end": 17.6, "speaker": "agent", "speaker_confidence": 0.6, "uncertain_speaker": True,
+             "pass": 1}
+    call.alerts.append(alert)
+    said = "你问我我问谁啊"
+    call._withdraw_if_customer(Segment(15.5, 18.0, said, "customer", speaker_confidence=0.62))  # doubtful: kept
+    assert not events and not alert.get("retracted")
+    call._withdraw_if_customer(Segment(15.5, 18.0, said, "agent", speaker_confidence=0.9))
+    assert not events
+    call._withdraw_if_customer(Segment(15.5, 18.0, said, "customer", speaker_confidence=0.9))
+    assert alert["retracted"] and [(e["type"], e["reason"], e["heard_again"]) for e in events] == [
+        ("retracted", "customer", said)
+    ]
+    call._withdraw_if_customer(Segment(15.5, 18.0, said, "customer", speaker_confidence=0.95))
+    assert len(events) == 1, "an alert is withdrawn once"
+    assert call.report()["live"]["alerts"][0]["retracted"]
