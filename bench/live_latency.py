@@ -35,7 +35,7 @@ from monitor.stream import DecodeScheduler
 
 LIVE_TOLERANCE_S = 0.5
 """Stricter than batch's ±1 s: a live alert must point at the turn itself."""
-PARTS = ("audio_s", "audio_call_s", "decode_s", "held_s", "held_audio_s")
+PARTS = ("audio_s", "audio_call_s", "decode_s", "second_pass_s", "held_s", "held_audio_s")
 
 
 def recalled(turns: list[dict], hits: list[tuple[float, float]]) -> int:

@@ -83,6 +83,7 @@ class LiveCall:
         self.latency_parts: list[dict] = []
         """Where each alert's latency went, one entry per alert in ``alerts`` (``_parts``)."""
         self._held: list[tuple] = []  # (hit, Sighting, why): phrases matched and held back, when first seen
+        self._refined_wall: list[tuple[float, float]] = []  # when this call's second pass had the decoder
 
     # --- feeding (source threads) ------------------------------------------------
     def feed(self, frames: np.ndarray) -> None:
@@ -250,17 +251,20 @@ class LiveCall:
     def _parts(self, hit, sighting: Sighting | None, emitted: float) -> dict:
         """An alert's latency in parts: audio after the phrase before the decode
         that first matched it (``audio_s``), waiting for and doing that decode
-        (``decode_s``), then held back by the alert policy (``held_s``; ``held_audio_s``
+        (``decode_s``, of which ``second_pass_s`` the decoder spent on this call's
+        second pass), then held back by the alert policy (``held_s``; ``held_audio_s``
         the same in call seconds, ``held_for`` the guard or the speaker's role).
         A second-pass alert has no parts."""
         if sighting is None:
             return {"held_for": None}
         first, why = self._first_held(hit) or (sighting, None)
-        phrase_fed = self.fed_at(hit.end)
+        phrase_fed, heard_fed = self.fed_at(hit.end), self.fed_at(first.heard_to)
         return {
-            "audio_s": round(self.fed_at(first.heard_to) - phrase_fed, 3),
+            "audio_s": round(heard_fed - phrase_fed, 3),
             "audio_call_s": round(first.heard_to - hit.end, 3),
-            "decode_s": round(first.decoded - self.fed_at(first.heard_to), 3),
+            "decode_s": round(first.decoded - heard_fed, 3),
+            "second_pass_s": round(sum(max(0.0, min(end, first.decoded) - max(start, heard_fed))
+                                       for start, end in self._refined_wall), 3),
             "held_s": round(emitted - first.decoded, 3),
             "held_audio_s": round(sighting.heard_to - first.heard_to, 3),
             "held_for": why,
@@ -353,10 +357,11 @@ class LiveCall:
         job = self._take_job(when_quiet)
         if job is not None:
             try:
-                started = time.perf_counter()
+                started, wall = time.perf_counter(), time.monotonic()
                 context = "".join(s.text for s in self._before(job))
                 refined = refined_segments(transcriber, job, self.options.refine, context)
                 self.asr_s += time.perf_counter() - started
+                self._refined_wall.append((wall, time.monotonic()))
                 self._apply_refinement(job, refined)
             finally:
                 with self._lock:
