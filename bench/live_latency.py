@@ -31,7 +31,7 @@ from monitor.live import LiveCall
 from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
 from monitor.sources import FileSource
-from monitor.stream import DecodeScheduler
+from monitor.stream import DecodeScheduler, StreamingOptions
 
 LIVE_TOLERANCE_S = 0.5
 """Stricter than batch's ±1 s: a live alert must point at the turn itself."""
@@ -42,14 +42,15 @@ def recalled(turns: list[dict], hits: list[tuple[float, float]]) -> int:
     return sum(any(overlaps(start, end, turn, LIVE_TOLERANCE_S) for start, end in hits) for turn in turns)
 
 
-def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, lockstep: bool) -> dict:
+def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, lockstep: bool,
+             options: StreamingOptions | None = None) -> dict:
     """One call fed at speech speed (or ``lockstep``: its mono mix, decoded
     after each block): its alerts (with their latency parts) and recall."""
     labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
     phrasebook = load_phrasebook(labels.get("phrasebook", "broadband"))
     matcher = matcher_for(phrasebook)
     if lockstep:
-        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=False)
+        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=False, options=options)
         samples = load_call(str(wav), "mono").agent
         for at in range(0, len(samples), SAMPLE_RATE // 10):
             call.feed(samples[at : at + SAMPLE_RATE // 10, None])
@@ -58,7 +59,7 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
         call.catch_up(transcriber)
     else:
         source = FileSource(str(wav), realtime=True, time_scale=time_scale)
-        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=source.channels > 1)
+        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=source.channels > 1, options=options)
         call.scheduler = scheduler
         scheduler.add(call)
         for frames in source:
@@ -74,7 +75,8 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
                        "retracted": bool(alert.get("retracted")), "said_by": speaker_at(labels["turns"], middle),
                        **parts})
     live = [(a["start"], a["end"]) for a in alerts if a["speaker"] == "agent" and not a["retracted"]]
-    row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live), "alerts": alerts}
+    row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live), "alerts": alerts,
+           "audio_s": round(call.duration_s, 2), "asr_s": round(call.asr_s, 2)}
     if batch:
         segments = transcriber.transcribe_call(load_call(str(wav)))
         found = [(h.start, h.end) for h in matcher.match_segments(segments) if h.kind == "forbidden" and h.speaker == "agent"]
@@ -107,6 +109,9 @@ def summary(rows: list[dict]) -> None:
     on_customer = [a for a in alerts if a["said_by"] == "customer"]
     print(f"alerts on a customer's words: {len(on_customer)}, naming the agent surely: "
           f"{sum(a['speaker'] == 'agent' and not a['uncertain_speaker'] for a in on_customer)}")
+    if all("asr_s" in row for row in rows):
+        asr, audio = sum(row["asr_s"] for row in rows), sum(row["audio_s"] for row in rows)
+        print(f"decoding: {asr:.1f} s for {audio:.1f} s of audio (rtf {asr / max(audio, 1e-9):.3f})")
     turns = sum(row["turns"] for row in rows)
     live = sum(row["live"] for row in rows)
     line = f"recall of labelled forbidden turns: live {live}/{turns}={live / max(1, turns):.3f}"
@@ -126,6 +131,7 @@ def main() -> int:
     parser.add_argument("--lockstep", action="store_true",
                         help="feed each call's mono mix and decode after every block (as monitor live --file): "
                              "the same decodes on any machine; wall latencies then mean nothing, held_audio_s does")
+    parser.add_argument("--partial-every", type=float, help="StreamingOptions.partial_every_s (look-ahead cadence)")
     parser.add_argument("--summary", nargs="+", metavar="JSONL", help="only summarise files written with --json")
     args = parser.parse_args()
     if args.summary:  # (over the calls every file holds, each call's last run)
@@ -140,12 +146,13 @@ def main() -> int:
 
     wavs = [w for c in map(Path, args.calls)
             for w in (sorted([*c.glob("*.wav"), *c.glob("*.flac")]) if c.is_dir() else [c])]
+    options = StreamingOptions(partial_every_s=args.partial_every) if args.partial_every else None
     transcriber = Transcriber(cpu_threads=2)
     scheduler = DecodeScheduler(transcriber)
     rows = []
     for wav in wavs:
         rows.append(run_call(wav, transcriber, scheduler, args.time_scale, batch=not args.no_batch,
-                            lockstep=args.lockstep))
+                            lockstep=args.lockstep, options=options))
         first = [a["latency_s"] for a in rows[-1]["alerts"] if a["pass"] == 1]
         print(f"{wav.stem:28s} turns={rows[-1]['turns']} live={rows[-1]['live']} batch={rows[-1].get('batch', '-')} "
               f"alerts={len(rows[-1]['alerts'])} latency_s={first}", flush=True)
