@@ -87,11 +87,13 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
                        "retracted": bool(alert.get("retracted")), "said_by": speaker_at(labels["turns"], middle),
                        **parts})
     live = [(a["start"], a["end"]) for a in alerts if a["speaker"] == "agent" and not a["retracted"]]
-    row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live), "alerts": alerts,
+    row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live),
+           "alerts": alerts,
            "audio_s": round(call.duration_s, 2), "asr_s": round(call.asr_s, 2)}
     if batch:
         segments = transcriber.transcribe_call(load_call(str(wav)))
-        found = [(h.start, h.end) for h in matcher.match_segments(segments) if h.kind == "forbidden" and h.speaker == "agent"]
+        found = [(h.start, h.end) for h in matcher.match_segments(segments)
+                 if h.kind == "forbidden" and h.speaker == "agent"]
         row["batch"] = recalled(turns, found)
     return row
 

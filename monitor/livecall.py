@@ -437,7 +437,8 @@ class LiveCall:
         if self.roles is None or segment.speaker != "customer" or uncertain_or_unknown(segment):
             return
         for alert in self.alerts:
-            if alert["pass"] == 1 and not alert.get("retracted") and segment.start <= (alert["start"] + alert["end"]) / 2 < segment.end:
+            middle = (alert["start"] + alert["end"]) / 2
+            if alert["pass"] == 1 and not alert.get("retracted") and segment.start <= middle < segment.end:
                 self._retract(alert, "customer", segment.text)
 
     def _live_summary(self) -> dict:

@@ -544,7 +544,8 @@ class PhraseWatch:
         for hit in hits:
             if hit.kind != "forbidden" or hit.end > heard_until or self._already(hit):
                 continue
-            if not commit and hit.method == "rule" and _characters_after(joined, hit.end) < self._guard_reach[hit.phrase_id]:
+            reach = self._guard_reach.get(hit.phrase_id, 0) if hit.method == "rule" and not commit else 0
+            if reach and _characters_after(joined, hit.end) < reach:
                 self.held.append(hit)
                 continue
             self.reported.append(hit)
