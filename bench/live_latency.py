@@ -1,10 +1,29 @@
 """Alert latency and recall of the live monitor against batch scoring.
 
 Feeds every sample call at speech speed (``--realtime``) through one in-process
-``LiveCall`` at a time, and reports ``latency_s`` of every forbidden alert
-(p50, p95) and the recall of labelled forbidden turns, live and batch.
+``LiveCall`` at a time, and reports ``latency_s`` of every first-pass forbidden
+alert (p50, p95), where that time went (``LiveCall.latency_parts``), how many
+alerts the second pass retracted, alerts on a customer's words (by the labels),
+and the recall of labelled forbidden turns, live and batch.
 
-    python bench/live_latency.py [/work/shared/samples/calls] [--time-scale 1]
+    python bench/live_latency.py [/work/shared/samples/calls | CALL.wav ...] [--time-scale 1]
+
+Wall latency depends on the machine's load. To compare two versions, run them
+alternately call by call, each writing its alerts with ``--json``, then
+``--summary BEFORE.jsonl AFTER.jsonl``; the held-back part in call seconds
+(``held_audio_s``) does not depend on load.
+
+Measured 2026-11-28 on the 10 sample calls and the 11 calls of tests/data/roles
+(21 calls, 24 first-pass alerts), before (5f26633) and after the per-rule guard
+reach and the early mono alert once the voices are told apart, run alternately
+call by call on a machine at load ~12 on 2 cores: latency_s p50/p95 1.38/3.31
+before, 1.25/3.32 after; audio after the phrase 0.62/0.70 s mean, decode
+0.52/0.48 s, held back 0.53/0.38 s (16/17 of 24 alerts held for the speaker's
+role, the voices not yet told apart). In lockstep (``--lockstep``, the mono
+mixes of 16 of those calls, 22 alerts), held back 0.53 s of call time before,
+0.51 s after; firing every provisional alert that leans to the agent (voices
+told apart or not) held nothing back, but raised 3 more alerts on customers'
+words, all withdrawn at the commit (retracted 1/22 -> 4/25).
 """
 
 from __future__ import annotations
@@ -14,62 +33,149 @@ import json
 import sys
 from pathlib import Path
 
-from labelled import forbidden_agent_turns, latency_summary, overlaps
+import numpy as np
 
-from monitor.asr import Transcriber
-from monitor.audio import load_call
+from labelled import forbidden_agent_turns, latency_summary, overlaps
+from roles import speaker_at
+
+from monitor.audio import SAMPLE_RATE, load_call
 from monitor.live import LiveCall
 from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
 from monitor.sources import FileSource
-from monitor.stream import DecodeScheduler
-
+from monitor.stream import DecodeScheduler, StreamingOptions
 
 LIVE_TOLERANCE_S = 0.5
 """Stricter than batch's ±1 s: a live alert must point at the turn itself."""
+PARTS = ("audio_s", "audio_call_s", "decode_s", "second_pass_s", "held_s", "held_audio_s")
 
 
 def recalled(turns: list[dict], hits: list[tuple[float, float]]) -> int:
     return sum(any(overlaps(start, end, turn, LIVE_TOLERANCE_S) for start, end in hits) for turn in turns)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("calls", nargs="?", default="/work/shared/samples/calls")
-    parser.add_argument("--time-scale", type=float, default=1.0)
-    args = parser.parse_args()
-    transcriber = Transcriber(cpu_threads=2)
-    scheduler = DecodeScheduler(transcriber)
-    latencies, rows = [], []
-    live_hits_total = batch_hits_total = turns_total = 0
-    for wav in sorted(Path(args.calls).glob("*.wav")):
-        labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
-        phrasebook = load_phrasebook(labels["phrasebook"])
-        matcher = matcher_for(phrasebook)
-        source = FileSource(str(wav), realtime=True, time_scale=args.time_scale)
-        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=source.channels > 1)
+def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, lockstep: bool,
+             options: StreamingOptions | None = None) -> dict:
+    """One call fed at speech speed (or ``lockstep``: its mono mix, decoded
+    after each block): its alerts (with their latency parts) and recall."""
+    labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
+    phrasebook = load_phrasebook(labels.get("phrasebook", "broadband"))
+    matcher = matcher_for(phrasebook)
+    if lockstep:
+        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=False, options=options)
+        samples = load_call(str(wav), "mono").agent
+        for at in range(0, len(samples), SAMPLE_RATE // 10):
+            call.feed(samples[at : at + SAMPLE_RATE // 10, None])
+            call.catch_up(transcriber)
+        call.end()
+        call.catch_up(transcriber)
+    else:
+        source = FileSource(str(wav), realtime=True, time_scale=time_scale)
+        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=source.channels > 1, options=options)
         call.scheduler = scheduler
         scheduler.add(call)
         for frames in source:
             call.feed(frames)
         call.end()
         call.wait()
-        live = [(a["start"], a["end"]) for a in call.alerts if a["speaker"] == "agent" and not a.get("retracted")]
+    turns = forbidden_agent_turns(labels)
+    alerts = []
+    for alert, parts in zip(call.alerts, getattr(call, "latency_parts", [{}] * len(call.alerts))):
+        middle = (alert["start"] + alert["end"]) / 2
+        alerts.append({**{k: alert[k] for k in ("phrase_id", "start", "end", "pass", "latency_s", "speaker",
+                                                 "uncertain_speaker")},
+                       "retracted": bool(alert.get("retracted")), "said_by": speaker_at(labels["turns"], middle),
+                       **parts})
+    live = [(a["start"], a["end"]) for a in alerts if a["speaker"] == "agent" and not a["retracted"]]
+    row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live),
+           "alerts": alerts,
+           "audio_s": round(call.duration_s, 2), "asr_s": round(call.asr_s, 2)}
+    if batch:
         segments = transcriber.transcribe_call(load_call(str(wav)))
-        batch = [(h.start, h.end) for h in matcher.match_segments(segments) if h.kind == "forbidden" and h.speaker == "agent"]
-        turns = forbidden_agent_turns(labels)
-        latencies += [a["latency_s"] for a in call.alerts if a["pass"] == 1]  # pass 2 waits for the refinement
-        turns_total += len(turns)
-        live_hits_total += recalled(turns, live)
-        batch_hits_total += recalled(turns, batch)
-        rows.append((wav.stem, len(turns), recalled(turns, live), recalled(turns, batch),
-                     [a["latency_s"] for a in call.alerts]))
-        print(f"{wav.stem:28s} turns={len(turns)} live={rows[-1][2]} batch={rows[-1][3]} "
-              f"alerts={len(call.alerts)} latency_s={rows[-1][4]}", flush=True)
+        found = [(h.start, h.end) for h in matcher.match_segments(segments)
+                 if h.kind == "forbidden" and h.speaker == "agent"]
+        row["batch"] = recalled(turns, found)
+    return row
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    p50, p95 = np.percentile(values, [50, 95])
+    return f"p50={p50:.2f} p95={p95:.2f}"
+
+
+def summary(rows: list[dict]) -> None:
+    alerts = [a for row in rows for a in row["alerts"]]
+    first = [a for a in alerts if a["pass"] == 1]  # pass 2 waits for the refinement
+    print(f"forbidden alerts (pass 1): {len(first)}  {latency_summary([a['latency_s'] for a in first])}")
+    for part in PARTS:
+        values = [a[part] for a in first if a.get(part) is not None]
+        print(f"  {part:13s} {percentiles(values)}  mean={np.mean(values) if values else float('nan'):.2f}")
+    held = {}
+    for a in first:
+        held.setdefault(a.get("held_for"), []).append(a["held_s"] if a.get("held_s") is not None else 0.0)
+    for why, values in sorted(held.items(), key=lambda item: str(item[0])):
+        print(f"  held for {why!s:6s}: {len(values):3d} alerts, held_s {percentiles(values)}")
+    retracted = [a for a in alerts if a["retracted"]]
+    print(f"alerts: {len(alerts)} ({len(alerts) - len(first)} pass 2), retracted later {len(retracted)}"
+          f" = {len(retracted) / max(1, len(alerts)):.3f} (pass 1: {sum(a['pass'] == 1 for a in retracted)})")
+    on_customer = [a for a in alerts if a["said_by"] == "customer"]
+    print(f"alerts on a customer's words: {len(on_customer)}, naming the agent surely: "
+          f"{sum(a['speaker'] == 'agent' and not a['uncertain_speaker'] for a in on_customer)}")
+    if all("asr_s" in row for row in rows):
+        asr, audio = sum(row["asr_s"] for row in rows), sum(row["audio_s"] for row in rows)
+        print(f"decoding: {asr:.1f} s for {audio:.1f} s of audio (rtf {asr / max(audio, 1e-9):.3f})")
+    turns = sum(row["turns"] for row in rows)
+    live = sum(row["live"] for row in rows)
+    line = f"recall of labelled forbidden turns: live {live}/{turns}={live / max(1, turns):.3f}"
+    if all("batch" in row for row in rows):
+        batch = sum(row["batch"] for row in rows)
+        line += f"  batch {batch}/{turns}={batch / max(1, turns):.3f}"
+    print(line)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("calls", nargs="*", default=["/work/shared/samples/calls"],
+                        help="labelled calls, or folders of them (default: the shared samples)")
+    parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--json", help="append each call's alerts to this JSON-lines file")
+    parser.add_argument("--no-batch", action="store_true", help="skip batch scoring (recall against batch)")
+    parser.add_argument("--lockstep", action="store_true",
+                        help="feed each call's mono mix and decode after every block (as monitor live --file): "
+                             "the same decodes on any machine; wall latencies then mean nothing, held_audio_s does")
+    parser.add_argument("--partial-every", type=float, help="StreamingOptions.partial_every_s (look-ahead cadence)")
+    parser.add_argument("--summary", nargs="+", metavar="JSONL", help="only summarise files written with --json")
+    args = parser.parse_args()
+    if args.summary:  # (over the calls every file holds, each call's last run)
+        runs = [{row["call"]: row for row in map(json.loads, Path(path).read_text().splitlines())}
+                for path in args.summary]
+        common = [call for call in runs[0] if all(call in run for run in runs)]
+        for path, run in zip(args.summary, runs):
+            print(f"== {path}: {len(common)} calls")
+            summary([run[call] for call in common])
+        return 0
+    from monitor.asr import Transcriber
+
+    wavs = [w for c in map(Path, args.calls)
+            for w in (sorted([*c.glob("*.wav"), *c.glob("*.flac")]) if c.is_dir() else [c])]
+    options = StreamingOptions(partial_every_s=args.partial_every) if args.partial_every else None
+    transcriber = Transcriber(cpu_threads=2)
+    scheduler = DecodeScheduler(transcriber)
+    rows = []
+    for wav in wavs:
+        rows.append(run_call(wav, transcriber, scheduler, args.time_scale, batch=not args.no_batch,
+                            lockstep=args.lockstep, options=options))
+        first = [a["latency_s"] for a in rows[-1]["alerts"] if a["pass"] == 1]
+        print(f"{wav.stem:28s} turns={rows[-1]['turns']} live={rows[-1]['live']} batch={rows[-1].get('batch', '-')} "
+              f"alerts={len(rows[-1]['alerts'])} latency_s={first}", flush=True)
+        if args.json:
+            with open(args.json, "a", encoding="utf-8") as out:
+                out.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
     scheduler.close()
-    print(f"\nforbidden alerts: {len(latencies)}  {latency_summary(latencies)}")
-    print(f"recall of labelled forbidden turns: live {live_hits_total}/{turns_total}={live_hits_total / turns_total:.3f}"
-          f"  batch {batch_hits_total}/{turns_total}={batch_hits_total / turns_total:.3f}")
+    print()
+    summary(rows)
     return 0
 
 

@@ -14,12 +14,13 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from monitor.alerts import WebhookSink
 from monitor.asr import Segment
-from monitor.roles import REVIEW_BELOW, LiveRoles
+from monitor.roles import REVIEW_BELOW, LiveRoles, uncertain_or_unknown
 from monitor.sources import speaker_channels
 from monitor.stream import (
     Committed, DecodeScheduler, Hypothesis, PhraseWatch, RefineJob, StreamingOptions, UtteranceStream, refined_segments,
@@ -82,6 +83,10 @@ class LiveCall:
         """The second pass so far: groups closed, groups refined, and those left as
         the first pass heard them (speaker, start, end, reason)."""
         self._refining = 0  # groups taken by a worker and not yet applied
+        self.latency_parts: list[dict] = []
+        """Where each alert's latency went, one entry per alert in ``alerts`` (``_parts``)."""
+        self._held: list[tuple] = []  # (hit, Sighting, why): phrases matched and held back, when first seen
+        self._refined_wall: list[tuple[float, float]] = []  # when this call's second pass had the decoder
 
     # --- feeding (source threads) ------------------------------------------------
     def feed(self, frames: np.ndarray) -> None:
@@ -155,20 +160,24 @@ class LiveCall:
         started = time.perf_counter()
         for event in stream.step(transcriber):
             if isinstance(event, Committed):
+                sighting = Sighting(time.monotonic(), stream.checked_until)  # (the pause that ended it was heard)
                 with self._lock:  # (a second pass may be replacing segments on another worker)
                     self.segments.append(event.segment)  # the stream's speaker: the report labels roles at the end
                 segment = self._with_role(event.segment)
                 self._emit({"type": "segment", "call_id": self.call_id, **segment.to_json(), "final": event.final})
                 with self._watch_lock:
+                    self._withdraw_if_customer(segment)
                     hits = self.watch.check(event.segment.words, stream.speaker, commit=True)
-                    self._alert(hits, event.segment.words, commit=True)
+                    self._alert(hits, event.segment.words, commit=True, sighting=sighting)
             elif isinstance(event, Hypothesis):
+                sighting = Sighting(time.monotonic(), event.heard_until + self.options.stable_margin_s)
                 text = "".join(w.text for w in event.words)
                 self._emit({"type": "partial", "call_id": self.call_id, "speaker": stream.speaker,
                             "start": round(event.words[0].start, 2), "end": round(event.words[-1].end, 2), "text": text})
                 with self._watch_lock:
                     hits = self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until)
-                    self._alert(hits, event.words, commit=False)
+                    self._hold(self.watch.held, sighting, "guard")
+                    self._alert(hits, event.words, commit=False, sighting=sighting)
         self.asr_s += time.perf_counter() - started
         if self._decoded():
             self._finish()
@@ -189,14 +198,19 @@ class LiveCall:
             for stream in ready:
                 self.step(stream, transcriber)
 
-    def _alert(self, hits, words, commit: bool, decoding_pass: int = 1) -> None:
+    def _alert(self, hits, words, commit: bool, decoding_pass: int = 1, sighting: Sighting | None = None) -> None:
         for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
             speaker, speaker_confidence = self._speaker_of(hit, words, commit, decoding_pass)
             sure = speaker_confidence is not None and speaker_confidence >= REVIEW_BELOW
-            if self.roles is not None and not commit and not (sure and speaker == "agent"):
-                # Provisional speech of a mono stream alerts at once only when it
-                # is surely the agent's; otherwise its sentence decides at the commit.
+            if self.roles is not None and not commit and (speaker != "agent" or speaker_confidence is None):
+                # Provisional speech of a mono stream alerts at once when its voice leans
+                # to the agent's (uncertain_speaker unless sure), and is withdrawn should
+                # its sentence turn out surely the customer's. Before the two voices are
+                # told apart (no confidence: the guess is the text's, and a customer's
+                # outburst reads like an agent's forbidden phrase), or when it leans to
+                # the customer, its sentence decides at the commit.
                 self.watch.reported.remove(hit)
+                self._hold([hit], sighting, "role")
                 continue
             if sure and speaker == "customer":
                 continue  # the customer's words are no agent violation
@@ -220,9 +234,44 @@ class LiveCall:
             if self.external_ref is not None:
                 event["external_ref"] = self.external_ref
             # Latency is measured last, just before the event is handed to the sinks.
-            event["latency_s"] = round(time.monotonic() - self.fed_at(hit.end), 3)
+            now = time.monotonic()
+            event["latency_s"] = round(now - self.fed_at(hit.end), 3)
             self.alerts.append(event)
+            self.latency_parts.append(self._parts(hit, sighting, now))
             self._emit(event)
+
+    # --- where an alert's latency goes (bench/live_latency.py) -------------------
+    def _hold(self, hits, sighting: Sighting | None, why: str) -> None:
+        """Note when held-back ``hits`` were first matched (a phrase is held again at every decode)."""
+        for hit in hits:
+            if sighting is not None and self._first_held(hit) is None:
+                self._held.append((hit, sighting, why))
+
+    def _first_held(self, hit, slack_s: float = 0.5) -> tuple | None:
+        return next(((s, why) for old, s, why in self._held if old.phrase_id == hit.phrase_id
+                     and old.start - slack_s < hit.end and hit.start < old.end + slack_s), None)
+
+    def _parts(self, hit, sighting: Sighting | None, emitted: float) -> dict:
+        """An alert's latency in parts: audio after the phrase before the decode
+        that first matched it (``audio_s``), waiting for and doing that decode
+        (``decode_s``, of which ``second_pass_s`` the decoder spent on this call's
+        second pass), then held back by the alert policy (``held_s``; ``held_audio_s``
+        the same in call seconds, ``held_for`` the guard or the speaker's role).
+        A second-pass alert has no parts."""
+        if sighting is None:
+            return {"held_for": None}
+        first, why = self._first_held(hit) or (sighting, None)
+        phrase_fed, heard_fed = self.fed_at(hit.end), self.fed_at(first.heard_to)
+        return {
+            "audio_s": round(heard_fed - phrase_fed, 3),
+            "audio_call_s": round(first.heard_to - hit.end, 3),
+            "decode_s": round(first.decoded - heard_fed, 3),
+            "second_pass_s": round(sum(max(0.0, min(end, first.decoded) - max(start, heard_fed))
+                                       for start, end in self._refined_wall), 3),
+            "held_s": round(emitted - first.decoded, 3),
+            "held_audio_s": round(sighting.heard_to - first.heard_to, 3),
+            "held_for": why,
+        }
 
     # --- roles on a mono stream (roles.LiveRoles) --------------------------------
     def _with_role(self, segment: Segment) -> Segment:
@@ -311,10 +360,11 @@ class LiveCall:
         job = self._take_job(when_quiet)
         if job is not None:
             try:
-                started = time.perf_counter()
+                started, wall = time.perf_counter(), time.monotonic()
                 context = "".join(s.text for s in self._before(job))
                 refined = refined_segments(transcriber, job, self.options.refine, context)
                 self.asr_s += time.perf_counter() - started
+                self._refined_wall.append((wall, time.monotonic()))
                 self._apply_refinement(job, refined)
             finally:
                 with self._lock:
@@ -371,16 +421,28 @@ class LiveCall:
                     and job.start <= (a["start"] + a["end"]) / 2 < job.end]
         for alert in in_group:
             if not any(same(alert, hit) for hit in hits):
-                alert["retracted"] = True
-                retraction = {"type": "retracted", "call_id": self.call_id, "speaker": job.speaker,
-                              "phrase_id": alert["phrase_id"], "canonical": alert["canonical"],
-                              "start": alert["start"], "end": alert["end"], "heard_again": job_text(segments, job)}
-                if self.external_ref is not None:
-                    retraction["external_ref"] = self.external_ref
-                self._emit(retraction)
+                self._retract(alert, "not_heard_again", job_text(segments, job))
         new = [h for h in hits if not any(same(a, h) for a in self.alerts if not a.get("retracted"))]
         self.watch.reported += new
         self._alert(new, [], commit=True, decoding_pass=2)
+
+    def _retract(self, alert: dict, reason: str, heard_again: str) -> None:
+        alert["retracted"] = True
+        retraction = {"type": "retracted", "call_id": self.call_id, "speaker": alert["speaker"],
+                      "phrase_id": alert["phrase_id"], "canonical": alert["canonical"],
+                      "start": alert["start"], "end": alert["end"], "heard_again": heard_again, "reason": reason}
+        if self.external_ref is not None:
+            retraction["external_ref"] = self.external_ref
+        self._emit(retraction)
+
+    def _withdraw_if_customer(self, segment: Segment) -> None:
+        """Withdraw the provisional alerts in a mono ``segment`` its commit found surely the customer's."""
+        if self.roles is None or segment.speaker != "customer" or uncertain_or_unknown(segment):
+            return
+        for alert in self.alerts:
+            middle = (alert["start"] + alert["end"]) / 2
+            if alert["pass"] == 1 and not alert.get("retracted") and segment.start <= middle < segment.end:
+                self._retract(alert, "customer", segment.text)
 
     def _live_summary(self) -> dict:
         """What the report says of the live run: every alert as raised (and
@@ -428,6 +490,16 @@ class LiveCall:
             report["external_ref"] = self.external_ref
         report["live"] = self._live_summary()
         return report
+
+
+@dataclass
+class Sighting:
+    """A decode the phrase watch looked at."""
+
+    decoded: float
+    """Wall time (monotonic) the decode was done."""
+    heard_to: float
+    """Call time of the end of the audio it had heard."""
 
 
 def job_text(segments: list[Segment], job: RefineJob) -> str:

@@ -514,16 +514,17 @@ class PhraseWatch:
     is not reported again.
     """
 
-    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5, rule_wait_chars: int = 20):
+    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5):
         self.matcher = matcher
         self.context_words = context_words
         self.overlap_slack_s = overlap_slack_s
-        # A word-group rule is cancelled by a politeness guard heard after it
-        # (我管不了…但我马上帮您转给同事): on provisional text it waits until this
-        # many characters follow it (the longest guard reach in the lexicon), or the commit.
-        self.rule_wait_chars = rule_wait_chars
+        # A word-group rule is cancelled by a guard heard after it (我管不了…但我马上帮您转给同事):
+        # on provisional text it waits until the rule's own guard reach follows it, or the commit.
+        self._guard_reach = {p.id: guard_reach(p.rule) for p in matcher.phrasebook.all_phrases() if p.rule}
         self._context: dict[str, list[Word]] = {}
         self.reported: list = []
+        self.held: list = []
+        """The hits the last check held back for a guard that may still come."""
 
     def check(self, words: list[Word], speaker: str, commit: bool, heard_until: float = float("inf")) -> list:
         """New forbidden hits in ``words`` ending before ``heard_until``.
@@ -535,6 +536,7 @@ class PhraseWatch:
         joined = context + [w for w in words if w.start >= since - 0.05]
         if commit:
             self._context[speaker] = joined[-self.context_words :]
+        self.held = []
         if not joined:
             return []
         hits = self.matcher.match_segments([segment_of(joined, speaker)])
@@ -542,7 +544,9 @@ class PhraseWatch:
         for hit in hits:
             if hit.kind != "forbidden" or hit.end > heard_until or self._already(hit):
                 continue
-            if not commit and hit.method == "rule" and _characters_after(joined, hit.end) < self.rule_wait_chars:
+            reach = self._guard_reach.get(hit.phrase_id, 0) if hit.method == "rule" and not commit else 0
+            if reach and _characters_after(joined, hit.end) < reach:
+                self.held.append(hit)
                 continue
             self.reported.append(hit)
             new.append(hit)
@@ -554,6 +558,13 @@ class PhraseWatch:
             old.phrase_id == hit.phrase_id and old.start - slack < hit.end and hit.start < old.end + slack
             for old in self.reported
         )
+
+
+def guard_reach(rule) -> int:
+    """Characters after a match of ``rule`` (``phrasebook.Rule``) that can still cancel it:
+    the politeness guard's reach, or the rest of a longer innocent word (我操 in 我操作一下)."""
+    politeness = rule.guard_within if rule.unless else 0
+    return max(politeness, max((len(spoken(word)) - 1 for word in rule.not_in), default=0))
 
 
 def _characters_after(words: list[Word], time: float) -> int:

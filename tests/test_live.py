@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from monitor.alerts import WebhookOptions, WebhookSink
+from monitor.asr import Word
 from monitor.audio import load_call
+from monitor.match import matcher_for
+from monitor.phrasebook import load_phrasebook
+from monitor.stream import PhraseWatch, guard_reach
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -120,3 +124,64 @@ def test_webhook_that_is_down_keeps_the_alert_and_says_so(caplog):
         assert sink.close(timeout_s=10) == [alert]
     assert sink.delivered == 0
     assert any("not delivered after 3 attempts" in r.getMessage() for r in caplog.records)
+
+
+def _spoken(*pieces: str, start: float = 1.0) -> list[Word]:
+    """Words said one after the other, a quarter second a character."""
+    words = []
+    for piece in pieces:
+        words.append(Word(start, start + 0.25 * len(piece), piece, 1.0))
+        start += 0.25 * len(piece)
+    return words
+
+
+def test_a_provisional_rule_hit_waits_for_its_own_guard_reach_only():
+    matcher = matcher_for(load_phrasebook("broadband"))
+    reach = {p.id: guard_reach(p.rule) for p in matcher.phrasebook.all_phrases() if p.rule}
+    # 管不了 may still be followed by 但我马上帮您转给同事: held until the rule's politeness reach is heard.
+    shirk = _spoken("这事", "我真", "管不了，")
+    assert 0 < reach["lexicon.shirking.cannot_handle"] < 20
+    watch = PhraseWatch(matcher)
+    assert watch.check(shirk, "agent", commit=False) == []
+    assert [h.phrase_id for h in watch.held] == ["lexicon.shirking.cannot_handle"]
+    words = shirk + _spoken("你" * (reach["lexicon.shirking.cannot_handle"] - 1), start=shirk[-1].end)
+    assert watch.check(words, "agent", commit=False) == []  # one character short of the reach
+    words += _spoken("去", start=words[-1].end)
+    assert [h.phrase_id for h in watch.check(words, "agent", commit=False)] == ["lexicon.shirking.cannot_handle"]
+    # A rule no guard can cancel from after it alerts on provisional text at once.
+    assert reach["lexicon.mocking.brainless"] == 0
+    hits = PhraseWatch(matcher).check(_spoken("你这", "脑子", "进水了吧，"), "agent", commit=False)
+    assert [h.phrase_id for h in hits] == ["lexicon.mocking.brainless"]
+    # A longer innocent word (我操作一下) is a guard after the match too.
+    assert reach["lexicon.swearing.words"] >= len("他妈妈的") - 1
+
+
+def test_a_mono_provisional_alert_is_withdrawn_when_its_sentence_is_surely_the_customers():
+    from monitor.asr import Segment
+    from monitor.livecall import LiveCall
+
+    book = load_phrasebook("broadband")
+    events: list[dict] = []
+
+    class Collect:
+        def send(self, event):
+            events.append(event)
+
+    call = LiveCall("mono", book, matcher_for(book), [Collect()], stereo=False)
+    # As a provisional alert on speech whose voice leaned to the agent is raised.
+    alert = {"type": "alert", "kind": "forbidden", "phrase_id": "bb.forbidden.ask_me", "canonical": "你问我，我问谁？",
+             "start": 16.0, "end": 17.6, "speaker": "agent", "speaker_confidence": 0.6, "uncertain_speaker": True,
+             "pass": 1}
+    call.alerts.append(alert)
+    said = "你问我我问谁啊"
+    call._withdraw_if_customer(Segment(15.5, 18.0, said, "customer", speaker_confidence=0.62))  # doubtful: kept
+    assert not events and not alert.get("retracted")
+    call._withdraw_if_customer(Segment(15.5, 18.0, said, "agent", speaker_confidence=0.9))
+    assert not events
+    call._withdraw_if_customer(Segment(15.5, 18.0, said, "customer", speaker_confidence=0.9))
+    assert alert["retracted"] and [(e["type"], e["reason"], e["heard_again"]) for e in events] == [
+        ("retracted", "customer", said)
+    ]
+    call._withdraw_if_customer(Segment(15.5, 18.0, said, "customer", speaker_confidence=0.95))
+    assert len(events) == 1, "an alert is withdrawn once"
+    assert call.report()["live"]["alerts"][0]["retracted"]
