@@ -51,8 +51,11 @@ has to spell each word twice."""
 _ALIKE = {one: sorted(alike, key=len, reverse=True) for alike in SPOKEN for one in alike}
 _SPOKEN_WORD = re.compile("(" + "|".join(sorted(_ALIKE, key=len, reverse=True)) + ")")
 SELF_HELP = ("自己", "自个儿", "自个", "你去", "您去", "你得", "您得")
-"""Just before a politeness guard word, these make it the customer's own errand, not
-the agent's help: 你自个儿联系吧 is no 联系 (we contact them) and guards nothing."""
+"""Shortly before a politeness guard word, in its clause, these make it the customer's own
+errand, not the agent's help: 你自个儿联系吧 is no 联系 (we contact them), nor 你就不能自己
+动动手查一下 a 查一下, and they guard nothing."""
+SELF_HELP_REACH = 6
+"""How many characters before a guard word ``SELF_HELP`` is looked for."""
 
 
 class Occurrence(NamedTuple):
@@ -136,7 +139,7 @@ class KindRules:
             """Whether a guard of rule ``index`` cancels a match of the ``chosen`` words."""
             rule, start, end = self.rules[index], chosen[0].start, chosen[-1].end
             before = rule.guard_within if rule.guard_before is None else min(rule.guard_before, rule.guard_within)
-            helping = [g for g in group(self._unless[index])[1] if not text[:g.start].endswith(SELF_HELP)]
+            helping = [g for g in group(self._unless[index])[1] if not _own_errand(text, g.start, clause_starts)]
             if _near(helping, start - before, end + rule.guard_within, chosen):
                 return True
             negations = group(self._not_after[index])[1]
@@ -207,6 +210,15 @@ def _spoken(shape: str) -> str:
     return "".join(piece if piece.startswith("(?<") else _SPOKEN_WORD.sub(
         lambda m: "(?:" + "|".join(_ALIKE[m.group()]) + ")", piece)
         for piece in re.split(r"(\(\?<[!=][^)]*\))", shape))
+
+
+def _own_errand(text: str, start: int, clause_starts: list[bool] | None) -> bool:
+    """Whether the guard word at ``start`` is the customer's own errand (``SELF_HELP`` shortly
+    before it, in its clause)."""
+    low = max(0, start - SELF_HELP_REACH)
+    if clause_starts:
+        low = max([low] + [i for i in range(low, start + 1) if clause_starts[i]])
+    return any(cue in text[low:start] for cue in SELF_HELP)
 
 
 def _asks(text: str, start: int) -> bool:
