@@ -18,6 +18,9 @@ often another word (傻逼 / 啥比较).
 Word lists alone memorise: each new batch of unseen wordings brought mostly new
 words. A rule's ``shapes`` say the structure instead (到底V不V, 不是…吗, 连…都不会,
 跟物业说去): regular expressions over one clause at a time, with the same guards.
+Spoken spellings (啥/什么, 咋/怎么, 自个儿/自己) stand for one another in words and
+shapes alike, and a guard word that is the customer's own errand (你自个儿联系吧)
+guards nothing.
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ class KindRules:
         ids = set()
         for word in words:
             key = normalize(word).text
-            for spelling in {s.translate(YOU) for s in _spellings(key)} | _spellings(key) if key else ():
+            spoken = _spellings(key) if key else set()
+            for spelling in spoken | {s.translate(YOU) for s in spoken}:
                 ids.add(self._word_ids.setdefault(spelling, len(self._word_ids)))
         return frozenset(ids)
 
