@@ -18,6 +18,9 @@ often another word (傻逼 / 啥比较).
 Word lists alone memorise: each new batch of unseen wordings brought mostly new
 words. A rule's ``shapes`` say the structure instead (到底V不V, 不是…吗, 连…都不会,
 跟物业说去): regular expressions over one clause at a time, with the same guards.
+Spoken spellings (啥/什么, 咋/怎么, 自个儿/自己) stand for one another in words and
+shapes alike, and a guard word that is the customer's own errand (你自个儿联系吧)
+guards nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from collections import defaultdict
-from itertools import permutations
+from itertools import permutations, product
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -44,6 +47,18 @@ match, in the same clause: 我不是说你脑子有问题 (one character, 你, b
 我又不是神仙，我怎么知道, nor 不是我们的问题就不是 你说破天也没用."""
 YOU = str.maketrans("你您", "您你")
 """你 and 您 swapped: Whisper writes either, so a word with one also stands for the other."""
+SPOKEN = (("什么", "啥"), ("怎么", "咋"), ("干嘛", "干啥", "干什么"), ("自己", "自个儿", "自个"))
+"""Spellings that stand for one another in speech: a word or shape written with one also
+matches the others (怪得着谁 said 你自个儿没交费; 磨叽什么 said 磨叽啥), so no list
+has to spell each word twice."""
+_ALIKE = {one: sorted(alike, key=len, reverse=True) for alike in SPOKEN for one in alike}
+_SPOKEN_WORD = re.compile("(" + "|".join(sorted(_ALIKE, key=len, reverse=True)) + ")")
+SELF_HELP = ("自己", "自个儿", "自个", "你去", "您去", "你得", "您得")
+"""Shortly before a politeness guard word, in its clause, these make it the customer's own
+errand, not the agent's help: 你自个儿联系吧 is no 联系 (we contact them), nor 你就不能自己
+动动手查一下 a 查一下, and they guard nothing."""
+SELF_HELP_REACH = 6
+"""How many characters before a guard word ``SELF_HELP`` is looked for."""
 
 
 class Occurrence(NamedTuple):
@@ -82,7 +97,7 @@ class KindRules:
         self._unless = [self._ids(rule.unless) for rule in rules]
         self._not_after = [self._ids(rule.not_after) for rule in rules]
         self._not_in = [self._ids(rule.not_in) for rule in rules]
-        self._shapes = [[re.compile(shape) for shape in rule.shapes] for rule in rules]
+        self._shapes = [[re.compile(_spoken(shape)) for shape in rule.shapes] for rule in rules]
         self._by_text = ahocorasick.Automaton()
         self._by_sound = ahocorasick.Automaton()
         for word, word_id in self._word_ids.items():
@@ -100,7 +115,8 @@ class KindRules:
         ids = set()
         for word in words:
             key = normalize(word).text
-            for spelling in {key, key.translate(YOU)} if key else ():
+            spoken = _spellings(key) if key else set()
+            for spelling in spoken | {s.translate(YOU) for s in spoken}:
                 ids.add(self._word_ids.setdefault(spelling, len(self._word_ids)))
         return frozenset(ids)
 
@@ -127,7 +143,8 @@ class KindRules:
             """Whether a guard of rule ``index`` cancels a match of the ``chosen`` words."""
             rule, start, end = self.rules[index], chosen[0].start, chosen[-1].end
             before = rule.guard_within if rule.guard_before is None else min(rule.guard_before, rule.guard_within)
-            if _near(group(self._unless[index])[1], start - before, end + rule.guard_within, chosen):
+            helping = [g for g in group(self._unless[index])[1] if not _own_errand(text, g.start, clause_starts)]
+            if _near(helping, start - before, end + rule.guard_within, chosen):
                 return True
             negations = group(self._not_after[index])[1]
             if any(_negated(negations, word.start, clause_starts, text)
@@ -182,6 +199,30 @@ class KindRules:
                         continue  # a symbol pair split across characters, or already heard as written
                     heard[word_id].append(Occurrence(start // 2, start // 2 + length, False))
         return heard
+
+
+def _spellings(word: str) -> set[str]:
+    """``word`` in every spoken spelling (``SPOKEN``): 磨叽什么 → 磨叽啥."""
+    pieces = _SPOKEN_WORD.split(word)  # odd pieces are spoken words
+    return {"".join(choice) for choice in product(*((piece,) if i % 2 == 0 else _ALIKE[piece]
+                                                     for i, piece in enumerate(pieces)))}
+
+
+def _spoken(shape: str) -> str:
+    """A shape's spoken words (``SPOKEN``) widened to all their spellings, outside
+    look-behinds (which must keep one width): 怪得着谁 after 你自己 or 你自个儿."""
+    return "".join(piece if piece.startswith("(?<") else _SPOKEN_WORD.sub(
+        lambda m: "(?:" + "|".join(_ALIKE[m.group()]) + ")", piece)
+        for piece in re.split(r"(\(\?<[!=][^)]*\))", shape))
+
+
+def _own_errand(text: str, start: int, clause_starts: list[bool] | None) -> bool:
+    """Whether the guard word at ``start`` is the customer's own errand (``SELF_HELP`` shortly
+    before it, in its clause)."""
+    low = max(0, start - SELF_HELP_REACH)
+    if clause_starts:
+        low = max([low] + [i for i in range(low, start + 1) if clause_starts[i]])
+    return any(cue in text[low:start] for cue in SELF_HELP)
 
 
 def _asks(text: str, start: int) -> bool:
