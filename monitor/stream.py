@@ -567,18 +567,28 @@ class DecodeScheduler:
     (earliest deadline first), so every call stays near real time and no call
     starves; decoding never happens on a source's thread. The second pass
     (refinement) comes last: a worker refines a call's closed group only when
-    no stream of any call has audio to decode, so under load it waits, and a
-    call leaves a group it could not refine in time as the first pass heard it.
+    no stream of any call has audio to decode and none is behind by more than
+    ``refine_max_backlog_s``, so under load it waits, and a call leaves a group
+    it could not refine in time as the first pass heard it.
+
+    ``workers`` passes of the model run at once (each on a share of the
+    cores, ``livecall.load_transcriber``). With ``batch_size`` above 1, there
+    are that many threads per worker, and windows several streams have ready
+    at once share a pass of the model (``asr.WindowBatcher``); the second
+    pass's windows then also wait for every waiting first-pass window.
     """
 
-    def __init__(self, transcriber: Transcriber, workers: int = 1, check_every_s: float = 0.1):
-        self.transcriber = transcriber
+    def __init__(self, transcriber: Transcriber, workers: int = 1, check_every_s: float = 0.1, batch_size: int = 1,
+                 refine_max_backlog_s: float = 1.0):
+        self.transcriber = transcriber.batched(batch_size, workers) if batch_size > 1 else transcriber
         self.check_every_s = check_every_s
+        self.refine_max_backlog_s = refine_max_backlog_s
         self._streams: list = []
         self._busy: set[int] = set()
         self._cond = threading.Condition()
         self._stopping = False
-        self._threads = [threading.Thread(target=self._work, name=f"decode-{i}", daemon=True) for i in range(workers)]
+        self._threads = [threading.Thread(target=self._work, name=f"decode-{i}", daemon=True)
+                         for i in range(workers * max(1, batch_size))]
         for thread in self._threads:
             thread.start()
 
@@ -612,7 +622,8 @@ class DecodeScheduler:
             for stream in call.streams
             if id(stream) not in self._busy and stream.has_work(self.check_every_s)
         ]
-        if not ready:  # first passes before refinement, across all calls
+        if not ready and all(call.backlog_s() <= self.refine_max_backlog_s for call in self._streams):
+            # first passes before refinement, across all calls
             ready = [(call.refine_waiting_since(), call, None) for call in self._streams
                      if id(call) not in self._busy and call.refine_due()]
         return min(ready, key=lambda item: item[0], default=None)
