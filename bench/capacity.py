@@ -90,7 +90,7 @@ class CpuProfile:
         setattr(owner, name, timed)
 
 
-def profile(seconds: float) -> None:
+def profile(seconds: float, scales: list[float]) -> None:
     import faster_whisper.feature_extractor
     import faster_whisper.transcribe
     import faster_whisper.vad
@@ -114,26 +114,39 @@ def profile(seconds: float) -> None:
     phrasebook = load_phrasebook("broadband")
     matcher = matcher_for(phrasebook)
     audio = np.concatenate(broadband_audios())[: int(seconds * SAMPLE_RATE)]
-    transcriber = load_transcriber(None, 1)
-    call = LiveCall("profile", phrasebook, matcher, [], stereo=False)
-    block = int(BLOCK_S * SAMPLE_RATE)
-    wall, started = time.monotonic(), cpu_s()
-    for offset in range(0, len(audio), block):
-        call.feed(audio[offset : offset + block][:, None])
-        call.catch_up(transcriber)
-    call.end()
-    call.catch_up(transcriber)
-    total = cpu_s() - started
     audio_s = len(audio) / SAMPLE_RATE
-    print(f"one stream in lockstep, {audio_s:.0f} s of audio: {total:.1f} CPU s in {time.monotonic() - wall:.1f} s "
-          f"wall ({load()})")
-    print(f"CPU per stream-second {total / audio_s:.3f}  -> about {2 / (total / audio_s):.1f} streams on 2 cores "
-          f"at 100%, {0.7 * 2 / (total / audio_s):.1f} at 70%")
-    spent = dict(prof.spent)
-    spent["stream policy, segments, other"] = total - sum(spent.values())
-    for label, value in sorted(spent.items(), key=lambda item: -item[1]):
-        print(f"  {label:34s} {value / audio_s:6.3f} CPU s per audio s  {100 * value / total:5.1f}%")
-    print(f"alerts {len(call.alerts)}, refinement {call.refinement['refined']}/{call.refinement['groups']} groups")
+    transcriber = load_transcriber(None, 1)
+    block = int(BLOCK_S * SAMPLE_RATE)
+    for scale in scales:
+        prof.spent.clear()
+        delays = []  # audio (s) fed after a phrase's end before its alert: the policy's own latency
+
+        class AlertDelay:
+            def send(self, event: dict) -> None:
+                if event["type"] == "alert" and event["pass"] == 1:
+                    delays.append(call.duration_s - event["end"])
+
+        call = LiveCall("profile", phrasebook, matcher, [AlertDelay()], stereo=False)
+        for stream in call.streams:
+            stream.lookahead_scale = scale
+        wall, started = time.monotonic(), cpu_s()
+        for offset in range(0, len(audio), block):
+            call.feed(audio[offset : offset + block][:, None])
+            call.catch_up(transcriber)
+        call.end()
+        call.catch_up(transcriber)
+        total = cpu_s() - started
+        p50, p95 = np.percentile(delays, [50, 95]) if delays else (float("nan"),) * 2
+        print(f"\none stream in lockstep, look-ahead every {scale:g}x, {audio_s:.0f} s of audio: {total:.1f} CPU s in "
+              f"{time.monotonic() - wall:.1f} s wall ({load()})")
+        print(f"CPU per stream-second {total / audio_s:.3f}  -> about {2 / (total / audio_s):.1f} streams on 2 cores "
+              f"at 100%, {0.7 * 2 / (total / audio_s):.1f} at 70%")
+        print(f"first-pass alerts {len(delays)}, audio after the phrase before its alert p50 {p50:.2f} s p95 {p95:.2f} s "
+              f"(add decode time for latency); refined {call.refinement['refined']}/{call.refinement['groups']} groups")
+        spent = dict(prof.spent)
+        spent["stream policy, segments, other"] = total - sum(spent.values())
+        for label, value in sorted(spent.items(), key=lambda item: -item[1]):
+            print(f"  {label:34s} {value / audio_s:6.3f} CPU s per audio s  {100 * value / total:5.1f}%")
 
 
 def windows(batch: int, corpus: str) -> None:
@@ -154,8 +167,10 @@ def windows(batch: int, corpus: str) -> None:
     audio = [load_call(os.path.join(corpus, row["file"])).agent for row in rows]
     references = [cer_text(row["reference_text"]) for row in rows]
     transcriber = load_transcriber(None, 1)
-    options = [replace(streaming_transcription_options(), max_new_tokens=8 + int(12 * len(a) / SAMPLE_RATE))
-               for a in audio]
+    # Each window's prompt is what its stream said last (here: another recording's text), as in a live call.
+    options = [replace(streaming_transcription_options(), max_new_tokens=8 + int(12 * len(a) / SAMPLE_RATE),
+                       initial_prompt=rows[i - 1]["reference_text"][-40:])
+               for i, a in enumerate(audio)]
     order = list(range(len(rows)))
     random.Random(0).shuffle(order)  # streams' windows come in any order of length
 
@@ -178,7 +193,7 @@ def windows(batch: int, corpus: str) -> None:
             passing = batcher._take()
             for window, segments in zip(passing, transcriber.decode_windows_together(passing) if len(passing) > 1
                                         else [transcriber.decode_window_alone(passing[0].samples, passing[0].options)]):
-                heard[order[waiting.index(window)]] = text(segments)
+                heard[order[next(i for i, w in enumerate(waiting) if w is window)]] = text(segments)
             batcher.passes += 1
             batcher.windows += len(passing)
         results[label] = (heard, cpu_s() - started, batcher.windows / batcher.passes)
@@ -234,6 +249,8 @@ def realtime(args) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", type=float, metavar="S", help="CPU breakdown of one stream of S seconds, lockstep")
+    parser.add_argument("--lookahead-scale", type=float, nargs="+", default=[1.0],
+                        help="with --profile: look-ahead spacing factors to profile (the scheduler's shedding)")
     parser.add_argument("--windows", type=int, metavar="B", help="batched (up to B) against alone on --corpus")
     parser.add_argument("--corpus", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus", "real"))
     parser.add_argument("--streams", type=int, nargs="*", default=[], help="stream counts to run in real time")
@@ -245,7 +262,7 @@ def main() -> int:
     parser.add_argument("--max-p95", type=float, default=2.0, help="longest alert latency p95 (s) for a count to be held")
     args = parser.parse_args()
     if args.profile:
-        profile(args.profile)
+        profile(args.profile, args.lookahead_scale)
     if args.windows:
         windows(args.windows, args.corpus)
     if args.streams:

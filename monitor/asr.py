@@ -553,14 +553,13 @@ class Transcriber:
         length = max(encoder_length(f, padding) for f in features)
         encoder_output = model.encode(np.ascontiguousarray(np.stack(features)[..., :length]))
 
-        prompts = [
-            model.get_prompt(
-                tokenizer,
-                tokenizer.encode(" " + w.options.initial_prompt.strip()) if w.options.initial_prompt is not None else [],
-                hotwords=options.hotwords,
-            )
-            for w in windows
-        ]
+        # CTranslate2 wants the start of transcript at the same position in every
+        # prompt: each window keeps as many of its prompt's last tokens as the shortest has.
+        previous = [tokenizer.encode(" " + w.options.initial_prompt.strip()) if w.options.initial_prompt is not None
+                    else [] for w in windows]
+        kept = min(map(len, previous))
+        prompts = [model.get_prompt(tokenizer, tokens[len(tokens) - kept :], hotwords=options.hotwords)
+                   for tokens in previous]
         caps = [w.options.max_new_tokens or model.max_length for w in windows]
         defaults = _whisper_defaults()
         results = model.model.generate(
@@ -732,15 +731,16 @@ def batch_key(options: TranscriptionOptions) -> TranscriptionOptions | None:
 
     A window shares a pass when it is decoded once with no temperature fallback
     (no thresholds that would send it back hotter) and with the short encoder
-    input: the streaming first pass. Prompt and token cap are the window's own.
+    input: the streaming first pass. Token cap and prompt are the window's own,
+    but a window with a prompt shares a pass only with others that have one.
     """
     if (options.compression_ratio_threshold is not None or options.log_prob_threshold is not None
             or options.hallucination_silence_threshold is not None or options.encoder_padding_s is None):
         return None
-    return replace(options, initial_prompt=None, max_new_tokens=None)
+    return replace(options, initial_prompt="" if options.initial_prompt is not None else None, max_new_tokens=None)
 
 
-@dataclass
+@dataclass(eq=False)  # (a window is itself: its samples are an array)
 class Window:
     """One window handed to ``WindowBatcher``, and what became of it."""
 
