@@ -11,16 +11,19 @@ does not depend on what else runs on the machine; a node of C cores holds about
 C / (CPU per stream-second) streams before headroom.
 
 ``--streams 4 6 8``: for each count, that many calls in real time on one shared
-model for ``--duration`` seconds, once per ``--batch`` setting (1: one window
-per decode, as before batching). Prints lag over time, alert latency p50/p95,
+model for ``--duration`` seconds, once per ``--setups`` entry (``SETUPS``). Prints lag over time, alert latency p50/p95,
 CPU per stream-second and RSS, and whether the count was held: lag bounded
 (the last fifth no higher than the first by more than ``--lag-growth``) and
 alert latency p95 within ``--max-p95``. The machine's load average is printed
 with each run: real-time figures from a shared machine are noisy, so compare
 settings within one run.
 
-    python bench/capacity.py --profile 300
-    python bench/capacity.py --streams 4 6 8 --duration 240 --batch 1 8
+``--windows B``: first-pass windows of the real recordings decoded in batches of
+up to B against one by one: CER against the references, CPU, texts changed.
+
+    python bench/capacity.py --profile 300 --lookahead-scale 1 2 4
+    python bench/capacity.py --windows 4 --corpus ../shared/corpus/real
+    python bench/capacity.py --streams 4 6 8 --duration 240 --setups before paced batched
 """
 
 from __future__ import annotations
@@ -30,18 +33,18 @@ import functools
 import os
 import resource
 import sys
-import threading
 import time
 from collections import defaultdict
 
 import numpy as np
-from live_concurrency import broadband_audios, rss_mb, run_streams
+from live_concurrency import broadband_audios, run_streams
 
 from monitor.audio import SAMPLE_RATE
 from monitor.live import LiveCall, load_transcriber
 from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
 from monitor.sources import BLOCK_S
+from monitor.stream import LoadOptions
 
 
 def cpu_s() -> float:
@@ -217,31 +220,42 @@ def held(lags: list[list[float]], growth_s: float) -> tuple[bool, float, float]:
     return last - first <= growth_s, first, last
 
 
+SETUPS = {
+    "before": (1, LoadOptions(max_scale=1.0)),
+    "paced": (1, LoadOptions()),
+    "batched": (8, LoadOptions()),
+}
+"""Real-time setups: (windows per pass at most, look-ahead pacing). ``before``: one
+window per pass, look-ahead every ``partial_every_s`` whatever the load (as before
+this bench); ``paced``: the scheduler's default, look-ahead spaced out under load;
+``batched``: paced, and windows of several streams sharing passes."""
+
+
 def realtime(args) -> None:
     phrasebook = load_phrasebook("broadband")
     matcher = matcher_for(phrasebook)
     audios = broadband_audios()
+    transcriber = load_transcriber(None, args.decode_workers)
     rows = []
-    for batch in args.batch:
-        transcriber = load_transcriber(None, args.decode_workers)
-        for streams in args.streams:
-            print(f"\n== {streams} streams, batch {batch}, {args.duration:.0f} s ({load()})", flush=True)
+    for streams in args.streams:
+        for setup in args.setups:
+            batch, pacing = SETUPS[setup]
+            print(f"\n== {streams} streams, {setup}, {args.duration:.0f} s ({load()})", flush=True)
             before = cpu_s()
             result = run_streams(transcriber, phrasebook, matcher, audios, streams, args.duration,
-                                 args.decode_workers, batch, every_s=args.every)
+                                 args.decode_workers, batch, every_s=args.every, load=pacing)
             spent = cpu_s() - before
             per_stream_s = spent / max(result.audio_s, 1e-9)
             ok, first, last = held(result.lags, args.lag_growth)
             p50, p95 = (np.percentile(result.latencies, [50, 95]) if result.latencies else (float("nan"),) * 2)
             ok = ok and not p95 > args.max_p95
-            rows.append((batch, streams, ok, per_stream_s, p50, p95, first, last, result.rss_mb, os.getloadavg()[0]))
+            rows.append((setup, streams, ok, per_stream_s, p50, p95, first, last, result.rss_mb, os.getloadavg()[0]))
             print(f"-> {'HELD' if ok else 'not held'}: CPU per stream-second {per_stream_s:.3f}, latency p50 {p50:.2f} "
                   f"p95 {p95:.2f} s, lag first fifth {first:.1f} s last fifth {last:.1f} s, RSS {result.rss_mb:.0f} MB, "
                   f"refined {result.refined}/{result.groups}, windows per pass {result.mean_batch:.2f}", flush=True)
-        del transcriber
-    print("\nbatch streams held  CPU/stream-s  p50_s  p95_s  lag_first  lag_last  RSS_MB  load1")
-    for batch, streams, ok, per, p50, p95, first, last, rss, load1 in rows:
-        print(f"{batch:5d} {streams:7d} {'yes' if ok else 'no':>4s}  {per:12.3f}  {p50:5.2f}  {p95:5.2f}  {first:9.1f}  "
+    print("\nsetup    streams held  CPU/stream-s  p50_s  p95_s  lag_first  lag_last  RSS_MB  load1")
+    for setup, streams, ok, per, p50, p95, first, last, rss, load1 in rows:
+        print(f"{setup:8s} {streams:7d} {'yes' if ok else 'no':>4s}  {per:12.3f}  {p50:5.2f}  {p95:5.2f}  {first:9.1f}  "
               f"{last:8.1f}  {rss:6.0f}  {load1:5.2f}")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
@@ -255,7 +269,8 @@ def main() -> int:
     parser.add_argument("--corpus", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus", "real"))
     parser.add_argument("--streams", type=int, nargs="*", default=[], help="stream counts to run in real time")
     parser.add_argument("--duration", type=float, default=240.0, help="seconds of each real-time run")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="most windows per batched decode; one run each")
+    parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=["before", "paced"],
+                        help="real-time setups to compare, each run for every stream count (see SETUPS)")
     parser.add_argument("--decode-workers", type=int, default=1)
     parser.add_argument("--every", type=float, default=10.0, help="seconds between lag samples")
     parser.add_argument("--lag-growth", type=float, default=1.0, help="most the lag may grow (s) for a count to be held")

@@ -27,7 +27,7 @@ from monitor.live import LiveCall, load_transcriber
 from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
 from monitor.sources import BLOCK_S
-from monitor.stream import DecodeScheduler
+from monitor.stream import DecodeScheduler, LoadOptions
 
 CALLS = "/work/shared/samples/calls"
 
@@ -69,9 +69,9 @@ class StreamsRun:
 
 
 def run_streams(transcriber, phrasebook, matcher, audios: list[np.ndarray], streams: int, duration: float,
-                decode_workers: int = 1, batch: int = 1, every_s: float = 30.0) -> StreamsRun:
+                decode_workers: int = 1, batch: int = 1, every_s: float = 30.0, load: LoadOptions | None = None) -> StreamsRun:
     """``streams`` mono calls fed at speech speed for ``duration`` seconds on one scheduler."""
-    scheduler = DecodeScheduler(transcriber, workers=decode_workers, batch_size=batch)
+    scheduler = DecodeScheduler(transcriber, workers=decode_workers, batch_size=batch, load=load)
     calls = []
     for index in range(streams):
         call = LiveCall(f"stream{index}", phrasebook, matcher, [], stereo=False)
