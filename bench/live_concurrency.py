@@ -100,6 +100,8 @@ def run_streams(transcriber, phrasebook, matcher, audios: list[np.ndarray], stre
     started = time.monotonic()
     while any(p.is_alive() for p in players):
         time.sleep(every_s - (time.monotonic() - started) % every_s)
+        if not any(p.is_alive() for p in players):  # (the audio ended: what is left is draining, not lag)
+            break
         lag = [max(s.pending_s() for s in c.streams) for c in calls]
         run.lags.append(lag)
         alerts = sum(len(c.alerts) for c in calls)
