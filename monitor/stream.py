@@ -35,7 +35,8 @@ whisper_streaming:
 ``PhraseWatch`` matches committed words (plus the tail of the previous
 committed piece, so a phrase split across two pieces is still found) and
 reports each forbidden phrase once. ``DecodeScheduler`` shares one loaded model
-between several calls, serving the stream whose audio has waited longest.
+between several calls, serving the stream whose audio has waited longest, and
+spaces look-ahead decodes out while its decoders are nearly always busy.
 """
 
 from __future__ import annotations
@@ -569,10 +570,10 @@ class LoadOptions:
     """How a ``DecodeScheduler`` spaces look-ahead decodes out under load.
 
     A stream's look-ahead re-decodes its unfinished utterance every
-    ``StreamingOptions.partial_every_s``: on one stream in lockstep, 0.24 of
-    its 0.39 CPU seconds per second of audio went to the first pass's
-    encoder and generation, most of it re-decoding (``bench/capacity.py
-    --profile``). Spacing these out costs a phrase inside a long utterance a
+    ``StreamingOptions.partial_every_s``: on one stream in lockstep, 0.26 of
+    its 0.43 CPU seconds per second of audio went to the first pass's
+    encoder and generation, most of it re-decoding; spaced 4x, the stream
+    cost 0.24 (``bench/capacity.py --profile``, docs/deploy.md). Spacing these out costs a phrase inside a long utterance a
     little alert latency; falling behind costs every alert the whole lag.
     """
 
