@@ -578,17 +578,18 @@ class Transcriber:
             max_initial_timestamp_index=round(defaults["max_initial_timestamp"] / model.time_precision),
             sampling_temperature=options.temperatures[0],
         )
-        pieces, seeks, finished = [], [], []
+        pieces, seeks, finished = [], [], []  # per window: subsegments, where to seek on, whether Whisper said "no more"
         for result, cap, size in zip(results, caps, sizes):
             tokens = result.sequences_ids[0][:cap]  # (the batch's cap is its largest window's)
             if options.no_speech_threshold is not None and result.no_speech_prob > options.no_speech_threshold:
-                pieces.append([]), seeks.append(size), finished.append(True)
-                continue
-            subsegments, seek, single_timestamp_ending = model._split_segments_by_timestamps(
-                tokenizer=tokenizer, tokens=tokens, time_offset=0.0, segment_size=size,
-                segment_duration=size * model.feature_extractor.time_per_frame, seek=0,
-            )
-            pieces.append(subsegments), seeks.append(seek), finished.append(single_timestamp_ending)
+                split = ([], size, True)  # silence: nothing, and nothing to seek on to
+            else:
+                split = model._split_segments_by_timestamps(
+                    tokenizer=tokenizer, tokens=tokens, time_offset=0.0, segment_size=size,
+                    segment_duration=size * model.feature_extractor.time_per_frame, seek=0,
+                )
+            for column, value in zip((pieces, seeks, finished), split):
+                column.append(value)
         if options.word_timestamps:
             self._align_together(tokenizer, encoder_output, pieces, sizes)
 
