@@ -604,7 +604,8 @@ class DecodeScheduler:
     cores, ``livecall.load_transcriber``). With ``batch_size`` above 1, there
     are that many threads per worker, and windows several streams have ready
     at once share a pass of the model (``asr.WindowBatcher``); the second
-    pass's windows then also wait for every waiting first-pass window.
+    pass's windows then also wait for every waiting first-pass window. On 2
+    cores that saved no CPU and made alerts slower (docs/deploy.md), hence 1.
     """
 
     def __init__(self, transcriber: Transcriber, workers: int = 1, check_every_s: float = 0.1, batch_size: int = 1,
