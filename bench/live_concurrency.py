@@ -2,9 +2,10 @@
 
 Each of ``--streams`` calls plays the broadband sample calls back to back (each
 stream starting at a different call) at speech speed for ``--duration`` seconds.
-Every 30 s it records each call's lag (audio fed but not yet looked at).
+Every ``--every`` seconds it records each call's lag (audio fed but not yet looked at).
+``bench/capacity.py`` runs this for several stream counts and batch sizes.
 
-    python bench/live_concurrency.py --streams 4 --duration 600 [--decode-workers 1]
+    python bench/live_concurrency.py --streams 4 --duration 600 [--decode-workers 1] [--batch 8]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import resource
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,9 @@ from monitor.live import LiveCall, load_transcriber
 from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
 from monitor.sources import BLOCK_S
-from monitor.stream import DecodeScheduler
+from monitor.stream import DecodeScheduler, LoadOptions
+
+CALLS = "/work/shared/samples/calls"
 
 
 def rss_mb() -> float:
@@ -35,36 +39,52 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", default="/work/shared/samples/calls")
-    parser.add_argument("--streams", type=int, default=4)
-    parser.add_argument("--duration", type=float, default=600.0)
-    parser.add_argument("--decode-workers", type=int, default=1)
-    args = parser.parse_args()
-
-    phrasebook = load_phrasebook("broadband")
-    matcher = matcher_for(phrasebook)
+def broadband_audios(calls: str = CALLS) -> list[np.ndarray]:
+    """The agent channel of every broadband sample call, in name order."""
     audios = []
-    for wav in sorted(Path(args.calls).glob("*.wav")):
+    for wav in sorted(Path(calls).glob("*.wav")):
         if json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())["phrasebook"] == "broadband":
             audios.append(load_call(str(wav)).agent)
-    transcriber = load_transcriber(None, args.decode_workers)
-    scheduler = DecodeScheduler(transcriber, workers=args.decode_workers)
+    return audios
+
+
+@dataclass
+class StreamsRun:
+    """What one real-time run of several streams measured."""
+
+    lags: list[list[float]] = field(default_factory=list)
+    """Every sample: each call's lag (s of audio fed and not yet looked at)."""
+    latencies: list[float] = field(default_factory=list)
+    """Every alert's latency (s from the phrase's audio arriving to the alert)."""
+    audio_s: float = 0.0
+    """Seconds of audio fed, all streams together."""
+    rss_mb: float = 0.0
+    """Resident memory at the end of the run."""
+    groups: int = 0
+    """Groups closed for the second pass, all calls together."""
+    refined: int = 0
+    """Of those, how many the second pass refined."""
+    mean_batch: float = 1.0
+    """Windows per pass of the model (1 without batching)."""
+
+
+def run_streams(transcriber, phrasebook, matcher, audios: list[np.ndarray], streams: int, duration: float,
+                decode_workers: int = 1, batch: int = 1, every_s: float = 30.0, load: LoadOptions | None = None) -> StreamsRun:
+    """``streams`` mono calls fed at speech speed for ``duration`` seconds on one scheduler."""
+    scheduler = DecodeScheduler(transcriber, workers=decode_workers, batch_size=batch, load=load)
     calls = []
-    for index in range(args.streams):
+    for index in range(streams):
         call = LiveCall(f"stream{index}", phrasebook, matcher, [], stereo=False)
         call.scheduler = scheduler
         scheduler.add(call)
         calls.append(call)
-    print(f"{args.streams} streams, {len(audios)} calls each in turn, {args.duration:.0f}s, RSS {rss_mb():.0f} MB", flush=True)
 
     def play(call: LiveCall, first: int) -> None:
         audio = np.concatenate(audios[first:] + audios[:first])
         block = int(BLOCK_S * SAMPLE_RATE)
         started = time.monotonic()
         offset = 0
-        while offset / SAMPLE_RATE < args.duration:
+        while offset / SAMPLE_RATE < duration:
             due = started + offset / SAMPLE_RATE
             if due > time.monotonic():
                 time.sleep(due - time.monotonic())
@@ -76,19 +96,50 @@ def main() -> int:
     players = [threading.Thread(target=play, args=(call, i % len(audios))) for i, call in enumerate(calls)]
     for player in players:
         player.start()
-    lags = []
+    run = StreamsRun()
+    started = time.monotonic()
     while any(p.is_alive() for p in players):
-        time.sleep(30)
+        time.sleep(every_s - (time.monotonic() - started) % every_s)
+        if not any(p.is_alive() for p in players):  # (the audio ended: what is left is draining, not lag)
+            break
         lag = [max(s.pending_s() for s in c.streams) for c in calls]
-        lags.append(lag)
+        run.lags.append(lag)
         alerts = sum(len(c.alerts) for c in calls)
-        print(f"t={len(lags) * 30:4d}s lag_s={' '.join(f'{x:.1f}' for x in lag)} alerts={alerts} RSS={rss_mb():.0f} MB", flush=True)
+        print(f"t={len(run.lags) * every_s:4.0f}s lag_s={' '.join(f'{x:.1f}' for x in lag)} alerts={alerts} "
+              f"RSS={rss_mb():.0f} MB", flush=True)
     for call in calls:
         call.wait()
     scheduler.close()
-    latencies = [a["latency_s"] for c in calls for a in c.alerts]
-    first, last = np.mean(lags[: max(1, len(lags) // 5)]), np.mean(lags[-max(1, len(lags) // 5) :])
-    print(f"\nalerts: {len(latencies)}  {latency_summary(latencies)}")
+    run.latencies = [a["latency_s"] for c in calls for a in c.alerts if a.get("pass", 1) == 1]
+    run.audio_s = sum(c.duration_s for c in calls)
+    run.rss_mb = rss_mb()
+    run.groups = sum(c.refinement["groups"] for c in calls)
+    run.refined = sum(c.refinement["refined"] for c in calls)
+    batcher = scheduler.transcriber.batcher
+    if batcher is not None and batcher.passes:
+        run.mean_batch = batcher.windows / batcher.passes
+    return run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", default=CALLS)
+    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=600.0)
+    parser.add_argument("--decode-workers", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1, help="most windows of several streams decoded in one pass")
+    parser.add_argument("--every", type=float, default=30.0, help="seconds between lag samples")
+    args = parser.parse_args()
+
+    phrasebook = load_phrasebook("broadband")
+    audios = broadband_audios(args.calls)
+    transcriber = load_transcriber(None, args.decode_workers)
+    print(f"{args.streams} streams, {len(audios)} calls each in turn, {args.duration:.0f}s, RSS {rss_mb():.0f} MB", flush=True)
+    run = run_streams(transcriber, phrasebook, matcher_for(phrasebook), audios, args.streams, args.duration,
+                      args.decode_workers, args.batch, args.every)
+    fifth = max(1, len(run.lags) // 5)
+    first, last = np.mean(run.lags[:fifth]), np.mean(run.lags[-fifth:])
+    print(f"\nalerts: {len(run.latencies)}  {latency_summary(run.latencies)}")
     print(f"mean lag first fifth {first:.2f}s, last fifth {last:.2f}s; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0

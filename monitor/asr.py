@@ -17,6 +17,8 @@ and what stays unheard is measured (``Coverage``) so a report can say so.
 from __future__ import annotations
 
 import copy
+import functools
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
@@ -294,16 +296,22 @@ def short_encoder_input(model, padding_frames: int):
 
     def encode(features: np.ndarray):
         batch = features if features.ndim == 3 else features[np.newaxis]
-        # Padding is exact zeros; a log-Mel frame of audio, even of digital silence, never is.
-        audio_frames = np.flatnonzero(np.any(batch[0] != 0, axis=0))
-        length = (audio_frames[-1] + 1 if len(audio_frames) else 0) + padding_frames
-        # Whole seconds: the CPU backend caches work buffers per input shape, and
-        # 600 distinct lengths cost 330 MB against 70 MB for 12.
-        length = min(batch.shape[-1], -(-length // ENCODER_LENGTH_STEP) * ENCODER_LENGTH_STEP)
+        length = encoder_length(batch[0], padding_frames)
         return encode_padded(np.ascontiguousarray(batch[..., :length]))
 
     view.encode = encode
     return view
+
+
+def encoder_length(features: np.ndarray, padding_frames: int) -> int:
+    """Frames of (80, 3000) ``features`` the short encoder input keeps: the audio,
+    ``padding_frames`` after it, rounded up to a whole second."""
+    # Padding is exact zeros; a log-Mel frame of audio, even of digital silence, never is.
+    audio_frames = np.flatnonzero(np.any(features != 0, axis=0))
+    length = (audio_frames[-1] + 1 if len(audio_frames) else 0) + padding_frames
+    # Whole seconds: the CPU backend caches work buffers per input shape, and
+    # 600 distinct lengths cost 330 MB against 70 MB for 12.
+    return min(features.shape[-1], -(-length // ENCODER_LENGTH_STEP) * ENCODER_LENGTH_STEP)
 
 
 SEEK_AGAIN_S = 1.0
@@ -394,6 +402,16 @@ class Transcriber:
         self.model = load_whisper(model, cpu_threads=cpu_threads, num_workers=num_workers)
         release_freed_memory()
         self._short_input_views: dict[int, object] = {}
+        self.batcher: WindowBatcher | None = None
+        """Where ``decode_window`` sends windows to share passes of the model with
+        other threads' (``batched``); None: each window is decoded on its own."""
+
+    def batched(self, max_batch: int, slots: int = 1) -> Transcriber:
+        """This transcriber (same model) with windows of concurrent threads decoded
+        together, up to ``max_batch`` in one pass and ``slots`` passes at once (``WindowBatcher``)."""
+        view = copy.copy(self)
+        view.batcher = WindowBatcher(self, max_batch, slots)
+        return view
 
     def transcribe(
         self,
@@ -487,6 +505,14 @@ class Transcriber:
         tail decodes cost 4.7x and invent text. Decoding stops at the first segment
         within ``SEEK_AGAIN_S`` of the end. An early end further back is decoded on.
         """
+        if self.batcher is not None:
+            return self.batcher.decode(samples, options, speaker, offset)
+        return self.decode_window_alone(samples, options, speaker, offset)
+
+    def decode_window_alone(
+        self, samples: np.ndarray, options: TranscriptionOptions, speaker: str = "agent", offset: float = 0.0
+    ) -> list[Segment]:
+        """``decode_window`` in a pass of the model of its own."""
         until = offset + len(samples) / SAMPLE_RATE - SEEK_AGAIN_S
         heard = []
         segments = self._segments(samples, options, speaker, offset)
@@ -496,6 +522,126 @@ class Transcriber:
                 segments.close()
                 break
         return heard
+
+    def decode_windows_together(self, windows: list[Window]) -> list[list[Segment]]:
+        """``decode_window`` for several windows of the same ``batch_key`` in one
+        pass of the model: one encoder pass over their log-Mel features padded
+        with zeros to the longest, one greedy generation, one word alignment.
+
+        Each window keeps its own prompt and token cap. The encoder sees a
+        shorter window with more padding than alone (as it would with Whisper's
+        own 30 s); the rest is what faster-whisper does with a window alone (its
+        first pass: these options never fall back to a higher temperature). A
+        window whose words end early is decoded on alone from its last word, as
+        faster-whisper would seek on.
+        """
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import Segment as WhisperSegment
+        from faster_whisper.transcribe import Word as WhisperWord
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+        from faster_whisper.utils import get_end
+
+        model, options = self.model, windows[0].options
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=options.language)
+        features, sizes = [], []
+        for window in windows:
+            log_mel = model.feature_extractor(window.samples)
+            sizes.append(min(model.feature_extractor.nb_max_frames, log_mel.shape[-1] - 1))
+            features.append(pad_or_trim(log_mel[:, : sizes[-1]]))
+        padding = round(options.encoder_padding_s * model.frames_per_second)
+        length = max(encoder_length(f, padding) for f in features)
+        encoder_output = model.encode(np.ascontiguousarray(np.stack(features)[..., :length]))
+
+        # CTranslate2 wants the start of transcript at the same position in every
+        # prompt: each window keeps as many of its prompt's last tokens as the shortest has.
+        previous = [tokenizer.encode(" " + w.options.initial_prompt.strip()) if w.options.initial_prompt is not None
+                    else [] for w in windows]
+        kept = min(map(len, previous))
+        prompts = [model.get_prompt(tokenizer, tokens[len(tokens) - kept :], hotwords=options.hotwords)
+                   for tokens in previous]
+        caps = [w.options.max_new_tokens or model.max_length for w in windows]
+        defaults = _whisper_defaults()
+        results = model.model.generate(
+            encoder_output,
+            prompts,
+            beam_size=options.beam_size,
+            patience=defaults["patience"],
+            length_penalty=defaults["length_penalty"],
+            repetition_penalty=defaults["repetition_penalty"],
+            no_repeat_ngram_size=defaults["no_repeat_ngram_size"],
+            max_length=min(model.max_length, max(len(p) + cap for p, cap in zip(prompts, caps))),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=defaults["suppress_blank"],
+            suppress_tokens=get_suppressed_tokens(tokenizer, defaults["suppress_tokens"]),
+            max_initial_timestamp_index=round(defaults["max_initial_timestamp"] / model.time_precision),
+            sampling_temperature=options.temperatures[0],
+        )
+        pieces, seeks, finished = [], [], []  # per window: subsegments, where to seek on, whether Whisper said "no more"
+        for result, cap, size in zip(results, caps, sizes):
+            tokens = result.sequences_ids[0][:cap]  # (the batch's cap is its largest window's)
+            if options.no_speech_threshold is not None and result.no_speech_prob > options.no_speech_threshold:
+                split = ([], size, True)  # silence: nothing, and nothing to seek on to
+            else:
+                split = model._split_segments_by_timestamps(
+                    tokenizer=tokenizer, tokens=tokens, time_offset=0.0, segment_size=size,
+                    segment_duration=size * model.feature_extractor.time_per_frame, seek=0,
+                )
+            for column, value in zip((pieces, seeks, finished), split):
+                column.append(value)
+        if options.word_timestamps:
+            self._align_together(tokenizer, encoder_output, pieces, sizes)
+
+        heard_by_window = []
+        for window, subsegments, seek, finished_early, size, result in zip(windows, pieces, seeks, finished, sizes, results):
+            raw = []
+            for sub in subsegments:
+                text = tokenizer.decode(sub["tokens"])
+                if sub["start"] == sub["end"] or not text.strip():
+                    continue
+                raw.append(WhisperSegment(
+                    id=len(raw) + 1, seek=0, start=sub["start"], end=sub["end"], text=text, tokens=sub["tokens"],
+                    avg_logprob=0.0, compression_ratio=get_compression_ratio(text), no_speech_prob=result.no_speech_prob,
+                    words=[WhisperWord(**word) for word in sub["words"]] if options.word_timestamps else None,
+                    temperature=options.temperatures[0],
+                ))
+            segments = (piece for r in raw for piece in self._cleaned(r, window.options, window.speaker, window.offset))
+            heard, reached = _heard_to_the_end(segments, window.offset + len(window.samples) / SAMPLE_RATE - SEEK_AGAIN_S)
+            if not reached and not finished_early:  # Whisper ended early: seek on, as faster-whisper would
+                last_word_end = get_end(subsegments) if options.word_timestamps else None
+                resume = round(last_word_end * model.frames_per_second) if last_word_end else seek
+                first = resume * model.feature_extractor.hop_length
+                if 0 < resume < size and first < len(window.samples):
+                    heard += self.decode_window_alone(window.samples[first:], replace(window.options, initial_prompt=None),
+                                                      window.speaker, window.offset + first / SAMPLE_RATE)
+            heard_by_window.append(heard)
+        return heard_by_window
+
+    def _align_together(self, tokenizer, encoder_output, pieces: list[list[dict]], sizes: list[int]) -> None:
+        """Word timestamps for every window's subsegments (``pieces``), aligned in one pass;
+        each window's words are then placed as faster-whisper places a window's alone."""
+        import ctranslate2
+
+        eot = tokenizer.eot
+        text_tokens = [[t for sub in subsegments for t in sub["tokens"] if t < eot] for subsegments in pieces]
+        spoken_windows = [i for i, tokens in enumerate(text_tokens) if tokens]
+        if len(spoken_windows) < len(pieces) and spoken_windows:
+            encoder_output = ctranslate2.StorageView.from_array(
+                np.ascontiguousarray(np.asarray(encoder_output)[spoken_windows])
+            )
+        alignments = self.model.find_alignment(
+            tokenizer, [text_tokens[i] for i in spoken_windows], encoder_output, [sizes[i] for i in spoken_windows]
+        ) if spoken_windows else []
+        aligned = dict(zip(spoken_windows, alignments))
+        defaults = _whisper_defaults()
+        for index, subsegments in enumerate(pieces):
+            if not subsegments:
+                continue
+            view = copy.copy(self.model)  # shallow: its alignment is the one already found
+            view.find_alignment = lambda *_args, alignment=aligned.get(index, []): [alignment]
+            view.add_word_timestamps([subsegments], tokenizer, None, sizes[index], defaults["prepend_punctuations"],
+                                     defaults["append_punctuations"], last_speech_timestamp=0.0)
 
     def _segments(self, samples: np.ndarray, options: TranscriptionOptions, speaker: str, offset: float) -> Iterator[Segment]:
         """Faster-whisper over ``samples`` as they are (no VAD), cleaned, lazily."""
@@ -518,9 +664,11 @@ class Transcriber:
             ),
         )
         for raw in raw_segments:
-            segment = self._clean(raw, options, speaker, offset)
-            if segment is not None:
-                yield from split_sentences(segment)
+            yield from self._cleaned(raw, options, speaker, offset)
+
+    def _cleaned(self, raw, options: TranscriptionOptions, speaker: str, offset: float) -> list[Segment]:
+        segment = self._clean(raw, options, speaker, offset)
+        return split_sentences(segment) if segment is not None else []
 
     def _model_for(self, options: TranscriptionOptions):
         if options.encoder_padding_s is None:
@@ -557,6 +705,150 @@ class Transcriber:
     def transcribe_call(self, call: CallAudio, options: TranscriptionOptions | None = None) -> list[Segment]:
         """Transcribe both sides of a call and interleave them by start time."""
         return self.hear(call, options).segments
+
+
+def _heard_to_the_end(segments: Iterable[Segment], until: float) -> tuple[list[Segment], bool]:
+    """The segments up to the first that reaches ``until``, and whether one did."""
+    heard = []
+    for segment in segments:
+        heard.append(segment)
+        if segment.end >= until:
+            return heard, True
+    return heard, False
+
+
+@functools.lru_cache(maxsize=1)
+def _whisper_defaults() -> dict:
+    """faster-whisper's own ``transcribe`` defaults, for the options ``decode_windows_together`` passes itself."""
+    from inspect import signature
+
+    from faster_whisper.transcribe import WhisperModel
+
+    return {name: p.default for name, p in signature(WhisperModel.transcribe).parameters.items()}
+
+
+def batch_key(options: TranscriptionOptions) -> TranscriptionOptions | None:
+    """Windows with equal keys can share a pass of the model; None: this one cannot.
+
+    A window shares a pass when it is decoded once with no temperature fallback
+    (no thresholds that would send it back hotter) and with the short encoder
+    input: the streaming first pass. Token cap and prompt are the window's own,
+    but a window with a prompt shares a pass only with others that have one.
+    """
+    if (options.compression_ratio_threshold is not None or options.log_prob_threshold is not None
+            or options.hallucination_silence_threshold is not None or options.encoder_padding_s is None):
+        return None
+    return replace(options, initial_prompt="" if options.initial_prompt is not None else None, max_new_tokens=None)
+
+
+@dataclass(eq=False)  # (a window is itself: its samples are an array)
+class Window:
+    """One window handed to ``WindowBatcher``, and what became of it."""
+
+    samples: np.ndarray
+    options: TranscriptionOptions
+    speaker: str
+    offset: float
+    segments: list[Segment] | None = None
+    """What the decode heard, once done."""
+    error: BaseException | None = None
+    """Why the decode failed, if it did."""
+
+
+class WindowBatcher:
+    """Windows that several threads have ready at once, decoded in one pass of the model.
+
+    Decoding threads (``stream.DecodeScheduler``) hand their windows to
+    ``decode``. The thread that finds the model free takes every waiting window
+    of the same ``batch_key`` (up to ``max_batch``) and decodes them together
+    (``Transcriber.decode_windows_together``). No window waits for a batch to
+    fill: a batch is what queued while the model was busy, so a lightly loaded
+    node decodes one window at a time as before, and a loaded one shares
+    passes. At most ``slots`` passes run at once (the model's CTranslate2
+    workers). Windows that cannot share a pass (the second pass, with its beam
+    search and temperature fallback) are decoded alone, and only when no
+    first-pass window is waiting: under load the second pass yields.
+    """
+
+    def __init__(self, transcriber: Transcriber, max_batch: int, slots: int = 1, max_padding: float = 0.25):
+        self.transcriber = transcriber
+        self.max_batch = max(1, max_batch)
+        self.slots = max(1, slots)
+        self.max_padding = max_padding
+        self._cond = threading.Condition()
+        self._waiting: list[Window] = []
+        self._running = 0
+        self.passes = 0
+        """Passes of the model run so far."""
+        self.windows = 0
+        """Windows decoded so far (``windows / passes``: the mean batch)."""
+
+    def decode(self, samples: np.ndarray, options: TranscriptionOptions, speaker: str, offset: float) -> list[Segment]:
+        window = Window(samples, options, speaker, offset)
+        with self._cond:
+            self._waiting.append(window)
+            while window.segments is None and window.error is None:
+                if self._running >= self.slots or not self._waiting:
+                    self._cond.wait()
+                    continue
+                batch = self._take()
+                self._running += 1
+                self._cond.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cond.acquire()
+                    self._running -= 1
+                    self._cond.notify_all()
+        if window.error is not None:
+            raise window.error
+        return window.segments
+
+    def _take(self) -> list[Window]:
+        """The oldest first-pass window and those that can share its pass; else the oldest window.
+
+        A window joins only while padding every window to the longest costs the
+        encoder at most ``max_padding`` more than the windows' own lengths: on
+        2 cores, a batch of windows of mixed lengths took more CPU than decoding
+        them one by one (``bench/capacity.py --windows``).
+        """
+        keys = [batch_key(w.options) for w in self._waiting]
+        first = next((i for i, key in enumerate(keys) if key is not None), 0)
+        batch = [self._waiting[first]]
+        if keys[first] is not None:
+            lengths = [self._encoder_s(batch[0])]
+            for window, key in zip(self._waiting, keys):
+                if len(batch) >= self.max_batch:
+                    break
+                if window is batch[0] or key != keys[first]:
+                    continue
+                longest = max(lengths + [self._encoder_s(window)])
+                if longest * (len(batch) + 1) <= (1 + self.max_padding) * (sum(lengths) + self._encoder_s(window)):
+                    batch.append(window)
+                    lengths.append(self._encoder_s(window))
+        for window in batch:
+            self._waiting.remove(window)
+        return batch
+
+    @staticmethod
+    def _encoder_s(window: Window) -> float:
+        """Seconds of encoder input the window takes alone (whole seconds, as ``encoder_length``)."""
+        return float(np.ceil(len(window.samples) / SAMPLE_RATE + window.options.encoder_padding_s))
+
+    def _run(self, batch: list[Window]) -> None:
+        try:
+            if len(batch) == 1:
+                w = batch[0]
+                heard = [self.transcriber.decode_window_alone(w.samples, w.options, w.speaker, w.offset)]
+            else:
+                heard = self.transcriber.decode_windows_together(batch)
+            for window, segments in zip(batch, heard):
+                window.segments = segments
+        except Exception as exc:  # every thread whose window was in the pass hears of it
+            for window in batch:
+                window.error = exc
+        self.passes += 1
+        self.windows += len(batch)
 
 
 def speech_spans(samples: np.ndarray, options: TranscriptionOptions) -> list[tuple[int, int]]:

@@ -313,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model", help="Whisper model for live streams (default: embedded base, loaded on the first stream)")
-    serve.add_argument("--max-calls", type=int, default=4, help="live calls this node streams at once (default 4)")
+    serve.add_argument("--max-calls", type=int, default=6,
+                       help="live calls this node streams at once (default 6, what a 2-core node holds: docs/deploy.md)")
     serve.add_argument("--node-name", metavar="NAME",
                        help="this node's name among the nodes sharing a PostgreSQL database (default HOST:PORT)")
     serve.add_argument("--secure-cookies", action="store_true",

@@ -35,7 +35,8 @@ whisper_streaming:
 ``PhraseWatch`` matches committed words (plus the tail of the previous
 committed piece, so a phrase split across two pieces is still found) and
 reports each forbidden phrase once. ``DecodeScheduler`` shares one loaded model
-between several calls, serving the stream whose audio has waited longest.
+between several calls, serving the stream whose audio has waited longest, and
+spaces look-ahead decodes out while its decoders are nearly always busy.
 """
 
 from __future__ import annotations
@@ -249,6 +250,9 @@ class UtteranceStream:
         self._group_segments: list[Segment] = []
         self.refine_jobs: list[RefineJob] = []
         """Closed groups waiting for the second pass (``LiveCall.refine`` takes them)."""
+        self.lookahead_scale = 1.0
+        """Look-ahead decodes are ``partial_every_s`` times this apart: the
+        ``DecodeScheduler`` raises it while its decoders are nearly always busy."""
 
     def feed(self, samples: np.ndarray) -> None:
         """Append 16 kHz mono float32 samples. Cheap; safe from any thread."""
@@ -389,7 +393,8 @@ class UtteranceStream:
                 self._drop(cut)
                 yield self._commit(agreed, final=False)
                 continue
-            due = region_end - self._decoded_until >= opts.partial_every_s and behind_s <= opts.lookahead_max_lag_s
+            every_s = opts.partial_every_s * self.lookahead_scale
+            due = region_end - self._decoded_until >= every_s and behind_s <= opts.lookahead_max_lag_s
             if due and len(region) >= opts.min_lookahead_s * SAMPLE_RATE:  # still speaking: look ahead
                 words = self._decode(transcriber, region)
                 self._hypothesis = (words, region_end)
@@ -571,6 +576,30 @@ def _characters_after(words: list[Word], time: float) -> int:
     return sum(len(spoken(w.text)) for w in words if w.start >= time - 0.05)
 
 
+@dataclass
+class LoadOptions:
+    """How a ``DecodeScheduler`` spaces look-ahead decodes out under load.
+
+    A stream's look-ahead re-decodes its unfinished utterance every
+    ``StreamingOptions.partial_every_s``: on one stream in lockstep, 0.26 of
+    its 0.43 CPU seconds per second of audio went to the first pass's
+    encoder and generation, most of it re-decoding; spaced 4x, the stream
+    cost 0.24 (``bench/capacity.py --profile``, docs/deploy.md). Spacing these out costs a phrase inside a long utterance a
+    little alert latency; falling behind costs every alert the whole lag.
+    """
+
+    every_s: float = 2.0
+    """How often the workers' busy share is looked at."""
+    busy_high: float = 0.85
+    """Busy share of the workers' time above which look-aheads are spaced further apart."""
+    busy_low: float = 0.6
+    """Busy share below which they come closer again (down to ``partial_every_s``)."""
+    step: float = 1.5
+    """Factor the spacing changes by at each look."""
+    max_scale: float = 4.0
+    """Widest spacing, as a multiple of ``partial_every_s``."""
+
+
 class DecodeScheduler:
     """Worker threads that share one model between the streams of several calls.
 
@@ -578,24 +607,43 @@ class DecodeScheduler:
     (earliest deadline first), so every call stays near real time and no call
     starves; decoding never happens on a source's thread. The second pass
     (refinement) comes last: a worker refines a call's closed group only when
-    no stream of any call has audio to decode, so under load it waits, and a
-    call leaves a group it could not refine in time as the first pass heard it.
+    no stream of any call has audio to decode and none is behind by more than
+    ``refine_max_backlog_s``, so under load it waits, and a call leaves a group
+    it could not refine in time as the first pass heard it.
+
+    ``workers`` passes of the model run at once (each on a share of the
+    cores, ``livecall.load_transcriber``). With ``batch_size`` above 1, there
+    are that many threads per worker, and windows several streams have ready
+    at once share a pass of the model (``asr.WindowBatcher``); the second
+    pass's windows then also wait for every waiting first-pass window. On 2
+    cores that saved no CPU and made alerts slower (docs/deploy.md), hence 1.
     """
 
-    def __init__(self, transcriber: Transcriber, workers: int = 1, check_every_s: float = 0.1):
-        self.transcriber = transcriber
+    def __init__(self, transcriber: Transcriber, workers: int = 1, check_every_s: float = 0.1, batch_size: int = 1,
+                 refine_max_backlog_s: float = 1.0, load: LoadOptions | None = None):
+        self.transcriber = transcriber.batched(batch_size, workers) if batch_size > 1 else transcriber
         self.check_every_s = check_every_s
+        self.refine_max_backlog_s = refine_max_backlog_s
+        self.load = load or LoadOptions()
+        self.workers = workers
+        self.lookahead_scale = 1.0
+        """What every stream's look-ahead spacing is scaled by now (``LoadOptions``)."""
+        self._busy_s = 0.0  # worker time spent decoding since the last look at the load
+        self._load_checked = time.monotonic()
         self._streams: list = []
         self._busy: set[int] = set()
         self._cond = threading.Condition()
         self._stopping = False
-        self._threads = [threading.Thread(target=self._work, name=f"decode-{i}", daemon=True) for i in range(workers)]
+        self._threads = [threading.Thread(target=self._work, name=f"decode-{i}", daemon=True)
+                         for i in range(workers * max(1, batch_size))]
         for thread in self._threads:
             thread.start()
 
     def add(self, call) -> None:
         """Serve ``call`` (a ``live.LiveCall``) until it is finished."""
         with self._cond:
+            for stream in call.streams:
+                stream.lookahead_scale = self.lookahead_scale
             self._streams.append(call)
             self._cond.notify_all()
 
@@ -615,15 +663,41 @@ class DecodeScheduler:
         for thread in self._threads:
             thread.join(timeout=5)
 
+    def _pace_lookahead(self) -> None:
+        """Space every stream's look-ahead decodes further apart while the
+        workers were busy more than ``load.busy_high`` of the last
+        ``load.every_s``, and closer again below ``load.busy_low``: a loaded node
+        sheds the re-decoding of unfinished utterances (most of a stream's cost,
+        ``bench/capacity.py --profile``) before its calls fall behind."""
+        now = time.monotonic()
+        if now - self._load_checked < self.load.every_s:
+            return
+        busy = self._busy_s / ((now - self._load_checked) * self.workers)
+        self._busy_s, self._load_checked = 0.0, now
+        if busy > self.load.busy_high:
+            scale = min(self.load.max_scale, self.lookahead_scale * self.load.step)
+        elif busy < self.load.busy_low:
+            scale = max(1.0, self.lookahead_scale / self.load.step)
+        else:
+            return
+        if scale != self.lookahead_scale:
+            log.debug("decoders busy %.0f%%: look-ahead every %.1fx", 100 * busy, scale)
+            self.lookahead_scale = scale
+            for call in self._streams:
+                for stream in call.streams:
+                    stream.lookahead_scale = scale
+
     def _next(self):
         """(since, call, stream) to decode; stream None: the call's second pass."""
+        self._pace_lookahead()
         ready = [
             (call.waiting_since(stream), call, stream)
             for call in self._streams
             for stream in call.streams
             if id(stream) not in self._busy and stream.has_work(self.check_every_s)
         ]
-        if not ready:  # first passes before refinement, across all calls
+        if not ready and all(call.backlog_s() <= self.refine_max_backlog_s for call in self._streams):
+            # first passes before refinement, across all calls
             ready = [(call.refine_waiting_since(), call, None) for call in self._streams
                      if id(call) not in self._busy and call.refine_due()]
         return min(ready, key=lambda item: item[0], default=None)
@@ -640,6 +714,7 @@ class DecodeScheduler:
                 _, call, stream = item
                 busy = id(stream if stream is not None else call)
                 self._busy.add(busy)
+            started = time.monotonic()
             try:
                 if stream is None:
                     call.refine(self.transcriber)
@@ -651,5 +726,6 @@ class DecodeScheduler:
             finally:
                 with self._cond:
                     self._busy.discard(busy)
+                    self._busy_s += time.monotonic() - started
                     self._cond.notify_all()
 

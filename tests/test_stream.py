@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from monitor.asr import Word
@@ -156,3 +157,124 @@ def test_stream_keeps_soft_onsets_and_one_word_utterances(transcriber):
     text = "".join(s.text for s in committed)
     assert "好" in committed[0].text and committed[0].start < 1.5, text  # 您好 / 你好
     assert "故障" in text.split("用不了")[-1], text  # the agent's turn at 13.4 s, not only the earlier 处理故障
+
+
+# --- several streams on one model: batched passes and load shedding -----------------------
+
+
+def _utterances(call: str, count: int) -> list:
+    """The first ``count`` agent turns of a sample call as (start, first-pass window), onset pad included."""
+    import json
+
+    labels = json.loads((SAMPLES / f"{call}.labels.json").read_text())
+    audio = load_call(str(SAMPLES / f"{call}.wav")).agent
+    turns = [t for t in labels["turns"] if t["speaker"] == "agent"][:count]
+    return [(t["start"] - 0.4, audio[int((t["start"] - 0.4) * SAMPLE_RATE) : int((t["end"] + 0.2) * SAMPLE_RATE)])
+            for t in turns]
+
+
+def _first_pass(samples, prompt: str):
+    from dataclasses import replace
+
+    from monitor.stream import streaming_transcription_options
+
+    return replace(streaming_transcription_options(), initial_prompt=prompt,
+                   max_new_tokens=8 + int(12 * len(samples) / SAMPLE_RATE))
+
+
+def test_windows_of_several_streams_share_a_pass_and_each_gets_its_own_words(transcriber):
+    """Three streams' windows (two calls, different prompts) wait while the model is
+    busy, then go as one pass: each stream hears its own utterance, at its own times,
+    as it would alone."""
+    import threading
+
+    from rapidfuzz.distance import Levenshtein
+
+    from monitor.text import spoken
+
+    windows = _utterances("d02_fault_rude", 2) + _utterances("d06_no_greeting_rude", 1)
+    prompts = ["您好，请问有什么可以帮您？", "好的，我看一下。", "喂？"]
+    alone = [spoken("".join(s.text for s in transcriber.decode_window_alone(w, _first_pass(w, p), "agent", start)))
+             for (start, w), p in zip(windows, prompts)]
+    shared = transcriber.batched(max_batch=4)
+    batcher = shared.batcher
+    batcher.max_padding = 10.0  # any lengths: this test is about mapping, not cost
+    heard: dict[int, list] = {}
+    with batcher._cond:
+        batcher._running = batcher.slots  # the model is busy: windows queue
+    threads = [threading.Thread(target=lambda i=i: heard.__setitem__(
+        i, shared.decode_window(windows[i][1], _first_pass(windows[i][1], prompts[i]), "agent", windows[i][0])))
+        for i in range(3)]
+    for thread in threads:
+        thread.start()
+    while len(batcher._waiting) < 3:
+        threading.Event().wait(0.01)
+    with batcher._cond:
+        batcher._running = 0
+        batcher._cond.notify_all()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert batcher.passes == 1 and batcher.windows == 3
+    for i, (start, samples) in enumerate(windows):
+        text = spoken("".join(s.text for s in heard[i]))
+        assert text, f"window {i} heard nothing"
+        # Its own utterance: close to what it hears alone, further from the others'.
+        distances = [Levenshtein.normalized_distance(text, other) for other in alone]
+        assert distances[i] <= 0.15 and distances[i] == min(distances), (text, alone)
+        words = [w for s in heard[i] for w in s.words]
+        assert all(start - 0.05 <= w.start and w.end <= start + len(samples) / SAMPLE_RATE + 0.3 for w in words)
+
+
+def test_second_pass_windows_wait_for_first_pass_windows():
+    from monitor.asr import TranscriptionOptions, Window, WindowBatcher
+
+    batcher = WindowBatcher(transcriber=None, max_batch=4)
+    second = Window(np.zeros(SAMPLE_RATE, np.float32), TranscriptionOptions(), "agent", 0.0)
+    short = np.zeros(2 * SAMPLE_RATE, np.float32)
+    firsts = [Window(short, _first_pass(short, p), "agent", 0.0) for p in ("你好", None, "好的")]
+    long = np.zeros(12 * SAMPLE_RATE, np.float32)
+    longer = Window(long, _first_pass(long, "嗯"), "agent", 0.0)
+    batcher._waiting = [second, firsts[0], longer, firsts[1], firsts[2]]
+    # The oldest first-pass window, with those that share its options (a prompt, like
+    # its own) and whose padding to the longest stays small; the 12 s window would cost too much.
+    assert batcher._take() == [firsts[0], firsts[2]]
+    assert batcher._take() == [longer]
+    assert batcher._take() == [firsts[1]]
+    assert batcher._take() == [second]
+
+
+def test_a_busy_scheduler_spaces_out_look_ahead_and_closes_up_when_idle():
+    import time
+
+    from monitor.stream import DecodeScheduler, LoadOptions
+
+    class Call:  # a call with nothing to decode
+        streams = [UtteranceStream("agent")]
+
+        def backlog_s(self) -> float:
+            return 0.0
+
+        def refine_due(self) -> bool:
+            return False
+
+    scheduler = DecodeScheduler(transcriber=None, load=LoadOptions(every_s=1.0))
+    try:
+        scheduler.add(Call())
+        with scheduler._cond:
+            scheduler._load_checked = time.monotonic() - 1.0
+            scheduler._busy_s = 0.95  # busy 95% of the last second
+            scheduler._pace_lookahead()
+            assert scheduler.lookahead_scale == 1.5 and Call.streams[0].lookahead_scale == 1.5
+            for _ in range(5):
+                scheduler._load_checked, scheduler._busy_s = time.monotonic() - 1.0, 1.0
+                scheduler._pace_lookahead()
+            assert Call.streams[0].lookahead_scale == scheduler.load.max_scale
+            scheduler._load_checked, scheduler._busy_s = time.monotonic() - 1.0, 0.7  # between the marks: stays
+            scheduler._pace_lookahead()
+            assert Call.streams[0].lookahead_scale == scheduler.load.max_scale
+            for _ in range(6):
+                scheduler._load_checked, scheduler._busy_s = time.monotonic() - 1.0, 0.1
+                scheduler._pace_lookahead()
+            assert Call.streams[0].lookahead_scale == 1.0
+    finally:
+        scheduler.close()

@@ -31,8 +31,10 @@ class LiveOptions:
 
     default_phrasebook: str = "broadband"
     """Phrasebook of a stream whose options name none."""
-    max_calls: int = 4
-    """Streams served at once; more are told to wait."""
+    max_calls: int = 6
+    """Streams served at once; more are told to wait. A loaded 2-core node spends
+    0.16-0.24 CPU seconds per second of a call's audio (``bench/capacity.py``,
+    docs/deploy.md): six calls take 50-70% of its cores."""
     decode_workers: int = 1
     """Threads decoding for every live call."""
     model: str | None = None
