@@ -13,6 +13,7 @@ from monitor import __version__
 from monitor.audio import AGENT_CHANNELS
 from monitor.errors import MonitorError, UsageError
 from monitor.phrasebook import add_phrasebook_argument
+from monitor.stream import NODE_MAX_CALLS
 
 
 def _transcribe(args: argparse.Namespace) -> int:
@@ -313,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model", help="Whisper model for live streams (default: embedded base, loaded on the first stream)")
-    serve.add_argument("--max-calls", type=int, default=6,
-                       help="live calls this node streams at once (default 6, what a 2-core node holds: docs/deploy.md)")
+    serve.add_argument("--max-calls", type=int, default=NODE_MAX_CALLS,
+                       help=f"live calls this node streams at once (default {NODE_MAX_CALLS}, what a 2-core node holds: docs/deploy.md)")
     serve.add_argument("--node-name", metavar="NAME",
                        help="this node's name among the nodes sharing a PostgreSQL database (default HOST:PORT)")
     serve.add_argument("--secure-cookies", action="store_true",

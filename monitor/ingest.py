@@ -53,7 +53,7 @@ from monitor.callid import call_id_problem, new_call_id, shown
 from monitor.errors import MonitorError
 from monitor.livecall import MAX_BACKLOG_S, LiveCall, finish_call
 from monitor.sources import to_16k
-from monitor.stream import DecodeScheduler
+from monitor.stream import NODE_MAX_CALLS, DecodeScheduler
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ PHRASEBOOK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 class IngestOptions:
     """Limits and credentials of a WebSocket ingest."""
 
-    max_calls: int = 4
+    max_calls: int = NODE_MAX_CALLS
     """Calls served at once (one per connection); more are told to WAIT."""
     token: str | None = None
     """The secret every client must present; None only where the caller authenticates

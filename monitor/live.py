@@ -23,7 +23,7 @@ from monitor.callid import call_id_problem, check_call_id, new_call_id
 from monitor.errors import MonitorError
 from monitor.phrasebook import add_phrasebook_argument
 from monitor.livecall import LiveCall, PartialFilter, finish_call, load_transcriber
-from monitor.stream import DecodeScheduler
+from monitor.stream import NODE_MAX_CALLS, DecodeScheduler
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help=f"with --server: the token to present; with --listen: the token every client "
                                         f"must present (at least {MIN_TOKEN_LEN} characters). Default: ${TOKEN_ENV}")
     parser.add_argument("--model", default=None, help="Whisper model (default: the embedded base model)")
-    parser.add_argument("--max-calls", type=int, default=4, help="with --listen: calls served at once")
+    parser.add_argument("--max-calls", type=int, default=NODE_MAX_CALLS,
+                        help=f"with --listen: calls served at once (default {NODE_MAX_CALLS})")
     parser.add_argument("--max-call-s", type=_positive_seconds, default=7200.0,
                         help="longest call in seconds of audio; a longer one is finished there (default 7200)")
     parser.add_argument("--idle-timeout", type=_positive_seconds, default=60.0, metavar="S",

@@ -40,6 +40,7 @@ from monitor.audio import SAMPLE_RATE
 from monitor.callid import new_call_id, shown
 from monitor.livecall import MAX_BACKLOG_S, LiveCall, finish_call
 from monitor.rtp import G711, RtpStream, take_in_step
+from monitor.stream import NODE_MAX_CALLS
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class SipOptions:
     """The digest realm."""
     rtp_address: str = "127.0.0.1"
     """Where our RTP sockets listen, and the address the SDP answer gives callers."""
-    max_calls: int = 4
+    max_calls: int = NODE_MAX_CALLS
     """Calls served at once; more get 486 Busy Here."""
     rtp_timeout_s: float = 30.0
     """A connected call that sends no audio this long is ended (BYE) as interrupted."""
@@ -553,7 +554,7 @@ def add_sip_arguments(parser) -> None:
                         help="SIPREC: the agent's audio stream, in the order of the offer's m= lines (default 1)")
     parser.add_argument("--agent-aor", metavar="TEXT",
                         help="SIPREC: the agent is the participant whose address of record contains TEXT")
-    parser.add_argument("--max-calls", type=int, default=4, help="calls served at once (default 4)")
+    parser.add_argument("--max-calls", type=int, default=NODE_MAX_CALLS, help=f"calls served at once (default {NODE_MAX_CALLS})")
     parser.add_argument("--rtp-timeout", type=float, default=30.0, metavar="S",
                         help="end a call that sends no audio for S seconds (default 30)")
     parser.add_argument("--max-call-s", type=float, default=7200.0, metavar="S", help="the longest call taken")

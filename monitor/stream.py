@@ -576,6 +576,11 @@ def _characters_after(words: list[Word], time: float) -> int:
     return sum(len(spoken(w.text)) for w in words if w.start >= time - 0.05)
 
 
+NODE_MAX_CALLS = 6
+"""Live calls one 2-core node serves at once by default, whatever they come in by (WebSocket, web app, SIP):
+what ``bench/capacity.py`` measured a loaded node to hold with look-ahead pacing (docs/deploy.md)."""
+
+
 @dataclass
 class LoadOptions:
     """How a ``DecodeScheduler`` spaces look-ahead decodes out under load.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from fastapi import WebSocket, WebSocketDisconnect
 
 from monitor.store import Store
+from monitor.stream import NODE_MAX_CALLS
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class LiveOptions:
 
     default_phrasebook: str = "broadband"
     """Phrasebook of a stream whose options name none."""
-    max_calls: int = 6
+    max_calls: int = NODE_MAX_CALLS
     """Streams served at once; more are told to wait. A loaded 2-core node spends
     0.16-0.24 CPU seconds per second of a call's audio (``bench/capacity.py``,
     docs/deploy.md): six calls take 50-70% of its cores."""
