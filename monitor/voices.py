@@ -24,6 +24,7 @@ speaker-embedding packages that run without torch
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -84,6 +85,57 @@ def describe(mel: np.ndarray, start: float, end: float) -> np.ndarray | None:
 def sentence_voices(mel: np.ndarray, segments: list[Segment]) -> list[np.ndarray | None]:
     """One voice vector per segment (None for a segment too short to describe)."""
     return [describe(mel, s.start, s.end) for s in segments]
+
+
+PAUSE_S = 0.8
+"""A silence at least this long inside a Whisper segment cuts it in two. On a
+mono call Whisper runs a sentence and the reply after a pause into one
+segment (held-out h02: 怎么又问, 3.5 s of silence, 你这是什么态度), and one
+segment can only have one speaker. Measured with bench/roles.py."""
+QUIET_LEVEL = 0.3
+"""A frame is silent when its loudness is below this share of the way from
+the call's quiet frames (10th percentile) to its loud ones (90th): the
+noise floor of a noisy line is far from digital silence."""
+
+
+def split_at_pauses(mel: np.ndarray, segments: list[Segment]) -> list[Segment]:
+    """Cut segments at silences of ``PAUSE_S`` or more between their words.
+
+    The silence is found in the audio, not in the word times: Whisper
+    stretches the first word after a pause back over it (你 from 17.3 s to
+    20.7 s). A word goes to the side of the pause its end is on.
+    """
+    energy = mel.mean(axis=0)
+    floor, peak = np.quantile(energy, 0.1), np.quantile(energy, 0.9)
+    quiet = energy < floor + QUIET_LEVEL * (peak - floor)
+    out: list[Segment] = []
+    for segment in segments:
+        pieces = [segment]
+        for pause_start, pause_end in _pauses(quiet, segment.start, segment.end):
+            last = pieces.pop()
+            before = [w for w in last.words if w.end <= pause_start + 0.1]
+            after = [w for w in last.words if w.end > pause_start + 0.1]
+            if not before or not after:
+                pieces.append(last)
+                continue
+            after[0] = replace(after[0], start=max(after[0].start, pause_end))
+            pieces += [_piece(last, before), _piece(last, after)]
+        out += pieces
+    return out
+
+
+def _pauses(quiet: np.ndarray, start: float, end: float) -> list[tuple[float, float]]:
+    """Silent stretches of at least ``PAUSE_S`` strictly inside ``start``-``end``, in order."""
+    first, last = int(start * FRAMES_PER_SECOND), min(len(quiet), int(end * FRAMES_PER_SECOND))
+    found, run_start = [], None
+    for frame in range(first, last):
+        if quiet[frame] and run_start is None:
+            run_start = frame
+        elif not quiet[frame] and run_start is not None:
+            if run_start > first and frame - run_start >= PAUSE_S * FRAMES_PER_SECOND:
+                found.append((run_start / FRAMES_PER_SECOND, frame / FRAMES_PER_SECOND))
+            run_start = None
+    return found
 
 
 MIN_SIDE_S = 1.5
