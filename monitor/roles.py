@@ -76,8 +76,11 @@ bench/roles.py: at 0.7 no customer's words on the TTS calls were blamed on
 the agent; the agent violations held back were in calls whose voices were
 told apart right but whose text barely said which voice was the agent (d06
 and n02 at 0.60-0.65 before the service-work cues, n05 at 0.52 still), so a
-person should decide there. (r02's real customer is surely blamed: its
-voices are split wrongly, one real speaker's two recordings apart.)"""
+person should decide there. With the cepstrum alone r02's real customer
+is surely blamed (one real speaker's two recordings put in two voices);
+with the speaker encoder no customer's words on tests/data/roles, the
+held-out h01-h04 or bench/data/roles_heldout x01-x04 are, but those of
+y02, whose two voices the encoder cannot hear apart, are."""
 
 
 def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
