@@ -109,18 +109,26 @@ class Recording:
         return log_mel(self.samples)
 
     def describe(self, start: float, end: float) -> np.ndarray | None:
-        """The voice vector of ``start``-``end`` (seconds), None when shorter than 0.2 s:
-        the speaker encoder's embedding when it is installed, else the cepstral vector."""
+        """The voice vector of ``start``-``end`` (seconds), None when shorter than 0.2 s."""
+        return self.describe_all([(start, end)])[0]
+
+    def describe_all(self, spans: list[tuple[float, float]]) -> list[np.ndarray | None]:
+        """The voice vector of each ``(start, end)``: the speaker encoder's embedding
+        when it is installed, else the cepstral vector; None when shorter than 0.2 s."""
         encoder = speaker_encoder()
         if encoder is None:
-            return cepstral_vector(self.mel, start, end)
-        piece = self.samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
-        return encoder.embed(piece) if len(piece) >= MIN_DESCRIBED_S * SAMPLE_RATE else None
+            return [cepstral_vector(self.mel, start, end) for start, end in spans]
+        stretches = [self.samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)] for start, end in spans]
+        described = [i for i, stretch in enumerate(stretches) if len(stretch) >= MIN_DESCRIBED_S * SAMPLE_RATE]
+        vectors: list[np.ndarray | None] = [None] * len(spans)
+        for index, vector in zip(described, encoder.embed([stretches[i] for i in described])):
+            vectors[index] = vector
+        return vectors
 
 
 def sentence_voices(recording: Recording, segments: list[Segment]) -> list[np.ndarray | None]:
     """One voice vector per segment (None for a segment too short to describe)."""
-    return [recording.describe(s.start, s.end) for s in segments]
+    return recording.describe_all([(s.start, s.end) for s in segments])
 
 
 # -- the speaker encoder --------------------------------------------------------
@@ -136,7 +144,12 @@ run in numpy here, so the package is installed without its dependencies
 ENCODER_WINDOW = 160
 """Frames (10 ms) the encoder reads at a time: it was trained on 1.6 s pieces."""
 ENCODER_HOP = 80
-"""Frames between the starts of a sentence's pieces (half a window)."""
+"""Frames between the starts of a sentence's pieces: half a window, as
+Resemblyzer takes them. The cost is the LSTM's arithmetic (0.5 GFLOP a
+piece): pieces back to back would halve it, but on Whisper's sentences
+(bench/roles.py measures) attribution fell from 1.00 to 0.98 on the samples
+and 0.97 to 0.80 on roles_heldout x01-x04, where the text barely names the
+voices and a slightly different voice vector leaves the naming undecided."""
 ENCODER_LOUDNESS_DBFS = -30
 """Quiet speech is raised to this level first (as the encoder's training data was)."""
 
@@ -156,23 +169,30 @@ class SpeakerEncoder:
         self._mel_filters = FeatureExtractor.get_mel_filters(SAMPLE_RATE, 400, 40).astype(np.float32)
         self._window = np.hanning(401)[:-1].astype(np.float32)
 
-    def embed(self, samples: np.ndarray) -> np.ndarray:
-        """The voice embedding of one stretch of speech: the mean of its pieces' embeddings."""
-        rms = float(np.sqrt(np.mean(np.square(samples)) + 1e-12))
-        samples = samples * max(1.0, 10 ** (ENCODER_LOUDNESS_DBFS / 20) / rms)
-        mel = self.mel(samples)
-        if mel.shape[0] < ENCODER_WINDOW:
-            # A short sentence is repeated to fill the window, not padded with
-            # silence, which the encoder would describe as much as the voice.
-            mel = np.tile(mel, (int(np.ceil(ENCODER_WINDOW / mel.shape[0])), 1))[:ENCODER_WINDOW]
-        starts = range(0, max(1, mel.shape[0] - ENCODER_WINDOW + ENCODER_HOP), ENCODER_HOP)
-        mel = np.pad(mel, ((0, max(0, starts[-1] + ENCODER_WINDOW - mel.shape[0])), (0, 0)))
+    def embed(self, stretches: list[np.ndarray]) -> list[np.ndarray]:
+        """The voice embedding of each stretch of speech: the mean of its pieces'
+        embeddings (all pieces of all stretches go through the encoder as one batch)."""
+        pieces, owner = [], []
+        for index, samples in enumerate(stretches):
+            rms = float(np.sqrt(np.mean(np.square(samples)) + 1e-12))
+            mel = self.mel(samples * max(1.0, 10 ** (ENCODER_LOUDNESS_DBFS / 20) / rms))
+            if mel.shape[0] < ENCODER_WINDOW:
+                # A short sentence is repeated to fill the window, not padded with
+                # silence, which the encoder would describe as much as the voice.
+                mel = np.tile(mel, (int(np.ceil(ENCODER_WINDOW / mel.shape[0])), 1))[:ENCODER_WINDOW]
+            starts = range(0, max(1, mel.shape[0] - ENCODER_WINDOW + ENCODER_HOP), ENCODER_HOP)
+            mel = np.pad(mel, ((0, max(0, starts[-1] + ENCODER_WINDOW - mel.shape[0])), (0, 0)))
+            pieces += [mel[s : s + ENCODER_WINDOW] for s in starts]
+            owner += [index] * len(starts)
+        if not pieces:
+            return []
         # The LSTM's products are small and many: BLAS threads only wait for
         # each other (8 times slower on a busy 2-core machine than one thread).
         with threadpool_limits(1):
-            pieces = self.forward(np.stack([mel[s : s + ENCODER_WINDOW] for s in starts]))
-        mean = pieces.mean(axis=0)
-        return mean / (np.linalg.norm(mean) + 1e-9)
+            embedded = self.forward(np.stack(pieces))
+        owner = np.array(owner)
+        means = [embedded[owner == index].mean(axis=0) for index in range(len(stretches))]
+        return [mean / (np.linalg.norm(mean) + 1e-9) for mean in means]
 
     def mel(self, samples: np.ndarray) -> np.ndarray:
         """Power mel frames as the encoder was trained on (librosa's melspectrogram:
