@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.fft import dct
+from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
 from monitor.asr import Segment
@@ -213,16 +214,12 @@ class SpeakerEncoder:
             out = np.empty((x.shape[0], x.shape[1], h.shape[1]), np.float32)
             for t in range(x.shape[1]):
                 i, f, g, o = np.split(gates_in[:, t] + h @ w_hidden, 4, axis=1)
-                c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-                h = _sigmoid(o) * np.tanh(c)
+                c = expit(f) * c + expit(i) * np.tanh(g)
+                h = expit(o) * np.tanh(c)
                 out[:, t] = h
             x = out
         embedding = np.maximum(0.0, h @ self.linear[0] + self.linear[1])
         return embedding / (np.linalg.norm(embedding, axis=1, keepdims=True) + 1e-9)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 @lru_cache(maxsize=1)
