@@ -6,8 +6,9 @@ Prints, per set of calls:
 
 1. voice features: the labelled turns of each call clustered into two voices,
    share of characters in the right cluster (the better of the two namings),
-   for the cepstral statistics ``voices.py`` uses and, with ``--encoder``,
-   mean-pooled Whisper encoder states (slow);
+   for the cepstral statistics, for the vectors ``voices.py`` uses ("used":
+   the speaker encoder when installed, else the same cepstrum) and, with
+   ``--encoder``, mean-pooled Whisper encoder states (slow);
 2. attribution: the whole mono path (Whisper, then ``roles.separate_roles``),
    share of transcript characters whose speaker is right, against the old
    rule (all mono speech is the agent's), and the share of characters left
@@ -251,11 +252,14 @@ def main() -> None:
         for path, labels in calls:
             call = load_call(path, "mono")
             turns = labels["turns"]
-            mel = acoustic.log_mel(call.agent)
+            recording = acoustic.Recording(call.agent)
             started = time.perf_counter()
-            cepstral = [acoustic.describe(mel, t["start"], t["end"]) for t in turns]
+            cepstral = [acoustic.cepstral_vector(recording.mel, t["start"], t["end"]) for t in turns]
             cepstral_s = time.perf_counter() - started
             row = [clustering_accuracy(cepstral, turns)]
+            started = time.perf_counter()
+            row.append(clustering_accuracy([recording.describe(t["start"], t["end"]) for t in turns], turns))
+            row.append(time.perf_counter() - started)
             if args.encoder:
                 started = time.perf_counter()
                 row.append(clustering_accuracy(encoder_vectors(transcriber.model, call.agent, turns), turns))
@@ -304,10 +308,11 @@ def main() -> None:
 
         print("voice features on labelled turns (share of characters in the right voice):")
         for call_id, row, seconds in voice_rows:
-            extra = f"  whisper-encoder={row[1]:.2f} ({row[2]:.2f}s)" if args.encoder else ""
-            print(f"  {call_id:28s} cepstral={row[0]:.2f} ({seconds:.3f}s){extra}")
+            extra = f"  whisper-encoder={row[3]:.2f} ({row[4]:.2f}s)" if args.encoder else ""
+            print(f"  {call_id:28s} cepstral={row[0]:.2f} ({seconds:.3f}s)  used={row[1]:.2f} ({row[2]:.2f}s){extra}")
         print(f"  mean cepstral={np.nanmean([r[1][0] for r in voice_rows]):.3f}"
-              + (f"  whisper-encoder={np.nanmean([r[1][1] for r in voice_rows]):.3f}" if args.encoder else ""))  # fmt: skip
+              f"  used={np.nanmean([r[1][1] for r in voice_rows]):.3f}"
+              + (f"  whisper-encoder={np.nanmean([r[1][3] for r in voice_rows]):.3f}" if args.encoder else ""))  # fmt: skip
         print("attribution of transcript characters")
         print("  (all-agent rule -> roles; share under review; roles time / call time):")
         total = [0.0, 0.0, 0.0, 0]
@@ -345,8 +350,8 @@ def main() -> None:
         print("   voices are named by who opens the call; attribution = share of transcript characters right)")
         for call_id, samples, labels in montages():
             turns = labels["turns"]
-            mel = acoustic.log_mel(samples)
-            vectors = [acoustic.describe(mel, t["start"], t["end"]) for t in turns]
+            recording = acoustic.Recording(samples)
+            vectors = [recording.describe(t["start"], t["end"]) for t in turns]
             clustered = clustering_accuracy(vectors, turns)
             described = [(v, t["end"] - t["start"]) for v, t in zip(vectors, turns) if v is not None]
             voices = fit_two_voices([v for v, _ in described], [w for _, w in described])

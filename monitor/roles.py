@@ -76,8 +76,11 @@ bench/roles.py: at 0.7 no customer's words on the TTS calls were blamed on
 the agent; the agent violations held back were in calls whose voices were
 told apart right but whose text barely said which voice was the agent (d06
 and n02 at 0.60-0.65 before the service-work cues, n05 at 0.52 still), so a
-person should decide there. (r02's real customer is surely blamed: its
-voices are split wrongly, one real speaker's two recordings apart.)"""
+person should decide there. With the cepstrum alone r02's real customer
+is surely blamed (one real speaker's two recordings put in two voices);
+with the speaker encoder no customer's words on tests/data/roles, the
+held-out h01-h04 or bench/data/roles_heldout x01-x04 are, but those of
+y02, whose two voices the encoder cannot hear apart, are."""
 
 
 def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
@@ -135,9 +138,47 @@ class TwoVoices:
         m0, m1 = self.means
         return AT_VOICE * (position - (m0 + m1) / 2) / ((m1 - m0) / 2)
 
+    def trusted_log_odds(self, vector: np.ndarray) -> float:
+        """``log_odds`` weighed by how far the voices are to be believed (``trust``)."""
+        return self.trust * self.log_odds(vector)
+
+    @property
+    def trust(self) -> float:
+        """0-1: how far the voices are to be believed, from their ``separation``.
+
+        Two clusters can always be found; when they lie barely apart they are
+        as likely short against long sentences, or one speaker's words against
+        other words, as two people (held-out h04, 8 kHz short turns: the
+        agent's turns on both sides). Trust grows linearly between the two
+        separations of ``trusted_separations``.
+        """
+        untrusted, trusted = trusted_separations()
+        return float(np.clip((self.separation - untrusted) / (trusted - untrusted), 0, 1))
+
 
 AT_VOICE = 4.0
-"""Acoustic log-odds of a sentence that sounds exactly like one voice's average (0.98)."""
+"""Acoustic log-odds of a sentence that sounds exactly like one voice's average (0.98),
+when the voices are well apart (``TwoVoices.trust``)."""
+CEPSTRAL_SEPARATIONS = (2.5, 4.5)
+"""Voices described by their cepstrum and this many spreads apart are not
+trusted at all, and fully. Measured with bench/roles.py on Whisper's
+sentences: every call clustered at least 0.9 right had its voices 4.7 or
+more spreads apart; those at 3.4 and less were clustered 0.55-0.8 right."""
+ENCODER_SEPARATIONS = (3.5, 6.0)
+"""The same for the speaker encoder, whose sentences lie closer round their
+voice, so that its separations run higher: on Whisper's sentences, calls
+clustered right lay 4.8-52 spreads apart (0.88 right at 4.8, h04). Neither
+this nor the cosine between the voices' mean embeddings told apart the one
+call whose voices the encoder could not hear apart (bench/data/
+roles_heldout y02, the TTS voice twice, 50 cents apart: 5.4 spreads, 0.51
+right, its customer blamed at 0.75-0.91)."""
+
+
+def trusted_separations() -> tuple[float, float]:
+    """The separations below which voices are not trusted and above which they are fully."""
+    from monitor.voices import speaker_encoder
+
+    return ENCODER_SEPARATIONS if speaker_encoder() is not None else CEPSTRAL_SEPARATIONS
 
 
 def fit_two_voices(vectors: list[np.ndarray], weights: list[float]) -> TwoVoices | None:
@@ -234,16 +275,22 @@ ONE_VOICE_PRIOR = 2.0
 """Too little speech to find two voices: a sentence is the agent's unless its own words say otherwise."""
 ACOUSTIC_CAP = 6.0
 """No sentence's acoustic log-odds count beyond this, however far out it lies."""
+FULL_VOICE_S = 2.0
+"""A sentence shorter than this counts for less acoustically, in proportion:
+the voice of 好吧 or 喂 (0.4-0.6 s) is described from a few syllables and
+too often lands on the other side (held-out x01, h04: the customer's 喂 and
+好吧 put on the agent's side at 0.85-0.9)."""
 
 
 def label(
     segments: list[Segment], vectors: list[np.ndarray | None], text_scores: list[float], voices: TwoVoices | None
 ) -> list[Segment]:
     """Roles and confidences from the voices found (see ``assign_roles``)."""
-    roles = name_voices(voices, vectors, text_scores)
+    seconds = [segment.end - segment.start for segment in segments]
+    roles = name_voices(voices, vectors, text_scores, seconds)
     return [
-        with_role(segment, roles.agent_probability(vector, score))
-        for segment, vector, score in zip(segments, vectors, text_scores)
+        with_role(segment, roles.agent_probability(vector, score, length))
+        for segment, vector, score, length in zip(segments, vectors, text_scores, seconds)
     ]
 
 
@@ -256,27 +303,31 @@ class NamedVoices:
     voice1_is_agent: float
     """Probability that voice 1 of ``voices`` is the agent."""
 
-    def acoustic(self, vector: np.ndarray | None) -> float:
-        """Capped log-odds that ``vector`` is voice 1 (0 when there is no vector)."""
+    def acoustic(self, vector: np.ndarray | None, seconds: float) -> float:
+        """Capped log-odds that ``vector``, describing ``seconds`` of speech, is voice 1
+        (0 when there is no vector)."""
         if self.voices is None or vector is None:
             return 0.0
-        return float(np.clip(self.voices.log_odds(vector), -ACOUSTIC_CAP, ACOUSTIC_CAP))
+        heard = min(1.0, seconds / FULL_VOICE_S)
+        return float(np.clip(heard * self.voices.trusted_log_odds(vector), -ACOUSTIC_CAP, ACOUSTIC_CAP))
 
-    def agent_probability(self, vector: np.ndarray | None, text_score: float) -> float:
+    def agent_probability(self, vector: np.ndarray | None, text_score: float, seconds: float) -> float:
         """Probability that a sentence with this voice and this text evidence is the agent's,
         averaged over the chance that the voices were named the wrong way round."""
         if self.voices is None:
             return float(_sigmoid(ONE_VOICE_PRIOR + text_score))
-        acoustic, p = self.acoustic(vector), self.voice1_is_agent
+        acoustic, p = self.acoustic(vector, seconds), self.voice1_is_agent
         return float(p * _sigmoid(acoustic + text_score) + (1 - p) * _sigmoid(-acoustic + text_score))
 
 
-def name_voices(voices: TwoVoices | None, vectors: list[np.ndarray | None], text_scores: list[float]) -> NamedVoices:
+def name_voices(
+    voices: TwoVoices | None, vectors: list[np.ndarray | None], text_scores: list[float], seconds: list[float]
+) -> NamedVoices:
     """Which voice is the agent: the one whose sentences carry more agent text evidence."""
     if voices is None:
         return NamedVoices(None, 1.0)
     named = NamedVoices(voices, 0.5)
-    voice1 = _sigmoid(np.array([named.acoustic(v) for v in vectors]))
+    voice1 = _sigmoid(np.array([named.acoustic(v, t) for v, t in zip(vectors, seconds)]))
     # The text evidence each voice collected, each sentence counted by how
     # surely it is that voice. Not by its length: a sentence's words are one
     # piece of evidence however long it is (weighting by length let one
@@ -322,8 +373,9 @@ def separate_roles(
 ) -> list[Segment]:
     """Label the sentences of a mono call (16 kHz ``samples``) agent or customer.
 
-    Sentences that run two voices together are first cut where the voice
-    changes (``voices.split_at_voice_changes``).
+    Sentences that run over a silence are first cut there
+    (``voices.split_at_pauses``): one speaker's words and the other's reply
+    after a pause are often one Whisper segment.
     """
     from monitor import voices as acoustic
     from monitor.match import matcher_for
@@ -331,12 +383,10 @@ def separate_roles(
     segments = [s for s in segments if s.text.strip()]
     if not segments:
         return segments
-    mel = acoustic.log_mel(samples)
-    vectors = acoustic.sentence_voices(mel, segments)
+    recording = acoustic.Recording(samples)
+    segments = acoustic.split_at_pauses(recording.mel, segments)
+    vectors = acoustic.sentence_voices(recording, segments)
     voices = voices_of(segments, vectors)
-    if voices is not None:
-        segments = acoustic.split_at_voice_changes(mel, segments, voices.log_odds)
-        vectors = acoustic.sentence_voices(mel, segments)
     return label(segments, vectors, text_scores(segments, matcher_for(phrasebook)), voices)
 
 
@@ -443,9 +493,10 @@ class LiveRoles:
         sides = [voices.log_odds(v) > 0 for v in self.vectors if v is not None]
         if min(sum(sides), len(sides) - sum(sides)) < LIVE_SENTENCES_PER_VOICE:
             return None
-        named = name_voices(voices, self.vectors, self.scores)
-        customer_voice1 = _sigmoid(np.array([named.acoustic(v) for v in self.vectors])) * (1 - named.voice1_is_agent)
-        customer_voice0 = (1 - _sigmoid(np.array([named.acoustic(v) for v in self.vectors]))) * named.voice1_is_agent
+        named = name_voices(voices, self.vectors, self.scores, [s.end - s.start for s in self.sentences])
+        voice1 = _sigmoid(np.array([named.acoustic(v, s.end - s.start) for v, s in zip(self.vectors, self.sentences)]))
+        customer_voice1 = voice1 * (1 - named.voice1_is_agent)
+        customer_voice0 = (1 - voice1) * named.voice1_is_agent
         if float(np.sum(np.asarray(self.scores) * (customer_voice1 + customer_voice0))) > -LIVE_CUSTOMER_HEARD:
             return None
         return named
@@ -454,7 +505,7 @@ class LiveRoles:
         if self.named is None:
             speaker = "agent" if ONE_VOICE_PRIOR + score >= 0 else "customer"
             return replace(segment, speaker=speaker, speaker_confidence=None)
-        return with_role(segment, self.named.agent_probability(vector, score))
+        return with_role(segment, self.named.agent_probability(vector, score, segment.end - segment.start))
 
 
 def _shown_differently(old: Segment, new: Segment) -> bool:

@@ -1,33 +1,50 @@
 """Voices in a mono call: which stretches of audio sound like the same person.
 
 The acoustic half of role separation (``roles.py`` is the other half). Each
-sentence becomes a small vector describing the voice: the mean and spread of
-its mel-cepstrum (MFCC 1-19) over its louder frames. The log-mel frames are
-the ones faster-whisper already computes for Whisper, so this adds no model
-and no download; the cepstrum is a DCT of them.
+sentence becomes a vector describing the voice:
 
-Measured before choosing (``bench/roles.py --encoder``: the labelled turns of
-each call mixed to mono, clustered into two voices, share of characters in the
-right voice): cepstral statistics 1.00 on the sample calls and 0.89 on
-tests/data/roles (real human customers, phone band), in about 0.01 s a call;
-mean-pooled Whisper encoder states 0.78 and 0.77, at about 1.5 s a turn,
-since the encoder is trained to hear words, not who says them (it did better
-on one phone call, r02, where the cepstrum splits one real speaker's two
-recordings). Both together (each standardized, equal weight), on Whisper's
-sentences with the text cues: attribution 0.83 on the sample calls against
-0.96 for the cepstrum alone, better on two real phone-band customers, worse
-on the TTS calls; not worth 1-2 s of encoder a call. The PyPI
-speaker-embedding packages that run without torch
-(speakeronnx, redimnet2-onnx, speaker-diarize-lite) ship no weights.
+- with Resemblyzer's weights installed (``pip install --no-deps
+  resemblyzer==0.1.4``; its wheel carries them, nothing is downloaded at run
+  time), the embedding of a speaker encoder trained to tell voices apart
+  (GE2E, run here in numpy, ``SpeakerEncoder``);
+- otherwise the mean and spread of its mel-cepstrum (MFCC 1-19) over its
+  louder frames, from the log-mel frames faster-whisper computes anyway.
+
+Measured with ``bench/roles.py`` (the labelled turns of each call mixed to
+mono, clustered into two voices, share of characters in the right voice;
+then the whole mono path on Whisper's sentences):
+
+- cepstrum: 1.00 on the samples, 0.94 on tests/data/roles, 0.81 on the
+  held-out h01-h04 (h02, noisy phone band: 0.52), 0.94 on bench/data/
+  roles_heldout x01-x04. It follows what is said as much as who says it:
+  on 8 kHz calls of short turns it splits short sentences from long ones.
+- speaker encoder: 1.00, 1.00, 0.87 (h02: 1.00) and 0.98, and 1.00 on the
+  real-voice montages, like the cepstrum. Transcript characters attributed
+  right: tests/data/roles 0.89 -> 0.96 (the real customer of r02, whose two
+  recordings the cepstrum put in different voices, is no longer blamed),
+  x01-x04 0.72 -> 0.97.
+- mean-pooled Whisper encoder states (``--encoder``): 0.78 and 0.77; Whisper
+  hears words, not who says them.
+
+The PyPI speaker-embedding packages that run without torch (speakeronnx,
+redimnet2-onnx, speaker-diarize-lite, diarize) ship no weights.
 """
 
 from __future__ import annotations
 
+import collections
+import importlib.util
+import pickle
+import struct
 import threading
-from functools import lru_cache
+from dataclasses import replace
+from functools import cached_property, lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy.fft import dct
+from scipy.special import expit
+from threadpoolctl import threadpool_limits
 
 from monitor.asr import Segment
 
@@ -69,9 +86,9 @@ def log_mel(samples: np.ndarray) -> np.ndarray:
     return _feature_extractor()(samples, padding=0)[: _phone_bands()]
 
 
-def describe(mel: np.ndarray, start: float, end: float) -> np.ndarray | None:
-    """The voice vector of the stretch ``start``-``end`` (seconds), or None when
-    it holds less than 0.2 s of audio."""
+def cepstral_vector(mel: np.ndarray, start: float, end: float) -> np.ndarray | None:
+    """The cepstral voice vector of the stretch ``start``-``end`` (seconds) of
+    ``log_mel`` frames, or None when it holds less than 0.2 s of audio."""
     frames = mel[:, int(start * FRAMES_PER_SECOND) : int(np.ceil(end * FRAMES_PER_SECOND))]
     if frames.shape[1] < 20:
         return None
@@ -81,57 +98,238 @@ def describe(mel: np.ndarray, start: float, end: float) -> np.ndarray | None:
     return np.concatenate([cepstra.mean(axis=1), cepstra.std(axis=1)])
 
 
-def sentence_voices(mel: np.ndarray, segments: list[Segment]) -> list[np.ndarray | None]:
+class Recording:
+    """A mono call's audio (16 kHz), ready to describe any stretch of it."""
+
+    def __init__(self, samples: np.ndarray):
+        self.samples = samples
+
+    @cached_property
+    def mel(self) -> np.ndarray:
+        """Whisper's log-mel frames, telephone band (``log_mel``)."""
+        return log_mel(self.samples)
+
+    def describe(self, start: float, end: float) -> np.ndarray | None:
+        """The voice vector of ``start``-``end`` (seconds), None when shorter than 0.2 s."""
+        return self.describe_all([(start, end)])[0]
+
+    def describe_all(self, spans: list[tuple[float, float]]) -> list[np.ndarray | None]:
+        """The voice vector of each ``(start, end)``: the speaker encoder's embedding
+        when it is installed, else the cepstral vector; None when shorter than 0.2 s."""
+        encoder = speaker_encoder()
+        if encoder is None:
+            return [cepstral_vector(self.mel, start, end) for start, end in spans]
+        stretches = [self.samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)] for start, end in spans]
+        described = [i for i, stretch in enumerate(stretches) if len(stretch) >= MIN_DESCRIBED_S * SAMPLE_RATE]
+        vectors: list[np.ndarray | None] = [None] * len(spans)
+        for index, vector in zip(described, encoder.embed([stretches[i] for i in described])):
+            vectors[index] = vector
+        return vectors
+
+
+def sentence_voices(recording: Recording, segments: list[Segment]) -> list[np.ndarray | None]:
     """One voice vector per segment (None for a segment too short to describe)."""
-    return [describe(mel, s.start, s.end) for s in segments]
+    return recording.describe_all([(s.start, s.end) for s in segments])
 
 
-MIN_SIDE_S = 1.5
-"""Each side of a cut must hold a whole window of speech: shorter pieces of
-one voice's sentence too easily sound like the other voice (the spread
-of the cepstrum grows with the length of what is described)."""
-CHANGE_LOG_ODDS = 4.0
-"""Both sides of a cut must sound at least as much like their (different)
-voices as those voices' own average sentence does (``roles.AT_VOICE``)."""
+# -- the speaker encoder --------------------------------------------------------
+
+SAMPLE_RATE = 16000
+MIN_DESCRIBED_S = 0.2
+ENCODER_PACKAGE = "resemblyzer"
+"""Resemblyzer 0.1.4 (Apache-2.0) ships its trained GE2E speaker encoder
+(3-layer LSTM over 40 mel bands, 1.4 M weights) inside its PyPI wheel as
+``resemblyzer/pretrained.pt``. Only that file is used, read without torch and
+run in numpy here, so the package is installed without its dependencies
+(``pip install --no-deps resemblyzer==0.1.4``: torch would be gigabytes)."""
+ENCODER_WINDOW = 160
+"""Frames (10 ms) the encoder reads at a time: it was trained on 1.6 s pieces."""
+ENCODER_HOP = 80
+"""Frames between the starts of a sentence's pieces: half a window, as
+Resemblyzer takes them. The cost is the LSTM's arithmetic (0.5 GFLOP a
+piece): pieces back to back would halve it, but on Whisper's sentences
+(bench/roles.py measures) attribution fell from 1.00 to 0.98 on the samples
+and 0.97 to 0.80 on roles_heldout x01-x04, where the text barely names the
+voices and a slightly different voice vector leaves the naming undecided."""
+ENCODER_LOUDNESS_DBFS = -30
+"""Quiet speech is raised to this level first (as the encoder's training data was)."""
 
 
-def split_at_voice_changes(mel: np.ndarray, segments: list[Segment], log_odds) -> list[Segment]:
-    """Cut segments where the voice changes between two words.
+class SpeakerEncoder:
+    """The GE2E speaker encoder in numpy: audio to a unit 256-d voice embedding."""
 
-    A mono Whisper segment often runs the agent's sentence and the customer's
-    reply together. ``log_odds(vector)`` scores a voice vector for one voice
-    against the other; a segment is cut at the word boundary where the words
-    before and the words after are most surely different voices, and each
-    piece is examined again.
+    def __init__(self, state: dict[str, np.ndarray]):
+        self.layers = [
+            (state[f"lstm.weight_ih_l{k}"].T.copy(), state[f"lstm.weight_hh_l{k}"].T.copy(),
+             state[f"lstm.bias_ih_l{k}"] + state[f"lstm.bias_hh_l{k}"])
+            for k in range(3)
+        ]  # fmt: skip
+        self.linear = (state["linear.weight"].T.copy(), state["linear.bias"])
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self._mel_filters = FeatureExtractor.get_mel_filters(SAMPLE_RATE, 400, 40).astype(np.float32)
+        self._window = np.hanning(401)[:-1].astype(np.float32)
+
+    def embed(self, stretches: list[np.ndarray]) -> list[np.ndarray]:
+        """The voice embedding of each stretch of speech: the mean of its pieces'
+        embeddings (all pieces of all stretches go through the encoder as one batch)."""
+        pieces, owner = [], []
+        for index, samples in enumerate(stretches):
+            rms = float(np.sqrt(np.mean(np.square(samples)) + 1e-12))
+            mel = self.mel(samples * max(1.0, 10 ** (ENCODER_LOUDNESS_DBFS / 20) / rms))
+            if mel.shape[0] < ENCODER_WINDOW:
+                # A short sentence is repeated to fill the window, not padded with
+                # silence, which the encoder would describe as much as the voice.
+                mel = np.tile(mel, (int(np.ceil(ENCODER_WINDOW / mel.shape[0])), 1))[:ENCODER_WINDOW]
+            starts = range(0, max(1, mel.shape[0] - ENCODER_WINDOW + ENCODER_HOP), ENCODER_HOP)
+            mel = np.pad(mel, ((0, max(0, starts[-1] + ENCODER_WINDOW - mel.shape[0])), (0, 0)))
+            pieces += [mel[s : s + ENCODER_WINDOW] for s in starts]
+            owner += [index] * len(starts)
+        if not pieces:
+            return []
+        # The LSTM's products are small and many: BLAS threads only wait for
+        # each other (8 times slower on a busy 2-core machine than one thread).
+        with threadpool_limits(1):
+            embedded = self.forward(np.stack(pieces))
+        owner = np.array(owner)
+        means = [embedded[owner == index].mean(axis=0) for index in range(len(stretches))]
+        return [mean / (np.linalg.norm(mean) + 1e-9) for mean in means]
+
+    def mel(self, samples: np.ndarray) -> np.ndarray:
+        """Power mel frames as the encoder was trained on (librosa's melspectrogram:
+        25 ms Hann windows every 10 ms, 40 Slaney bands), shape (frames, 40)."""
+        padded = np.pad(samples.astype(np.float32), 200)
+        count = 1 + (len(padded) - 400) // 160
+        frames = padded[np.arange(400)[None, :] + 160 * np.arange(count)[:, None]]
+        power = np.abs(np.fft.rfft(frames * self._window, axis=1)) ** 2
+        return (power @ self._mel_filters.T).astype(np.float32)
+
+    def forward(self, mels: np.ndarray) -> np.ndarray:
+        """Unit embeddings of a batch of 1.6 s mel pieces, shape (pieces, 256)."""
+        x = mels
+        for w_in, w_hidden, bias in self.layers:
+            gates_in = x @ w_in + bias
+            h = np.zeros((x.shape[0], w_hidden.shape[0]), np.float32)
+            c = np.zeros_like(h)
+            out = np.empty((x.shape[0], x.shape[1], h.shape[1]), np.float32)
+            for t in range(x.shape[1]):
+                i, f, g, o = np.split(gates_in[:, t] + h @ w_hidden, 4, axis=1)
+                c = expit(f) * c + expit(i) * np.tanh(g)
+                h = expit(o) * np.tanh(c)
+                out[:, t] = h
+            x = out
+        embedding = np.maximum(0.0, h @ self.linear[0] + self.linear[1])
+        return embedding / (np.linalg.norm(embedding, axis=1, keepdims=True) + 1e-9)
+
+
+@lru_cache(maxsize=1)
+def speaker_encoder() -> SpeakerEncoder | None:
+    """The speaker encoder when Resemblyzer's weights are installed, else None
+    (voices are then told apart by their cepstrum)."""
+    spec = importlib.util.find_spec(ENCODER_PACKAGE)  # finds the package without importing it (and torch)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
+    if not path.is_file():
+        return None
+    return SpeakerEncoder(read_torch_state(path)["model_state"])
+
+
+def read_torch_state(path: Path) -> dict:
+    """A checkpoint saved by torch.save in its legacy (pre-1.6, not zip) format,
+    with its tensors as numpy arrays, read without torch."""
+    storages: dict[str, tuple[type, int]] = {}
+
+    class Reader(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                return lambda storage, offset, size, stride, *_: (storage, offset, tuple(size), tuple(stride))
+            if module == "torch" and name.endswith("Storage"):
+                return _TORCH_STORAGES[name]
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            raise pickle.UnpicklingError(f"{path}: unexpected {module}.{name} in a weights file")
+
+        def persistent_load(self, pid):
+            _, dtype, key, _, size = pid[:5]
+            storages[key] = (dtype, size)
+            return key
+
+    with open(path, "rb") as f:
+        for _ in range(3):  # magic number, protocol version, system info
+            pickle.load(f)
+        state = Reader(f).load()
+        data = {}
+        for key in pickle.load(f):
+            dtype, size = storages[key]
+            (count,) = struct.unpack("<q", f.read(8))
+            data[key] = np.frombuffer(f.read(count * np.dtype(dtype).itemsize), dtype=dtype)
+
+    def tensors(value):
+        if isinstance(value, dict):
+            return {k: tensors(v) for k, v in value.items()}
+        if isinstance(value, tuple) and len(value) == 4 and value[0] in data:
+            key, offset, size, stride = value
+            flat = data[key]
+            return np.lib.stride_tricks.as_strided(flat[offset:], size, [s * flat.itemsize for s in stride]).copy()
+        return value
+
+    return tensors(state)
+
+
+_TORCH_STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
+                   "LongStorage": np.int64, "IntStorage": np.int32}  # fmt: skip
+
+
+PAUSE_S = 0.8
+"""A silence at least this long inside a Whisper segment cuts it in two. On a
+mono call Whisper runs a sentence and the reply after a pause into one
+segment (held-out h02: 怎么又问, 3.5 s of silence, 你这是什么态度), and one
+segment can only have one speaker. Measured with bench/roles.py."""
+QUIET_LEVEL = 0.3
+"""A frame is silent when its loudness is below this share of the way from
+the call's quiet frames (10th percentile) to its loud ones (90th): the
+noise floor of a noisy line is far from digital silence."""
+
+
+def split_at_pauses(mel: np.ndarray, segments: list[Segment]) -> list[Segment]:
+    """Cut segments at silences of ``PAUSE_S`` or more between their words.
+
+    The silence is found in the audio, not in the word times: Whisper
+    stretches the first word after a pause back over it (你 from 17.3 s to
+    20.7 s). A word goes to the side of the pause its end is on.
     """
+    energy = mel.mean(axis=0)
+    floor, peak = np.quantile(energy, 0.1), np.quantile(energy, 0.9)
+    quiet = energy < floor + QUIET_LEVEL * (peak - floor)
     out: list[Segment] = []
-    pending = list(segments)
-    while pending:
-        segment = pending.pop(0)
-        cut = _voice_change(mel, segment, log_odds)
-        if cut is None:
-            out.append(segment)
-            continue
-        pending[:0] = [_piece(segment, segment.words[:cut]), _piece(segment, segment.words[cut:])]
+    for segment in segments:
+        pieces = [segment]
+        for pause_start, pause_end in _pauses(quiet, segment.start, segment.end):
+            last = pieces.pop()
+            before = [w for w in last.words if w.end <= pause_start + 0.1]
+            after = [w for w in last.words if w.end > pause_start + 0.1]
+            if not before or not after:
+                pieces.append(last)
+                continue
+            after[0] = replace(after[0], start=max(after[0].start, pause_end))
+            pieces += [_piece(last, before), _piece(last, after)]
+        out += pieces
     return out
 
 
-def _voice_change(mel: np.ndarray, segment: Segment, log_odds) -> int | None:
-    words = segment.words
-    if len(words) < 2 or segment.end - segment.start < 2 * MIN_SIDE_S:
-        return None
-    best, best_gap = None, 0.0
-    for cut in range(1, len(words)):
-        left_end, right_start = words[cut - 1].end, words[cut].start
-        if left_end - words[0].start < MIN_SIDE_S or words[-1].end - right_start < MIN_SIDE_S:
-            continue
-        left, right = describe(mel, words[0].start, left_end), describe(mel, right_start, words[-1].end)
-        if left is None or right is None:
-            continue
-        a, b = log_odds(left), log_odds(right)
-        if a * b < 0 and min(abs(a), abs(b)) >= CHANGE_LOG_ODDS and abs(a - b) > best_gap:
-            best, best_gap = cut, abs(a - b)
-    return best
+def _pauses(quiet: np.ndarray, start: float, end: float) -> list[tuple[float, float]]:
+    """Silent stretches of at least ``PAUSE_S`` strictly inside ``start``-``end``, in order."""
+    first, last = int(start * FRAMES_PER_SECOND), min(len(quiet), int(end * FRAMES_PER_SECOND))
+    found, run_start = [], None
+    for frame in range(first, last):
+        if quiet[frame] and run_start is None:
+            run_start = frame
+        elif not quiet[frame] and run_start is not None:
+            if run_start > first and frame - run_start >= PAUSE_S * FRAMES_PER_SECOND:
+                found.append((run_start / FRAMES_PER_SECOND, frame / FRAMES_PER_SECOND))
+            run_start = None
+    return found
 
 
 def _piece(segment: Segment, words: list) -> Segment:
@@ -179,4 +377,4 @@ class RecentAudio:
         samples = self.between(start, end)
         if samples is None:
             return None
-        return describe(log_mel(samples), 0.0, len(samples) / self.sample_rate)
+        return Recording(samples).describe(0.0, len(samples) / self.sample_rate)

@@ -115,6 +115,62 @@ def test_too_few_sentences_keep_the_agent_unless_the_words_say_otherwise():
     assert [s.speaker for s in labelled] == ["agent", "customer"]
 
 
+def test_voices_barely_apart_are_not_trusted_and_short_sentences_count_for_less():
+    from monitor.roles import FULL_VOICE_S, NamedVoices, TwoVoices, trusted_separations
+
+    def voices(spread: float) -> TwoVoices:
+        return TwoVoices(np.zeros(2), np.ones(2), np.array([1.0, 0.0]), (-1.0, 1.0), spread)
+
+    at_voice1 = np.array([1.0, 0.0])
+    untrusted, trusted = trusted_separations()
+    apart, close = voices(2.0 / trusted), voices(2.0 / untrusted)
+    assert apart.trusted_log_odds(at_voice1) == apart.log_odds(at_voice1) > 0
+    assert close.trusted_log_odds(at_voice1) == 0.0 < close.log_odds(at_voice1)
+    named = NamedVoices(apart, 1.0)
+    assert named.acoustic(at_voice1, FULL_VOICE_S / 4) == pytest.approx(named.acoustic(at_voice1, FULL_VOICE_S) / 4)
+    assert named.acoustic(at_voice1, 3 * FULL_VOICE_S) == named.acoustic(at_voice1, FULL_VOICE_S)
+
+
+def test_a_segment_running_over_a_silence_is_cut_there():
+    """Whisper's word after a pause starts where the pause does (its 你 ran
+    from 17.3 s to 20.7 s); the cut follows the silence heard in the audio."""
+    from monitor.asr import Word
+    from monitor.audio import load_call
+    from monitor.voices import Recording, split_at_pauses
+
+    speech = load_call(str(DATA / "r01_real_customer.flac"), "mono").agent
+    turn = _labels("r01_real_customer")["turns"][1]
+    piece = speech[int(turn["start"] * 16000) : int(turn["start"] * 16000) + 16000]
+    samples = np.concatenate([piece, np.zeros(32000, np.float32), piece])  # 1 s, 2 s silence, 1 s
+    words = [Word(0.0, 0.5, "刚才"), Word(0.5, 1.0, "说了，"), Word(1.0, 3.5, "你"), Word(3.5, 4.0, "这是")]
+    segment = Segment(0.0, 4.0, "刚才说了，你这是", "agent", words)
+    pieces = split_at_pauses(Recording(samples).mel, [segment])
+    assert [p.text for p in pieces] == ["刚才说了，", "你这是"]
+    assert pieces[1].start >= 2.9
+    # A segment without a silence in it stays whole.
+    whole = Segment(0.0, 1.0, "刚才说了，", "agent", words[:2])
+    assert split_at_pauses(Recording(samples).mel, [whole]) == [whole]
+
+
+def test_the_speaker_encoder_hears_one_real_customer_across_recordings():
+    """r02: a TTS agent and one real speaker's three recordings, phone band.
+    The cepstrum put the speaker's recordings into different voices."""
+    from monitor.audio import load_call
+    from monitor.roles import fit_two_voices
+    from monitor.voices import Recording, speaker_encoder
+
+    if speaker_encoder() is None:
+        pytest.skip("Resemblyzer's weights are not installed (pip install --no-deps resemblyzer==0.1.4)")
+    turns = _labels("r02_real_customer_phone")["turns"]
+    recording = Recording(load_call(str(DATA / "r02_real_customer_phone.flac"), "mono").agent)
+    vectors = [recording.describe(t["start"], t["end"]) for t in turns]
+    assert all(v.shape == (256,) and abs(np.linalg.norm(v) - 1) < 1e-3 for v in vectors)
+    voices = fit_two_voices(vectors, [t["end"] - t["start"] for t in turns])
+    sides = [voices.log_odds(v) > 0 for v in vectors]
+    customer = [t["speaker"] == "customer" for t in turns]
+    assert sides == customer or sides == [not c for c in customer]
+
+
 # -- what an uncertain role costs --------------------------------------------------
 
 
