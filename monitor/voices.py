@@ -153,6 +153,14 @@ and 0.97 to 0.80 on roles_heldout x01-x04, where the text barely names the
 voices and a slightly different voice vector leaves the naming undecided."""
 ENCODER_LOUDNESS_DBFS = -30
 """Quiet speech is raised to this level first (as the encoder's training data was)."""
+ENCODER_LOUDEST_DBFS = -21
+"""Loud speech is lowered to this level first: a raised voice (an argument, 高声) is
+still its speaker's. Fed at its own level, the agent's shouted turns of a mono
+argument (tests/data/voice v02, 11 dB over their other turns) were put in the
+customer's voice at 0.83-0.99 and the agent's 我也不能变出一个师傅来 was lost.
+Between the two, levels are kept: the two sides of a mono mix often differ by a
+few dB, which helps tell them apart (at -24, bench/data/roles_heldout x04's
+real customer could no longer be told from the agent)."""
 
 
 class SpeakerEncoder:
@@ -176,7 +184,8 @@ class SpeakerEncoder:
         pieces, owner = [], []
         for index, samples in enumerate(stretches):
             rms = float(np.sqrt(np.mean(np.square(samples)) + 1e-12))
-            mel = self.mel(samples * max(1.0, 10 ** (ENCODER_LOUDNESS_DBFS / 20) / rms))
+            level = np.clip(20 * np.log10(rms), ENCODER_LOUDNESS_DBFS, ENCODER_LOUDEST_DBFS)
+            mel = self.mel(samples * (10 ** (level / 20) / rms))
             if mel.shape[0] < ENCODER_WINDOW:
                 # A short sentence is repeated to fill the window, not padded with
                 # silence, which the encoder would describe as much as the voice.
