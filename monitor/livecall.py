@@ -20,6 +20,7 @@ import numpy as np
 
 from monitor.alerts import WebhookSink
 from monitor.asr import Segment
+from monitor.meaning import model_for
 from monitor.roles import REVIEW_BELOW, LiveRoles, uncertain_or_unknown
 from monitor.sources import speaker_channels
 from monitor.stream import (
@@ -64,6 +65,9 @@ class LiveCall:
         self.watch = PhraseWatch(matcher)
         self.roles = None if self.stereo else LiveRoles(matcher)
         """Who speaks each sentence of a mono stream (``roles.LiveRoles``); None on stereo."""
+        self.meaning = model_for(matcher.phrasebook)
+        """The meaning model (``monitor.meaning``) judging committed agent sentences; None when off."""
+        self._last_agent_sentence: Segment | None = None
         self.segments: list[Segment] = []
         self.alerts: list[dict] = []
         self.started = time.monotonic()
@@ -168,6 +172,7 @@ class LiveCall:
                 with self._watch_lock:
                     self._withdraw_if_customer(segment)
                     hits = self.watch.check(event.segment.words, stream.speaker, commit=True)
+                    hits += self._meaning_hits(segment)
                     self._alert(hits, event.segment.words, commit=True, sighting=sighting)
             elif isinstance(event, Hypothesis):
                 sighting = Sighting(time.monotonic(), event.heard_until + self.options.stable_margin_s)
@@ -231,6 +236,8 @@ class LiveCall:
                 "uncertain_speaker": speaker_confidence is None or speaker_confidence < REVIEW_BELOW,
                 "pass": decoding_pass,
             }
+            if hit.detected_by is not None:
+                event.update(detected_by=hit.detected_by, model_probability=hit.model_probability)
             if self.external_ref is not None:
                 event["external_ref"] = self.external_ref
             # Latency is measured last, just before the event is handed to the sinks.
@@ -239,6 +246,20 @@ class LiveCall:
             self.alerts.append(event)
             self.latency_parts.append(self._parts(hit, sighting, now))
             self._emit(event)
+
+    def _meaning_hits(self, segment: Segment) -> list:
+        """The meaning model's deducting hit in a committed agent sentence where nothing
+        forbidden was found (not even provisionally): judged on committed text only, since a
+        provisional sentence's meaning may still change; review-band hits wait for the report."""
+        if self.meaning is None or segment.speaker != "agent":
+            return []
+        # with the agent's previous sentence: one stretch of such talk is one alert (meaning.STRETCH_GAP_S)
+        sentences = [s for s in (self._last_agent_sentence, segment) if s is not None]
+        self._last_agent_sentence = segment
+        hits = [h for h in self.meaning.hits(self.watch.matcher.phrasebook, sentences, self.watch.reported)
+                if h.end >= segment.end and self.meaning.deducts(h)]
+        self.watch.reported += hits
+        return hits
 
     # --- where an alert's latency goes (bench/live_latency.py) -------------------
     def _hold(self, hits, sighting: Sighting | None, why: str) -> None:

@@ -49,8 +49,10 @@ NONE = "none"
 """The class of a sentence that is not forbidden talk."""
 DETECTED_BY = "meaning_model"
 """``Hit.detected_by`` of the model's hits."""
-PHRASE_PREFIX = "meaning."
-"""The model's hits have phrase ids ``meaning.<category>`` (``Phrasebook.meaning_phrases``)."""
+STRETCH_GAP_S = 1.0
+"""Agent sentences at most this far apart, each forbidden, are one stretch of such talk and
+one event: Whisper cuts one outburst into sentences (跟你讲了你也听不懂。| 省省吧。), and
+the agent who said it once should lose the points once."""
 
 
 def model_text(text: str) -> str:
@@ -136,22 +138,41 @@ class MeaningModel:
     def hits(self, phrasebook: Phrasebook, segments: list[Segment], found: list[Hit]) -> list[Hit]:
         """Forbidden events in the agent's sentences where nothing forbidden was ``found``
         (phrases and rules), at least ``review_threshold`` likely; customer sentences are
-        never judged. A pure function of its inputs."""
+        never judged. Sentences of one stretch (``STRETCH_GAP_S``) are one event, and a
+        sentence continuing a stretch a rule found adds none. A pure function of its inputs."""
         phrases = {p.category: p for p in phrasebook.meaning_phrases}
         taken = [h for h in found if h.kind == "forbidden" and h.speaker != "customer" and h.start is not None]
-        sentences = [s for s in segments if s.speaker == "agent" and s.text.strip()
-                     and not any(h.start < s.end and s.start < h.end for h in taken)]
-        out = []
-        for sentence, judged in zip(sentences, self.judge([s.text for s in sentences], set(phrases))):
-            if judged.probability < self.review_threshold:
+        agent = sorted((s for s in segments if s.speaker == "agent" and s.text.strip()), key=lambda s: (s.start, s.end))
+        ruled = [any(h.start < s.end and s.start < h.end for h in taken) for s in agent]
+        open_ = [s for s, r in zip(agent, ruled) if not r]
+        verdicts = dict(zip(map(id, open_), self.judge([s.text for s in open_], set(phrases))))
+        out: list[Hit] = []
+        stretch_end, stretch_hit = None, None  # the forbidden stretch the last sentence was part of
+        for sentence, by_rule in zip(agent, ruled):
+            verdict = verdicts.get(id(sentence))
+            forbidden = by_rule or verdict.probability >= self.review_threshold
+            if not forbidden:
+                stretch_end, stretch_hit = None, None
                 continue
-            phrase = phrases[judged.category]
-            out.append(Hit(
+            if stretch_end is not None and sentence.start - stretch_end <= STRETCH_GAP_S:
+                stretch_end = max(stretch_end, sentence.end)
+                if stretch_hit is not None and not by_rule:  # the model's stretch goes on
+                    stretch_hit.end = sentence.end
+                    stretch_hit.heard += sentence.text
+                    probability = max(stretch_hit.model_probability, round(verdict.probability, 3))
+                    stretch_hit.model_probability = stretch_hit.confidence = probability
+                continue
+            stretch_end, stretch_hit = sentence.end, None
+            if by_rule:
+                continue
+            phrase = phrases[verdict.category]
+            stretch_hit = Hit(
                 phrase_id=phrase.id, kind="forbidden", category=phrase.category, canonical=phrase.text,
-                heard=sentence.text, confidence=round(judged.probability, 3), article=phrase.article,
+                heard=sentence.text, confidence=round(verdict.probability, 3), article=phrase.article,
                 start=sentence.start, end=sentence.end, speaker="agent", method="meaning",
-                detected_by=DETECTED_BY, model_probability=round(judged.probability, 3),
-            ))
+                detected_by=DETECTED_BY, model_probability=round(verdict.probability, 3),
+            )
+            out.append(stretch_hit)
         return out
 
     def deducts(self, hit: Hit) -> bool:
