@@ -11,7 +11,7 @@ at the thresholds the bundled model carries:
    only adds sentences where no rule fired);
 2. lines never trained on at all: the polite lines of tests/compliance_cases.yaml and of the
    sealed office batches (``absent_kind: forbidden``);
-3. with ``--calls``: the sample calls (samples/calls) through the real pipeline (Whisper,
+3. with ``--calls``: the sample calls (samples/) through the real pipeline (Whisper,
    matching, rules): every meaning-model event on an agent turn not tagged forbidden is a false
    alarm; the sample calls' turns are not in the training data;
 4. speed: sentences judged per second, one at a time and batched.
@@ -103,7 +103,7 @@ def sample_calls() -> None:
 
     transcriber = Transcriber()
     sentences = review = deducted = 0
-    for labels_path in sorted((ROOT / "samples" / "calls").glob("*.labels.json")):
+    for labels_path in sorted((ROOT / "samples").glob("*.labels.json")):
         labels = json.loads(labels_path.read_text(encoding="utf-8"))
         report = score_call(str(labels_path.with_suffix("").with_suffix(".wav")), transcriber,
                             load_phrasebook(labels["phrasebook"]), ScoreOptions())

@@ -9,7 +9,7 @@ Labelled lines, all with 您 read as 你 (``monitor.meaning.model_text``):
 - bench/data/ordinary_agent_lines.txt: ordinary agent talk, ``none``;
 - the bundled codes' own non-forbidden phrases (greetings, apologies...), ``none``.
 
-The sample calls' agent turns (samples/calls) are NOT trained on: they are the held-out
+The sample calls' agent turns (samples/) are NOT trained on: they are the held-out
 ordinary talk of bench/kind_classifier.py.
 
 Thresholds are chosen on out-of-fold probabilities: each blind batch held out in turn

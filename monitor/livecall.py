@@ -429,6 +429,9 @@ class LiveCall:
         and first-pass alerts of the group it no longer supports (retracted)."""
         hits = [h for h in self.watch.matcher.match_segments(segments)
                 if h.kind == "forbidden" and h.speaker == job.speaker and (h.start + h.end) / 2 >= job.start]
+        if self.meaning is not None:  # the model's hits in the refined sentences back (or raise) alerts too
+            hits += [h for h in self.meaning.hits(self.watch.matcher.phrasebook, segments, hits)
+                     if self.meaning.deducts(h) and (h.start + h.end) / 2 >= job.start]
 
         def same(alert: dict, hit) -> bool:
             """The hit backs the alert: the same phrase about the same time (timestamps move between
