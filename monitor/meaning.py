@@ -139,7 +139,7 @@ class MeaningModel:
         """Forbidden events in the agent's sentences where nothing forbidden was ``found``
         (phrases and rules), at least ``review_threshold`` likely; customer sentences are
         never judged. Sentences of one stretch (``STRETCH_GAP_S``) are one event, and a
-        sentence continuing a stretch a rule found adds none. A pure function of its inputs."""
+        stretch where a rule fired in any sentence adds none. A pure function of its inputs."""
         phrases = {p.category: p for p in phrasebook.meaning_phrases}
         taken = [h for h in found if h.kind == "forbidden" and h.speaker != "customer" and h.start is not None]
         agent = sorted((s for s in segments if s.speaker == "agent" and s.text.strip()), key=lambda s: (s.start, s.end))
@@ -156,7 +156,10 @@ class MeaningModel:
                 continue
             if stretch_end is not None and sentence.start - stretch_end <= STRETCH_GAP_S:
                 stretch_end = max(stretch_end, sentence.end)
-                if stretch_hit is not None and not by_rule:  # the model's stretch goes on
+                if stretch_hit is not None and by_rule:  # a rule's event counts this stretch
+                    out.remove(stretch_hit)
+                    stretch_hit = None
+                elif stretch_hit is not None:  # the model's stretch goes on
                     stretch_hit.end = sentence.end
                     stretch_hit.heard += sentence.text
                     probability = max(stretch_hit.model_probability, round(verdict.probability, 3))

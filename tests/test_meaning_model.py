@@ -124,3 +124,17 @@ def test_a_phrasebook_can_turn_the_model_off(tmp_path):
     judgement = judged(off, agent_call(("agent", UNSEEN[0][0])))
     assert not [e for e in judgement.events if e.kind == "forbidden"]
     assert model_for(load_phrasebook("customer_service")) is not None
+
+
+def test_one_stretch_of_forbidden_sentences_is_one_event():
+    """Whisper cuts one outburst into sentences: the agent loses the points once."""
+    phrasebook = load_phrasebook("customer_service")
+    first, second = UNSEEN[0][0], UNSEEN[1][0]
+    close = [Segment(0.0, 1.5, first, "agent"), Segment(1.8, 3.0, second, "agent")]
+    [event] = [e for e in judged(phrasebook, close).events if e.kind == "forbidden"]
+    assert event.heard == first + second and (event.start, event.end) == (0.0, 3.0)
+    apart = [Segment(0.0, 1.5, first, "agent"), Segment(9.0, 10.5, second, "agent")]
+    assert len([e for e in judged(phrasebook, apart).events if e.kind == "forbidden"]) == 2
+    ruled = [Segment(0.0, 1.5, first, "agent"), Segment(1.8, 3.5, "这事儿我真管不了，你自己想办法吧", "agent")]
+    forbidden = [e for e in judged(phrasebook, ruled).events if e.kind == "forbidden"]
+    assert forbidden and all(e.detected_by is None for e in forbidden)
