@@ -16,8 +16,32 @@ at the thresholds the bundled model carries:
    alarm; the sample calls' turns are not in the training data;
 4. speed: sentences judged per second, one at a time and batched.
 
-Measured 2026-11-28 (C=30, 2567 training lines; thresholds deduct 0.xx, review 0.xx): see the
-figures below, filled in from a run of this bench.
+Measured 2026-11-28 (C=30, 2609 training lines; the thresholds train_meaning.py chose on the
+out-of-fold probabilities: deduct 0.83, review 0.61):
+
+- held-out blind batches (697 forbidden lines, 648 polite near misses), the model alone: at the
+  deduct threshold 374/697 = 0.54 found, precision 0.995 (2 polite lines fired), its kind right for
+  302/374; at the review threshold 537/697 = 0.77, precision 0.991 (5 polite). Ordinary agent talk
+  held out the same way (371 lines): 1 fires at deduct (0.3 per 100 sentences), 11 at review (3.0 per
+  100). The rules as they are now find 644/697 with no polite line (tuned after most batches: their
+  first looks found 266/697); rules or model: 669/697 = 0.96 at deduct (precision 0.997), 682/697 =
+  0.98 counting review hits. At 0.5 the model alone finds 590/697 (11 polite, 15/371 ordinary): the
+  old binary model of this bench found 636/697 at 0.5 (17 polite), but one threshold for all kinds
+  and no kind.
+- never trained on: of 189 polite lines of tests/compliance_cases.yaml and the sealed office batches,
+  1 reaches deduct (裁员的事我私下跟你讲不了 等公司通知吧, 0.95 推诿) and 9 review (refusing a gift,
+  我不能跟您打包票…: 不能 reads as refusing to help).
+- the sample calls through the real pipeline (Whisper base, roles, rules): 0 model events on their 30
+  ordinary agent turns, deducted or for review. (One is not clean: the live second pass once heard
+  d06's untagged 喂，什么事？ as 脏话 at 0.86; plain phone openings were then added as negatives.)
+- synthesized calls after Whisper (bench/data/kinds_e2e/*.json through tools/synth_call.py and
+  ``monitor score``): k03 (new wordings, customer_service) 5/5 forbidden turns found, one by the model
+  alone (反正我这儿处理不了。爱找谁找谁。 0.996 推诿, one event for the two sentences); k01 4/4 (by the
+  rules: the model's 0.95 on one turn's first sentence gives way to a rule's hit in its second); k02
+  3/4 (one by the model alone, 0.90); no model event on any of their 15 ordinary agent turns. Live (``monitor.live --file`` k03): the model's alert comes on the committed
+  sentence, and the rule that fires there later is no second alert.
+- speed: about 3,000 sentences/s one at a time, 50,000/s batched (one core, shared machine); the
+  model file is 734 KiB (235,200 weights over hashed n-grams).
 
     python bench/kind_classifier.py [--calls]
 """
