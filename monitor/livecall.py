@@ -253,6 +253,8 @@ class LiveCall:
         provisional sentence's meaning may still change; review-band hits wait for the report."""
         if self.meaning is None or segment.speaker != "agent":
             return []
+        if self.roles is not None and (segment.speaker_confidence is None or segment.speaker_confidence < REVIEW_BELOW):
+            return []  # on a mono stream, only sentences surely the agent's: the model has no guard words to lean on
         # with the agent's previous sentence: one stretch of such talk is one alert (meaning.STRETCH_GAP_S)
         sentences = [s for s in (self._last_agent_sentence, segment) if s is not None]
         self._last_agent_sentence = segment
@@ -436,8 +438,10 @@ class LiveCall:
         def same(alert: dict, hit) -> bool:
             """The hit backs the alert: the same phrase about the same time (timestamps move between
             passes), or another forbidden phrase over the same words (这事不归我管 heard as the
-            code's own wording where the first pass matched the lexicon's rule)."""
-            slack = slack_s if alert["phrase_id"] == hit.phrase_id else 0.0
+            code's own wording where the first pass matched the lexicon's rule); a meaning-model
+            alert is backed by any forbidden hit about the same time (the second pass's whole
+            sentence may hold a rule's hit where the first pass's fragment held the model's)."""
+            slack = slack_s if alert["phrase_id"] == hit.phrase_id or alert.get("detected_by") else 0.0
             return alert["start"] - slack < hit.end and hit.start < alert["end"] + slack
 
         # (by its middle: word times may reach a little past the end of the group's audio)
