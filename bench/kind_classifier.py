@@ -1,156 +1,181 @@
-"""Would a small learned component find forbidden kinds better than the lexicon's rules?
+"""How well the meaning model (monitor/meaning.py) finds forbidden kinds on talk it never saw.
 
-Trains a character 1–3-gram logistic regression (numpy and scipy's sparse matrices: nothing
-to install or download; seconds to train) on the tuned cases (tests/meaning_cases.yaml, without its ordinary call talk),
-the blind batches up to blind6 (and any after blind10), the sample calls' agent turns and the codes' own polite
-phrases, all with 您 read as 你. Then scores lines it never saw, beside the rules:
+The model is trained by bench/train_meaning.py (scikit-learn logistic regression over hashed
+character 1–3-grams, seven classes: the lexicon's six kinds and ``none``). This bench measures,
+at the thresholds the bundled model carries:
 
-- blind7 to blind10 (tests/meaning_blind_cases.yaml): forbidden lines and polite
-  near misses, as in bench/match_eval.py (any forbidden hit finds a line);
-- the ordinary call talk of tests/meaning_cases.yaml (type ``ordinary``: 您好 请问挂哪个科):
-  what share of plain agent sentences would raise an alarm.
+1. held-out lines: each of the fourteen blind batches held out in turn (the model trained on
+   everything else, ordinary talk split into folds alongside): recall, precision, polite near
+   misses and ordinary sentences fired, the kind named right; beside the lexicon's rules as they
+   are now (tuned after most batches, so flattering) and the two together (the monitor: the model
+   only adds sentences where no rule fired);
+2. lines never trained on at all: the polite lines of tests/compliance_cases.yaml and of the
+   sealed office batches (``absent_kind: forbidden``);
+3. with ``--calls``: the sample calls (samples/) through the real pipeline (Whisper,
+   matching, rules): every meaning-model event on an agent turn not tagged forbidden is a false
+   alarm; the sample calls' turns are not in the training data;
+4. speed: sentences judged per second, one at a time and batched.
 
-Measured 2026-11-28 (1481 training lines, the probe batches among them): at threshold
-0.5 the classifier finds 80/90, 32/36, 35/36 and 33/36 of blind7–10, far more than the
-rules' first looks (22/90, 25/36, 15/36, 17/36), raising 3/75, 1/30, 2/30 and 2/30 polite
-near misses; but it flags 12 of the 62 ordinary sentences (4 at 0.7, 1 at 0.9, where its
-recall falls to about half), and the rules flag none. On a call of 50 agent sentences
-that is several false alarms per call, so the monitor keeps the rules; this bench says
-how far a model is, and what it would need: ordinary call talk by the hundred as negatives.
+Measured 2026-11-28 (C=30, 2609 training lines; the thresholds train_meaning.py chose on the
+out-of-fold probabilities: deduct 0.83, review 0.61):
 
-Measured again 2026-11-28 with blind11 and blind12 held out (``--unseen blind11 blind12``,
-1844 training lines): at 0.5 the classifier finds 48/50 and 39/40 (3/50 and 2/40 polite
-raised) where the rules' first looks were 29/50 and 27/40, but raises 15 of the 62 ordinary
-sentences (4 at 0.7; at 0.9 one, and recall 32/50 and 25/40). The same trade as before.
+- held-out blind batches (697 forbidden lines, 648 polite near misses), the model alone: at the
+  deduct threshold 374/697 = 0.54 found, precision 0.995 (2 polite lines fired), its kind right for
+  302/374; at the review threshold 537/697 = 0.77, precision 0.991 (5 polite). Ordinary agent talk
+  held out the same way (371 lines): 1 fires at deduct (0.3 per 100 sentences), 11 at review (3.0 per
+  100). The rules as they are now find 644/697 with no polite line (tuned after most batches: their
+  first looks found 266/697); rules or model: 669/697 = 0.96 at deduct (precision 0.997), 682/697 =
+  0.98 counting review hits. At 0.5 the model alone finds 590/697 (11 polite, 15/371 ordinary): the
+  old binary model of this bench found 636/697 at 0.5 (17 polite), but one threshold for all kinds
+  and no kind.
+- never trained on: of 189 polite lines of tests/compliance_cases.yaml and the sealed office batches,
+  1 reaches deduct (裁员的事我私下跟你讲不了 等公司通知吧, 0.95 推诿) and 9 review (refusing a gift,
+  我不能跟您打包票…: 不能 reads as refusing to help).
+- the sample calls through the real pipeline (Whisper base, roles, rules): 0 model events on their 30
+  ordinary agent turns, deducted or for review. (One is not clean: the live second pass once heard
+  d06's untagged 喂，什么事？ as 脏话 at 0.86; plain phone openings were then added as negatives.)
+- synthesized calls after Whisper (bench/data/kinds_e2e/*.json through tools/synth_call.py and
+  ``monitor score``): k03 (new wordings, customer_service) 5/5 forbidden turns found, one by the model
+  alone (反正我这儿处理不了。爱找谁找谁。 0.996 推诿, one event for the two sentences); k01 4/4 (by the
+  rules: the model's 0.95 on one turn's first sentence gives way to a rule's hit in its second); k02
+  3/4 (one by the model alone, 0.90); no model event on any of their 15 ordinary agent turns. Live (``monitor.live --file`` k03): the model's alert comes on the committed
+  sentence, and the rule that fires there later is no second alert.
+- speed: about 3,000 sentences/s one at a time, 50,000/s batched (one core, shared machine); the
+  model file is 734 KiB (235,200 weights over hashed n-grams).
 
-With blind13 and blind14 held out (written after this session's rule changes; the rules'
-first looks 21/46 and 10/44): at 0.5 the classifier finds 44/46 and 41/44 (7/46 and 1/42
-polite raised) and raises 14 of the 62 ordinary sentences. Trained also on ordinary agent
-talk (``--ordinary``, bench/data/ordinary_agent_lines.txt; the 62 stay held out): with 151
-lines, 44/46 and 38/44 (3/46 and 1/42 polite raised) and 3 of the 62 at 0.5; with 267 lines,
-the same recall and polite lines and 1 of the 62 (打印机没纸了 我去拿), 0 at 0.9. So on
-held-out lines it reaches the issue's aim (82/90 = 0.91 found, 82/86 = 0.95 precise) where the
-rules find 31/90; what it lacked was ordinary talk as negatives. Before it raises alerts it
-needs more of that (one false alarm in 62 sentences is about one a call), a kind per hit
-(a multi-class model: an event names its article), and a threshold chosen on held-out calls
-after Whisper. The "rules or it" figures are the two together.
-
-Each blind batch held out in turn (``--unseen blindN --ordinary``, fourteen runs): at 0.5 it
-finds 636/697 (0.91) raising 17/648 polite lines (precision 0.97); at 0.7, 559/697 and 6/648.
-The rules' first looks on the same batches: 266/697, raising 10/648. (The older batches are
-less clean held-out: tuned cases written after them are in training.)
-
-    python bench/kind_classifier.py [--epochs 800] [--unseen blind13 blind14] [--ordinary]
+    python bench/kind_classifier.py [--calls]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy import sparse
-
-from monitor.match import matcher_for
-from monitor.normalize import normalize
-from monitor.phrasebook import load_phrasebook
 
 ROOT = Path(__file__).resolve().parent.parent
-UNSEEN = ("blind7", "blind8", "blind9", "blind10")
-ORDINARY = ROOT / "bench" / "data" / "ordinary_agent_lines.txt"
-"""Ordinary agent talk, trained on as negatives with ``--ordinary`` (the 62 of tests/meaning_cases.yaml stay held out)."""
-THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from monitor.match import matcher_for  # noqa: E402
+from monitor.meaning import NONE, bundled_model  # noqa: E402
+from monitor.phrasebook import load_phrasebook  # noqa: E402
+from train_meaning import BLIND, labelled_lines, out_of_fold  # noqa: E402
 
 
-def grams(text: str) -> list[str]:
-    chars = "^" + normalize(text).text.replace("您", "你") + "$"
-    return [chars[i:i + n] for n in (1, 2, 3) for i in range(len(chars) - n + 1)]
+def rules_fire(phrasebook: str, text: str) -> bool:
+    return any(h.kind == "forbidden" for h in matcher_for(load_phrasebook(phrasebook)).match_text(text))
 
 
-def batch_of(case: dict) -> str:
-    return case["type"].split("/")[0]
+def held_out_lines(deduct: float, review: float) -> None:
+    lines = labelled_lines()
+    started = time.perf_counter()
+    probability, kinds = out_of_fold(lines)
+    print(f"out-of-fold probabilities of {int((~np.isnan(probability)).sum())} lines in {time.perf_counter() - started:.0f} s")
+    blind = yaml.safe_load(BLIND.read_text(encoding="utf-8"))
+    phrasebook_of = {c["text"]: c["phrasebook"] for c in blind}
+    rules = {i: rules_fire(phrasebook_of[l.text], l.text) for i, l in enumerate(lines) if l.fold.startswith("blind")}
+    for name, threshold in (("deduct", deduct), ("review", review)):
+        totals = {"found": 0, "forbidden": 0, "raised": 0, "polite": 0, "either": 0, "either_raised": 0,
+                  "rules": 0, "rules_raised": 0, "kind": 0}
+        for i, line in enumerate(lines):
+            if not line.fold.startswith("blind"):
+                continue
+            fired = probability[i] >= threshold
+            either = rules[i] or fired
+            if line.label != NONE:
+                totals["forbidden"] += 1
+                totals["found"] += fired
+                totals["kind"] += fired and kinds[i] == line.label
+                totals["either"] += either
+                totals["rules"] += rules[i]
+            else:
+                totals["polite"] += 1
+                totals["raised"] += fired
+                totals["either_raised"] += either
+                totals["rules_raised"] += rules[i]
+        ordinary = [i for i, l in enumerate(lines) if l.fold.startswith("ordinary")]
+        ordinary_fired = sum(probability[i] >= threshold for i in ordinary)
+        t = totals
+        print(f"{name} ≥ {threshold}: model {t['found']}/{t['forbidden']} = {t['found'] / t['forbidden']:.3f} "
+              f"(kind right {t['kind']}/{t['found']}), precision {t['found'] / max(1, t['found'] + t['raised']):.3f} "
+              f"({t['raised']}/{t['polite']} polite); rules now {t['rules']}/{t['forbidden']} "
+              f"({t['rules_raised']} polite); rules or model {t['either']}/{t['forbidden']} = "
+              f"{t['either'] / t['forbidden']:.3f}, precision {t['either'] / max(1, t['either'] + t['either_raised']):.3f}; "
+              f"ordinary {ordinary_fired}/{len(ordinary)} = {100 * ordinary_fired / len(ordinary):.1f} per 100")
 
 
-def training_lines(tuned: list[dict], blind: list[dict], unseen: tuple[str, ...], ordinary: bool) -> list[tuple[str, bool]]:
-    lines = [(c["text"], "expect" in c) for c in tuned if c["type"] != "ordinary"]
-    lines += [(c["text"], "expect" in c) for c in blind if batch_of(c) not in unseen]
-    for labels in sorted((ROOT / "samples" / "calls").glob("*.labels.json")):
-        turns = json.loads(labels.read_text(encoding="utf-8"))["turns"]
-        lines += [(t["text"], "forbidden" in t["tags"]) for t in turns if t["speaker"] == "agent"]
-    for name in ("broadband", "customer_service", "investment"):
-        lines += [(p.text.replace("**", ""), False) for p in load_phrasebook(name).phrases if p.kind != "forbidden"]
-    if ordinary:
-        lines += [(line.strip(), False) for line in ORDINARY.read_text(encoding="utf-8").splitlines()
-                  if line.strip() and not line.startswith("#")]
-    return lines
+def never_trained(deduct: float, review: float) -> None:
+    model = bundled_model()
+    cases = yaml.safe_load((ROOT / "tests" / "compliance_cases.yaml").read_text(encoding="utf-8"))
+    for path in sorted((ROOT / "bench" / "data" / "office" / "sealed").glob("*.yaml")):
+        cases += yaml.safe_load(path.read_text(encoding="utf-8"))
+    polite = [c["text"] for c in cases if c.get("absent_kind") == "forbidden" and c.get("speaker", "agent") == "agent"]
+    p = np.array([j.probability for j in model.judge(polite)])
+    print(f"never-trained polite lines (compliance_cases + office sealed, {len(polite)}): "
+          f"{int((p >= deduct).sum())} ≥ deduct, {int((p >= review).sum())} ≥ review: "
+          f"{[t for t, q in zip(polite, p) if q >= review][:6]}")
 
 
-class Model:
-    """Logistic regression over binary n-gram features (a sparse matrix), by plain gradient descent."""
+def sample_calls() -> None:
+    from monitor.asr import Transcriber
+    from monitor.pipeline import ScoreOptions, score_call
 
-    def __init__(self, lines: list[tuple[str, bool]], epochs: int, rate: float = 1.0, l2: float = 1e-3):
-        self.vocabulary: dict[str, int] = {}
-        for text, _ in lines:
-            for gram in grams(text):
-                self.vocabulary.setdefault(gram, len(self.vocabulary))
-        rows = [sorted({self.vocabulary[g] for g in grams(text)}) for text, _ in lines]
-        x = sparse.csr_matrix((np.ones(sum(map(len, rows))), np.concatenate(rows).astype(int),
-                               np.cumsum([0] + [len(r) for r in rows])), shape=(len(lines), len(self.vocabulary)))
-        y = np.array([label for _, label in lines], dtype=float)
-        self.weights, self.bias = np.zeros(x.shape[1]), 0.0
-        for _ in range(epochs):
-            error = 1 / (1 + np.exp(-(x @ self.weights + self.bias))) - y
-            self.weights -= rate * (x.T @ error / len(y) + l2 * self.weights)
-            self.bias -= rate * error.mean()
-
-    def features(self, text: str) -> np.ndarray:
-        x = np.zeros(len(self.vocabulary))
-        x[[self.vocabulary[g] for g in grams(text) if g in self.vocabulary]] = 1
-        return x
-
-    def score(self, text: str) -> float:
-        return float(1 / (1 + np.exp(-(self.features(text) @ self.weights + self.bias))))
-
-
-def rules_fire(case: dict) -> bool:
-    return any(h.kind == "forbidden" for h in matcher_for(load_phrasebook(case["phrasebook"])).match_text(case["text"]))
+    transcriber = Transcriber()
+    sentences = review = deducted = 0
+    for labels_path in sorted((ROOT / "samples").glob("*.labels.json")):
+        labels = json.loads(labels_path.read_text(encoding="utf-8"))
+        report = score_call(str(labels_path.with_suffix("").with_suffix(".wav")), transcriber,
+                            load_phrasebook(labels["phrasebook"]), ScoreOptions())
+        forbidden_turns = [t for t in labels["turns"] if t["speaker"] == "agent" and "forbidden" in t["tags"]]
+        sentences += sum(1 for t in labels["turns"] if t["speaker"] == "agent" and "forbidden" not in t["tags"])
+        for event in report["events"]:
+            if event.get("detected_by") != "meaning_model":
+                continue
+            on_forbidden = any(t["start"] - 1 <= event["start"] <= t["end"] + 1 for t in forbidden_turns)
+            mark = "" if on_forbidden else "FALSE ALARM "
+            print(f"  {labels_path.stem}: {mark}{event['category']} p={event['model_probability']} "
+                  f"{'review' if event['held_for_review'] else 'deduct'}: {event['heard']}")
+            if not on_forbidden:
+                review += event["held_for_review"]
+                deducted += not event["held_for_review"]
+    print(f"sample calls: {sentences} ordinary agent turns; meaning-model false alarms {deducted} deducted, "
+          f"{review} for review ({100 * (deducted + review) / max(1, sentences):.1f} per 100)")
 
 
-def figures(cases: list[dict], fires) -> str:
-    found = sum(fires(c) for c in cases if "expect" in c)
-    forbidden = sum("expect" in c for c in cases)
-    raised = sum(fires(c) for c in cases if "expect" not in c)
-    polite = len(cases) - forbidden
-    return (f"R {found}/{forbidden} = {found / max(1, forbidden):.2f}, P {found / max(1, found + raised):.2f} "
-            f"({raised}/{polite} polite raised)")
+def speed() -> None:
+    model = bundled_model()
+    texts = [line.strip() for line in (ROOT / "bench" / "data" / "ordinary_agent_lines.txt").read_text(
+        encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
+    started = time.perf_counter()
+    for text in texts:
+        model.judge([text])
+    one = len(texts) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    model.judge(texts * 10)
+    batched = 10 * len(texts) / (time.perf_counter() - started)
+    print(f"speed: {one:.0f} sentences/s one at a time, {batched:.0f} batched "
+          f"({len(model.classes)} classes, {model.weights.nnz} weights)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=800)
-    parser.add_argument("--unseen", nargs="+", default=list(UNSEEN), help="blind batches held out of training")
-    parser.add_argument("--ordinary", action="store_true", help=f"also train on {ORDINARY.name} as negatives")
+    parser.add_argument("--calls", action="store_true", help="also score the sample calls through the pipeline")
+    parser.add_argument("--skip-held-out", action="store_true", help="skip the (minutes long) cross-validation")
     args = parser.parse_args()
-    tuned = yaml.safe_load((ROOT / "tests" / "meaning_cases.yaml").read_text(encoding="utf-8"))
-    blind = yaml.safe_load((ROOT / "tests" / "meaning_blind_cases.yaml").read_text(encoding="utf-8"))
-    lines = training_lines(tuned, blind, tuple(args.unseen), args.ordinary)
-    model = Model(lines, args.epochs)
-    print(f"trained on {len(lines)} lines ({sum(label for _, label in lines)} forbidden), "
-          f"{len(model.vocabulary)} n-grams")
-    ordinary = [c for c in tuned if c["type"] == "ordinary"]
-    for batch in args.unseen:
-        cases = [c for c in blind if batch_of(c) == batch]
-        print(f"{batch}: rules now {figures(cases, rules_fire)}")
-        fired = {id(c): rules_fire(c) for c in cases}
-        for threshold in THRESHOLDS:
-            print(f"  classifier > {threshold}: {figures(cases, lambda c: model.score(c['text']) > threshold)}; "
-                  f"rules or it: {figures(cases, lambda c: fired[id(c)] or model.score(c['text']) > threshold)}")
-    print(f"ordinary call talk ({len(ordinary)} lines): rules raise {sum(map(rules_fire, ordinary))}")
-    for threshold in THRESHOLDS:
-        flagged = [c["text"] for c in ordinary if model.score(c["text"]) > threshold]
-        print(f"  classifier > {threshold}: raises {len(flagged)} {flagged[:3]}")
+    model = bundled_model()
+    deduct, review = model.deduct_threshold, model.review_threshold
+    print(f"bundled model: deduct ≥ {deduct}, review ≥ {review}, trained on {model.settings['training_lines']} lines")
+    speed()
+    never_trained(deduct, review)
+    if not args.skip_held_out:
+        held_out_lines(deduct, review)
+    if args.calls:
+        sample_calls()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np
 
 from monitor.alerts import WebhookSink
 from monitor.asr import Segment
+from monitor.meaning import model_for
 from monitor.roles import REVIEW_BELOW, LiveRoles, uncertain_or_unknown
 from monitor.sources import speaker_channels
 from monitor.stream import (
@@ -64,6 +65,9 @@ class LiveCall:
         self.watch = PhraseWatch(matcher)
         self.roles = None if self.stereo else LiveRoles(matcher)
         """Who speaks each sentence of a mono stream (``roles.LiveRoles``); None on stereo."""
+        self.meaning = model_for(matcher.phrasebook)
+        """The meaning model (``monitor.meaning``) judging committed agent sentences; None when off."""
+        self._last_agent_sentence: Segment | None = None
         self.segments: list[Segment] = []
         self.alerts: list[dict] = []
         self.started = time.monotonic()
@@ -168,6 +172,7 @@ class LiveCall:
                 with self._watch_lock:
                     self._withdraw_if_customer(segment)
                     hits = self.watch.check(event.segment.words, stream.speaker, commit=True)
+                    hits += self._meaning_hits(segment)
                     self._alert(hits, event.segment.words, commit=True, sighting=sighting)
             elif isinstance(event, Hypothesis):
                 sighting = Sighting(time.monotonic(), event.heard_until + self.options.stable_margin_s)
@@ -231,6 +236,8 @@ class LiveCall:
                 "uncertain_speaker": speaker_confidence is None or speaker_confidence < REVIEW_BELOW,
                 "pass": decoding_pass,
             }
+            if hit.detected_by is not None:
+                event.update(detected_by=hit.detected_by, model_probability=hit.model_probability)
             if self.external_ref is not None:
                 event["external_ref"] = self.external_ref
             # Latency is measured last, just before the event is handed to the sinks.
@@ -239,6 +246,22 @@ class LiveCall:
             self.alerts.append(event)
             self.latency_parts.append(self._parts(hit, sighting, now))
             self._emit(event)
+
+    def _meaning_hits(self, segment: Segment) -> list:
+        """The meaning model's deducting hit in a committed agent sentence where nothing
+        forbidden was found (not even provisionally): judged on committed text only, since a
+        provisional sentence's meaning may still change; review-band hits wait for the report."""
+        if self.meaning is None or segment.speaker != "agent":
+            return []
+        if self.roles is not None and (segment.speaker_confidence is None or segment.speaker_confidence < REVIEW_BELOW):
+            return []  # on a mono stream, only sentences surely the agent's: the model has no guard words to lean on
+        # with the agent's previous sentence: one stretch of such talk is one alert (meaning.STRETCH_GAP_S)
+        sentences = [s for s in (self._last_agent_sentence, segment) if s is not None]
+        self._last_agent_sentence = segment
+        hits = [h for h in self.meaning.hits(self.watch.matcher.phrasebook, sentences, self.watch.reported)
+                if h.end >= segment.end and self.meaning.deducts(h)]
+        self.watch.reported += hits
+        return hits
 
     # --- where an alert's latency goes (bench/live_latency.py) -------------------
     def _hold(self, hits, sighting: Sighting | None, why: str) -> None:
@@ -408,12 +431,17 @@ class LiveCall:
         and first-pass alerts of the group it no longer supports (retracted)."""
         hits = [h for h in self.watch.matcher.match_segments(segments)
                 if h.kind == "forbidden" and h.speaker == job.speaker and (h.start + h.end) / 2 >= job.start]
+        if self.meaning is not None:  # the model's hits in the refined sentences back (or raise) alerts too
+            hits += [h for h in self.meaning.hits(self.watch.matcher.phrasebook, segments, hits)
+                     if self.meaning.deducts(h) and (h.start + h.end) / 2 >= job.start]
 
         def same(alert: dict, hit) -> bool:
             """The hit backs the alert: the same phrase about the same time (timestamps move between
             passes), or another forbidden phrase over the same words (这事不归我管 heard as the
-            code's own wording where the first pass matched the lexicon's rule)."""
-            slack = slack_s if alert["phrase_id"] == hit.phrase_id else 0.0
+            code's own wording where the first pass matched the lexicon's rule); a meaning-model
+            alert is backed by any forbidden hit about the same time (the second pass's whole
+            sentence may hold a rule's hit where the first pass's fragment held the model's)."""
+            slack = slack_s if alert["phrase_id"] == hit.phrase_id or alert.get("detected_by") else 0.0
             return alert["start"] - slack < hit.end and hit.start < alert["end"] + slack
 
         # (by its middle: word times may reach a little past the end of the group's audio)

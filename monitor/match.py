@@ -100,9 +100,16 @@ class Hit:
     speaker: str
     """agent or customer; agent for bare text."""
     method: str
-    """exact, template, fuzzy or rule (a forbidden kind's word groups, ``monitor.kinds``)."""
+    """exact, template, fuzzy, rule (a forbidden kind's word groups, ``monitor.kinds``) or
+    meaning (the meaning model, ``monitor.meaning``)."""
+    detected_by: str | None = None
+    """``meaning_model`` for the meaning model's hits; None for the phrasebook's and the lexicon's."""
+    model_probability: float | None = None
+    """The meaning model's probability that the sentence is forbidden talk (its hits only)."""
 
     def to_json(self) -> dict:
+        extra = {} if self.detected_by is None else {
+            "detected_by": self.detected_by, "model_probability": self.model_probability}
         return {
             "kind": self.kind,
             "phrase_id": self.phrase_id,
@@ -115,6 +122,7 @@ class Hit:
             "end": None if self.end is None else round(self.end, 2),
             "speaker": self.speaker,
             "method": self.method,
+            **extra,
         }
 
 

@@ -294,13 +294,19 @@ class Phrasebook:
     included_phrases: list[Phrase] = field(default_factory=list)
     """Forbidden phrases of the included parts' kinds (gifts, private deals, ...), with
     this code's article where it has one, else the part's; ids start ``<part>.``."""
+    meaning_model: bool = True
+    """Whether the meaning model (``monitor.meaning``) also looks for the forbidden kinds,
+    beside the lexicon's rules (``meaning_model: false`` turns it off)."""
+    meaning_phrases: list[Phrase] = field(default_factory=list)
+    """One phrase per forbidden kind that the meaning model's hits of that kind stand for
+    (ids ``meaning.<kind>``, the kind's article and points); not matched as wordings."""
 
     def all_phrases(self) -> list[Phrase]:
         """Everything the matcher looks for: the code's phrases, its kinds', the included ones."""
         return self.phrases + self.kind_phrases + self.included_phrases
 
     def by_id(self, phrase_id: str) -> Phrase:
-        return next(p for p in self.all_phrases() if p.id == phrase_id)
+        return next(p for p in self.all_phrases() + self.meaning_phrases if p.id == phrase_id)
 
     def in_category(self, category: str) -> list[Phrase]:
         return [p for p in self.phrases if p.category == category]
@@ -426,6 +432,7 @@ SCHEMA = {
         "phrases": {"type": "array", "minItems": 1, "items": _PHRASE_SCHEMA},
         "lexicon": {"type": "string", "minLength": 1},
         "forbidden_kinds": {"type": "object", "additionalProperties": _FORBIDDEN_KIND_SCHEMA},
+        "meaning_model": {"type": "boolean"},
         "include": _INCLUDE_SCHEMA,
         "voice": _VOICE_SCHEMA,
     },
@@ -617,6 +624,7 @@ def _load_cached(path: str, mtime_ns: int) -> Phrasebook:
         forbidden_kinds={name: ForbiddenKind(**entry) for name, entry in data.get("forbidden_kinds", {}).items()},
         lexicon=_lexicon_path(Path(path), data.get("lexicon")) if "forbidden_kinds" in data else "",
         include=_include_of(data.get("include", [])),
+        meaning_model=data.get("meaning_model", True),
     )
 
 
@@ -889,6 +897,21 @@ def _kind_phrase(prefix: str, entry: LexiconEntry, labels: dict[str, str], kind:
     )
 
 
+def _meaning_phrase(category: str, label: str, kind: ForbiddenKind) -> Phrase:
+    """What the meaning model's hits of a kind stand for: the kind itself, as the code forbids it."""
+    return Phrase(
+        id=f"meaning.{category}",
+        kind="forbidden",
+        category=category,
+        text=f"{label}（按语义识别）",
+        article=kind.article,
+        severity=kind.severity,
+        points=kind.points,
+        instead=kind.instead,
+        instead_article=kind.instead_article,
+    )
+
+
 @lru_cache(maxsize=32)
 def _with_kinds(path: str, mtime_ns: int, lexicon_path: str, lexicon_mtime_ns: int,
                 parts: tuple[tuple[str, str, int], ...]) -> Phrasebook:
@@ -898,7 +921,7 @@ def _with_kinds(path: str, mtime_ns: int, lexicon_path: str, lexicon_mtime_ns: i
     Cached on every file's time, so one object stands for one edition of them all.
     """
     base = _load_cached(path, mtime_ns)
-    kind_phrases = []
+    kind_phrases, meaning_phrases = [], []
     if lexicon_path:
         lexicon = _load_lexicon(lexicon_path, lexicon_mtime_ns)
         known = {e.category for e in lexicon.entries}
@@ -909,6 +932,8 @@ def _with_kinds(path: str, mtime_ns: int, lexicon_path: str, lexicon_mtime_ns: i
                 )
         kind_phrases = [_kind_phrase(LEXICON_ID_PREFIX, entry, lexicon.labels, base.forbidden_kinds[entry.category])
                         for entry in lexicon.entries if entry.category in base.forbidden_kinds]
+        meaning_phrases = [_meaning_phrase(category, lexicon.labels[category], kind)
+                           for category, kind in base.forbidden_kinds.items() if category in lexicon.labels]
     included = []
     for top, overrides in base.include.items():
         below = [_load_part(part_path, mtime) for through, part_path, mtime in parts if through == top]
@@ -929,7 +954,8 @@ def _with_kinds(path: str, mtime_ns: int, lexicon_path: str, lexicon_mtime_ns: i
             raise MonitorError(f"{path}: phrase id {phrase.id!r} comes twice (from an included part?)")
         seen.add(phrase.id)
     return dataclasses.replace(base, kind_phrases=kind_phrases, included=[p for _, p, _ in parts],
-                               included_phrases=included)
+                               included_phrases=included,
+                               meaning_phrases=meaning_phrases if base.meaning_model else [])
 
 
 def _phrasebook(text: str) -> str:

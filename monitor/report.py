@@ -90,6 +90,11 @@ def build_report(
                 "instead": phrase.instead,
                 "instead_article": phrase.instead_article,
                 "uncertain_speaker": any(hit is held for held in judgement.held),
+                **({} if hit.detected_by is None else {
+                    "detected_by": hit.detected_by,
+                    "model_probability": hit.model_probability,
+                    "held_for_review": any(hit is held for held in judgement.meaning_review),
+                }),
             }
         )
     events += [conduct_event_json(event, clean) for event in judgement.conduct]
@@ -220,9 +225,10 @@ def write_html(report: dict, path: str | os.PathLike, audio_src: str | None) -> 
 
 def is_violation(event: dict) -> bool:
     """A forbidden phrase that counts against the agent: not one held for review
-    because its speaker is uncertain (``uncertain_speaker``, mono calls). A
+    because its speaker is uncertain (``uncertain_speaker``, mono calls) or the meaning
+    model was not sure enough to deduct (``held_for_review``). A
     ``conduct`` event (高声, 争吵...) counts only where its rule deducts points."""
-    if event.get("uncertain_speaker"):
+    if event.get("uncertain_speaker") or event.get("held_for_review"):
         return False
     return event["kind"] == "forbidden" or (event["kind"] == "conduct" and event.get("points", 0) > 0)
 

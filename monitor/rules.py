@@ -46,6 +46,7 @@ from monitor.asr import Segment
 from monitor.phrasebook import (
     ArgumentRule, Check, ConductRule, Limits, LongCallRule, LoudRule, MandarinRule, Phrasebook, VoiceRules,
 )
+from monitor.meaning import model_for
 from monitor.roles import uncertain
 from monitor.text import spoken
 
@@ -170,6 +171,9 @@ class Judgement:
     ``"conduct": [voice.<kind>, ...]`` when conduct events are held there."""
     held: list = field(default_factory=list)
     """Forbidden hits in those sentences: listed among ``events`` but not deducted."""
+    meaning_review: list = field(default_factory=list)
+    """The meaning model's hits below its deduct threshold: listed among ``events`` and in
+    ``review`` (``{"kind": "meaning_model", ...}``) but not deducted."""
     conduct: list[ConductEvent] = field(default_factory=list)
     """Conduct heard in the voice and the timing (``voice:`` rules), in time order."""
 
@@ -244,6 +248,12 @@ def judge(
     call_metrics.update(conduct_metrics)
     agent_segments = _spoken(segments, "agent")
     doubtful = [s for s in segments if uncertain(s)]
+    # The meaning model adds what the phrases and rules missed in the agent's sentences;
+    # below its deduct threshold a hit is only listed for review.
+    model = model_for(phrasebook)
+    meaning = model.hits(phrasebook, segments, hits) if model is not None else []
+    meaning_review = [h for h in meaning if not model.deducts(h)]
+    hits = sorted(hits + [h for h in meaning if model.deducts(h)], key=_time_key)
     agent_hits = [h for h in hits if h.speaker != "customer"]
     # An uncertain sentence is matched as the agent's whichever side it leans to
     # (``roles.match_by_role``): its forbidden phrases are held, never lost.
@@ -259,12 +269,14 @@ def judge(
         for c in conduct
         if c.uncertain_speaker and not any(_overlaps(c, s) for s in doubtful)
     ]
+    review += [_meaning_review_item(h) for h in meaning_review]
     if not agent_segments:
         return Judgement(events=[], checks=None, deductions=[], score_total=None, metrics=call_metrics, review=review)
 
     # Held phrases stay events, marked, so the report shows what may have been
     # said; only the deductions leave them out.
-    events = sorted((h for h in agent_hits + held if h.kind in ("forbidden", "mandated")), key=_time_key)
+    events = sorted((h for h in agent_hits + held + meaning_review if h.kind in ("forbidden", "mandated")),
+                    key=_time_key)
     cues = sorted((h for h in hits if h.kind == "cue"), key=_time_key)
     agent_start = agent_segments[0].start
     agent_end = max(s.end for s in agent_segments)
@@ -277,7 +289,7 @@ def judge(
     total = max(0, SCORE_MAX - sum(d.points for d in deductions))
     return Judgement(
         events=events, checks=checks, deductions=deductions, score_total=total, metrics=call_metrics, review=review,
-        held=held, conduct=conduct,
+        held=held, conduct=conduct, meaning_review=meaning_review,
     )
 
 
@@ -767,6 +779,21 @@ def _review_item(segment: Segment, held: list[Hit], conduct: list[ConductEvent])
     if conduct:  # conduct events (高声, 争吵...) held in this sentence
         item["conduct"] = [c.rule_id for c in conduct]
     return item
+
+
+def _meaning_review_item(hit: Hit) -> dict:
+    """A sentence the meaning model found perhaps forbidden, for a person to hear (待复核)."""
+    return {
+        "kind": "meaning_model",
+        "label": "待复核",
+        "start": _round(hit.start),
+        "end": _round(hit.end),
+        "text": hit.heard,
+        "speaker": hit.speaker,
+        "category": hit.category,
+        "model_probability": hit.model_probability,
+        "forbidden": [hit.phrase_id],
+    }
 
 
 def _evidence(hit: Hit) -> Evidence:

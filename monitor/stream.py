@@ -558,9 +558,13 @@ class PhraseWatch:
         return new
 
     def _already(self, hit) -> bool:
+        """Whether ``hit`` was reported: the same phrase about the same time, or any forbidden
+        phrase over a sentence the meaning model reported (``monitor.meaning``: a rule that
+        fires there once the next words are heard is the same act)."""
         slack = self.overlap_slack_s
         return any(
-            old.phrase_id == hit.phrase_id and old.start - slack < hit.end and hit.start < old.end + slack
+            (old.phrase_id == hit.phrase_id or old.detected_by is not None)
+            and old.start - slack < hit.end and hit.start < old.end + slack
             for old in self.reported
         )
 

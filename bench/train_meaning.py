@@ -1,0 +1,243 @@
+"""Train the meaning model (``monitor/meaning.py``) and choose its thresholds on held-out lines.
+
+Labelled lines, all with 您 read as 你 (``monitor.meaning.model_text``):
+
+- tests/meaning_cases.yaml: ``expect: <kind>`` (or a lexicon phrase id of a kind) is that
+  kind; ``absent_kind: forbidden`` (polite near misses, everyday and ordinary talk) is ``none``;
+  expectations of a code's own phrases of other categories (rude, vague...) are left out;
+- tests/meaning_blind_cases.yaml: the fourteen blind batches, the same way;
+- bench/data/ordinary_agent_lines.txt: ordinary agent talk, ``none``;
+- the bundled codes' own non-forbidden phrases (greetings, apologies...), ``none``.
+
+The sample calls' agent turns (samples/) are NOT trained on: they are the held-out
+ordinary talk of bench/kind_classifier.py.
+
+Thresholds are chosen on out-of-fold probabilities: each blind batch held out in turn
+(the model trained on everything else), and the ordinary lines split into as many folds
+alongside. ``deduct_threshold`` is the lowest probability at which the held-out hits are
+at least ``DEDUCT_PRECISION`` precise and at most ``DEDUCT_ORDINARY_RATE`` of ordinary lines
+fire; ``review_threshold`` the lowest at which they are at least ``REVIEW_PRECISION``
+precise and at most ``REVIEW_ORDINARY_RATE`` of ordinary lines fire. Both go into the
+model file.
+
+Run 2026-11-28 (2609 lines, C=30, about 3 minutes on the shared machine): deduct 0.83 (held-out
+recall 374/697, precision 0.992 counting ordinary lines, 1/371 ordinary lines fire), review 0.61
+(537/697, precision 0.971, 11/371 ordinary); bench/kind_classifier.py has the rest.
+
+    python bench/train_meaning.py            # cross-validate, choose thresholds, write the model
+    python bench/train_meaning.py --check    # only print the training data's sha256 and the model's
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from sklearn.linear_model import LogisticRegression
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from monitor.meaning import MODEL_PATH, NONE, vectorizer  # noqa: E402
+from monitor.phrasebook import bundled_phrasebooks, load_phrasebook  # noqa: E402
+
+KINDS = ("shirking", "scolding", "mocking", "swearing", "perfunctory", "rhetorical")
+"""The lexicon's kinds the model tells apart (plus ``none``)."""
+TUNED = ROOT / "tests" / "meaning_cases.yaml"
+BLIND = ROOT / "tests" / "meaning_blind_cases.yaml"
+ORDINARY = ROOT / "bench" / "data" / "ordinary_agent_lines.txt"
+N_FEATURES = 2 ** 20
+"""Hashed feature space; only the columns seen in training get weights, and only those are shipped."""
+NGRAM_MAX = 3
+C = 30.0
+"""Inverse regularisation strength of the logistic regression (of 1, 3, 10, 30 and 100, the
+best recall at a held-out precision of 0.95)."""
+DEDUCT_PRECISION = 0.95
+"""Held-out precision the deducting hits must reach (blind batches and ordinary talk pooled)."""
+DEDUCT_ORDINARY_RATE = 0.005
+"""At most this share of held-out ordinary agent sentences may deduct: a call has some fifty."""
+REVIEW_PRECISION = 0.90
+REVIEW_ORDINARY_RATE = 0.03
+"""At most this share of ordinary sentences may be listed for review (about one a call)."""
+
+
+@dataclass
+class Line:
+    text: str
+    label: str
+    """A kind of ``KINDS`` or ``none``."""
+    fold: str
+    """The held-out unit: a blind batch (``blind7``), ``ordinary<k>``, or ``train`` (always trained on)."""
+
+
+def batch_of(case: dict) -> str:
+    return case["type"].split("/")[0]
+
+
+def kind_of(case: dict) -> str | None:
+    """The case's label: a kind, ``none``, or None when it names no kind of the model."""
+    expect = case.get("expect")
+    if expect is None:
+        return NONE if case.get("absent_kind") == "forbidden" else None
+    if expect in KINDS:
+        return expect
+    if expect.startswith("lexicon.") and expect.split(".")[1] in KINDS:
+        return expect.split(".")[1]
+    return None  # a code's own phrase of another category (rude, vague, commanding)
+
+
+def ordinary_lines() -> list[str]:
+    return [line.strip() for line in ORDINARY.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def labelled_lines(folds: int = 14) -> list[Line]:
+    tuned = yaml.safe_load(TUNED.read_text(encoding="utf-8"))
+    blind = yaml.safe_load(BLIND.read_text(encoding="utf-8"))
+    lines: list[Line] = []
+    ordinary = [c["text"] for c in tuned if c["type"] == "ordinary"] + ordinary_lines()
+    lines += [Line(c["text"], label, "train") for c in tuned if c["type"] != "ordinary" and (label := kind_of(c))]
+    lines += [Line(c["text"], label, batch_of(c)) for c in blind if (label := kind_of(c))]
+    lines += [Line(text, NONE, f"ordinary{i % folds}") for i, text in enumerate(ordinary)]
+    for name in bundled_phrasebooks():
+        lines += [Line(p.text.replace("**", ""), NONE, "train")
+                  for p in load_phrasebook(name).phrases if p.kind != "forbidden"]
+    return lines
+
+
+def training_sha256(lines: list[Line]) -> str:
+    """Of the lines and labels trained on, in order: the model file records it."""
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(f"{line.label}\t{line.text}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+@dataclass
+class Fitted:
+    model: LogisticRegression
+    columns: np.ndarray
+    """The hashed feature columns the training lines use (the model sees only these: the
+    others would get zero weight anyway, and leaving them out makes fitting fast)."""
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        return self.model.predict_proba(vectorizer(N_FEATURES, NGRAM_MAX).transform(texts)[:, self.columns])
+
+
+def fit(lines: list[Line]) -> Fitted:
+    x = vectorizer(N_FEATURES, NGRAM_MAX).transform([line.text for line in lines])
+    columns = np.unique(x.indices)
+    model = LogisticRegression(C=C, max_iter=2000).fit(x[:, columns], [line.label for line in lines])
+    return Fitted(model, columns)
+
+
+def out_of_fold(lines: list[Line]) -> tuple[np.ndarray, list[str]]:
+    """Each held-out line's forbidden probability and predicted kind, from a model that never saw it."""
+    probability = np.full(len(lines), np.nan)
+    kinds = [""] * len(lines)
+    blind_batches = sorted({l.fold for l in lines if l.fold.startswith("blind")})
+    for k, batch in enumerate(blind_batches):
+        held = [i for i, l in enumerate(lines) if l.fold in (batch, f"ordinary{k}")]
+        held_set = set(held)
+        fitted = fit([l for i, l in enumerate(lines) if i not in held_set])
+        model = fitted.model
+        p = fitted.probabilities([lines[i].text for i in held])
+        none = list(model.classes_).index(NONE)
+        for row, i in enumerate(held):
+            probability[i] = 1.0 - p[row, none]
+            ranked = [(p[row, j], c) for j, c in enumerate(model.classes_) if c != NONE]
+            kinds[i] = max(ranked)[1]
+    return probability, kinds
+
+
+def choose_thresholds(lines: list[Line], probability: np.ndarray) -> tuple[float, float]:
+    held = ~np.isnan(probability)
+    forbidden = np.array([l.label != NONE for l in lines]) & held
+    ordinary = np.array([l.fold.startswith("ordinary") for l in lines])
+    deduct = review = None
+    for t in np.round(np.arange(0.30, 0.991, 0.01), 2):
+        fired = held & (probability >= t)
+        precision = (fired & forbidden).sum() / max(1, fired.sum())
+        ordinary_rate = (fired & ordinary).sum() / max(1, ordinary.sum())
+        if review is None and precision >= REVIEW_PRECISION and ordinary_rate <= REVIEW_ORDINARY_RATE:
+            review = float(t)
+        if deduct is None and precision >= DEDUCT_PRECISION and ordinary_rate <= DEDUCT_ORDINARY_RATE:
+            deduct = float(t)
+    if deduct is None:
+        raise SystemExit("no threshold reaches the deduct precision on held-out lines")
+    return deduct, min(review if review is not None else deduct, deduct)
+
+
+def held_out_figures(lines: list[Line], probability: np.ndarray, kinds: list[str], threshold: float) -> str:
+    held = ~np.isnan(probability)
+    fired = held & (probability >= threshold)
+    forbidden = np.array([l.label != NONE for l in lines]) & held
+    ordinary = np.array([l.fold.startswith("ordinary") for l in lines])
+    polite = held & ~forbidden & ~ordinary
+    found = (fired & forbidden).sum()
+    right_kind = sum(1 for i in np.flatnonzero(fired & forbidden) if kinds[i] == lines[i].label)
+    return (f"≥{threshold:.2f}: recall {found}/{forbidden.sum()} = {found / forbidden.sum():.3f}, "
+            f"precision {found / max(1, fired.sum()):.3f}, polite fired {(fired & polite).sum()}/{polite.sum()}, "
+            f"ordinary fired {(fired & ordinary).sum()}/{ordinary.sum()}, kind right {right_kind}/{found}")
+
+
+def export(fitted: Fitted, path: Path, settings: dict) -> None:
+    """The weights as plain arrays: the hashed columns training used, and their weights per class."""
+    np.savez_compressed(
+        path,
+        classes=np.array(list(fitted.model.classes_), dtype=str),
+        columns=fitted.columns.astype(np.int32),
+        values=fitted.model.coef_.T.astype(np.float32),
+        intercept=fitted.model.intercept_.astype(np.float32),
+        settings=np.array(json.dumps(settings, ensure_ascii=False)),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="print the training data's sha256 and the model's, and stop")
+    parser.add_argument("--out", type=Path, default=MODEL_PATH)
+    parser.add_argument("--C", type=float, default=C, help="inverse regularisation strength (to compare settings)")
+    parser.add_argument("--dry-run", action="store_true", help="cross-validate only; write no model")
+    parser.add_argument("--dump", type=Path, help="write the out-of-fold probabilities here (JSON lines)")
+    args = parser.parse_args()
+    globals()["C"] = args.C
+    lines = labelled_lines()
+    sha = training_sha256(lines)
+    if args.check:
+        from monitor.meaning import MeaningModel
+        print(f"training data {sha}\nmodel trained on {MeaningModel.load(args.out).training_sha256}")
+        return
+    started = time.perf_counter()
+    probability, kinds = out_of_fold(lines)
+    deduct, review = choose_thresholds(lines, probability)
+    if args.dump:
+        with args.dump.open("w", encoding="utf-8") as out:
+            for line, p, kind in zip(lines, probability, kinds):
+                if not np.isnan(p):
+                    out.write(json.dumps({"text": line.text, "label": line.label, "fold": line.fold,
+                                          "probability": round(float(p), 4), "kind": kind}, ensure_ascii=False) + "\n")
+    print(f"{len(lines)} lines; out-of-fold in {time.perf_counter() - started:.0f} s")
+    print(f"deduct threshold {deduct}, review threshold {review}")
+    for t in sorted({0.5, review, deduct, 0.9}):
+        print("  " + held_out_figures(lines, probability, kinds, t))
+    if args.dry_run:
+        return
+    export(fit(lines), args.out, {
+        "n_features": N_FEATURES, "ngram_max": NGRAM_MAX, "C": C,
+        "deduct_threshold": deduct, "review_threshold": review,
+        "training_sha256": sha, "training_lines": len(lines),
+        "trained_by": "bench/train_meaning.py", "sklearn": __import__("sklearn").__version__,
+    })
+    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB)")
+
+
+if __name__ == "__main__":
+    main()
