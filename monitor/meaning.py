@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
+from scipy.special import softmax
 from sklearn.feature_extraction.text import HashingVectorizer
 
 from monitor.errors import MonitorError
@@ -117,9 +118,7 @@ class MeaningModel:
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, one row per text, columns as ``classes``."""
         scores = np.asarray((self._vectorizer.transform(texts) @ self.weights).todense()) + self.intercept
-        scores -= scores.max(axis=1, keepdims=True)
-        odds = np.exp(scores)
-        return odds / odds.sum(axis=1, keepdims=True)
+        return softmax(scores, axis=1)
 
     def judge(self, texts: list[str], kinds: set[str] | None = None) -> list[Judged]:
         """Each text's most likely forbidden kind and the probability that it is forbidden talk
