@@ -221,7 +221,11 @@ def test_a_phone_calling_in_is_monitored_live_and_reported(server, tmp_path):
     report = next(json.loads(p.read_text()) for p in server.reports.glob("sip-*.json")
                   if json.loads(p.read_text())["call_id"] in call_ids | {a["call_id"] for a in alerts})
     assert report["status"] == "complete" and report["duration_s"] > 20
-    assert "bb.forbidden.not_my_job" in {d["source"] for d in report["score"]["deductions"]}
+    # A mono phone line: the alert's sentence is deducted, or, where the final role separation (which sees
+    # how the real-time decoder cut the sentences) is unsure whose it is, held for review (待复核) — never
+    # put on the customer and dropped.
+    held = {phrase_id for item in report.get("review", []) for phrase_id in item.get("forbidden", [])}
+    assert "bb.forbidden.not_my_job" in {d["source"] for d in report["score"]["deductions"]} | held
     store = open_store(server.db)
     try:
         assert store.has_report(report["call_id"]), "the call is stored like any scored call"
