@@ -580,9 +580,10 @@ def _characters_after(words: list[Word], time: float) -> int:
     return sum(len(spoken(w.text)) for w in words if w.start >= time - 0.05)
 
 
-NODE_MAX_CALLS = 6
+NODE_MAX_CALLS = 5
 """Live calls one 2-core node serves at once by default, whatever they come in by (WebSocket, web app, SIP):
-what ``bench/capacity.py`` measured a loaded node to hold with look-ahead pacing (docs/deploy.md)."""
+what ``bench/capacity.py --streams`` held in real time on a quiet 2-core node with look-ahead pacing (lag
+bounded, alert latency p95 1.82 s; six calls: p95 2.17 s, over the 2 s aim; docs/deploy.md)."""
 
 
 @dataclass
