@@ -515,7 +515,8 @@ class SipServer:
 
 
 class StoredAlerts:
-    """A sink saving each alert in the results database as it is raised, as the web app's live calls do."""
+    """A sink keeping each alert in the results database as it is raised, and marking it withdrawn when a
+    `retracted` line says so, as the web app's live calls do."""
 
     def __init__(self, store, phrasebook):
         self.store = store
