@@ -69,11 +69,17 @@ def _who(segment, stereo: bool) -> str:
 
 def _match(args: argparse.Namespace) -> int:
     from monitor.match import matcher_for
+    from monitor.meaning import model_for
     from monitor.phrasebook import load_phrasebook
 
     text = sys.stdin.read() if args.text == "-" else args.text
-    hits = matcher_for(load_phrasebook(args.phrasebook)).match_text(text)
-    print(json.dumps([h.to_json() for h in hits], ensure_ascii=False, indent=1))
+    phrasebook = load_phrasebook(args.phrasebook)
+    hits = matcher_for(phrasebook).match_text(text)
+    model = model_for(phrasebook)
+    by_meaning = model.text_hits(phrasebook, text, hits) if model is not None else []
+    found = [h.to_json() for h in hits]
+    found += [{**h.to_json(), "held_for_review": not model.deducts(h)} for h in by_meaning]
+    print(json.dumps(found, ensure_ascii=False, indent=1))
     return 0
 
 

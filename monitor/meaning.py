@@ -25,6 +25,7 @@ weights are a plain ``.npz`` (numbers and strings only, loaded with
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -176,6 +177,22 @@ class MeaningModel:
             )
             out.append(stretch_hit)
         return out
+
+    def text_hits(self, phrasebook: Phrasebook, text: str, found: list[Hit]) -> list[Hit]:
+        """``hits`` in bare text (``monitor match``): the text is the agent's, its sentences
+        (cut at 。！？；, newlines) said one after another; the hits are untimed, like the
+        phrases' hits in bare text. Nothing when a phrase or rule already fired in the text."""
+        from monitor.asr import Segment
+
+        if any(h.kind == "forbidden" for h in found):
+            return []
+        sentences = [s for s in re.split(r"(?<=[。！？!?；;\n])", text) if normalize(s).text]
+        # A sentence every half second: consecutive forbidden sentences form one stretch, as in a call.
+        segments = [Segment(i * 0.5, i * 0.5 + 0.5, s, "agent") for i, s in enumerate(sentences)]
+        hits = self.hits(phrasebook, segments, [])
+        for hit in hits:
+            hit.start = hit.end = None
+        return hits
 
     def deducts(self, hit: Hit) -> bool:
         """Whether a hit of the model is sure enough to deduct (else it is listed for review)."""

@@ -19,6 +19,7 @@ from monitor.audio import CallAudio, is_url, load_call
 from monitor.language import sentence_languages
 from monitor.callid import report_path
 from monitor.match import matcher_for
+from monitor.meaning import model_for
 from monitor.phrasebook import Phrasebook
 from monitor.report import build_report, write_html, write_json
 from monitor.roles import match_by_role, separate_roles
@@ -65,7 +66,7 @@ def report_for_segments(
     matcher = matcher_for(phrasebook)
     separated = not stereo and any(s.speaker_confidence is not None for s in segments)
     hits = match_by_role(matcher, segments) if separated else matcher.match_segments(segments)
-    judgement = judge(segments, hits, phrasebook, duration_s, stereo, sounds)
+    judgement = judge(segments, hits, phrasebook, duration_s, stereo, sounds, meaning=model_for(phrasebook))
     return build_report(
         call_id, audio_path, agent_id, duration_s, phrasebook, segments, judgement, timing, redact, coverage
     )

@@ -46,12 +46,12 @@ from monitor.asr import Segment
 from monitor.phrasebook import (
     ArgumentRule, Check, ConductRule, Limits, LongCallRule, LoudRule, MandarinRule, Phrasebook, VoiceRules,
 )
-from monitor.meaning import model_for
 from monitor.roles import uncertain
 from monitor.text import spoken
 
 if TYPE_CHECKING:
     from monitor.match import Hit
+    from monitor.meaning import MeaningModel
 
 SCORE_MAX = 100
 SEVERITY_POINTS = {"minor": 5, "major": 10, "critical": 20}
@@ -234,6 +234,7 @@ def judge(
     duration_s: float,
     stereo: bool,
     sounds: list[tuple[Segment, SentenceSound]] | None = None,
+    meaning: MeaningModel | None = None,
 ) -> Judgement:
     """Evaluate a call's hits against the phrasebook's checks and forbidden phrases.
 
@@ -242,6 +243,8 @@ def judge(
     sentence; without it, all mono speech is labelled agent. ``sounds`` pairs
     segments with what they sounded like, for the ``voice:`` rules that need it
     (``pipeline.sentence_sounds``); without it, those rules judge nothing.
+    ``meaning`` judges the agent's sentences where no phrase or rule fired
+    (``meaning.model_for``); without it, only the phrases and rules find forbidden talk.
     """
     call_metrics = metrics(segments, duration_s, phrasebook.limits, stereo)
     conduct, conduct_metrics = judge_conduct(segments, phrasebook.voice, duration_s, stereo, sounds)
@@ -250,10 +253,9 @@ def judge(
     doubtful = [s for s in segments if uncertain(s)]
     # The meaning model adds what the phrases and rules missed in the agent's sentences;
     # below its deduct threshold a hit is only listed for review.
-    model = model_for(phrasebook)
-    meaning = model.hits(phrasebook, segments, hits) if model is not None else []
-    meaning_review = [h for h in meaning if not model.deducts(h)]
-    hits = sorted(hits + [h for h in meaning if model.deducts(h)], key=_time_key)
+    by_meaning = meaning.hits(phrasebook, segments, hits) if meaning is not None else []
+    meaning_review = [h for h in by_meaning if not meaning.deducts(h)]
+    hits = sorted(hits + [h for h in by_meaning if meaning.deducts(h)], key=_time_key)
     agent_hits = [h for h in hits if h.speaker != "customer"]
     # An uncertain sentence is matched as the agent's whichever side it leans to
     # (``roles.match_by_role``): its forbidden phrases are held, never lost.

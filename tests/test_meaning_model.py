@@ -43,7 +43,7 @@ def agent_call(*lines: tuple[str, str]) -> list[Segment]:
 
 def judged(phrasebook, segments):
     hits = matcher_for(phrasebook).match_segments(segments)
-    return judge(segments, hits, phrasebook, 2.0 * len(segments), stereo=True)
+    return judge(segments, hits, phrasebook, 2.0 * len(segments), stereo=True, meaning=model_for(phrasebook))
 
 
 def test_the_model_file_loads_without_pickle_and_was_trained_on_the_case_files_as_they_are(model):
@@ -138,3 +138,28 @@ def test_one_stretch_of_forbidden_sentences_is_one_event():
     ruled = [Segment(0.0, 1.5, first, "agent"), Segment(1.8, 3.5, "这事儿我真管不了，你自己想办法吧", "agent")]
     forbidden = [e for e in judged(phrasebook, ruled).events if e.kind == "forbidden"]
     assert forbidden and all(e.detected_by is None for e in forbidden)
+
+
+def test_monitor_match_judges_bare_text_by_meaning_too(capsys, model):
+    """`monitor match` runs the model where no phrase or rule fired, as a call's report does:
+    untimed, with whether the hit deducts or is held for review."""
+    import json
+
+    from monitor.cli import main
+
+    def printed(text: str) -> list[dict]:
+        assert main(["match", text, "--phrasebook", "customer_service"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    by_meaning = 0
+    for line, kinds in UNSEEN:
+        hits = printed(line)
+        if any(h.get("detected_by") is None for h in hits):
+            continue  # a rule found it: the model adds nothing
+        [hit] = hits
+        assert hit["detected_by"] == "meaning_model" and hit["category"] in kinds and hit["start"] is None
+        assert hit["model_probability"] >= model.review_threshold
+        assert hit["held_for_review"] == (hit["model_probability"] < model.deduct_threshold)
+        by_meaning += 1
+    assert by_meaning, "every unseen wording was found by a rule: pick wordings only the model finds"
+    assert not [h for line in POLITE for h in printed(line) if h["kind"] == "forbidden"]
