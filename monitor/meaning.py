@@ -49,6 +49,11 @@ MODEL_PATH = Path(__file__).resolve().parent / "phrasebooks" / "meaning_model.np
 """The bundled model, written by ``bench/train_meaning.py``."""
 NONE = "none"
 """The class of a sentence that is not forbidden talk."""
+MIN_CHARS = 4
+"""Sentences with fewer characters (as the model reads them) are not judged. An agent's
+backchannel (嗯, 好吧, 知道了, 啊?) scored 0.87-0.98 "perfunctory" or "swearing": a few
+characters carry no meaning the model can tell from tone, and the short insults (滚蛋,
+闭嘴, 放屁) are the lexicon's words, which its rules find."""
 DETECTED_BY = "meaning_model"
 """``Hit.detected_by`` of the model's hits."""
 STRETCH_GAP_S = 1.0
@@ -133,6 +138,7 @@ class MeaningModel:
             return []
         best = np.argmax(p[:, wanted], axis=1)
         total = p[:, wanted].sum(axis=1)
+        total[[len(model_text(t)) - 2 < MIN_CHARS for t in texts]] = 0.0  # (less the ^ and $ marks)
         return [Judged(self.classes[wanted[b]], float(t)) for b, t in zip(best, total)]
 
     def hits(self, phrasebook: Phrasebook, segments: list[Segment], found: list[Hit]) -> list[Hit]:

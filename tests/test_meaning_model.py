@@ -163,3 +163,11 @@ def test_monitor_match_judges_bare_text_by_meaning_too(capsys, model):
         by_meaning += 1
     assert by_meaning, "every unseen wording was found by a rule: pick wordings only the model finds"
     assert not [h for line in POLITE for h in printed(line) if h["kind"] == "forbidden"]
+
+
+@pytest.mark.parametrize("line", ["嗯。", "嗯嗯", "好吧。", "那好吧。", "知道了。", "啊？", "哦。", "行。", "算了。"])
+def test_an_agents_backchannel_is_not_judged(model, line):
+    """Too short to carry meaning the model can tell from tone; the short insults are the lexicon's."""
+    assert model.judge([line])[0].probability == 0.0
+    phrasebook = load_phrasebook("customer_service")
+    assert not [e for e in judged(phrasebook, agent_call(("agent", line))).events if e.kind == "forbidden"]
