@@ -127,6 +127,10 @@ def _symbol(sound: str) -> str:
 
 
 DIGIT_READINGS = dict(zip("0123456789", "零一二三四五六七八九"))
+HEARD_ALIKE = {"您": "你"}
+"""Characters Whisper writes for one another so often that they are read as one sound:
+on phone audio 您好 is mostly transcribed 你好 (the two differ by a nasal coda), and
+an agent who greeted must not lose the points for it."""
 
 
 @lru_cache(maxsize=None)
@@ -136,7 +140,7 @@ def char_symbols(char: str) -> str:
     Characters are read one at a time, the same way in phrases and in text, so a
     polyphone gets the same reading on both sides. Digits are read as spoken.
     """
-    spoken = DIGIT_READINGS.get(char, char)
+    spoken = DIGIT_READINGS.get(char, HEARD_ALIKE.get(char, char))
     initial = lazy_pinyin(spoken, style=Style.INITIALS, strict=False)[0]
     final = lazy_pinyin(spoken, style=Style.FINALS, strict=False)[0]
     if final == spoken:  # not Chinese: a letter stands for itself

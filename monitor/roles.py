@@ -98,7 +98,9 @@ def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
     score = OPENS_CALL if first else 0.0
     score += sum(weight for word, weight in AGENT_WORDS.items() if word in text)
     score -= sum(weight for word, weight in CUSTOMER_WORDS.items() if word in text)
-    kinds = {h.kind for h in hits}
+    # A short phrase heard only by its sound (你好 for 您好, ``normalize.HEARD_ALIKE``) is
+    # no sign of the agent: customers answer the phone with 你好.
+    kinds = {h.kind for h in hits if h.kind != "mandated" or h.method != "fuzzy" or len(h.heard) > 3}
     if "mandated" in kinds:
         score += MANDATED_HIT
     if "cue" in kinds:

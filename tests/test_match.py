@@ -358,3 +358,16 @@ def test_negation_must_be_heard_for_a_fuzzy_hit():
 def test_matcher_is_built_once_per_phrasebook():
     phrasebook = load_phrasebook("investment")
     assert matcher_for(phrasebook) is matcher_for(load_phrasebook("investment"))
+
+
+def test_a_greeting_whisper_wrote_with_ni_is_the_greeting():
+    """Whisper mostly writes 您好 as 你好 on phone audio: the agent greeted."""
+    from monitor.match import matcher_for
+    from monitor.phrasebook import load_phrasebook
+    from monitor.roles import text_evidence
+
+    matcher = matcher_for(load_phrasebook("customer_service"))
+    [hit] = [h for h in matcher.match_text("你好，燃气公司客服，请问有什么可以帮您？") if h.category == "greeting"]
+    assert hit.phrase_id == "cs.greeting.hello" and hit.heard == "你好"
+    # ...but it is no sign of who spoke: customers answer the phone with 你好 too
+    assert text_evidence("喂，你好", matcher.match_text("喂，你好")) == text_evidence("喂", [])
