@@ -13,6 +13,7 @@ from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
 from monitor.stream import (
     Committed,
+    GrowingSpeech,
     Hypothesis,
     PhraseWatch,
     StreamingOptions,
@@ -157,6 +158,28 @@ def test_stream_keeps_soft_onsets_and_one_word_utterances(transcriber):
     text = "".join(s.text for s in committed)
     assert "好" in committed[0].text and committed[0].start < 1.5, text  # 您好 / 你好
     assert "故障" in text.split("用不了")[-1], text  # the agent's turn at 13.4 s, not only the earlier 处理故障
+
+
+def test_vad_of_a_growing_buffer_finds_what_a_fresh_vad_finds():
+    """A stream's buffer grows by a block at a time and now and then loses its
+    head; ``GrowingSpeech`` runs Silero only over what is new, yet finds the
+    same spans, sample for sample, as Silero run over the whole buffer."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    vad = VadOptions(threshold=0.5, min_silence_duration_ms=400, speech_pad_ms=100)
+    audio = load_call(str(SAMPLES / "d02_fault_rude.wav")).agent[: 40 * SAMPLE_RATE]
+    growing, start, end, found = GrowingSpeech(vad), 0, 0, 0
+    rng = np.random.default_rng(0)
+    while end < len(audio):
+        end += int(rng.integers(1, SAMPLE_RATE // 4))  # blocks that end anywhere in a frame
+        if rng.random() < 0.05:  # a commit or a silence dropped the buffer's head
+            start = min(end, start + int(rng.integers(1, 3 * SAMPLE_RATE)))
+            growing.restart()
+        region = audio[start : min(end, start + 12 * SAMPLE_RATE)]
+        expected = get_speech_timestamps(region, vad)
+        assert growing.spans(region) == expected, (start, end)
+        found += len(expected)
+    assert found > 50  # (speech was there to find)
 
 
 # --- several streams on one model: batched passes and load shedding -----------------------
