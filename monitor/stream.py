@@ -723,7 +723,10 @@ class DecodeScheduler:
     (refinement) comes last: a worker refines a call's closed group only when
     no stream of any call has audio to decode and none is behind by more than
     ``refine_max_backlog_s``, so under load it waits, and a call leaves a group
-    it could not refine in time as the first pass heard it.
+    it could not refine in time as the first pass heard it. With more than one
+    worker, one is always left to first passes: a second pass (a whole group,
+    beam search) holds its worker for seconds, and an utterance that ends
+    meanwhile would wait for it.
 
     ``workers`` passes of the model run at once (each on a share of the
     cores, ``livecall.load_transcriber``). With ``batch_size`` above 1, there
@@ -746,6 +749,7 @@ class DecodeScheduler:
         self._load_checked = time.monotonic()
         self._streams: list = []
         self._busy: set[int] = set()
+        self._refining = 0  # workers on a second pass now
         self._cond = threading.Condition()
         self._stopping = False
         self._threads = [threading.Thread(target=self._work, name=f"decode-{i}", daemon=True)
@@ -810,7 +814,9 @@ class DecodeScheduler:
             for stream in call.streams
             if id(stream) not in self._busy and stream.has_work(self.check_every_s)
         ]
-        if not ready and all(call.backlog_s() <= self.refine_max_backlog_s for call in self._streams):
+        refining_allowed = self._refining < max(1, self.workers - 1)  # (one worker kept for first passes)
+        if not ready and refining_allowed and all(call.backlog_s() <= self.refine_max_backlog_s
+                                                  for call in self._streams):
             # first passes before refinement, across all calls
             ready = [(call.refine_waiting_since(), call, None) for call in self._streams
                      if id(call) not in self._busy and call.refine_due()]
@@ -828,6 +834,7 @@ class DecodeScheduler:
                 _, call, stream = item
                 busy = id(stream if stream is not None else call)
                 self._busy.add(busy)
+                self._refining += stream is None
             started = time.monotonic()
             try:
                 if stream is None:
@@ -840,6 +847,7 @@ class DecodeScheduler:
             finally:
                 with self._cond:
                     self._busy.discard(busy)
+                    self._refining -= stream is None
                     self._busy_s += time.monotonic() - started
                     self._cond.notify_all()
 

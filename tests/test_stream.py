@@ -301,3 +301,47 @@ def test_a_busy_scheduler_spaces_out_look_ahead_and_closes_up_when_idle():
             assert Call.streams[0].lookahead_scale == 1.0
     finally:
         scheduler.close()
+
+
+def test_a_second_pass_never_takes_the_last_free_worker():
+    """Two workers: while one refines a call's group, the other stays free for
+    first passes, and the next call's group waits for the first to finish."""
+    import threading
+
+    from monitor.stream import DecodeScheduler
+
+    class Call:  # a call with a group to refine and nothing else to decode
+        call_id = "call"
+
+        def __init__(self):
+            self.streams, self.refining, self.release = [], threading.Event(), threading.Event()
+
+        def backlog_s(self) -> float:
+            return 0.0
+
+        def refine_due(self) -> bool:
+            return not self.refining.is_set()
+
+        def refine_waiting_since(self) -> float:
+            return 0.0
+
+        def refine(self, transcriber) -> None:
+            self.refining.set()
+            self.release.wait(timeout=30)
+
+    scheduler = DecodeScheduler(transcriber=None, workers=2)
+    calls = [Call(), Call()]
+    try:
+        for call in calls:
+            scheduler.add(call)
+        assert any(call.refining.wait(timeout=10) for call in calls)
+        first = next(call for call in calls if call.refining.is_set())
+        other = calls[1 - calls.index(first)]
+        assert not other.refining.wait(timeout=0.5)  # the free worker did not take it
+        first.release.set()
+        assert other.refining.wait(timeout=10)  # the same worker, once free again, did
+        other.release.set()
+    finally:
+        for call in calls:
+            call.release.set()
+        scheduler.close()
