@@ -256,19 +256,24 @@ class GrowingSpeech:
             self.restart()
             seen = 0
         if whole > seen:
-            new, self._state = self._run(audio, seen, whole, self._state)
+            new, self._state = self._run(audio[seen * self.FRAME : whole * self.FRAME], self._before(audio, seen), self._state)
             self._probabilities = np.concatenate([self._probabilities, new])
         last = np.zeros(self.FRAME, np.float32)  # the partial frame (or, as Silero pads, one of zeros)
         last[: len(audio) - whole * self.FRAME] = audio[whole * self.FRAME :]
-        tail, _ = self._run(np.concatenate([audio[: whole * self.FRAME], last]), whole, whole + 1, self._state)
+        tail, _ = self._run(last, self._before(audio, whole), self._state)
         return speech_from_probabilities(np.concatenate([self._probabilities, tail]), len(audio), self.vad)
 
-    def _run(self, audio: np.ndarray, first: int, end: int, state) -> tuple[np.ndarray, tuple]:
-        """Probabilities of frames ``first`` to ``end`` of ``audio`` from the LSTM ``state`` before them."""
+    def _before(self, audio: np.ndarray, frame: int) -> np.ndarray:
+        """The samples Silero is given before ``frame``: the end of the frame before, or zeros."""
+        if not frame:
+            return np.zeros(self.CONTEXT, np.float32)
+        return audio[frame * self.FRAME - self.CONTEXT : frame * self.FRAME]
+
+    def _run(self, samples: np.ndarray, before: np.ndarray, state) -> tuple[np.ndarray, tuple]:
+        """Probabilities of the frames of ``samples``, which follow ``before`` and the LSTM ``state``."""
         from faster_whisper.vad import get_vad_model
 
-        frames = audio[first * self.FRAME : end * self.FRAME].reshape(-1, self.FRAME)
-        before = audio[first * self.FRAME - self.CONTEXT : first * self.FRAME] if first else np.zeros(self.CONTEXT, np.float32)
+        frames = samples.reshape(-1, self.FRAME)
         context = np.concatenate([before[np.newaxis], frames[:-1, -self.CONTEXT :]])
         probabilities, h, c = get_vad_model().session.run(
             None, {"input": np.concatenate([context, frames], axis=1), "h": state[0], "c": state[1]}
