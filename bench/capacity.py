@@ -10,6 +10,12 @@ word alignment, role separation, phrase matching, the second pass). This figure
 does not depend on what else runs on the machine; a node of C cores holds about
 C / (CPU per stream-second) streams before headroom.
 
+It also prints the decoding thread's own CPU per stream-second: what a decode
+worker does itself (Python, Silero), not on CTranslate2's threads. It is small
+(0.03-0.04 of 0.28-0.39), so decode workers are not held back by the GIL.
+``--threads 1`` profiles with one CTranslate2 thread: the same alerts and texts,
+and less CPU (generation parallelises poorly).
+
 ``--streams 4 6 8``: for each count, that many calls in real time on one shared
 model for ``--duration`` seconds, once per ``--setups`` entry (``SETUPS``). Prints lag over time, alert latency p50/p95,
 CPU per stream-second and RSS, and whether the count was held: lag bounded
@@ -144,18 +150,21 @@ def profile(seconds: float, scales: list[float], threads: int | None) -> None:
         call = LiveCall("profile", phrasebook, matcher, [AlertDelay()], stereo=False)
         for stream in call.streams:
             stream.lookahead_scale = scale
-        wall, started = time.monotonic(), cpu_s()
+        wall, started, thread_started = time.monotonic(), cpu_s(), time.thread_time()
         for offset in range(0, len(audio), block):
             call.feed(audio[offset : offset + block][:, None])
             call.catch_up(transcriber)
         call.end()
         call.catch_up(transcriber)
         total = cpu_s() - started
+        own = time.thread_time() - thread_started  # this thread's share: its Python, and its part of each decode
         p50, p95 = np.percentile(delays, [50, 95]) if delays else (float("nan"),) * 2
         print(f"\none stream in lockstep, look-ahead every {scale:g}x, {audio_s:.0f} s of audio: {total:.1f} CPU s in "
               f"{time.monotonic() - wall:.1f} s wall ({load()})")
         print(f"CPU per stream-second {total / audio_s:.3f}  -> about {2 / (total / audio_s):.1f} streams on 2 cores "
               f"at 100%, {0.7 * 2 / (total / audio_s):.1f} at 70%")
+        print(f"decoding thread's own CPU per stream-second {own / audio_s:.3f} (the rest ran on CTranslate2's and "
+              f"the BLAS threads; this part of several decode workers cannot overlap, it holds the GIL)")
         print(f"first-pass alerts {len(delays)}, audio after the phrase before its alert p50 {p50:.2f} s p95 {p95:.2f} s "
               f"(add decode time for latency); refined {call.refinement['refined']}/{call.refinement['groups']} groups")
         spent = dict(prof.spent)
