@@ -10,6 +10,12 @@ word alignment, role separation, phrase matching, the second pass). This figure
 does not depend on what else runs on the machine; a node of C cores holds about
 C / (CPU per stream-second) streams before headroom.
 
+It also prints the decoding thread's own CPU per stream-second: what a decode
+worker does itself (Python, Silero), not on CTranslate2's threads. It is small
+(0.03-0.04 of 0.28-0.39), so decode workers are not held back by the GIL.
+``--threads 1`` profiles with one CTranslate2 thread: the same alerts and texts,
+and less CPU (generation parallelises poorly).
+
 ``--streams 4 6 8``: for each count, that many calls in real time on one shared
 model for ``--duration`` seconds, once per ``--setups`` entry (``SETUPS``). Prints lag over time, alert latency p50/p95,
 CPU per stream-second and RSS, and whether the count was held: lag bounded
@@ -24,6 +30,7 @@ up to B against one by one: CER against the references, CPU, texts changed.
     python bench/capacity.py --profile 300 --lookahead-scale 1 2 4
     python bench/capacity.py --windows 4 --corpus ../shared/corpus/real
     python bench/capacity.py --streams 4 6 8 --duration 240 --setups before paced batched
+    python bench/capacity.py --streams 6 --duration 180 --setups paced --decode-workers 2 [--threads 2]
 """
 
 from __future__ import annotations
@@ -93,7 +100,17 @@ class CpuProfile:
         setattr(owner, name, timed)
 
 
-def profile(seconds: float, scales: list[float]) -> None:
+def transcriber_for(workers: int, threads: int | None):
+    """The shared model as a node loads it (``load_transcriber``), or with ``threads``
+    CTranslate2 threads per decode worker."""
+    if threads is None:
+        return load_transcriber(None, workers)
+    from monitor.asr import Transcriber
+
+    return Transcriber(None, cpu_threads=threads, num_workers=workers)
+
+
+def profile(seconds: float, scales: list[float], threads: int | None) -> None:
     import faster_whisper.feature_extractor
     import faster_whisper.transcribe
     import faster_whisper.vad
@@ -104,6 +121,7 @@ def profile(seconds: float, scales: list[float]) -> None:
 
     prof = CpuProfile()
     prof.wrap(faster_whisper.vad, "get_speech_timestamps", "VAD (Silero)")
+    prof.wrap(monitor.stream.GrowingSpeech, "spans", "VAD (Silero)")
     prof.wrap(faster_whisper.feature_extractor.FeatureExtractor, "__call__", "log-Mel features")
     prof.wrap(faster_whisper.transcribe.WhisperModel, "encode", "encoder")
     prof.wrap(faster_whisper.transcribe.WhisperModel, "generate_with_fallback", "generation")
@@ -118,7 +136,7 @@ def profile(seconds: float, scales: list[float]) -> None:
     matcher = matcher_for(phrasebook)
     audio = np.concatenate(broadband_audios())[: int(seconds * SAMPLE_RATE)]
     audio_s = len(audio) / SAMPLE_RATE
-    transcriber = load_transcriber(None, 1)
+    transcriber = transcriber_for(1, threads)
     block = int(BLOCK_S * SAMPLE_RATE)
     for scale in scales:
         prof.spent.clear()
@@ -132,18 +150,21 @@ def profile(seconds: float, scales: list[float]) -> None:
         call = LiveCall("profile", phrasebook, matcher, [AlertDelay()], stereo=False)
         for stream in call.streams:
             stream.lookahead_scale = scale
-        wall, started = time.monotonic(), cpu_s()
+        wall, started, thread_started = time.monotonic(), cpu_s(), time.thread_time()
         for offset in range(0, len(audio), block):
             call.feed(audio[offset : offset + block][:, None])
             call.catch_up(transcriber)
         call.end()
         call.catch_up(transcriber)
         total = cpu_s() - started
+        own = time.thread_time() - thread_started  # this thread's share: its Python, and its part of each decode
         p50, p95 = np.percentile(delays, [50, 95]) if delays else (float("nan"),) * 2
         print(f"\none stream in lockstep, look-ahead every {scale:g}x, {audio_s:.0f} s of audio: {total:.1f} CPU s in "
               f"{time.monotonic() - wall:.1f} s wall ({load()})")
         print(f"CPU per stream-second {total / audio_s:.3f}  -> about {2 / (total / audio_s):.1f} streams on 2 cores "
               f"at 100%, {0.7 * 2 / (total / audio_s):.1f} at 70%")
+        print(f"decoding thread's own CPU per stream-second {own / audio_s:.3f} (the rest ran on CTranslate2's and "
+              f"the BLAS threads; this part of several decode workers cannot overlap, it holds the GIL)")
         print(f"first-pass alerts {len(delays)}, audio after the phrase before its alert p50 {p50:.2f} s p95 {p95:.2f} s "
               f"(add decode time for latency); refined {call.refinement['refined']}/{call.refinement['groups']} groups")
         spent = dict(prof.spent)
@@ -235,7 +256,7 @@ def realtime(args) -> None:
     phrasebook = load_phrasebook("broadband")
     matcher = matcher_for(phrasebook)
     audios = broadband_audios()
-    transcriber = load_transcriber(None, args.decode_workers)
+    transcriber = transcriber_for(args.decode_workers, args.threads)
     rows = []
     for streams in args.streams:
         for setup in args.setups:
@@ -253,6 +274,10 @@ def realtime(args) -> None:
             print(f"-> {'HELD' if ok else 'not held'}: CPU per stream-second {per_stream_s:.3f}, latency p50 {p50:.2f} "
                   f"p95 {p95:.2f} s, lag first fifth {first:.1f} s last fifth {last:.1f} s, RSS {result.rss_mb:.0f} MB, "
                   f"refined {result.refined}/{result.groups}, windows per pass {result.mean_batch:.2f}", flush=True)
+            print("   latency parts p50 / p95: " + ", ".join(
+                f"{name} {np.percentile(values, 50):.2f} / {np.percentile(values, 95):.2f}"
+                for name in ("audio_s", "decode_s", "second_pass_s", "held_s")
+                if (values := [p[name] for p in result.parts if p.get(name) is not None])), flush=True)
     print("\nsetup    streams held  CPU/stream-s  p50_s  p95_s  lag_first  lag_last  RSS_MB  load1")
     for setup, streams, ok, per, p50, p95, first, last, rss, load1 in rows:
         print(f"{setup:8s} {streams:7d} {'yes' if ok else 'no':>4s}  {per:12.3f}  {p50:5.2f}  {p95:5.2f}  {first:9.1f}  "
@@ -272,12 +297,13 @@ def main() -> int:
     parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=["before", "paced"],
                         help="real-time setups to compare, each run for every stream count (see SETUPS)")
     parser.add_argument("--decode-workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="CTranslate2 threads per decode worker (default: cores / workers)")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between lag samples")
     parser.add_argument("--lag-growth", type=float, default=1.0, help="most the lag may grow (s) for a count to be held")
     parser.add_argument("--max-p95", type=float, default=2.0, help="longest alert latency p95 (s) for a count to be held")
     args = parser.parse_args()
     if args.profile:
-        profile(args.profile, args.lookahead_scale)
+        profile(args.profile, args.lookahead_scale, args.threads)
     if args.windows:
         windows(args.windows, args.corpus)
     if args.streams:

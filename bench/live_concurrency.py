@@ -56,6 +56,8 @@ class StreamsRun:
     """Every sample: each call's lag (s of audio fed and not yet looked at)."""
     latencies: list[float] = field(default_factory=list)
     """Every alert's latency (s from the phrase's audio arriving to the alert)."""
+    parts: list[dict] = field(default_factory=list)
+    """Where each of those alerts' latency went (``LiveCall.latency_parts``)."""
     audio_s: float = 0.0
     """Seconds of audio fed, all streams together."""
     rss_mb: float = 0.0
@@ -110,7 +112,9 @@ def run_streams(transcriber, phrasebook, matcher, audios: list[np.ndarray], stre
     for call in calls:
         call.wait()
     scheduler.close()
-    run.latencies = [a["latency_s"] for c in calls for a in c.alerts if a.get("pass", 1) == 1]
+    first_pass = [(a, part) for c in calls for a, part in zip(c.alerts, c.latency_parts) if a.get("pass", 1) == 1]
+    run.latencies = [a["latency_s"] for a, _ in first_pass]
+    run.parts = [part for _, part in first_pass]
     run.audio_s = sum(c.duration_s for c in calls)
     run.rss_mb = rss_mb()
     run.groups = sum(c.refinement["groups"] for c in calls)

@@ -212,6 +212,115 @@ def agreed_prefix(previous: list[Word], current: list[Word]) -> list[Word]:
     return current[:count]
 
 
+class GrowingSpeech:
+    """Silero VAD over a buffer that grows at its end: the speech
+    ``faster_whisper.vad.get_speech_timestamps`` finds in it, without running
+    the network again over audio it has already seen.
+
+    A stream looks at its buffer every 0.1 s, and the buffer holds a whole
+    utterance (up to ``max_window_s``): run over all of it each time, Silero
+    cost 0.028 CPU s per second of audio, 6% of a stream (``bench/capacity.py
+    --profile``). Its network is causal: a 32 ms frame's speech probability
+    depends on the frame, the 4 ms before it and the state its LSTM carried
+    over from the frames before. So the probabilities of whole frames are kept
+    with the state after the last of them, and only new frames, and the last
+    partial one (padded with zeros, as ``get_speech_timestamps`` pads it), go
+    through the network. ``restart`` when the buffer's start moves: the frames
+    then start over, as a fresh call of ``get_speech_timestamps`` would. The
+    spans are the same, sample for sample (``tests/test_stream.py``).
+    """
+
+    FRAME = 512
+    """Samples per Silero frame at 16 kHz."""
+    CONTEXT = 64
+    """Samples of the previous frame each frame is given with."""
+
+    def __init__(self, vad):
+        if vad.max_speech_duration_s != float("inf"):
+            raise ValueError("GrowingSpeech: speech of any length only (max_speech_duration_s = inf)")
+        self.vad = vad
+        """``faster_whisper.vad.VadOptions``."""
+        self.restart()
+
+    def restart(self) -> None:
+        """The buffer now starts elsewhere: forget what was seen."""
+        self._probabilities = np.zeros(0, np.float32)
+        self._state = (np.zeros((1, 1, 128), np.float32), np.zeros((1, 1, 128), np.float32))
+
+    def spans(self, audio: np.ndarray) -> list[dict]:
+        """``get_speech_timestamps(audio, vad)`` for ``audio``, a buffer that
+        holds, since the last ``restart``, what it held at the last call and more."""
+        whole = len(audio) // self.FRAME
+        seen = len(self._probabilities)
+        if whole < seen:  # (not a grown buffer: start over)
+            self.restart()
+            seen = 0
+        if whole > seen:
+            new, self._state = self._run(audio[seen * self.FRAME : whole * self.FRAME], self._before(audio, seen), self._state)
+            self._probabilities = np.concatenate([self._probabilities, new])
+        last = np.zeros(self.FRAME, np.float32)  # the partial frame (or, as Silero pads, one of zeros)
+        last[: len(audio) - whole * self.FRAME] = audio[whole * self.FRAME :]
+        tail, _ = self._run(last, self._before(audio, whole), self._state)
+        return speech_from_probabilities(np.concatenate([self._probabilities, tail]), len(audio), self.vad)
+
+    def _before(self, audio: np.ndarray, frame: int) -> np.ndarray:
+        """The samples Silero is given before ``frame``: the end of the frame before, or zeros."""
+        if not frame:
+            return np.zeros(self.CONTEXT, np.float32)
+        return audio[frame * self.FRAME - self.CONTEXT : frame * self.FRAME]
+
+    def _run(self, samples: np.ndarray, before: np.ndarray, state) -> tuple[np.ndarray, tuple]:
+        """Probabilities of the frames of ``samples``, which follow ``before`` and the LSTM ``state``."""
+        from faster_whisper.vad import get_vad_model
+
+        frames = samples.reshape(-1, self.FRAME)
+        context = np.concatenate([before[np.newaxis], frames[:-1, -self.CONTEXT :]])
+        probabilities, h, c = get_vad_model().session.run(
+            None, {"input": np.concatenate([context, frames], axis=1), "h": state[0], "c": state[1]}
+        )
+        return probabilities.reshape(-1), (h, c)
+
+
+def speech_from_probabilities(probabilities: np.ndarray, samples: int, vad) -> list[dict]:
+    """The speech spans (sample offsets) Silero's per-frame speech ``probabilities``
+    mean for ``samples`` of audio: ``faster_whisper.vad.get_speech_timestamps``'s
+    rules for speech of any length (``VadOptions.max_speech_duration_s`` inf), which
+    that function only applies to probabilities it computes itself."""
+    frame = GrowingSpeech.FRAME
+    negative = vad.neg_threshold if vad.neg_threshold is not None else max(vad.threshold - 0.15, 0.01)
+    min_silence = SAMPLE_RATE * vad.min_silence_duration_ms / 1000
+    min_speech = SAMPLE_RATE * vad.min_speech_duration_ms / 1000
+    pad = SAMPLE_RATE * vad.speech_pad_ms / 1000
+    speeches, start, silent_from = [], None, 0
+    for index, probability in enumerate(probabilities.tolist()):
+        if probability >= vad.threshold:
+            silent_from = 0
+            if start is None:
+                start = frame * index
+        elif probability < negative and start is not None:
+            silent_from = silent_from or frame * index
+            if frame * index - silent_from >= min_silence:
+                if silent_from - start > min_speech:
+                    speeches.append({"start": start, "end": silent_from})
+                start, silent_from = None, 0
+    if start is not None and samples - start > min_speech:
+        speeches.append({"start": start, "end": samples})
+    for i, speech in enumerate(speeches):  # padding, split halfway where two spans are closer than twice the pad
+        if i == 0:
+            speech["start"] = int(max(0, speech["start"] - pad))
+        if i + 1 < len(speeches):
+            silence = speeches[i + 1]["start"] - speech["end"]
+            if silence < 2 * pad:
+                speech["end"] += int(silence // 2)
+                speeches[i + 1]["start"] = int(max(0, speeches[i + 1]["start"] - silence // 2))
+            else:
+                speech["end"] = int(min(samples, speech["end"] + pad))
+                speeches[i + 1]["start"] = int(max(0, speeches[i + 1]["start"] - pad))
+        else:
+            speech["end"] = int(min(samples, speech["end"] + pad))
+    return speeches
+
+
 class UtteranceStream:
     """One speaker's audio, endpointed into utterances and decoded incrementally."""
 
@@ -220,11 +329,11 @@ class UtteranceStream:
 
         self.speaker = speaker
         self.options = options or StreamingOptions()
-        self._vad = VadOptions(
+        self._speech = GrowingSpeech(VadOptions(  # VAD of the buffer, kept while it grows
             threshold=self.options.vad_threshold,
             min_silence_duration_ms=int(self.options.pause_s * 1000),
             speech_pad_ms=int(self.options.speech_pad_s * 1000),
-        )
+        ))
         self._lock = threading.Lock()
         self._chunks: list[np.ndarray] = []
         self._audio = np.zeros(0, dtype=np.float32)
@@ -290,6 +399,8 @@ class UtteranceStream:
             self._group.append(self._audio[:samples])
         self._audio = self._audio[samples:]
         self.buffer_start += samples / SAMPLE_RATE
+        if samples:
+            self._speech.restart()
 
     # --- refinement groups -------------------------------------------------------
     def _into_group(self, cut: int) -> None:
@@ -323,8 +434,6 @@ class UtteranceStream:
 
     def step(self, transcriber: Transcriber) -> Iterator[Committed | Hypothesis]:
         """Look at the audio fed since the last step; decode when the policy says so."""
-        from faster_whisper.vad import get_speech_timestamps
-
         behind_s = self.fed_until - self.checked_until
         ended = self._take_fed()
         opts = self.options
@@ -333,7 +442,7 @@ class UtteranceStream:
             region = self._audio[:window]
             region_end = self.buffer_start + len(region) / SAMPLE_RATE
             self.checked_until = max(self.checked_until, region_end)
-            speech = get_speech_timestamps(region, self._vad)
+            speech = self._speech.spans(region)
             speech = [s for s in speech if s["end"] - s["start"] >= opts.min_utterance_s * SAMPLE_RATE]
             if not speech:
                 # Keep a little silence: a word may be starting at the very end.
@@ -619,7 +728,10 @@ class DecodeScheduler:
     (refinement) comes last: a worker refines a call's closed group only when
     no stream of any call has audio to decode and none is behind by more than
     ``refine_max_backlog_s``, so under load it waits, and a call leaves a group
-    it could not refine in time as the first pass heard it.
+    it could not refine in time as the first pass heard it. With more than one
+    worker, one is always left to first passes: a second pass (a whole group,
+    beam search) holds its worker for seconds, and an utterance that ends
+    meanwhile would wait for it.
 
     ``workers`` passes of the model run at once (each on a share of the
     cores, ``livecall.load_transcriber``). With ``batch_size`` above 1, there
@@ -642,6 +754,7 @@ class DecodeScheduler:
         self._load_checked = time.monotonic()
         self._streams: list = []
         self._busy: set[int] = set()
+        self._refining = 0  # workers on a second pass now
         self._cond = threading.Condition()
         self._stopping = False
         self._threads = [threading.Thread(target=self._work, name=f"decode-{i}", daemon=True)
@@ -706,7 +819,9 @@ class DecodeScheduler:
             for stream in call.streams
             if id(stream) not in self._busy and stream.has_work(self.check_every_s)
         ]
-        if not ready and all(call.backlog_s() <= self.refine_max_backlog_s for call in self._streams):
+        refining_allowed = self._refining < max(1, self.workers - 1)  # (one worker kept for first passes)
+        if not ready and refining_allowed and all(call.backlog_s() <= self.refine_max_backlog_s
+                                                  for call in self._streams):
             # first passes before refinement, across all calls
             ready = [(call.refine_waiting_since(), call, None) for call in self._streams
                      if id(call) not in self._busy and call.refine_due()]
@@ -724,6 +839,7 @@ class DecodeScheduler:
                 _, call, stream = item
                 busy = id(stream if stream is not None else call)
                 self._busy.add(busy)
+                self._refining += stream is None
             started = time.monotonic()
             try:
                 if stream is None:
@@ -736,6 +852,7 @@ class DecodeScheduler:
             finally:
                 with self._cond:
                     self._busy.discard(busy)
+                    self._refining -= stream is None
                     self._busy_s += time.monotonic() - started
                     self._cond.notify_all()
 

@@ -13,6 +13,7 @@ from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
 from monitor.stream import (
     Committed,
+    GrowingSpeech,
     Hypothesis,
     PhraseWatch,
     StreamingOptions,
@@ -159,6 +160,28 @@ def test_stream_keeps_soft_onsets_and_one_word_utterances(transcriber):
     assert "故障" in text.split("用不了")[-1], text  # the agent's turn at 13.4 s, not only the earlier 处理故障
 
 
+def test_vad_of_a_growing_buffer_finds_what_a_fresh_vad_finds():
+    """A stream's buffer grows by a block at a time and now and then loses its
+    head; ``GrowingSpeech`` runs Silero only over what is new, yet finds the
+    same spans, sample for sample, as Silero run over the whole buffer."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    vad = VadOptions(threshold=0.5, min_silence_duration_ms=400, speech_pad_ms=100)
+    audio = load_call(str(SAMPLES / "d02_fault_rude.wav")).agent[: 40 * SAMPLE_RATE]
+    growing, start, end, found = GrowingSpeech(vad), 0, 0, 0
+    rng = np.random.default_rng(0)
+    while end < len(audio):
+        end += int(rng.integers(1, SAMPLE_RATE // 4))  # blocks that end anywhere in a frame
+        if rng.random() < 0.05:  # a commit or a silence dropped the buffer's head
+            start = min(end, start + int(rng.integers(1, 3 * SAMPLE_RATE)))
+            growing.restart()
+        region = audio[start : min(end, start + 12 * SAMPLE_RATE)]
+        expected = get_speech_timestamps(region, vad)
+        assert growing.spans(region) == expected, (start, end)
+        found += len(expected)
+    assert found > 50  # (speech was there to find)
+
+
 # --- several streams on one model: batched passes and load shedding -----------------------
 
 
@@ -277,4 +300,48 @@ def test_a_busy_scheduler_spaces_out_look_ahead_and_closes_up_when_idle():
                 scheduler._pace_lookahead()
             assert Call.streams[0].lookahead_scale == 1.0
     finally:
+        scheduler.close()
+
+
+def test_a_second_pass_never_takes_the_last_free_worker():
+    """Two workers: while one refines a call's group, the other stays free for
+    first passes, and the next call's group waits for the first to finish."""
+    import threading
+
+    from monitor.stream import DecodeScheduler
+
+    class Call:  # a call with a group to refine and nothing else to decode
+        call_id = "call"
+
+        def __init__(self):
+            self.streams, self.refining, self.release = [], threading.Event(), threading.Event()
+
+        def backlog_s(self) -> float:
+            return 0.0
+
+        def refine_due(self) -> bool:
+            return not self.refining.is_set()
+
+        def refine_waiting_since(self) -> float:
+            return 0.0
+
+        def refine(self, transcriber) -> None:
+            self.refining.set()
+            self.release.wait(timeout=30)
+
+    scheduler = DecodeScheduler(transcriber=None, workers=2)
+    calls = [Call(), Call()]
+    try:
+        for call in calls:
+            scheduler.add(call)
+        assert any(call.refining.wait(timeout=10) for call in calls)
+        first = next(call for call in calls if call.refining.is_set())
+        other = calls[1 - calls.index(first)]
+        assert not other.refining.wait(timeout=0.5)  # the free worker did not take it
+        first.release.set()
+        assert other.refining.wait(timeout=10)  # the same worker, once free again, did
+        other.release.set()
+    finally:
+        for call in calls:
+            call.release.set()
         scheduler.close()
