@@ -109,6 +109,33 @@ def test_a_sentence_between_the_voices_is_uncertain():
     assert not any(uncertain(s) for s in labelled[:-1])
 
 
+def test_one_voice_split_in_two_names_nobody_its_words_do_not_decide():
+    """The encoder hears both speakers as one voice (y02: the TTS voice twice):
+    any two clusters it finds split off an odd sentence, not a speaker. The
+    greeting's words still name the agent; a wordless sentence is held for
+    review, whichever cluster it fell in."""
+    rng = np.random.default_rng(3)
+    speakers = ["agent", "customer", "agent", "customer", "agent", "customer", "agent"]
+    segments, _ = _call(rng, speakers, ["您好，请问是王先生吗？"] + ["嗯。"] * 6)
+    vectors = [_voice(rng, 0.0) for _ in speakers]
+    vectors[4] = _voice(rng, 3.0)  # the odd one out: a voice of one sentence
+    labelled = assign_roles(segments, vectors, [2.6, 0.0, 0.8, 0.0, 0.0, 0.0, 0.0])
+    assert labelled[0].speaker == "agent" and not uncertain(labelled[0])
+    assert all(uncertain(s) for s, score in zip(labelled, [2.6, 0.0, 0.8, 0.0, 0.0, 0.0, 0.0]) if score == 0.0)
+    # The same vectors taking turns, with the words bearing them out, are believed.
+    turns = [_voice(rng, 1.0 if s == "agent" else -1.0) for s in speakers]
+    believed = assign_roles(segments, turns, [2.6, -1.5, 0.8, 0.0, 0.0, -1.0, 2.0])
+    assert [s.speaker for s in believed] == speakers and not any(uncertain(s) for s in believed)
+
+
+def test_voices_that_take_turns_are_believed_and_an_odd_sentence_split_off_is_not():
+    from monitor.roles import turn_taking
+
+    assert turn_taking(np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0])) > 1.0
+    assert turn_taking(np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])) < -0.5
+    assert turn_taking(np.array([0.5, 0.5, 0.5])) == pytest.approx(0.0)
+
+
 def test_too_few_sentences_keep_the_agent_unless_the_words_say_otherwise():
     segments = [Segment(0, 2, "您好。", "agent"), Segment(3, 5, "你有没有搞错？", "agent")]
     labelled = assign_roles(segments, [None, None], [1.8, -2.5])
