@@ -445,7 +445,7 @@ def separate_roles(
     if not segments:
         return segments
     recording = acoustic.Recording(samples)
-    segments = acoustic.split_at_pauses(recording.mel, segments)
+    segments = acoustic.split_at_pauses(recording, segments)
     vectors = acoustic.sentence_voices(recording, segments)
     voices = voices_of(segments, vectors)
     return label(segments, vectors, text_scores(segments, matcher_for(phrasebook)), voices)

@@ -171,12 +171,12 @@ def test_a_segment_running_over_a_silence_is_cut_there():
     samples = np.concatenate([piece, np.zeros(32000, np.float32), piece])  # 1 s, 2 s silence, 1 s
     words = [Word(0.0, 0.5, "刚才"), Word(0.5, 1.0, "说了，"), Word(1.0, 3.5, "你"), Word(3.5, 4.0, "这是")]
     segment = Segment(0.0, 4.0, "刚才说了，你这是", "agent", words)
-    pieces = split_at_pauses(Recording(samples).mel, [segment])
+    pieces = split_at_pauses(Recording(samples), [segment])
     assert [p.text for p in pieces] == ["刚才说了，", "你这是"]
     assert pieces[1].start >= 2.9
     # A segment without a silence in it stays whole.
     whole = Segment(0.0, 1.0, "刚才说了，", "agent", words[:2])
-    assert split_at_pauses(Recording(samples).mel, [whole]) == [whole]
+    assert split_at_pauses(Recording(samples), [whole]) == [whole]
 
 
 def test_the_speaker_encoder_hears_one_real_customer_across_recordings():
