@@ -12,10 +12,14 @@ not cost the agent points. Two kinds of evidence are combined:
   地址 and 电话号码, 登记s a 工单); the customer says the phrasebook's cue
   phrases (complaints), speaks of 你们 and 我家, and asks for help (派人).
 
-The agent is the voice whose sentences carry more agent text evidence. Each
-sentence then gets a role and a confidence: its acoustic log-odds plus its own
-text log-odds, averaged over the chance that the voices were named the wrong
-way round. A sentence whose confidence is below ``REVIEW_BELOW``
+The agent is the voice whose sentences carry more agent text evidence. The
+voices themselves are believed as far as the words and the turn-taking bear
+them out (``name_voices``: any call's sentences can be split in two, and a
+voice the encoder cannot hear apart from the other is split by something
+else). Each sentence then gets a role and a confidence: its acoustic log-odds
+plus its own text log-odds, averaged over the chance that the voices were
+named the wrong way round and over the chance that they are no speakers at
+all, when its own words decide alone. A sentence whose confidence is below ``REVIEW_BELOW``
 costs the agent no points and is listed for review (``rules.py``).
 
 Decisions a reader would otherwise have to guess:
@@ -78,9 +82,10 @@ told apart right but whose text barely said which voice was the agent (d06
 and n02 at 0.60-0.65 before the service-work cues, n05 at 0.52 still), so a
 person should decide there. With the cepstrum alone r02's real customer
 is surely blamed (one real speaker's two recordings put in two voices);
-with the speaker encoder no customer's words on tests/data/roles, the
-held-out h01-h04 or bench/data/roles_heldout x01-x04 are, but those of
-y02, whose two voices the encoder cannot hear apart, are."""
+with the speaker encoder and the voices' ``reliability``, no customer's
+words on the samples, tests/data/roles, the held-out h01-h04 or bench/data/
+roles_heldout x01-x04 and y01-y04 are (y02's were, 22 of 127 characters,
+before the reliability)."""
 
 
 def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
@@ -171,7 +176,8 @@ clustered right lay 4.8-52 spreads apart (0.88 right at 4.8, h04). Neither
 this nor the cosine between the voices' mean embeddings told apart the one
 call whose voices the encoder could not hear apart (bench/data/
 roles_heldout y02, the TTS voice twice, 50 cents apart: 5.4 spreads, 0.51
-right, its customer blamed at 0.75-0.91)."""
+right, its customer blamed at 0.75-0.91): that is ``name_voices``'s
+reliability's work."""
 
 
 def trusted_separations() -> tuple[float, float]:
@@ -383,18 +389,20 @@ def turn_taking(voice1: np.ndarray) -> float:
 
 
 VOICES_PRIOR = 0.0
-"""Log-odds, before the words are heard, that the two voices found are the
-call's two speakers. Low, because the voice vectors cannot tell by
+"""Log-odds, before the words and the turns are weighed, that the two voices
+found are the call's two speakers: even. The voice vectors cannot tell by
 themselves: split into two, one speaker's sentences alone (the stereo calls'
 channels) lie 4.5-13.6 spreads apart with centroid cosines of 0.79-0.97,
-where the calls of two speakers lie 4.9-27 spreads and 0.73-0.88 apart; and
+where the calls of two speakers lie 4.9-27 spreads and 0.73-0.88 apart, and
 the TTS voice twice, 50 cents apart (bench/data/roles_heldout y02), is heard
-as one. So the words must bear the voices out: with the agent's phrases in
-one voice and the customer's in the other the voices are believed (two
-clear greetings or farewells in one voice and a complaint in the other:
-0.9); where the words say little (y02: one greeting, in the larger voice),
-a sentence whose own words don't decide is held for review, not named by a
-voice that may be none."""
+as one. So the words and the turn-taking must bear the voices out. Measured
+with bench/roles.py on Whisper's sentences: two-speaker calls come out at
+0.47-1.00 (most 0.8-0.96), the agent-only channels of the stereo calls at
+0.08-0.34, y02 at 0.50 (its split: one sentence of seven against the rest)
+and h04 (short against long sentences) at 0.54. At -1, the customer was
+still never blamed but 3 more of the agent's 47 forbidden sentences were
+held for review instead of deducted; at +inf (no reliability) y02's customer
+was blamed 3 times and 3 agent sentences surely named customer."""
 
 
 def with_role(segment: Segment, agent_probability: float) -> Segment:
@@ -485,17 +493,22 @@ class LiveRoles:
 
     Keeps each committed sentence's voice vector and text evidence, not its
     audio (only the last ``LIVE_WINDOW_S`` of audio, to describe the next
-    sentences), and fits the two voices again at every commit: earlier
-    sentences are labelled again as the evidence grows. ``label`` gives the
-    finished call the same separation a batch scoring gives the recording
-    (without cutting sentences at voice changes, which needs the audio).
+    sentences, and the call's loudness, a float per 10 ms), and fits the two
+    voices again at every commit: earlier sentences are labelled again as the
+    evidence grows. ``label`` gives the finished call the same separation a
+    batch scoring gives the recording, its sentences cut at pauses as there
+    (the pieces are described when their sentence is committed).
     """
 
     def __init__(self, matcher, window_s: float = LIVE_WINDOW_S):
-        from monitor.voices import RecentAudio
+        from monitor.voices import RecentAudio, RunningLoudness
 
         self.matcher = matcher
         self.audio = RecentAudio(window_s)
+        self.loudness = RunningLoudness()
+        self.pieces: list[tuple[Segment, np.ndarray | None]] = []
+        """The committed sentences cut at their pauses (``voices.split_at_pauses``),
+        each with its voice vector, for labelling the finished call."""
         self.sentences: list[Segment] = []
         """The committed sentences, as last labelled."""
         self.vectors: list[np.ndarray | None] = []
@@ -510,8 +523,14 @@ class LiveRoles:
     def commit(self, segment: Segment) -> tuple[Segment, list[Segment]]:
         """``segment`` labelled, and the earlier sentences whose role, or its
         certainty (``uncertain``), changed with it."""
+        from monitor.voices import split_at_pauses
+
         vector = self.audio.describe(segment.start, segment.end)
+        self.loudness.extend(self.audio, segment.end)
+        pieces = split_at_pauses(self.loudness, [segment])
+        described = [vector] if len(pieces) == 1 else [self.audio.describe(p.start, p.end) for p in pieces]
         with self._lock:
+            self.pieces += [(replace(p, words=[]), v) for p, v in zip(pieces, described)]
             score = text_evidence(segment.text, self.matcher.match_text(segment.text), first=not self.sentences)
             self.sentences.append(replace(segment, words=[]))  # times and text are all a role needs
             self.vectors.append(vector)
@@ -537,10 +556,14 @@ class LiveRoles:
         return labelled.speaker, labelled.speaker_confidence
 
     def label(self, segments: list[Segment]) -> list[Segment]:
-        """The finished call's sentences labelled as batch scoring labels them: each
-        takes the voice vector of the committed sentence it overlaps most."""
+        """The finished call's sentences labelled as batch scoring labels them: cut
+        at their pauses, each piece taking the voice vector of the committed
+        sentences' piece it overlaps most."""
+        from monitor.voices import split_at_pauses
+
         with self._lock:
-            kept = list(zip(self.sentences, self.vectors))
+            kept = list(self.pieces)
+        segments = split_at_pauses(self.loudness, [s for s in segments if s.text.strip()])
         vectors = []
         for segment in segments:
             index = _most_overlapping_index([s for s, _ in kept], segment.start, segment.end)

@@ -118,11 +118,12 @@ class Recording:
         once: the sentences' pieces are read from it."""
         return self._frames[0]
 
-    @property
+    @cached_property
     def loudness(self) -> np.ndarray:
         """Each 10 ms frame's loudness: Whisper's log-mel frames, telephone band
         (``log_mel``), averaged over their bands; made with ``power_mel``."""
-        return self._frames[1]
+        logs = self._frames[1]
+        return frame_loudness(logs, float(logs.max(initial=-10.0)))
 
     def stretch_mel(self, first: int, last: int) -> np.ndarray:
         """The ``power_mel`` of samples ``first``-``last`` (``first`` a multiple of
@@ -237,16 +238,15 @@ def power_mel(samples: np.ndarray) -> np.ndarray:
 
 
 def _frames(samples: np.ndarray, loudness: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """``power_mel`` and, when ``loudness``, each frame's Whisper log-mel
-    (``log_mel``) averaged over its bands: both from one spectrogram, made a
-    block at a time."""
+    """``power_mel`` and, when ``loudness``, Whisper's log10 mel bands of the
+    telephone band (``log_mel`` before its floor), both from one spectrogram,
+    made a block at a time."""
     filters, window = _encoder_filters()
     padded = np.pad(samples.astype(np.float32), 200)
     count = max(0, 1 + (len(padded) - 400) // HOP)
     mel = np.empty((count, filters.shape[1]), np.float32)
     whisper = _feature_extractor().mel_filters[: _phone_bands()].T.astype(np.float32) if loudness else None
     logs = np.empty((count, whisper.shape[1]), np.float32) if loudness else None
-    loudest = -np.inf
     for first in range(0, count, POWER_MEL_BLOCK):
         starts = HOP * np.arange(first, min(count, first + POWER_MEL_BLOCK))
         spectrum = rfft(padded[np.arange(400)[None, :] + starts[:, None]] * window, axis=1)
@@ -254,11 +254,13 @@ def _frames(samples: np.ndarray, loudness: bool) -> tuple[np.ndarray, np.ndarray
         mel[first : first + len(starts)] = power @ filters
         if loudness:
             logs[first : first + len(starts)] = np.log10(np.maximum(power @ whisper, 1e-10))
-            loudest = max(loudest, float(logs[first : first + len(starts)].max(initial=-np.inf)))
-    if not loudness:
-        return mel, None
-    # Whisper's floor: 80 dB under the loudest band (the loudest is below the telephone band's top)
-    return mel, np.maximum(logs, loudest - 8.0).mean(axis=1)
+    return mel, logs
+
+
+def frame_loudness(logs: np.ndarray, loudest: float) -> np.ndarray:
+    """Each frame's loudness from its ``_frames`` log bands: Whisper's floor, 80 dB
+    under the ``loudest`` band, then the mean over the bands."""
+    return np.maximum(logs, loudest - 8.0).mean(axis=1)
 
 
 def level_gain(samples: np.ndarray) -> float:
@@ -412,7 +414,7 @@ the call's quiet frames (10th percentile) to its loud ones (90th): the
 noise floor of a noisy line is far from digital silence."""
 
 
-def split_at_pauses(recording: Recording, segments: list[Segment]) -> list[Segment]:
+def split_at_pauses(recording: Recording | RunningLoudness, segments: list[Segment]) -> list[Segment]:
     """Cut segments at silences of ``PAUSE_S`` or more between their words.
 
     The silence is found in the audio (``Recording.loudness``), not in the
@@ -462,6 +464,30 @@ def _piece(segment: Segment, words: list) -> Segment:
     )
 
 
+class RunningLoudness:
+    """``Recording.loudness`` of a live stream, made as far as it has been heard,
+    so that its sentences can be cut at pauses as a recording's are
+    (``split_at_pauses``). A float per 10 ms is kept, not the audio."""
+
+    def __init__(self):
+        self.loudness = np.empty(0, np.float32)
+        self._loudest = -10.0
+
+    def extend(self, audio: RecentAudio, until_s: float) -> None:
+        """Add the frames up to ``until_s`` (call seconds) from the stream's ``audio``.
+        Frames whose audio has left it (a long stretch without a sentence) count as silent."""
+        first, last = len(self.loudness), int(until_s * FRAMES_PER_SECOND)
+        if last <= first:
+            return
+        kept_from = max(first, int(np.ceil(audio.kept_from_s() * FRAMES_PER_SECOND)))
+        samples = audio.between(kept_from / FRAMES_PER_SECOND, last / FRAMES_PER_SECOND)
+        logs = _frames(samples, loudness=True)[1][: last - kept_from] if samples is not None else np.empty((0, 1))
+        if len(logs):
+            self._loudest = max(self._loudest, float(logs.max()))
+        silent = np.full(kept_from - first, self._loudest - 8.0, np.float32)
+        self.loudness = np.concatenate([self.loudness, silent, frame_loudness(logs, self._loudest)])
+
+
 class RecentAudio:
     """The last ``window_s`` seconds of a live mono stream (16 kHz), so a
     sentence can be described once it is transcribed; memory stays that of the
@@ -482,6 +508,11 @@ class RecentAudio:
             self._ring[at : at + head] = samples[:head]
             self._ring[: len(samples) - head] = samples[head:]
             self._written += fed
+
+    def kept_from_s(self) -> float:
+        """The earliest call second still kept."""
+        with self._lock:
+            return max(0, self._written - len(self._ring)) / self.sample_rate
 
     def between(self, start: float, end: float) -> np.ndarray | None:
         """The audio from ``start`` to ``end`` (call seconds), None once it has left the window."""
