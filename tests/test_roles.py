@@ -401,3 +401,30 @@ def test_call_without_greeting_deducts_the_agents_phrases_and_not_the_customers(
     assert deducted, report["events"]
     assert all(_turn_at(labels, (e["start"] + e["end"]) / 2)["speaker"] == "agent" for e in deducted), deducted
     assert not [r for r in report["review"] if r.get("forbidden")], "a violation was only held for review"
+
+
+def test_a_live_streams_finished_call_is_cut_at_pauses_as_a_recording_is():
+    """The live report's roles come from the same cut as batch scoring's: the
+    stream's loudness is kept as it plays, so a sentence that runs over a
+    silence is two sentences in the finished call, each with its own voice."""
+    from monitor.asr import Word
+    from monitor.audio import load_call
+    from monitor.match import matcher_for
+    from monitor.roles import LiveRoles
+    from monitor.voices import Recording, split_at_pauses
+
+    speech = load_call(str(DATA / "r01_real_customer.flac"), "mono").agent
+    turn = _labels("r01_real_customer")["turns"][1]
+    piece = speech[int(turn["start"] * 16000) : int(turn["start"] * 16000) + 16000]
+    samples = np.concatenate([np.zeros(8000, np.float32), piece, np.zeros(32000, np.float32), piece,
+                              np.zeros(8000, np.float32)])  # fmt: skip
+    words = [Word(0.5, 1.0, "刚才"), Word(1.0, 1.5, "说了，"), Word(1.5, 4.0, "你"), Word(4.0, 4.5, "这是")]
+    segment = Segment(0.5, 4.5, "刚才说了，你这是", "agent", words)
+    roles = LiveRoles(matcher_for(load_phrasebook("broadband")))
+    for at in range(0, len(samples), 1600):
+        roles.feed(samples[at : at + 1600])
+    roles.commit(segment)
+    finished = roles.label([segment])
+    assert [s.text for s in finished] == [p.text for p in split_at_pauses(Recording(samples), [segment])]
+    assert [s.text for s in finished] == ["刚才说了，", "你这是"]
+    assert all(s.speaker_confidence is not None for s in finished)
