@@ -116,20 +116,20 @@ class Recording:
         return log_mel(self.samples)
 
     @cached_property
-    def _frames(self) -> tuple[np.ndarray, np.ndarray]:
+    def _mel_and_logs(self) -> tuple[np.ndarray, np.ndarray]:
         return _frames(self.samples, loudness=True)
 
     @property
     def power_mel(self) -> np.ndarray:
         """The speaker encoder's mel frames of the whole call (``power_mel``), made
         once: the sentences' pieces are read from it."""
-        return self._frames[0]
+        return self._mel_and_logs[0]
 
     @cached_property
     def loudness(self) -> np.ndarray:
         """Each 10 ms frame's loudness: Whisper's log-mel frames, telephone band
         (``log_mel``), averaged over their bands; made with ``power_mel``."""
-        logs = self._frames[1]
+        logs = self._mel_and_logs[1]
         return frame_loudness(logs, float(logs.max(initial=-10.0)))
 
     def stretch_mel(self, first: int, last: int) -> np.ndarray:
