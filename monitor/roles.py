@@ -563,7 +563,7 @@ class LiveRoles:
 
         with self._lock:
             kept = list(self.pieces)
-        segments = split_at_pauses(self.loudness, [s for s in segments if s.text.strip()])
+        segments = split_at_pauses(self.loudness, segments)
         vectors = []
         for segment in segments:
             index = _most_overlapping_index([s for s, _ in kept], segment.start, segment.end)
