@@ -366,7 +366,9 @@ def name_voices(
 
 TURN_CHANGE = 0.7
 """Share of a two-party call's sentences that follow one of the other
-speaker's: the sentences of a call are mostly turns and replies."""
+speaker's: the sentences of a call are mostly turns and replies (0.79 of
+Whisper's sentences, cut at pauses, on the samples, tests/data/roles, h01-h04,
+x01-x04 and y01-y04; set lower for calls where one side talks at length)."""
 
 
 def turn_taking(voice1: np.ndarray) -> float:
