@@ -429,6 +429,8 @@ def split_at_pauses(recording: Recording | RunningLoudness, segments: list[Segme
     (你 from 17.3 s to 20.7 s). A word goes to the side of the pause its end is on.
     """
     energy = recording.loudness
+    if not len(energy):  # nothing heard yet (a live stream's sentences committed without audio)
+        return list(segments)
     floor, peak = np.quantile(energy, 0.1), np.quantile(energy, 0.9)
     quiet = energy < floor + QUIET_LEVEL * (peak - floor)
     out: list[Segment] = []
