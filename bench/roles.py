@@ -1,6 +1,6 @@
 """Role separation on mono calls: who said what, and whose forbidden phrase it was.
 
-    PYTHONPATH=. python bench/roles.py [--encoder] [--live] [CALL.wav ...]
+    PYTHONPATH=. python bench/roles.py [--encoder] [--live] [--cache DIR] [CALL.wav ...]
 
 Prints, per set of calls:
 
@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -219,6 +221,23 @@ def forbidden_counts(report: dict, labels: dict) -> tuple[int, int, int, int, in
     return true, len(events), sum(found), len(wanted), sum(flagged)
 
 
+def cached_transcript(transcriber: Transcriber, call: CallAudio, path: str, cache: Path | None) -> list[Segment]:
+    """Whisper's sentences of ``call`` (read from ``path``), kept in ``cache`` between runs when
+    given (keyed by the file's path, size and time): role separation can then be measured again
+    in seconds."""
+    if cache is None:
+        return transcriber.transcribe_call(call)
+    stat = os.stat(path)
+    key = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{call.customer is None}"
+    kept = cache / (hashlib.sha1(key.encode()).hexdigest() + ".pickle")
+    if kept.is_file():
+        return pickle.loads(kept.read_bytes())
+    segments = transcriber.transcribe_call(call)
+    cache.mkdir(parents=True, exist_ok=True)
+    kept.write_bytes(pickle.dumps(segments))
+    return segments
+
+
 def ratio(a: int, b: int) -> str:
     return f"{a / b:.2f} ({a}/{b})" if b else "n/a (0/0)"
 
@@ -232,6 +251,7 @@ def main() -> None:
     parser.add_argument("--encoder", action="store_true", help="also measure Whisper encoder states (slow)")
     parser.add_argument("--no-montage", action="store_true")
     parser.add_argument("--live", action="store_true", help="also feed each call to a live call in lockstep")
+    parser.add_argument("--cache", type=Path, help="keep Whisper's transcripts here between runs")
     args = parser.parse_args()
     sets = {}
     if args.calls:
@@ -266,7 +286,7 @@ def main() -> None:
                 row.append(time.perf_counter() - started)
             voice_rows.append((labels["call_id"], row, cepstral_s))
 
-            raw = transcriber.transcribe_call(call)
+            raw = cached_transcript(transcriber, call, path, args.cache)
             phrasebook = load_phrasebook(labels.get("phrasebook", "broadband"))
             started = time.perf_counter()
             separated = with_roles(call, raw, phrasebook, separate=True)
@@ -299,7 +319,8 @@ def main() -> None:
                     counts[variant][k] += v
             if labels.get("stereo"):
                 stereo_call = load_call(path, "left")
-                stereo_segments = with_roles(stereo_call, transcriber.transcribe_call(stereo_call), phrasebook, True)
+                stereo_segments = with_roles(stereo_call, cached_transcript(transcriber, stereo_call, path, args.cache),
+                                             phrasebook, True)
                 report = report_for_segments(
                     labels["call_id"], path, None, stereo_call.duration_s, phrasebook, stereo_segments, True, {}
                 )

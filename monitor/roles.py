@@ -12,10 +12,14 @@ not cost the agent points. Two kinds of evidence are combined:
   地址 and 电话号码, 登记s a 工单); the customer says the phrasebook's cue
   phrases (complaints), speaks of 你们 and 我家, and asks for help (派人).
 
-The agent is the voice whose sentences carry more agent text evidence. Each
-sentence then gets a role and a confidence: its acoustic log-odds plus its own
-text log-odds, averaged over the chance that the voices were named the wrong
-way round. A sentence whose confidence is below ``REVIEW_BELOW``
+The agent is the voice whose sentences carry more agent text evidence. The
+voices themselves are believed as far as the words and the turn-taking bear
+them out (``name_voices``: any call's sentences can be split in two, and a
+voice the encoder cannot hear apart from the other is split by something
+else). Each sentence then gets a role and a confidence: its acoustic log-odds
+plus its own text log-odds, averaged over the chance that the voices were
+named the wrong way round and over the chance that they are no speakers at
+all, when its own words decide alone. A sentence whose confidence is below ``REVIEW_BELOW``
 costs the agent no points and is listed for review (``rules.py``).
 
 Decisions a reader would otherwise have to guess:
@@ -78,9 +82,10 @@ told apart right but whose text barely said which voice was the agent (d06
 and n02 at 0.60-0.65 before the service-work cues, n05 at 0.52 still), so a
 person should decide there. With the cepstrum alone r02's real customer
 is surely blamed (one real speaker's two recordings put in two voices);
-with the speaker encoder no customer's words on tests/data/roles, the
-held-out h01-h04 or bench/data/roles_heldout x01-x04 are, but those of
-y02, whose two voices the encoder cannot hear apart, are."""
+with the speaker encoder and the voices' ``reliability``, no customer's
+words on the samples, tests/data/roles, the held-out h01-h04 or bench/data/
+roles_heldout x01-x04 and y01-y04 are (y02's were, 22 of 127 characters,
+before the reliability)."""
 
 
 def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
@@ -173,7 +178,8 @@ clustered right lay 4.8-52 spreads apart (0.88 right at 4.8, h04). Neither
 this nor the cosine between the voices' mean embeddings told apart the one
 call whose voices the encoder could not hear apart (bench/data/
 roles_heldout y02, the TTS voice twice, 50 cents apart: 5.4 spreads, 0.51
-right, its customer blamed at 0.75-0.91)."""
+right, its customer blamed at 0.75-0.91): that is ``name_voices``'s
+reliability's work."""
 
 
 def trusted_separations() -> tuple[float, float]:
@@ -298,12 +304,15 @@ def label(
 
 @dataclass
 class NamedVoices:
-    """The call's two voices, and which of them is the agent."""
+    """The call's two voices, which of them is the agent, and how far they are to be believed."""
 
     voices: TwoVoices | None
     """None: too little speech to find two voices."""
     voice1_is_agent: float
     """Probability that voice 1 of ``voices`` is the agent."""
+    reliability: float = 1.0
+    """Probability that the two voices are the call's two speakers at all
+    (``reliability``); otherwise each sentence is named by its own words only."""
 
     def acoustic(self, vector: np.ndarray | None, seconds: float) -> float:
         """Capped log-odds that ``vector``, describing ``seconds`` of speech, is voice 1
@@ -314,28 +323,90 @@ class NamedVoices:
         return float(np.clip(heard * self.voices.trusted_log_odds(vector), -ACOUSTIC_CAP, ACOUSTIC_CAP))
 
     def agent_probability(self, vector: np.ndarray | None, text_score: float, seconds: float) -> float:
-        """Probability that a sentence with this voice and this text evidence is the agent's,
-        averaged over the chance that the voices were named the wrong way round."""
+        """Probability that a sentence with this voice and this text evidence is the agent's:
+        averaged over the chance that the voices were named the wrong way round, and over
+        the chance that they are no speakers at all (then its words alone decide)."""
         if self.voices is None:
             return float(_sigmoid(ONE_VOICE_PRIOR + text_score))
         acoustic, p = self.acoustic(vector, seconds), self.voice1_is_agent
-        return float(p * _sigmoid(acoustic + text_score) + (1 - p) * _sigmoid(-acoustic + text_score))
+        by_voice = p * _sigmoid(acoustic + text_score) + (1 - p) * _sigmoid(-acoustic + text_score)
+        return float(self.reliability * by_voice + (1 - self.reliability) * _sigmoid(text_score))
 
 
 def name_voices(
     voices: TwoVoices | None, vectors: list[np.ndarray | None], text_scores: list[float], seconds: list[float]
 ) -> NamedVoices:
-    """Which voice is the agent: the one whose sentences carry more agent text evidence."""
+    """Which voice is the agent (the one whose sentences carry more agent text
+    evidence), and how far the voices are to be believed.
+
+    The sentences' words are the judge of the voices. If the voices are the
+    two speakers, a sentence's text evidence ``t`` (log-odds agent) fits its
+    voice: its likelihood against a role drawn at even odds is ``2 sigmoid(t)``
+    in the agent's voice and ``2 sigmoid(-t)`` in the customer's. If they are
+    not (one voice split in two, short sentences against long ones), a
+    sentence's voice says nothing of its words and that ratio is 1. Each
+    sentence counts by how surely it is in each voice; not by its length: a
+    sentence's words are one piece of evidence however long it is (weighting by
+    length let one long, doubtfully placed greeting outvote two clear
+    farewells).
+    """
     if voices is None:
         return NamedVoices(None, 1.0)
-    named = NamedVoices(voices, 0.5)
-    voice1 = _sigmoid(np.array([named.acoustic(v, t) for v, t in zip(vectors, seconds)]))
-    # The text evidence each voice collected, each sentence counted by how
-    # surely it is that voice. Not by its length: a sentence's words are one
-    # piece of evidence however long it is (weighting by length let one
-    # long, doubtfully placed greeting outvote two clear farewells).
-    evidence = float(np.sum(np.asarray(text_scores, dtype=float) * (2 * voice1 - 1)))
-    return NamedVoices(voices, float(_sigmoid(evidence)))
+    unnamed = NamedVoices(voices, 0.5)
+    voice1 = _sigmoid(np.array([unnamed.acoustic(v, t) for v, t in zip(vectors, seconds)]))
+    text = np.asarray(text_scores, dtype=float)
+    # log-likelihood ratios of the words, voices against no voices, for either naming
+    voice1_agent = float(np.sum(np.log(voice1 * 2 * _sigmoid(text) + (1 - voice1) * 2 * _sigmoid(-text))))
+    voice0_agent = float(np.sum(np.log(voice1 * 2 * _sigmoid(-text) + (1 - voice1) * 2 * _sigmoid(text))))
+    words = np.logaddexp(voice1_agent, voice0_agent) - np.log(2)
+    return NamedVoices(
+        voices,
+        float(_sigmoid(voice1_agent - voice0_agent)),
+        float(_sigmoid(VOICES_PRIOR + words + turn_taking(voice1))),
+    )
+
+
+TURN_CHANGE = 0.7
+"""Share of a two-party call's sentences that follow one of the other
+speaker's: the sentences of a call are mostly turns and replies (0.79 of
+Whisper's sentences, cut at pauses, on the samples, tests/data/roles, h01-h04,
+x01-x04 and y01-y04; set lower for calls where one side talks at length)."""
+
+
+def turn_taking(voice1: np.ndarray) -> float:
+    """Log-likelihood ratio of the voices' order in the call, voices against no voices.
+
+    If the voices are the two speakers they take turns: a sentence follows
+    the other voice's ``TURN_CHANGE`` of the time. If they are not (one voice
+    split in two), a sentence's voice is independent of the one before, and
+    with a voice of a share ``q`` a change comes ``2q(1-q)`` of the time: one
+    odd sentence split off a call (y02's split, one sentence of seven) changes
+    voice twice where turns would change six times.
+    """
+    if len(voice1) < 2:
+        return 0.0
+    q = float(np.mean(voice1))
+    chance = 2 * q * (1 - q)
+    change = voice1[1:] * (1 - voice1[:-1]) + (1 - voice1[1:]) * voice1[:-1]
+    ratio = change * TURN_CHANGE / chance + (1 - change) * (1 - TURN_CHANGE) / (1 - chance)
+    return float(np.sum(np.log(ratio)))
+
+
+VOICES_PRIOR = 0.0
+"""Log-odds, before the words and the turns are weighed, that the two voices
+found are the call's two speakers: even. The voice vectors cannot tell by
+themselves: split into two, one speaker's sentences alone (the stereo calls'
+channels) lie 4.5-13.6 spreads apart with centroid cosines of 0.79-0.97,
+where the calls of two speakers lie 4.9-27 spreads and 0.73-0.88 apart, and
+the TTS voice twice, 50 cents apart (bench/data/roles_heldout y02), is heard
+as one. So the words and the turn-taking must bear the voices out. Measured
+with bench/roles.py on Whisper's sentences: two-speaker calls come out at
+0.47-1.00 (most 0.8-0.96), the agent-only channels of the stereo calls at
+0.08-0.34, y02 at 0.50 (its split: one sentence of seven against the rest)
+and h04 (short against long sentences) at 0.54. At -1, the customer was
+still never blamed but 3 more of the agent's 47 forbidden sentences were
+held for review instead of deducted; at +inf (no reliability) y02's customer
+was blamed 3 times and 3 agent sentences surely named customer."""
 
 
 def with_role(segment: Segment, agent_probability: float) -> Segment:
@@ -386,7 +457,7 @@ def separate_roles(
     if not segments:
         return segments
     recording = acoustic.Recording(samples)
-    segments = acoustic.split_at_pauses(recording.mel, segments)
+    segments = acoustic.split_at_pauses(recording, segments)
     vectors = acoustic.sentence_voices(recording, segments)
     voices = voices_of(segments, vectors)
     return label(segments, vectors, text_scores(segments, matcher_for(phrasebook)), voices)
@@ -426,17 +497,22 @@ class LiveRoles:
 
     Keeps each committed sentence's voice vector and text evidence, not its
     audio (only the last ``LIVE_WINDOW_S`` of audio, to describe the next
-    sentences), and fits the two voices again at every commit: earlier
-    sentences are labelled again as the evidence grows. ``label`` gives the
-    finished call the same separation a batch scoring gives the recording
-    (without cutting sentences at voice changes, which needs the audio).
+    sentences, and the call's loudness, a float per 10 ms), and fits the two
+    voices again at every commit: earlier sentences are labelled again as the
+    evidence grows. ``label`` gives the finished call the same separation a
+    batch scoring gives the recording, its sentences cut at pauses as there
+    (the pieces are described when their sentence is committed).
     """
 
     def __init__(self, matcher, window_s: float = LIVE_WINDOW_S):
-        from monitor.voices import RecentAudio
+        from monitor.voices import RecentAudio, RunningLoudness
 
         self.matcher = matcher
         self.audio = RecentAudio(window_s)
+        self.loudness = RunningLoudness()
+        self.pieces: list[tuple[Segment, np.ndarray | None]] = []
+        """The committed sentences cut at their pauses (``voices.split_at_pauses``),
+        each with its voice vector, for labelling the finished call."""
         self.sentences: list[Segment] = []
         """The committed sentences, as last labelled."""
         self.vectors: list[np.ndarray | None] = []
@@ -451,8 +527,14 @@ class LiveRoles:
     def commit(self, segment: Segment) -> tuple[Segment, list[Segment]]:
         """``segment`` labelled, and the earlier sentences whose role, or its
         certainty (``uncertain``), changed with it."""
+        from monitor.voices import split_at_pauses
+
         vector = self.audio.describe(segment.start, segment.end)
+        self.loudness.extend(self.audio, segment.end)
+        pieces = split_at_pauses(self.loudness, [segment])
+        described = [vector] if len(pieces) == 1 else [self.audio.describe(p.start, p.end) for p in pieces]
         with self._lock:
+            self.pieces += [(replace(p, words=[]), v) for p, v in zip(pieces, described)]
             score = text_evidence(segment.text, self.matcher.match_text(segment.text), first=not self.sentences)
             self.sentences.append(replace(segment, words=[]))  # times and text are all a role needs
             self.vectors.append(vector)
@@ -478,10 +560,14 @@ class LiveRoles:
         return labelled.speaker, labelled.speaker_confidence
 
     def label(self, segments: list[Segment]) -> list[Segment]:
-        """The finished call's sentences labelled as batch scoring labels them: each
-        takes the voice vector of the committed sentence it overlaps most."""
+        """The finished call's sentences labelled as batch scoring labels them: cut
+        at their pauses, each piece taking the voice vector of the committed
+        sentences' piece it overlaps most."""
+        from monitor.voices import split_at_pauses
+
         with self._lock:
-            kept = list(zip(self.sentences, self.vectors))
+            kept = list(self.pieces)
+        segments = split_at_pauses(self.loudness, segments)
         vectors = []
         for segment in segments:
             index = _most_overlapping_index([s for s, _ in kept], segment.start, segment.end)

@@ -28,6 +28,13 @@ then the whole mono path on Whisper's sentences):
 
 The PyPI speaker-embedding packages that run without torch (speakeronnx,
 redimnet2-onnx, speaker-diarize-lite, diarize) ship no weights.
+
+Cost: one spectrogram of the whole call serves the encoder's mel frames and
+the pause finder's loudness (``Recording``), and the LSTM's four gates take
+one tanh. Role separation of bench/data/roles_heldout x01-x04 (116 s of short
+phone calls) took 1.0-1.1 s of CPU against 1.3 before (one process, the old
+and new code alternated), Whisper's own decoding about 6 s; the LSTM's
+arithmetic (0.5 GFLOP a piece) is most of what is left.
 """
 
 from __future__ import annotations
@@ -42,8 +49,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy.fft import dct
-from scipy.special import expit
+from scipy.fft import dct, rfft
 from threadpoolctl import threadpool_limits
 
 from monitor.asr import Segment
@@ -106,8 +112,39 @@ class Recording:
 
     @cached_property
     def mel(self) -> np.ndarray:
-        """Whisper's log-mel frames, telephone band (``log_mel``)."""
+        """Whisper's log-mel frames, telephone band (``log_mel``), for the cepstral vectors."""
         return log_mel(self.samples)
+
+    @cached_property
+    def _mel_and_logs(self) -> tuple[np.ndarray, np.ndarray]:
+        return _frames(self.samples, loudness=True)
+
+    @property
+    def power_mel(self) -> np.ndarray:
+        """The speaker encoder's mel frames of the whole call (``power_mel``), made
+        once: the sentences' pieces are read from it."""
+        return self._mel_and_logs[0]
+
+    @cached_property
+    def loudness(self) -> np.ndarray:
+        """Each 10 ms frame's loudness: Whisper's log-mel frames, telephone band
+        (``log_mel``), averaged over their bands; made with ``power_mel``."""
+        logs = self._mel_and_logs[1]
+        return frame_loudness(logs, float(logs.max(initial=-10.0)))
+
+    def stretch_mel(self, first: int, last: int) -> np.ndarray:
+        """The ``power_mel`` of samples ``first``-``last`` (``first`` a multiple of
+        ``HOP``) on their own, silence around them, as the encoder describes a
+        sentence: read from the whole call's frames, where only the few frames
+        whose window reaches past either end are computed again."""
+        count = 1 + (last - first) // HOP
+        if count <= 2 * EDGE_FRAMES + 2:
+            return power_mel(self.samples[first:last])
+        frames = self.power_mel[first // HOP : first // HOP + count].copy()
+        frames[:EDGE_FRAMES] = power_mel(self.samples[first : first + (EDGE_FRAMES + 2) * HOP])[:EDGE_FRAMES]
+        tail_from = first + (count - EDGE_FRAMES - 2) * HOP
+        frames[-EDGE_FRAMES:] = power_mel(self.samples[tail_from:last])[-EDGE_FRAMES:]
+        return frames
 
     def describe(self, start: float, end: float) -> np.ndarray | None:
         """The voice vector of ``start``-``end`` (seconds), None when shorter than 0.2 s."""
@@ -119,10 +156,15 @@ class Recording:
         encoder = speaker_encoder()
         if encoder is None:
             return [cepstral_vector(self.mel, start, end) for start, end in spans]
-        stretches = [self.samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)] for start, end in spans]
-        described = [i for i, stretch in enumerate(stretches) if len(stretch) >= MIN_DESCRIBED_S * SAMPLE_RATE]
+        described, mels = [], []
+        for index, (start, end) in enumerate(spans):
+            first, last = HOP * round(start * SAMPLE_RATE / HOP), min(len(self.samples), int(end * SAMPLE_RATE))
+            if last - first < MIN_DESCRIBED_S * SAMPLE_RATE:
+                continue
+            described.append(index)
+            mels.append(self.stretch_mel(first, last) * level_gain(self.samples[first:last]))
         vectors: list[np.ndarray | None] = [None] * len(spans)
-        for index, vector in zip(described, encoder.embed([stretches[i] for i in described])):
+        for index, vector in zip(described, encoder.embed(mels)):
             vectors[index] = vector
         return vectors
 
@@ -163,34 +205,107 @@ few dB, which helps tell them apart (at -24, bench/data/roles_heldout x04's
 real customer could no longer be told from the agent)."""
 
 
+def piece_starts(frames: int) -> range:
+    """Where the encoder's pieces of a stretch of ``frames`` (at least one window)
+    start: every ``ENCODER_HOP``, the last one running past the end (padded with zeros)."""
+    return range(0, max(1, frames - ENCODER_WINDOW + ENCODER_HOP), ENCODER_HOP)
+
+
+HOP = 160
+"""Samples between the encoder's mel frames (10 ms)."""
+EDGE_FRAMES = 2
+"""Frames at either end of a stretch whose 25 ms window reaches past it (by up to
+12.5 ms: the window is centred on its frame)."""
+POWER_MEL_BLOCK = 6000
+"""Frames computed at a time (a minute): the windows of a whole hour-long call at
+once would take half a gigabyte."""
+
+
+@lru_cache(maxsize=1)
+def _encoder_filters() -> tuple[np.ndarray, np.ndarray]:
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    filters = FeatureExtractor.get_mel_filters(SAMPLE_RATE, 400, 40).astype(np.float32)
+    return filters.T.copy(), np.hanning(401)[:-1].astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _encoder_phone_bands() -> int:
+    """How many of the encoder's mel bands peak below ``PHONE_BAND_HZ``."""
+    filters, _ = _encoder_filters()
+    frequencies = np.fft.rfftfreq(400, 1 / SAMPLE_RATE)
+    return int(np.sum(frequencies[np.argmax(filters, axis=0)] <= PHONE_BAND_HZ))
+
+
+def power_mel(samples: np.ndarray) -> np.ndarray:
+    """Power mel frames as the speaker encoder was trained on (librosa's
+    melspectrogram: 25 ms Hann windows every 10 ms, 40 Slaney bands), frame k
+    centred on sample 160 k, shape (frames, 40)."""
+    return _frames(samples, loudness=False)[0]
+
+
+def _frames(samples: np.ndarray, loudness: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``power_mel`` and, when ``loudness``, Whisper's log10 mel bands of the
+    telephone band (``log_mel`` before its floor), both from one spectrogram,
+    made a block at a time."""
+    filters, window = _encoder_filters()
+    padded = np.pad(samples.astype(np.float32), 200)
+    count = max(0, 1 + (len(padded) - 400) // HOP)
+    mel = np.empty((count, filters.shape[1]), np.float32)
+    whisper = _feature_extractor().mel_filters[: _phone_bands()].T.astype(np.float32) if loudness else None
+    logs = np.empty((count, whisper.shape[1]), np.float32) if loudness else None
+    for first in range(0, count, POWER_MEL_BLOCK):
+        starts = HOP * np.arange(first, min(count, first + POWER_MEL_BLOCK))
+        spectrum = rfft(padded[np.arange(400)[None, :] + starts[:, None]] * window, axis=1)
+        power = spectrum.real**2 + spectrum.imag**2
+        mel[first : first + len(starts)] = power @ filters
+        if loudness:
+            logs[first : first + len(starts)] = np.log10(np.maximum(power @ whisper, 1e-10))
+    return mel, logs
+
+
+def frame_loudness(logs: np.ndarray, loudest: float) -> np.ndarray:
+    """Each frame's loudness from its ``_frames`` log bands: Whisper's floor, 80 dB
+    under the ``loudest`` band, then the mean over the bands."""
+    return np.maximum(logs, loudest - 8.0).mean(axis=1)
+
+
+def level_gain(samples: np.ndarray) -> float:
+    """What a stretch's power is multiplied by to bring its loudness within
+    ``ENCODER_LOUDNESS_DBFS``-``ENCODER_LOUDEST_DBFS``."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)) + 1e-12))
+    level = np.clip(20 * np.log10(rms), ENCODER_LOUDNESS_DBFS, ENCODER_LOUDEST_DBFS)
+    return float((10 ** (level / 20) / rms) ** 2)
+
+
 class SpeakerEncoder:
     """The GE2E speaker encoder in numpy: audio to a unit 256-d voice embedding."""
 
     def __init__(self, state: dict[str, np.ndarray]):
+        # One tanh serves all four gates: sigmoid(x) = (1 + tanh(x / 2)) / 2. The
+        # gates are reordered (input, forget, output, cell: torch keeps the cell
+        # gate third) so that the three sigmoid gates are one slice, and their
+        # weights are halved here once.
+        order = np.r_[0 : 2 * HIDDEN, 3 * HIDDEN : 4 * HIDDEN, 2 * HIDDEN : 3 * HIDDEN]
+        half = np.where(np.arange(4 * HIDDEN) < 3 * HIDDEN, 0.5, 1.0).astype(np.float32)
         self.layers = [
-            (state[f"lstm.weight_ih_l{k}"].T.copy(), state[f"lstm.weight_hh_l{k}"].T.copy(),
-             state[f"lstm.bias_ih_l{k}"] + state[f"lstm.bias_hh_l{k}"])
+            (state[f"lstm.weight_ih_l{k}"].T[:, order] * half, state[f"lstm.weight_hh_l{k}"].T[:, order] * half,
+             (state[f"lstm.bias_ih_l{k}"] + state[f"lstm.bias_hh_l{k}"])[order] * half)
             for k in range(3)
         ]  # fmt: skip
         self.linear = (state["linear.weight"].T.copy(), state["linear.bias"])
-        from faster_whisper.feature_extractor import FeatureExtractor
 
-        self._mel_filters = FeatureExtractor.get_mel_filters(SAMPLE_RATE, 400, 40).astype(np.float32)
-        self._window = np.hanning(401)[:-1].astype(np.float32)
-
-    def embed(self, stretches: list[np.ndarray]) -> list[np.ndarray]:
-        """The voice embedding of each stretch of speech: the mean of its pieces'
+    def embed(self, mels: list[np.ndarray]) -> list[np.ndarray]:
+        """The voice embedding of each stretch of speech, given as its ``power_mel``
+        frames at the encoder's level (``level_gain``): the mean of its pieces'
         embeddings (all pieces of all stretches go through the encoder as one batch)."""
         pieces, owner = [], []
-        for index, samples in enumerate(stretches):
-            rms = float(np.sqrt(np.mean(np.square(samples)) + 1e-12))
-            level = np.clip(20 * np.log10(rms), ENCODER_LOUDNESS_DBFS, ENCODER_LOUDEST_DBFS)
-            mel = self.mel(samples * (10 ** (level / 20) / rms))
+        for index, mel in enumerate(mels):
             if mel.shape[0] < ENCODER_WINDOW:
                 # A short sentence is repeated to fill the window, not padded with
                 # silence, which the encoder would describe as much as the voice.
                 mel = np.tile(mel, (int(np.ceil(ENCODER_WINDOW / mel.shape[0])), 1))[:ENCODER_WINDOW]
-            starts = range(0, max(1, mel.shape[0] - ENCODER_WINDOW + ENCODER_HOP), ENCODER_HOP)
+            starts = piece_starts(mel.shape[0])
             mel = np.pad(mel, ((0, max(0, starts[-1] + ENCODER_WINDOW - mel.shape[0])), (0, 0)))
             pieces += [mel[s : s + ENCODER_WINDOW] for s in starts]
             owner += [index] * len(starts)
@@ -201,34 +316,39 @@ class SpeakerEncoder:
         with threadpool_limits(1):
             embedded = self.forward(np.stack(pieces))
         owner = np.array(owner)
-        means = [embedded[owner == index].mean(axis=0) for index in range(len(stretches))]
+        means = [embedded[owner == index].mean(axis=0) for index in range(len(mels))]
         return [mean / (np.linalg.norm(mean) + 1e-9) for mean in means]
-
-    def mel(self, samples: np.ndarray) -> np.ndarray:
-        """Power mel frames as the encoder was trained on (librosa's melspectrogram:
-        25 ms Hann windows every 10 ms, 40 Slaney bands), shape (frames, 40)."""
-        padded = np.pad(samples.astype(np.float32), 200)
-        count = 1 + (len(padded) - 400) // 160
-        frames = padded[np.arange(400)[None, :] + 160 * np.arange(count)[:, None]]
-        power = np.abs(np.fft.rfft(frames * self._window, axis=1)) ** 2
-        return (power @ self._mel_filters.T).astype(np.float32)
 
     def forward(self, mels: np.ndarray) -> np.ndarray:
         """Unit embeddings of a batch of 1.6 s mel pieces, shape (pieces, 256)."""
         x = mels
+        count, steps = x.shape[:2]
+        i, f, o, g = (slice(k * HIDDEN, (k + 1) * HIDDEN) for k in range(4))
+        sigmoid = slice(0, 3 * HIDDEN)
         for w_in, w_hidden, bias in self.layers:
-            gates_in = x @ w_in + bias
-            h = np.zeros((x.shape[0], w_hidden.shape[0]), np.float32)
+            gates_in = (x.reshape(count * steps, -1) @ w_in + bias).reshape(count, steps, 4 * HIDDEN)
+            h = np.zeros((count, HIDDEN), np.float32)
             c = np.zeros_like(h)
-            out = np.empty((x.shape[0], x.shape[1], h.shape[1]), np.float32)
-            for t in range(x.shape[1]):
-                i, f, g, o = np.split(gates_in[:, t] + h @ w_hidden, 4, axis=1)
-                c = expit(f) * c + expit(i) * np.tanh(g)
-                h = expit(o) * np.tanh(c)
+            gates = np.empty((count, 4 * HIDDEN), np.float32)
+            out = np.empty((count, steps, HIDDEN), np.float32)
+            for t in range(steps):
+                np.matmul(h, w_hidden, out=gates)
+                gates += gates_in[:, t]
+                np.tanh(gates, out=gates)
+                gates[:, sigmoid] += 1
+                gates[:, sigmoid] *= 0.5
+                c *= gates[:, f]
+                c += gates[:, i] * gates[:, g]
+                np.tanh(c, out=h)
+                h *= gates[:, o]
                 out[:, t] = h
             x = out
         embedding = np.maximum(0.0, h @ self.linear[0] + self.linear[1])
         return embedding / (np.linalg.norm(embedding, axis=1, keepdims=True) + 1e-9)
+
+
+HIDDEN = 256
+"""The encoder's LSTM width."""
 
 
 @lru_cache(maxsize=1)
@@ -301,14 +421,16 @@ the call's quiet frames (10th percentile) to its loud ones (90th): the
 noise floor of a noisy line is far from digital silence."""
 
 
-def split_at_pauses(mel: np.ndarray, segments: list[Segment]) -> list[Segment]:
+def split_at_pauses(recording: Recording | RunningLoudness, segments: list[Segment]) -> list[Segment]:
     """Cut segments at silences of ``PAUSE_S`` or more between their words.
 
-    The silence is found in the audio, not in the word times: Whisper
-    stretches the first word after a pause back over it (你 from 17.3 s to
-    20.7 s). A word goes to the side of the pause its end is on.
+    The silence is found in the audio (``Recording.loudness``), not in the
+    word times: Whisper stretches the first word after a pause back over it
+    (你 from 17.3 s to 20.7 s). A word goes to the side of the pause its end is on.
     """
-    energy = mel.mean(axis=0)
+    energy = recording.loudness
+    if not len(energy):  # nothing heard yet (a live stream's sentences committed without audio)
+        return list(segments)
     floor, peak = np.quantile(energy, 0.1), np.quantile(energy, 0.9)
     quiet = energy < floor + QUIET_LEVEL * (peak - floor)
     out: list[Segment] = []
@@ -351,6 +473,30 @@ def _piece(segment: Segment, words: list) -> Segment:
     )
 
 
+class RunningLoudness:
+    """``Recording.loudness`` of a live stream, made as far as it has been heard,
+    so that its sentences can be cut at pauses as a recording's are
+    (``split_at_pauses``). A float per 10 ms is kept, not the audio."""
+
+    def __init__(self):
+        self.loudness = np.empty(0, np.float32)
+        self._loudest = -10.0
+
+    def extend(self, audio: RecentAudio, until_s: float) -> None:
+        """Add the frames up to ``until_s`` (call seconds) from the stream's ``audio``.
+        Frames whose audio has left it (a long stretch without a sentence) count as silent."""
+        first, last = len(self.loudness), int(until_s * FRAMES_PER_SECOND)
+        if last <= first:
+            return
+        kept_from = max(first, int(np.ceil(audio.kept_from_s() * FRAMES_PER_SECOND)))
+        samples = audio.between(kept_from / FRAMES_PER_SECOND, last / FRAMES_PER_SECOND)
+        logs = _frames(samples, loudness=True)[1][: last - kept_from] if samples is not None else np.empty((0, 1))
+        if len(logs):
+            self._loudest = max(self._loudest, float(logs.max()))
+        silent = np.full(kept_from - first, self._loudest - 8.0, np.float32)
+        self.loudness = np.concatenate([self.loudness, silent, frame_loudness(logs, self._loudest)])
+
+
 class RecentAudio:
     """The last ``window_s`` seconds of a live mono stream (16 kHz), so a
     sentence can be described once it is transcribed; memory stays that of the
@@ -371,6 +517,11 @@ class RecentAudio:
             self._ring[at : at + head] = samples[:head]
             self._ring[: len(samples) - head] = samples[head:]
             self._written += fed
+
+    def kept_from_s(self) -> float:
+        """The earliest call second still kept."""
+        with self._lock:
+            return max(0, self._written - len(self._ring)) / self.sample_rate
 
     def between(self, start: float, end: float) -> np.ndarray | None:
         """The audio from ``start`` to ``end`` (call seconds), None once it has left the window."""

@@ -109,6 +109,33 @@ def test_a_sentence_between_the_voices_is_uncertain():
     assert not any(uncertain(s) for s in labelled[:-1])
 
 
+def test_one_voice_split_in_two_names_nobody_its_words_do_not_decide():
+    """The encoder hears both speakers as one voice (y02: the TTS voice twice):
+    any two clusters it finds split off an odd sentence, not a speaker. The
+    greeting's words still name the agent; a wordless sentence is held for
+    review, whichever cluster it fell in."""
+    rng = np.random.default_rng(3)
+    speakers = ["agent", "customer", "agent", "customer", "agent", "customer", "agent"]
+    segments, _ = _call(rng, speakers, ["您好，请问是王先生吗？"] + ["嗯。"] * 6)
+    vectors = [_voice(rng, 0.0) for _ in speakers]
+    vectors[4] = _voice(rng, 3.0)  # the odd one out: a voice of one sentence
+    labelled = assign_roles(segments, vectors, [2.6, 0.0, 0.8, 0.0, 0.0, 0.0, 0.0])
+    assert labelled[0].speaker == "agent" and not uncertain(labelled[0])
+    assert all(uncertain(s) for s, score in zip(labelled, [2.6, 0.0, 0.8, 0.0, 0.0, 0.0, 0.0]) if score == 0.0)
+    # The same vectors taking turns, with the words bearing them out, are believed.
+    turns = [_voice(rng, 1.0 if s == "agent" else -1.0) for s in speakers]
+    believed = assign_roles(segments, turns, [2.6, -1.5, 0.8, 0.0, 0.0, -1.0, 2.0])
+    assert [s.speaker for s in believed] == speakers and not any(uncertain(s) for s in believed)
+
+
+def test_voices_that_take_turns_are_believed_and_an_odd_sentence_split_off_is_not():
+    from monitor.roles import turn_taking
+
+    assert turn_taking(np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0])) > 1.0
+    assert turn_taking(np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])) < -0.5
+    assert turn_taking(np.array([0.5, 0.5, 0.5])) == pytest.approx(0.0)
+
+
 def test_too_few_sentences_keep_the_agent_unless_the_words_say_otherwise():
     segments = [Segment(0, 2, "您好。", "agent"), Segment(3, 5, "你有没有搞错？", "agent")]
     labelled = assign_roles(segments, [None, None], [1.8, -2.5])
@@ -144,12 +171,12 @@ def test_a_segment_running_over_a_silence_is_cut_there():
     samples = np.concatenate([piece, np.zeros(32000, np.float32), piece])  # 1 s, 2 s silence, 1 s
     words = [Word(0.0, 0.5, "刚才"), Word(0.5, 1.0, "说了，"), Word(1.0, 3.5, "你"), Word(3.5, 4.0, "这是")]
     segment = Segment(0.0, 4.0, "刚才说了，你这是", "agent", words)
-    pieces = split_at_pauses(Recording(samples).mel, [segment])
+    pieces = split_at_pauses(Recording(samples), [segment])
     assert [p.text for p in pieces] == ["刚才说了，", "你这是"]
     assert pieces[1].start >= 2.9
     # A segment without a silence in it stays whole.
     whole = Segment(0.0, 1.0, "刚才说了，", "agent", words[:2])
-    assert split_at_pauses(Recording(samples).mel, [whole]) == [whole]
+    assert split_at_pauses(Recording(samples), [whole]) == [whole]
 
 
 def test_the_speaker_encoder_hears_one_real_customer_across_recordings():
@@ -374,3 +401,30 @@ def test_call_without_greeting_deducts_the_agents_phrases_and_not_the_customers(
     assert deducted, report["events"]
     assert all(_turn_at(labels, (e["start"] + e["end"]) / 2)["speaker"] == "agent" for e in deducted), deducted
     assert not [r for r in report["review"] if r.get("forbidden")], "a violation was only held for review"
+
+
+def test_a_live_streams_finished_call_is_cut_at_pauses_as_a_recording_is():
+    """The live report's roles come from the same cut as batch scoring's: the
+    stream's loudness is kept as it plays, so a sentence that runs over a
+    silence is two sentences in the finished call, each with its own voice."""
+    from monitor.asr import Word
+    from monitor.audio import load_call
+    from monitor.match import matcher_for
+    from monitor.roles import LiveRoles
+    from monitor.voices import Recording, split_at_pauses
+
+    speech = load_call(str(DATA / "r01_real_customer.flac"), "mono").agent
+    turn = _labels("r01_real_customer")["turns"][1]
+    piece = speech[int(turn["start"] * 16000) : int(turn["start"] * 16000) + 16000]
+    samples = np.concatenate([np.zeros(8000, np.float32), piece, np.zeros(32000, np.float32), piece,
+                              np.zeros(8000, np.float32)])  # fmt: skip
+    words = [Word(0.5, 1.0, "刚才"), Word(1.0, 1.5, "说了，"), Word(1.5, 4.0, "你"), Word(4.0, 4.5, "这是")]
+    segment = Segment(0.5, 4.5, "刚才说了，你这是", "agent", words)
+    roles = LiveRoles(matcher_for(load_phrasebook("broadband")))
+    for at in range(0, len(samples), 1600):
+        roles.feed(samples[at : at + 1600])
+    roles.commit(segment)
+    finished = roles.label([segment])
+    assert [s.text for s in finished] == [p.text for p in split_at_pauses(Recording(samples), [segment])]
+    assert [s.text for s in finished] == ["刚才说了，", "你这是"]
+    assert all(s.speaker_confidence is not None for s in finished)

@@ -3,7 +3,8 @@ so a real customer can take short turns (as in a phone call) in the scripts here
 
     python bench/data/roles_heldout/cut_real.py [OUT_DIR]   (default /tmp/roles_heldout/pieces)
 
-Writes D4_<n>_<k>.wav (16 kHz), each piece 1.5-3.5 s long.
+Writes D4_<n>_<k>.wav (16 kHz), each piece 1.5-3.5 s long, and SSB1711_<k>.wav: AISHELL-3's
+speaker SSB1711 (one 5.5 s recording) in three pieces of 1.2-2.2 s, for a second real customer.
 """
 
 import sys
@@ -38,6 +39,11 @@ def main() -> None:
             path = out_dir / f"D4_{n}_{k}.wav"
             wavfile.write(path, RATE, (piece * 32767).astype(np.int16))
             print(path, round(len(piece) / RATE, 2))
+    samples = decode_audio(str(REAL / "aishell3_SSB17110468.wav"), RATE)
+    for k, piece in enumerate(pieces(samples, shortest=1.2, longest=2.2)):
+        path = out_dir / f"SSB1711_{k}.wav"
+        wavfile.write(path, RATE, (piece * 32767).astype(np.int16))
+        print(path, round(len(piece) / RATE, 2))
 
 
 if __name__ == "__main__":
