@@ -159,7 +159,10 @@ def test_monitor_match_judges_bare_text_by_meaning_too(capsys, model):
         [hit] = hits
         assert hit["detected_by"] == "meaning_model" and hit["category"] in kinds and hit["start"] is None
         assert hit["model_probability"] >= model.review_threshold
-        assert hit["held_for_review"] == (hit["model_probability"] < model.deduct_threshold)
+        from monitor.meaning import DEDUCT_MIN_CHARS, model_text
+
+        short = len(model_text(hit["heard"])) - 2 < DEDUCT_MIN_CHARS
+        assert hit["held_for_review"] == (hit["model_probability"] < model.deduct_threshold or short)
         by_meaning += 1
     assert by_meaning, "every unseen wording was found by a rule: pick wordings only the model finds"
     assert not [h for line in POLITE for h in printed(line) if h["kind"] == "forbidden"]
@@ -171,3 +174,18 @@ def test_an_agents_backchannel_is_not_judged(model, line):
     assert model.judge([line])[0].probability == 0.0
     phrasebook = load_phrasebook("customer_service")
     assert not [e for e in judged(phrasebook, agent_call(("agent", line))).events if e.kind == "forbidden"]
+
+
+def test_the_model_deducts_only_for_talk_long_enough_to_judge(model):
+    """A few words' tone is not in the text: a short sentence the model flags is only listed for review."""
+    from monitor.match import Hit
+    from monitor.meaning import DEDUCT_MIN_CHARS
+
+    def hit(heard: str) -> Hit:
+        return Hit(phrase_id="meaning.perfunctory", kind="forbidden", category="perfunctory", canonical="敷衍",
+                   heard=heard, confidence=0.99, article="x", start=0.0, end=2.0, speaker="agent", method="meaning",
+                   detected_by="meaning_model", model_probability=0.99)
+
+    assert not model.deducts(hit("那就周四吧。"))
+    assert model.deducts(hit("这个事情你爱办不办，反正跟我没关系"))
+    assert len("这个事情你爱办不办反正跟我没关系") >= DEDUCT_MIN_CHARS > len("那就周四吧")
