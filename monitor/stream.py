@@ -84,12 +84,16 @@ class StreamingOptions:
     pause_s: float = 0.4
     """Silence that ends an utterance; the utterance is then decoded and committed."""
     partial_every_s: float = 0.6
-    """New audio needed before an unfinished utterance is decoded again. No
-    partial decode starts during a short silence: the pause that may end the
-    utterance is better met with the decoder free."""
+    """New audio needed before an unfinished utterance is decoded again."""
     stable_margin_s: float = 0.2
     """Hypothesis words ending at least this long before the end of the audio
     are taken as heard: the phrase watch sees them before the pause."""
+    pause_lookahead_s: float | None = 0.2
+    """Silence after speech the last decode did not hear whole that starts a
+    look-ahead at once, without waiting for ``partial_every_s``: a phrase that
+    ends a sentence is heard this long after it, not when the pause ends the
+    utterance (``pause_s`` later, plus a decode), and the commit that follows
+    reuses the decode. None: look-ahead on the cadence alone."""
     min_lookahead_s: float = 1.0
     """Unfinished speech shorter than this is not decoded: Whisper tends to loop
     on a fraction of a word, at the cost of a full decode."""
@@ -352,8 +356,9 @@ class UtteranceStream:
                 speech = [{"start": s["start"] - lead, "end": s["end"] - lead} for s in speech]
                 region = self._audio[:window]
                 region_end = self.buffer_start + len(region) / SAMPLE_RATE
-            finished = [s for i, s in enumerate(speech) if i + 1 < len(speech) or ended
-                        or len(region) - s["end"] >= opts.pause_s * SAMPLE_RATE]
+            # (Silero ends the last utterance only after pause_s of silence: its end, padded
+            # by speech_pad_s, then falls before the region's; it runs to the region's end until then)
+            finished = [s for i, s in enumerate(speech) if i + 1 < len(speech) or ended or s["end"] < len(region)]
             # --- the commit rule -------------------------------------------------
             if finished:  # a pause ended the utterance: commit it whole
                 # Behind real time, every finished utterance in the window shares one decode.
@@ -394,8 +399,10 @@ class UtteranceStream:
                 yield self._commit(agreed, final=False)
                 continue
             every_s = opts.partial_every_s * self.lookahead_scale
-            due = region_end - self._decoded_until >= every_s and behind_s <= opts.lookahead_max_lag_s
-            if due and len(region) >= opts.min_lookahead_s * SAMPLE_RATE:  # still speaking: look ahead
+            due = behind_s <= opts.lookahead_max_lag_s and len(region) >= opts.min_lookahead_s * SAMPLE_RATE
+            if due and region_end - self._decoded_until < every_s:  # not on the cadence: at a pause's onset?
+                due = self._pause_unheard(region, region_end)
+            if due:  # still speaking: look ahead
                 words = self._decode(transcriber, region)
                 self._hypothesis = (words, region_end)
                 if words:
@@ -407,6 +414,15 @@ class UtteranceStream:
         if ended:  # the last utterance was committed and dropped
             self.speaking = False
             self._close_group_after_pause(None)
+
+    def _pause_unheard(self, region: np.ndarray, region_end: float) -> bool:
+        """The speaker fell silent ``pause_lookahead_s`` ago, and the last decode
+        ended too soon to hear all the speech before the silence."""
+        if self.options.pause_lookahead_s is None:
+            return False
+        silence = trailing_silence_s(region, self._vad, self.options.pause_lookahead_s)
+        heard_to_silence = self._decoded_until - self.options.stable_margin_s >= region_end - silence
+        return silence >= self.options.pause_lookahead_s and not heard_to_silence
 
     def _with_unheard(self, transcriber: Transcriber, words: list[Word], utterances: list[dict], cut: int) -> list[Word]:
         """``words`` and what decoding the utterances' speech without words on its own hears.
@@ -481,6 +497,31 @@ class UtteranceStream:
         return words
 
 
+VAD_FRAME = 512
+"""Samples per Silero VAD frame."""
+
+
+def trailing_silence_s(samples: np.ndarray, vad, within_s: float) -> float:
+    """Seconds of silence (Silero below ``vad``'s negative threshold) that end
+    ``samples``, looked for in the last ``within_s`` only (past it, ``within_s``).
+
+    Frames are those ``get_speech_timestamps`` scores, aligned to the start of
+    ``samples``; Silero scores each frame with the previous frame's tail as its
+    only context, so the last few frames alone score as they do in the whole
+    region. The part-frame at the very end is not scored: the silence is measured to the last whole frame.
+    """
+    from faster_whisper.vad import get_vad_model
+
+    whole = len(samples) // VAD_FRAME
+    count = min(whole - 1, int(np.ceil(within_s * SAMPLE_RATE / VAD_FRAME)))
+    if count < 1:
+        return 0.0
+    tail = samples[(whole - count - 1) * VAD_FRAME : whole * VAD_FRAME]  # one frame more: the first one's context
+    quiet = get_vad_model()(tail)[1:] < (vad.neg_threshold or max(vad.threshold - 0.15, 0.01))
+    silent = count if quiet.all() else count - 1 - int(np.flatnonzero(~quiet)[-1])
+    return silent * VAD_FRAME / SAMPLE_RATE
+
+
 def refined_segments(transcriber: Transcriber, job: RefineJob, options: RefineOptions, context: str) -> list[Segment]:
     """The second pass over a closed group: decoded as batch decoding decodes a
     recording (``Transcriber.transcribe_covered``); ``context`` is the speaker's
@@ -550,7 +591,7 @@ class PhraseWatch:
             if hit.kind != "forbidden" or hit.end > heard_until or self._already(hit):
                 continue
             reach = self._guard_reach.get(hit.phrase_id, 0) if hit.method == "rule" and not commit else 0
-            if reach and _characters_after(joined, hit.end) < reach:
+            if reach and characters_after(joined, hit.end) < reach:
                 self.held.append(hit)
                 continue
             self.reported.append(hit)
@@ -576,7 +617,7 @@ def guard_reach(rule) -> int:
     return max(politeness, max((len(spoken(word)) - 1 for word in rule.not_in), default=0))
 
 
-def _characters_after(words: list[Word], time: float) -> int:
+def characters_after(words: list[Word], time: float) -> int:
     return sum(len(spoken(w.text)) for w in words if w.start >= time - 0.05)
 
 

@@ -278,3 +278,54 @@ def test_a_busy_scheduler_spaces_out_look_ahead_and_closes_up_when_idle():
             assert Call.streams[0].lookahead_scale == 1.0
     finally:
         scheduler.close()
+
+
+def test_trailing_silence_is_measured_on_the_last_vad_frames_only(transcriber):
+    from faster_whisper.vad import VadOptions
+
+    from monitor.stream import trailing_silence_s
+
+    vad = VadOptions(threshold=0.5)
+    audio = load_call(str(SAMPLES / "d02_fault_rude.wav")).agent
+    speech = audio[int(20.3 * SAMPLE_RATE) : int(21.5 * SAMPLE_RATE)]  # 不知道，这事不归我管: mid-sentence
+    assert trailing_silence_s(speech, vad, 0.2) < 0.1
+    quiet = np.concatenate([speech, np.zeros(SAMPLE_RATE // 2, np.float32)])
+    assert 0.2 <= trailing_silence_s(quiet, vad, 0.2) <= 0.25, "looked for within 0.2 s (whole frames)"
+    assert 0.4 <= trailing_silence_s(quiet, vad, 1.0) <= 0.55
+    assert trailing_silence_s(np.zeros(300, np.float32), vad, 0.2) == 0.0  # not a whole frame
+
+
+def test_a_phrase_that_ends_a_sentence_is_heard_at_the_pause_onset_and_its_commit_reuses_the_decode(transcriber):
+    """d02's agent says 不知道，这事不归我管。 (20.17-22.17 s, then silence): a look-ahead
+    starts once the speaker has been silent ``pause_lookahead_s``, not when the
+    pause ends the utterance, and the commit that follows decodes nothing again."""
+    stream = UtteranceStream("agent")
+    start = 19.8  # fed from the silence before the turn; stream times count from here
+    audio = load_call(str(SAMPLES / "d02_fault_rude.wav")).agent[int(start * SAMPLE_RATE) :]
+    decodes: list[float] = []  # fed_until at each decode
+    original = stream._decode
+
+    def counted(transcriber, samples):
+        decodes.append(stream.fed_until)
+        return original(transcriber, samples)
+
+    stream._decode = counted
+    heard = committed = None
+    block = SAMPLE_RATE // 10
+    for offset in range(0, len(audio), block):
+        stream.feed(audio[offset : offset + block])
+        for event in stream.step(transcriber):
+            words = event.words if isinstance(event, Hypothesis) else event.segment.words
+            said = "".join(w.text for w in words)
+            if isinstance(event, Hypothesis) and "归我管" in said and heard is None:
+                heard = stream.fed_until
+            if isinstance(event, Committed) and "归我管" in said:
+                committed = stream.fed_until
+        if committed:
+            break
+    turn_end = 22.165 - start
+    assert heard is not None and heard <= turn_end + 0.45, (heard, decodes)
+    assert heard < committed <= turn_end + 0.6, (heard, committed)
+    # The last decode came off the cadence, at the pause's onset, and the commit reused it.
+    assert decodes[-1] - decodes[-2] < stream.options.partial_every_s - 1e-6, decodes
+    assert decodes[-1] < committed - 1e-6, (decodes, committed)
