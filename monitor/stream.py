@@ -15,9 +15,11 @@ whisper_streaming:
   prompt, and a head that repeats them is dropped, so a sentence split by a
   pause reads on rather than restarting.
 * While an utterance is still going on, its audio is re-decoded every
-  ``partial_every_s``. Phrases heard in that hypothesis more than
+  ``partial_every_s``, and once the speaker has been silent
+  ``pause_lookahead_s`` (the pause that may end it has begun: the commit
+  then reuses that decode). Phrases heard in that hypothesis more than
   ``stable_margin_s`` before the end of the audio are reported at once, before
-  the speaker pauses.
+  the utterance ends.
 * Under load (the stream waited more than ``lookahead_max_lag_s`` for the
   decoder) there is no look-ahead, and all finished utterances in the window
   share one decode, so several calls on one model degrade in latency, not lag.
