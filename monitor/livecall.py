@@ -188,7 +188,7 @@ class LiveCall:
                 with self._watch_lock:
                     hits = self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until)
                     self._hold(self.watch.held, sighting, "guard")
-                    self._alert(hits, event.words, commit=False, sighting=sighting)
+                    self._alert(hits, event.words, commit=False, sighting=sighting, at_pause=event.at_pause)
         self.asr_s += time.perf_counter() - started
         if self._decoded():
             self._finish()
@@ -209,11 +209,12 @@ class LiveCall:
             for stream in ready:
                 self.step(stream, transcriber)
 
-    def _alert(self, hits, words, commit: bool, decoding_pass: int = 1, sighting: Sighting | None = None) -> None:
+    def _alert(self, hits, words, commit: bool, decoding_pass: int = 1, sighting: Sighting | None = None,
+               at_pause: bool = False) -> None:
         for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
             speaker, speaker_confidence = self._speaker_of(hit, words, commit, decoding_pass)
             sure = speaker_confidence is not None and speaker_confidence >= REVIEW_BELOW
-            if self.roles is not None and not commit and not self._early_on_mono(hit, words, speaker, speaker_confidence):
+            if self.roles is not None and not commit and not self._early_on_mono(hit, words, speaker, speaker_confidence, at_pause):
                 self.watch.reported.remove(hit)
                 self._hold([hit], sighting, "role")
                 continue
@@ -247,7 +248,7 @@ class LiveCall:
             self.latency_parts.append(self._parts(hit, sighting, now))
             self._emit(event)
 
-    def _early_on_mono(self, hit, words, speaker: str, speaker_confidence: float | None) -> bool:
+    def _early_on_mono(self, hit, words, speaker: str, speaker_confidence: float | None, at_pause: bool) -> bool:
         """Whether a provisional hit on a mono stream alerts before its sentence is committed.
 
         Once the two voices are told apart, it does when its voice leans to the
@@ -256,13 +257,14 @@ class LiveCall:
         the words are all there is to go by, and a customer's outburst reads
         like an agent's forbidden phrase: it waits until ``ROLE_REACH_CHARS``
         more characters are heard after the phrase (where a customer's 我家的网…
-        or 你们… follows 你有没有搞错), then alerts, its speaker uncertain, only if
-        nothing heard so far leans to the customer (``roles.text_evidence``
-        not below zero). Otherwise its sentence decides at the commit.
+        or 你们… follows 你有没有搞错), or the speaker pauses after it (``at_pause``:
+        the sentence is all heard), then alerts, its speaker uncertain, only if
+        nothing heard leans to the customer (``roles.text_evidence`` not below
+        zero). Otherwise its sentence decides at the commit.
         """
         if speaker_confidence is not None:
             return speaker == "agent"
-        if characters_after(words, hit.end) < ROLE_REACH_CHARS:
+        if characters_after(words, hit.end) < ROLE_REACH_CHARS and not at_pause:
             return False
         text = "".join(w.text for w in words)
         return text_evidence(text, self.watch.matcher.match_text(text)) >= 0  # (a call's opening sentence too)

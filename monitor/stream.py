@@ -206,6 +206,9 @@ class Hypothesis:
     heard_until: float
     """Call time before which the text is taken as heard: the end of the audio
     less ``stable_margin_s`` (the last word may still be cut off)."""
+    at_pause: bool = False
+    """Decoded at a pause's onset (``StreamingOptions.pause_lookahead_s``): the
+    speaker has stopped, and what the utterance said so far is all heard."""
 
 
 def agreed_prefix(previous: list[Word], current: list[Word]) -> list[Word]:
@@ -402,13 +405,14 @@ class UtteranceStream:
                 continue
             every_s = opts.partial_every_s * self.lookahead_scale
             due = behind_s <= opts.lookahead_max_lag_s and len(region) >= opts.min_lookahead_s * SAMPLE_RATE
-            if due and region_end - self._decoded_until < every_s:  # not on the cadence: at a pause's onset?
+            at_pause = region_end - self._decoded_until < every_s  # not on the cadence: at a pause's onset?
+            if due and at_pause:
                 due = self._pause_unheard(region, region_end)
             if due:  # still speaking: look ahead
                 words = self._decode(transcriber, region)
                 self._hypothesis = (words, region_end)
                 if words:
-                    yield Hypothesis(words, self.speaker, region_end - opts.stable_margin_s)
+                    yield Hypothesis(words, self.speaker, region_end - opts.stable_margin_s, at_pause)
             # ----------------------------------------------------------------------
             self.speaking = True
             self._close_group_after_pause(self._time(speech[0]["start"]))

@@ -319,6 +319,8 @@ def test_a_phrase_that_ends_a_sentence_is_heard_at_the_pause_onset_and_its_commi
             said = "".join(w.text for w in words)
             if isinstance(event, Hypothesis) and "归我管" in said and heard is None:
                 heard = stream.fed_until
+            if isinstance(event, Hypothesis):
+                last_at_pause = event.at_pause
             if isinstance(event, Committed) and "归我管" in said:
                 committed = stream.fed_until
         if committed:
@@ -329,3 +331,4 @@ def test_a_phrase_that_ends_a_sentence_is_heard_at_the_pause_onset_and_its_commi
     # The last decode came off the cadence, at the pause's onset, and the commit reused it.
     assert decodes[-1] - decodes[-2] < stream.options.partial_every_s - 1e-6, decodes
     assert decodes[-1] < committed - 1e-6, (decodes, committed)
+    assert last_at_pause, "the hypothesis says it was decoded at a pause"
