@@ -207,8 +207,9 @@ class Hypothesis:
     """Call time before which the text is taken as heard: the end of the audio
     less ``stable_margin_s`` (the last word may still be cut off)."""
     at_pause: bool = False
-    """Decoded at a pause's onset (``StreamingOptions.pause_lookahead_s``): the
-    speaker has stopped, and what the utterance said so far is all heard."""
+    """Decoded once the speaker had been silent ``StreamingOptions.pause_lookahead_s``
+    (at the pause's onset, or on the cadence within the pause): what the
+    utterance said so far is all heard."""
 
 
 def agreed_prefix(previous: list[Word], current: list[Word]) -> list[Word]:
@@ -405,9 +406,10 @@ class UtteranceStream:
                 continue
             every_s = opts.partial_every_s * self.lookahead_scale
             due = behind_s <= opts.lookahead_max_lag_s and len(region) >= opts.min_lookahead_s * SAMPLE_RATE
-            at_pause = region_end - self._decoded_until < every_s  # not on the cadence: at a pause's onset?
-            if due and at_pause:
-                due = self._pause_unheard(region, region_end)
+            silence = self._pause(region) if due else 0.0
+            at_pause = silence > 0.0
+            if due and region_end - self._decoded_until < every_s:  # off the cadence: at a pause the last decode
+                due = at_pause and self._decoded_until - opts.stable_margin_s < region_end - silence  # did not hear
             if due:  # still speaking: look ahead
                 words = self._decode(transcriber, region)
                 self._hypothesis = (words, region_end)
@@ -421,14 +423,12 @@ class UtteranceStream:
             self.speaking = False
             self._close_group_after_pause(None)
 
-    def _pause_unheard(self, region: np.ndarray, region_end: float) -> bool:
-        """The speaker fell silent ``pause_lookahead_s`` ago, and the last decode
-        ended too soon to hear all the speech before the silence."""
+    def _pause(self, region: np.ndarray) -> float:
+        """How long the speaker has been silent, if at least ``pause_lookahead_s``; else 0."""
         if self.options.pause_lookahead_s is None:
-            return False
+            return 0.0
         silence = trailing_silence_s(region, self._vad, self.options.pause_lookahead_s)
-        heard_to_silence = self._decoded_until - self.options.stable_margin_s >= region_end - silence
-        return silence >= self.options.pause_lookahead_s and not heard_to_silence
+        return silence if silence >= self.options.pause_lookahead_s else 0.0
 
     def _with_unheard(self, transcriber: Transcriber, words: list[Word], utterances: list[dict], cut: int) -> list[Word]:
         """``words`` and what decoding the utterances' speech without words on its own hears.
