@@ -95,7 +95,9 @@ class StreamingOptions:
     look-ahead at once, without waiting for ``partial_every_s``: a phrase that
     ends a sentence is heard this long after it, not when the pause ends the
     utterance (``pause_s`` later, plus a decode), and the commit that follows
-    reuses the decode. None: look-ahead on the cadence alone."""
+    reuses the decode. Scaled like ``partial_every_s`` under load
+    (``UtteranceStream.lookahead_scale``): from 2x on it would come after the
+    commit, so a loaded node sheds it first. None: look-ahead on the cadence alone."""
     min_lookahead_s: float = 1.0
     """Unfinished speech shorter than this is not decoded: Whisper tends to loop
     on a fraction of a word, at the cost of a full decode."""
@@ -261,8 +263,9 @@ class UtteranceStream:
         self.refine_jobs: list[RefineJob] = []
         """Closed groups waiting for the second pass (``LiveCall.refine`` takes them)."""
         self.lookahead_scale = 1.0
-        """Look-ahead decodes are ``partial_every_s`` times this apart: the
-        ``DecodeScheduler`` raises it while its decoders are nearly always busy."""
+        """Look-ahead decodes are ``partial_every_s`` times this apart (and wait for
+        ``pause_lookahead_s`` times this of silence): the ``DecodeScheduler`` raises
+        it while its decoders are nearly always busy."""
 
     def feed(self, samples: np.ndarray) -> None:
         """Append 16 kHz mono float32 samples. Cheap; safe from any thread."""
@@ -424,11 +427,16 @@ class UtteranceStream:
             self._close_group_after_pause(None)
 
     def _pause(self, region: np.ndarray) -> float:
-        """How long the speaker has been silent, if at least ``pause_lookahead_s``; else 0."""
+        """How long the speaker has been silent, if at least ``pause_lookahead_s``
+        (times ``lookahead_scale``: under load it waits longer, and from a scale
+        that puts it past ``pause_s`` the commit comes first); else 0."""
         if self.options.pause_lookahead_s is None:
             return 0.0
-        silence = trailing_silence_s(region, self._vad, self.options.pause_lookahead_s)
-        return silence if silence >= self.options.pause_lookahead_s else 0.0
+        wait = self.options.pause_lookahead_s * self.lookahead_scale
+        if wait >= self.options.pause_s:
+            return 0.0
+        silence = trailing_silence_s(region, self._vad, wait)
+        return silence if silence >= wait else 0.0
 
     def _with_unheard(self, transcriber: Transcriber, words: list[Word], utterances: list[dict], cut: int) -> list[Word]:
         """``words`` and what decoding the utterances' speech without words on its own hears.

@@ -295,14 +295,14 @@ def test_trailing_silence_is_measured_on_the_last_vad_frames_only(transcriber):
     assert trailing_silence_s(np.zeros(300, np.float32), vad, 0.2) == 0.0  # not a whole frame
 
 
-def test_a_phrase_that_ends_a_sentence_is_heard_at_the_pause_onset_and_its_commit_reuses_the_decode(transcriber):
-    """d02's agent says 不知道，这事不归我管。 (20.17-22.17 s, then silence): a look-ahead
-    starts once the speaker has been silent ``pause_lookahead_s``, not when the
-    pause ends the utterance, and the commit that follows decodes nothing again."""
+def _until_commit_of(transcriber, phrase: str, start: float, scale: float = 1.0):
+    """d02's agent channel from ``start`` (stream times count from there), stepped every
+    0.1 s until ``phrase`` is committed: (fed when first in a hypothesis, fed at its commit,
+    fed at each decode, whether the last hypothesis was decoded at a pause)."""
     stream = UtteranceStream("agent")
-    start = 19.8  # fed from the silence before the turn; stream times count from here
+    stream.lookahead_scale = scale
     audio = load_call(str(SAMPLES / "d02_fault_rude.wav")).agent[int(start * SAMPLE_RATE) :]
-    decodes: list[float] = []  # fed_until at each decode
+    decodes: list[float] = []
     original = stream._decode
 
     def counted(transcriber, samples):
@@ -310,25 +310,33 @@ def test_a_phrase_that_ends_a_sentence_is_heard_at_the_pause_onset_and_its_commi
         return original(transcriber, samples)
 
     stream._decode = counted
-    heard = committed = None
+    heard = at_pause = None
     block = SAMPLE_RATE // 10
     for offset in range(0, len(audio), block):
         stream.feed(audio[offset : offset + block])
         for event in stream.step(transcriber):
-            words = event.words if isinstance(event, Hypothesis) else event.segment.words
-            said = "".join(w.text for w in words)
-            if isinstance(event, Hypothesis) and "归我管" in said and heard is None:
-                heard = stream.fed_until
             if isinstance(event, Hypothesis):
-                last_at_pause = event.at_pause
-            if isinstance(event, Committed) and "归我管" in said:
-                committed = stream.fed_until
-        if committed:
-            break
+                at_pause = event.at_pause
+                if heard is None and phrase in "".join(w.text for w in event.words):
+                    heard = stream.fed_until
+            elif phrase in event.segment.text:
+                return heard, stream.fed_until, decodes, at_pause
+    raise AssertionError(f"{phrase} never committed")
+
+
+def test_a_phrase_that_ends_a_sentence_is_heard_at_the_pause_onset_and_its_commit_reuses_the_decode(transcriber):
+    """d02's agent says 不知道，这事不归我管。 (20.17-22.17 s, then silence): a look-ahead
+    starts once the speaker has been silent ``pause_lookahead_s``, not when the
+    pause ends the utterance, and the commit that follows decodes nothing again."""
+    start = 19.8  # the silence before the turn
     turn_end = 22.165 - start
+    heard, committed, decodes, at_pause = _until_commit_of(transcriber, "归我管", start)
     assert heard is not None and heard <= turn_end + 0.45, (heard, decodes)
     assert heard < committed <= turn_end + 0.6, (heard, committed)
     # The last decode came off the cadence, at the pause's onset, and the commit reused it.
-    assert decodes[-1] - decodes[-2] < stream.options.partial_every_s - 1e-6, decodes
+    assert decodes[-1] - decodes[-2] < StreamingOptions().partial_every_s - 1e-6, decodes
     assert decodes[-1] < committed - 1e-6, (decodes, committed)
-    assert last_at_pause, "the hypothesis says it was decoded at a pause"
+    assert at_pause, "the hypothesis says it was decoded at a pause"
+    # A loaded node (look-ahead spaced 2x) sheds the decode at the pause first.
+    _, _, loaded, _ = _until_commit_of(transcriber, "归我管", start, scale=2.0)
+    assert all(b - a >= 2 * StreamingOptions().partial_every_s - 1e-6 for a, b in zip(loaded, loaded[1:-1])), loaded
