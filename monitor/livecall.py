@@ -251,7 +251,8 @@ class LiveCall:
     def _early_on_mono(self, hit, words, speaker: str, speaker_confidence: float | None, at_pause: bool) -> bool:
         """Whether a provisional hit on a mono stream alerts before its sentence is committed.
 
-        Once the two voices are told apart, it does when its voice leans to the
+        Once the two voices are told apart (or would be, were the speech
+        committed now: ``LiveRoles.judge``), it does when its voice leans to the
         agent's (``uncertain_speaker`` unless sure); it is withdrawn should its
         sentence turn out surely the customer's. Before that (no confidence),
         the words are all there is to go by, and a customer's outburst reads
