@@ -365,9 +365,8 @@ class UtteranceStream:
                 speech = [{"start": s["start"] - lead, "end": s["end"] - lead} for s in speech]
                 region = self._audio[:window]
                 region_end = self.buffer_start + len(region) / SAMPLE_RATE
-            # (Silero ends the last utterance only after pause_s of silence: its end, padded
-            # by speech_pad_s, then falls before the region's; it runs to the region's end until then)
-            finished = [s for i, s in enumerate(speech) if i + 1 < len(speech) or ended or s["end"] < len(region)]
+            finished = [s for i, s in enumerate(speech) if i + 1 < len(speech) or ended
+                        or len(region) - s["end"] >= opts.pause_s * SAMPLE_RATE]
             # --- the commit rule -------------------------------------------------
             if finished:  # a pause ended the utterance: commit it whole
                 # Behind real time, every finished utterance in the window shares one decode.
@@ -435,7 +434,9 @@ class UtteranceStream:
         wait = self.options.pause_lookahead_s * self.lookahead_scale
         if wait >= self.options.pause_s:
             return 0.0
-        silence = trailing_silence_s(region, self._vad, wait)
+        # (looked for as far back as a pause lasts before its commit: where it began tells
+        # whether the last decode heard the speech before it)
+        silence = trailing_silence_s(region, self._vad, self.options.pause_s + self.options.stable_margin_s)
         return silence if silence >= wait else 0.0
 
     def _with_unheard(self, transcriber: Transcriber, words: list[Word], utterances: list[dict], cut: int) -> list[Word]:
