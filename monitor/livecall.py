@@ -214,7 +214,9 @@ class LiveCall:
         for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
             speaker, speaker_confidence = self._speaker_of(hit, words, commit, decoding_pass)
             sure = speaker_confidence is not None and speaker_confidence >= REVIEW_BELOW
-            if self.roles is not None and not commit and not self._early_on_mono(hit, words, speaker, speaker_confidence, at_pause):
+            if self.roles is not None and not commit and not self._early_on_mono(
+                hit, words, speaker, speaker_confidence, at_pause
+            ):
                 self.watch.reported.remove(hit)
                 self._hold([hit], sighting, "role")
                 continue

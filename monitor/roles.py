@@ -456,7 +456,8 @@ class LiveRoles:
             self.vectors.append(vector)
             self.scores.append(score)
             self.named = self._told_apart(self.sentences, self.vectors, self.scores)
-            labelled = [self._labelled(s, v, t, self.named) for s, v, t in zip(self.sentences, self.vectors, self.scores)]
+            labelled = [self._labelled(s, v, t, self.named)
+                        for s, v, t in zip(self.sentences, self.vectors, self.scores)]
             changed = [new for old, new in zip(self.sentences[:-1], labelled) if _shown_differently(old, new)]
             self.sentences = labelled
             return labelled[-1], changed

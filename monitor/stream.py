@@ -410,8 +410,9 @@ class UtteranceStream:
             due = behind_s <= opts.lookahead_max_lag_s and len(region) >= opts.min_lookahead_s * SAMPLE_RATE
             silence = self._pause(region) if due else 0.0
             at_pause = silence > 0.0
-            if due and region_end - self._decoded_until < every_s:  # off the cadence: at a pause the last decode
-                due = at_pause and self._decoded_until - opts.stable_margin_s < region_end - silence  # did not hear
+            if due and region_end - self._decoded_until < every_s:  # off the cadence: only at a pause, and
+                heard_to = self._decoded_until - opts.stable_margin_s  # only if the last decode missed speech
+                due = at_pause and heard_to < region_end - silence  # before it
             if due:  # still speaking: look ahead
                 words = self._decode(transcriber, region)
                 self._hypothesis = (words, region_end)
@@ -523,7 +524,8 @@ def trailing_silence_s(samples: np.ndarray, vad, within_s: float) -> float:
     Frames are those ``get_speech_timestamps`` scores, aligned to the start of
     ``samples``; Silero scores each frame with the previous frame's tail as its
     only context, so the last few frames alone score as they do in the whole
-    region. The part-frame at the very end is not scored: the silence is measured to the last whole frame.
+    region. The part-frame at the very end is not scored: the silence is
+    measured to the last whole frame.
     """
     from faster_whisper.vad import get_vad_model
 
