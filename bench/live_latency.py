@@ -24,6 +24,25 @@ mixes of 16 of those calls, 22 alerts), held back 0.53 s of call time before,
 0.51 s after; firing every provisional alert that leans to the agent (voices
 told apart or not) held nothing back, but raised 3 more alerts on customers'
 words, all withdrawn at the commit (retracted 1/22 -> 4/25).
+
+Measured 2026-11-28 in lockstep on the mono mixes of 33 calls (the 10 samples,
+tests/data/roles, held-out /tmp/roles_heldout dev+held x01-x04 y01-y04 and
+/tmp/cov/heldout h01-h04), before (fdd4caa) and after the look-ahead at a
+pause's onset (``StreamingOptions.pause_lookahead_s``), the early mono alert
+before the voices are told apart (``LiveCall._early_on_mono``) and
+``LiveRoles.judge`` fitting the voices as the commit will. Policy part of the
+latency of alerts on the agent's words (audio_call_s + held_audio_s, call
+seconds, load-free): p50/p95 0.89/2.17 s -> 0.64/1.14 s (samples 0.88/1.30 ->
+0.64/1.04, held-out 0.97/2.82 -> 0.69/1.41); held for role 24/38 -> 15/39.
+Alerts on customers' words 12 -> 11, none naming the agent surely in either
+(naming the agent, uncertain, 9 -> 11; naming the customer 3 -> 0); retracted
+2 -> 4; live recall 38/44 both. CPU (``bench/capacity.py --profile 180``):
+0.444 -> 0.468 CPU s per audio second at full look-ahead, 0.328 -> 0.321 at
+2x spacing (the pause look-ahead is shed under load); the first pass alone
+0.371 -> 0.394 of it. Real time, base and new side by side on a machine at
+load ~11 (samples + roles_heldout/held, agent's words): latency_s p50/p95
+1.34/1.79 -> 1.23/2.80 (decode_s p95 0.54 -> 1.04: load spikes), policy
+part 1.05/1.61 -> 0.79/1.55.
 """
 
 from __future__ import annotations

@@ -21,13 +21,19 @@ import numpy as np
 from monitor.alerts import WebhookSink
 from monitor.asr import Segment
 from monitor.meaning import model_for
-from monitor.roles import REVIEW_BELOW, LiveRoles, uncertain_or_unknown
+from monitor.roles import REVIEW_BELOW, LiveRoles, text_evidence, uncertain_or_unknown
 from monitor.sources import speaker_channels
 from monitor.stream import (
-    Committed, DecodeScheduler, Hypothesis, PhraseWatch, RefineJob, StreamingOptions, UtteranceStream, refined_segments,
+    Committed, DecodeScheduler, Hypothesis, PhraseWatch, RefineJob, StreamingOptions, UtteranceStream, characters_after,
+    refined_segments,
 )
 
 log = logging.getLogger(__name__)
+
+ROLE_REACH_CHARS = 4
+"""Characters heard after a forbidden phrase on a mono stream, before its two
+voices are told apart, that must carry no customer's word before it alerts
+ahead of its sentence's commit (``LiveCall._early_on_mono``)."""
 
 MAX_BACKLOG_S = 20.0
 """A source fed faster than real time (a file, a WebSocket client) waits while
@@ -182,7 +188,7 @@ class LiveCall:
                 with self._watch_lock:
                     hits = self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until)
                     self._hold(self.watch.held, sighting, "guard")
-                    self._alert(hits, event.words, commit=False, sighting=sighting)
+                    self._alert(hits, event.words, commit=False, sighting=sighting, at_pause=event.at_pause)
         self.asr_s += time.perf_counter() - started
         if self._decoded():
             self._finish()
@@ -203,17 +209,14 @@ class LiveCall:
             for stream in ready:
                 self.step(stream, transcriber)
 
-    def _alert(self, hits, words, commit: bool, decoding_pass: int = 1, sighting: Sighting | None = None) -> None:
+    def _alert(self, hits, words, commit: bool, decoding_pass: int = 1, sighting: Sighting | None = None,
+               at_pause: bool = False) -> None:
         for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
             speaker, speaker_confidence = self._speaker_of(hit, words, commit, decoding_pass)
             sure = speaker_confidence is not None and speaker_confidence >= REVIEW_BELOW
-            if self.roles is not None and not commit and (speaker != "agent" or speaker_confidence is None):
-                # Provisional speech of a mono stream alerts at once when its voice leans
-                # to the agent's (uncertain_speaker unless sure), and is withdrawn should
-                # its sentence turn out surely the customer's. Before the two voices are
-                # told apart (no confidence: the guess is the text's, and a customer's
-                # outburst reads like an agent's forbidden phrase), or when it leans to
-                # the customer, its sentence decides at the commit.
+            if self.roles is not None and not commit and not self._early_on_mono(
+                hit, words, speaker, speaker_confidence, at_pause
+            ):
                 self.watch.reported.remove(hit)
                 self._hold([hit], sighting, "role")
                 continue
@@ -246,6 +249,28 @@ class LiveCall:
             self.alerts.append(event)
             self.latency_parts.append(self._parts(hit, sighting, now))
             self._emit(event)
+
+    def _early_on_mono(self, hit, words, speaker: str, speaker_confidence: float | None, at_pause: bool) -> bool:
+        """Whether a provisional hit on a mono stream alerts before its sentence is committed.
+
+        Once the two voices are told apart (or would be, were the speech
+        committed now: ``LiveRoles.judge``), it does when its voice leans to the
+        agent's (``uncertain_speaker`` unless sure); it is withdrawn should its
+        sentence turn out surely the customer's. Before that (no confidence),
+        the words are all there is to go by, and a customer's outburst reads
+        like an agent's forbidden phrase: it waits until ``ROLE_REACH_CHARS``
+        more characters are heard after the phrase (where a customer's 我家的网…
+        or 你们… follows 你有没有搞错), or the speaker pauses after it (``at_pause``:
+        the sentence is all heard), then alerts, its speaker uncertain, only if
+        nothing heard leans to the customer (``roles.text_evidence`` not below
+        zero). Otherwise its sentence decides at the commit.
+        """
+        if speaker_confidence is not None:
+            return speaker == "agent"
+        if characters_after(words, hit.end) < ROLE_REACH_CHARS and not at_pause:
+            return False
+        text = "".join(w.text for w in words)
+        return text_evidence(text, self.watch.matcher.match_text(text)) >= 0  # (a call's opening sentence too)
 
     def _meaning_hits(self, segment: Segment) -> list:
         """The meaning model's deducting hit in a committed agent sentence where nothing

@@ -539,8 +539,9 @@ class LiveRoles:
             self.sentences.append(replace(segment, words=[]))  # times and text are all a role needs
             self.vectors.append(vector)
             self.scores.append(score)
-            self.named = self._told_apart()
-            labelled = [self._labelled(s, v, t) for s, v, t in zip(self.sentences, self.vectors, self.scores)]
+            self.named = self._told_apart(self.sentences, self.vectors, self.scores)
+            labelled = [self._labelled(s, v, t, self.named)
+                        for s, v, t in zip(self.sentences, self.vectors, self.scores)]
             changed = [new for old, new in zip(self.sentences[:-1], labelled) if _shown_differently(old, new)]
             self.sentences = labelled
             return labelled[-1], changed
@@ -552,11 +553,20 @@ class LiveRoles:
             return (sentence.speaker, sentence.speaker_confidence) if sentence else ("agent", None)
 
     def judge(self, start: float, end: float, text: str) -> tuple[str, float | None]:
-        """Role and confidence of speech not committed yet (``text`` heard from ``start`` to ``end``)."""
+        """Role and confidence of speech not committed yet (``text`` heard from ``start`` to ``end``).
+
+        Before the voices are told apart, they are fitted as its commit will fit
+        them: the speech that tells them apart (a customer's outburst, often)
+        is judged as its commit will judge it, not left to the words alone.
+        """
         vector = self.audio.describe(start, end)
+        segment = Segment(start, end, text)
         with self._lock:
             score = text_evidence(text, self.matcher.match_text(text), first=not self.sentences)
-            labelled = self._labelled(Segment(start, end, text), vector, score)
+            named = self.named or self._told_apart(
+                [*self.sentences, segment], [*self.vectors, vector], [*self.scores, score]
+            )
+            labelled = self._labelled(segment, vector, score, named)
         return labelled.speaker, labelled.speaker_confidence
 
     def label(self, segments: list[Segment]) -> list[Segment]:
@@ -574,26 +584,29 @@ class LiveRoles:
             vectors.append(kept[index][1] if index is not None else None)
         return label(segments, vectors, text_scores(segments, self.matcher), voices_of(segments, vectors))
 
-    def _told_apart(self) -> NamedVoices | None:
-        voices = voices_of(self.sentences, self.vectors)
+    @staticmethod
+    def _told_apart(sentences: list[Segment], vectors: list, scores: list[float]) -> NamedVoices | None:
+        """The two voices of these sentences, named, once they count as told apart live; else None."""
+        voices = voices_of(sentences, vectors)
         if voices is None:
             return None
-        sides = [voices.log_odds(v) > 0 for v in self.vectors if v is not None]
+        sides = [voices.log_odds(v) > 0 for v in vectors if v is not None]
         if min(sum(sides), len(sides) - sum(sides)) < LIVE_SENTENCES_PER_VOICE:
             return None
-        named = name_voices(voices, self.vectors, self.scores, [s.end - s.start for s in self.sentences])
-        voice1 = _sigmoid(np.array([named.acoustic(v, s.end - s.start) for v, s in zip(self.vectors, self.sentences)]))
+        named = name_voices(voices, vectors, scores, [s.end - s.start for s in sentences])
+        voice1 = _sigmoid(np.array([named.acoustic(v, s.end - s.start) for v, s in zip(vectors, sentences)]))
         customer_voice1 = voice1 * (1 - named.voice1_is_agent)
         customer_voice0 = (1 - voice1) * named.voice1_is_agent
-        if float(np.sum(np.asarray(self.scores) * (customer_voice1 + customer_voice0))) > -LIVE_CUSTOMER_HEARD:
+        if float(np.sum(np.asarray(scores) * (customer_voice1 + customer_voice0))) > -LIVE_CUSTOMER_HEARD:
             return None
         return named
 
-    def _labelled(self, segment: Segment, vector: np.ndarray | None, score: float) -> Segment:
-        if self.named is None:
+    @staticmethod
+    def _labelled(segment: Segment, vector: np.ndarray | None, score: float, named: NamedVoices | None) -> Segment:
+        if named is None:
             speaker = "agent" if ONE_VOICE_PRIOR + score >= 0 else "customer"
             return replace(segment, speaker=speaker, speaker_confidence=None)
-        return with_role(segment, self.named.agent_probability(vector, score, segment.end - segment.start))
+        return with_role(segment, named.agent_probability(vector, score, segment.end - segment.start))
 
 
 def _shown_differently(old: Segment, new: Segment) -> bool:

@@ -15,9 +15,11 @@ whisper_streaming:
   prompt, and a head that repeats them is dropped, so a sentence split by a
   pause reads on rather than restarting.
 * While an utterance is still going on, its audio is re-decoded every
-  ``partial_every_s``. Phrases heard in that hypothesis more than
+  ``partial_every_s``, and once the speaker has been silent
+  ``pause_lookahead_s`` (the pause that may end it has begun: the commit
+  then reuses that decode). Phrases heard in that hypothesis more than
   ``stable_margin_s`` before the end of the audio are reported at once, before
-  the speaker pauses.
+  the utterance ends.
 * Under load (the stream waited more than ``lookahead_max_lag_s`` for the
   decoder) there is no look-ahead, and all finished utterances in the window
   share one decode, so several calls on one model degrade in latency, not lag.
@@ -84,12 +86,18 @@ class StreamingOptions:
     pause_s: float = 0.4
     """Silence that ends an utterance; the utterance is then decoded and committed."""
     partial_every_s: float = 0.6
-    """New audio needed before an unfinished utterance is decoded again. No
-    partial decode starts during a short silence: the pause that may end the
-    utterance is better met with the decoder free."""
+    """New audio needed before an unfinished utterance is decoded again."""
     stable_margin_s: float = 0.2
     """Hypothesis words ending at least this long before the end of the audio
     are taken as heard: the phrase watch sees them before the pause."""
+    pause_lookahead_s: float | None = 0.2
+    """Silence after speech the last decode did not hear whole that starts a
+    look-ahead at once, without waiting for ``partial_every_s``: a phrase that
+    ends a sentence is heard this long after it, not when the pause ends the
+    utterance (``pause_s`` later, plus a decode), and the commit that follows
+    reuses the decode. Scaled like ``partial_every_s`` under load
+    (``UtteranceStream.lookahead_scale``): from 2x on it would come after the
+    commit, so a loaded node sheds it first. None: look-ahead on the cadence alone."""
     min_lookahead_s: float = 1.0
     """Unfinished speech shorter than this is not decoded: Whisper tends to loop
     on a fraction of a word, at the cost of a full decode."""
@@ -200,6 +208,10 @@ class Hypothesis:
     heard_until: float
     """Call time before which the text is taken as heard: the end of the audio
     less ``stable_margin_s`` (the last word may still be cut off)."""
+    at_pause: bool = False
+    """Decoded once the speaker had been silent ``StreamingOptions.pause_lookahead_s``
+    (at the pause's onset, or on the cadence within the pause): what the
+    utterance said so far is all heard."""
 
 
 def agreed_prefix(previous: list[Word], current: list[Word]) -> list[Word]:
@@ -360,8 +372,9 @@ class UtteranceStream:
         self.refine_jobs: list[RefineJob] = []
         """Closed groups waiting for the second pass (``LiveCall.refine`` takes them)."""
         self.lookahead_scale = 1.0
-        """Look-ahead decodes are ``partial_every_s`` times this apart: the
-        ``DecodeScheduler`` raises it while its decoders are nearly always busy."""
+        """Look-ahead decodes are ``partial_every_s`` times this apart (and wait for
+        ``pause_lookahead_s`` times this of silence): the ``DecodeScheduler`` raises
+        it while its decoders are nearly always busy."""
 
     def feed(self, samples: np.ndarray) -> None:
         """Append 16 kHz mono float32 samples. Cheap; safe from any thread."""
@@ -503,12 +516,17 @@ class UtteranceStream:
                 yield self._commit(agreed, final=False)
                 continue
             every_s = opts.partial_every_s * self.lookahead_scale
-            due = region_end - self._decoded_until >= every_s and behind_s <= opts.lookahead_max_lag_s
-            if due and len(region) >= opts.min_lookahead_s * SAMPLE_RATE:  # still speaking: look ahead
+            due = behind_s <= opts.lookahead_max_lag_s and len(region) >= opts.min_lookahead_s * SAMPLE_RATE
+            silence = self._pause(region) if due else 0.0
+            at_pause = silence > 0.0
+            if due and region_end - self._decoded_until < every_s:  # off the cadence: only at a pause, and
+                heard_to = self._decoded_until - opts.stable_margin_s  # only if the last decode missed speech
+                due = at_pause and heard_to < region_end - silence  # before it
+            if due:  # still speaking: look ahead
                 words = self._decode(transcriber, region)
                 self._hypothesis = (words, region_end)
                 if words:
-                    yield Hypothesis(words, self.speaker, region_end - opts.stable_margin_s)
+                    yield Hypothesis(words, self.speaker, region_end - opts.stable_margin_s, at_pause)
             # ----------------------------------------------------------------------
             self.speaking = True
             self._close_group_after_pause(self._time(speech[0]["start"]))
@@ -516,6 +534,20 @@ class UtteranceStream:
         if ended:  # the last utterance was committed and dropped
             self.speaking = False
             self._close_group_after_pause(None)
+
+    def _pause(self, region: np.ndarray) -> float:
+        """How long the speaker has been silent, if at least ``pause_lookahead_s``
+        (times ``lookahead_scale``: under load it waits longer, and from a scale
+        that puts it past ``pause_s`` the commit comes first); else 0."""
+        if self.options.pause_lookahead_s is None:
+            return 0.0
+        wait = self.options.pause_lookahead_s * self.lookahead_scale
+        if wait >= self.options.pause_s:
+            return 0.0
+        # (looked for as far back as a pause lasts before its commit: where it began tells
+        # whether the last decode heard the speech before it)
+        silence = trailing_silence_s(region, self._vad, self.options.pause_s + self.options.stable_margin_s)
+        return silence if silence >= wait else 0.0
 
     def _with_unheard(self, transcriber: Transcriber, words: list[Word], utterances: list[dict], cut: int) -> list[Word]:
         """``words`` and what decoding the utterances' speech without words on its own hears.
@@ -590,6 +622,32 @@ class UtteranceStream:
         return words
 
 
+VAD_FRAME = 512
+"""Samples per Silero VAD frame."""
+
+
+def trailing_silence_s(samples: np.ndarray, vad, within_s: float) -> float:
+    """Seconds of silence (Silero below ``vad``'s negative threshold) that end
+    ``samples``, looked for in the last ``within_s`` only (past it, ``within_s``).
+
+    Frames are those ``get_speech_timestamps`` scores, aligned to the start of
+    ``samples``; Silero scores each frame with the previous frame's tail as its
+    only context, so the last few frames alone score as they do in the whole
+    region. The part-frame at the very end is not scored: the silence is
+    measured to the last whole frame.
+    """
+    from faster_whisper.vad import get_vad_model
+
+    whole = len(samples) // VAD_FRAME
+    count = min(whole - 1, int(np.ceil(within_s * SAMPLE_RATE / VAD_FRAME)))
+    if count < 1:
+        return 0.0
+    tail = samples[(whole - count - 1) * VAD_FRAME : whole * VAD_FRAME]  # one frame more: the first one's context
+    quiet = get_vad_model()(tail)[1:] < (vad.neg_threshold or max(vad.threshold - 0.15, 0.01))
+    silent = count if quiet.all() else count - 1 - int(np.flatnonzero(~quiet)[-1])
+    return silent * VAD_FRAME / SAMPLE_RATE
+
+
 def refined_segments(transcriber: Transcriber, job: RefineJob, options: RefineOptions, context: str) -> list[Segment]:
     """The second pass over a closed group: decoded as batch decoding decodes a
     recording (``Transcriber.transcribe_covered``); ``context`` is the speaker's
@@ -659,7 +717,7 @@ class PhraseWatch:
             if hit.kind != "forbidden" or hit.end > heard_until or self._already(hit):
                 continue
             reach = self._guard_reach.get(hit.phrase_id, 0) if hit.method == "rule" and not commit else 0
-            if reach and _characters_after(joined, hit.end) < reach:
+            if reach and characters_after(joined, hit.end) < reach:
                 self.held.append(hit)
                 continue
             self.reported.append(hit)
@@ -685,7 +743,7 @@ def guard_reach(rule) -> int:
     return max(politeness, max((len(spoken(word)) - 1 for word in rule.not_in), default=0))
 
 
-def _characters_after(words: list[Word], time: float) -> int:
+def characters_after(words: list[Word], time: float) -> int:
     return sum(len(spoken(w.text)) for w in words if w.start >= time - 0.05)
 
 

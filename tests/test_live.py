@@ -185,3 +185,37 @@ def test_a_mono_provisional_alert_is_withdrawn_when_its_sentence_is_surely_the_c
     call._withdraw_if_customer(Segment(15.5, 18.0, said, "customer", speaker_confidence=0.95))
     assert len(events) == 1, "an alert is withdrawn once"
     assert call.report()["live"]["alerts"][0]["retracted"]
+
+
+def test_before_a_mono_streams_voices_are_told_apart_a_provisional_hit_alerts_once_its_words_lean_nowhere():
+    from monitor.livecall import ROLE_REACH_CHARS, LiveCall, Sighting
+
+    book = load_phrasebook("broadband")
+
+    def provisional(*pieces: str, at_pause: bool = False) -> list[dict]:
+        events: list[dict] = []
+
+        class Collect:
+            def send(self, event):
+                events.append(event)
+
+        call = LiveCall("mono", book, matcher_for(book), [Collect()], stereo=False)
+        call._fed_audio, call._fed_wall = [30.0], [0.0]
+        words = _spoken(*pieces)
+        hits = call.watch.check(words, "agent", commit=False)
+        assert hits, pieces
+        call._alert(hits, words, commit=False, sighting=Sighting(0.0, words[-1].end), at_pause=at_pause)
+        return [e for e in events if e["type"] == "alert"]
+
+    assert ROLE_REACH_CHARS == len("那边昨天")
+    # The same words, said by either: the words after them tell the agent's from the customer's.
+    alerts = provisional("你有没有", "搞错？", "那边", "昨天", "刚修过")
+    assert [(a["phrase_id"], a["speaker"], a["uncertain_speaker"]) for a in alerts] == [
+        ("bb.forbidden.are_you_wrong", "agent", True)
+    ]
+    assert provisional("你有没有", "搞错？", "那边") == [], "too little heard after the phrase yet"
+    # The speaker paused after the phrase: the sentence is all heard (it says its speaker is uncertain).
+    assert [a["uncertain_speaker"] for a in provisional("你有没有", "搞错？", "那边", at_pause=True)] == [True]
+    assert provisional("我家的", "网又断了，", "你有没有", "搞错？", at_pause=True) == []
+    assert provisional("你有没有", "搞错？", "我家的", "网又断了") == []
+    assert provisional("你有没有", "搞错？", "你们", "不是修网的吗") == []

@@ -77,6 +77,29 @@ def test_voices_count_as_told_apart_live_only_once_the_customer_voice_spoke_like
     assert [s.speaker for s in roles.label(roles.sentences)] == truth
 
 
+def test_speech_that_tells_the_voices_apart_is_judged_before_its_commit_as_its_commit_judges_it():
+    # h01's customer says 你问我，我问谁？… : committing it tells the two voices apart and names it
+    # surely the customer's; judged while still provisional, it must be named so already, not left
+    # to its words (which read like an agent's forbidden phrase) with the speaker unknown.
+    labels = _labels("h01_customer_rude")
+    samples = load_call(str(DATA / "h01_customer_rude.flac"), "mono").agent
+    roles = LiveRoles(matcher_for(load_phrasebook(labels["phrasebook"])))
+    turns, told_apart = list(labels["turns"]), []
+    for at in range(0, len(samples), BLOCK):
+        roles.feed(samples[at : at + BLOCK])
+        while turns and turns[0]["end"] + 0.5 <= (at + BLOCK) / SAMPLE_RATE:
+            turn = turns.pop(0)
+            before = roles.named
+            judged = roles.judge(turn["start"], turn["end"], turn["text"])
+            committed, _ = roles.commit(Segment(turn["start"], turn["end"], turn["text"]))
+            if before is None and roles.named is not None:
+                told_apart.append((turn["speaker"], judged, committed))
+    assert len(told_apart) == 1
+    speaker, (judged_speaker, judged_confidence), committed = told_apart[0]
+    assert speaker == committed.speaker == judged_speaker == "customer"
+    assert judged_confidence >= REVIEW_BELOW and abs(judged_confidence - committed.speaker_confidence) < 0.05
+
+
 class _Collect:
     def __init__(self):
         self.events: list[dict] = []

@@ -345,3 +345,65 @@ def test_a_second_pass_never_takes_the_last_free_worker():
         for call in calls:
             call.release.set()
         scheduler.close()
+
+
+def test_trailing_silence_is_measured_on_the_last_vad_frames_only(transcriber):
+    from faster_whisper.vad import VadOptions
+
+    from monitor.stream import trailing_silence_s
+
+    vad = VadOptions(threshold=0.5)
+    audio = load_call(str(SAMPLES / "d02_fault_rude.wav")).agent
+    speech = audio[int(20.3 * SAMPLE_RATE) : int(21.5 * SAMPLE_RATE)]  # 不知道，这事不归我管: mid-sentence
+    assert trailing_silence_s(speech, vad, 0.2) < 0.1
+    quiet = np.concatenate([speech, np.zeros(SAMPLE_RATE // 2, np.float32)])
+    assert 0.2 <= trailing_silence_s(quiet, vad, 0.2) <= 0.25, "looked for within 0.2 s (whole frames)"
+    assert 0.4 <= trailing_silence_s(quiet, vad, 1.0) <= 0.55
+    assert trailing_silence_s(np.zeros(300, np.float32), vad, 0.2) == 0.0  # not a whole frame
+
+
+def _until_commit_of(transcriber, phrase: str, start: float, scale: float = 1.0):
+    """d02's agent channel from ``start`` (stream times count from there), stepped every
+    0.1 s until ``phrase`` is committed: (fed when first in a hypothesis, fed at its commit,
+    fed at each decode, whether the last hypothesis was decoded at a pause)."""
+    stream = UtteranceStream("agent")
+    stream.lookahead_scale = scale
+    audio = load_call(str(SAMPLES / "d02_fault_rude.wav")).agent[int(start * SAMPLE_RATE) :]
+    decodes: list[float] = []
+    original = stream._decode
+
+    def counted(transcriber, samples):
+        decodes.append(stream.fed_until)
+        return original(transcriber, samples)
+
+    stream._decode = counted
+    heard = at_pause = None
+    block = SAMPLE_RATE // 10
+    for offset in range(0, len(audio), block):
+        stream.feed(audio[offset : offset + block])
+        for event in stream.step(transcriber):
+            if isinstance(event, Hypothesis):
+                at_pause = event.at_pause
+                if heard is None and phrase in "".join(w.text for w in event.words):
+                    heard = stream.fed_until
+            elif phrase in event.segment.text:
+                return heard, stream.fed_until, decodes, at_pause
+    raise AssertionError(f"{phrase} never committed")
+
+
+def test_a_phrase_that_ends_a_sentence_is_heard_at_the_pause_onset_and_its_commit_reuses_the_decode(transcriber):
+    """d02's agent says 不知道，这事不归我管。 (20.17-22.17 s, then silence): a look-ahead
+    starts once the speaker has been silent ``pause_lookahead_s``, not when the
+    pause ends the utterance, and the commit that follows decodes nothing again."""
+    start = 19.8  # the silence before the turn
+    turn_end = 22.165 - start
+    heard, committed, decodes, at_pause = _until_commit_of(transcriber, "归我管", start)
+    assert heard is not None and heard <= turn_end + 0.45, (heard, decodes)
+    assert heard < committed <= turn_end + 0.6, (heard, committed)
+    # The last decode came off the cadence, at the pause's onset, and the commit reused it.
+    assert decodes[-1] - decodes[-2] < StreamingOptions().partial_every_s - 1e-6, decodes
+    assert decodes[-1] < committed - 1e-6, (decodes, committed)
+    assert at_pause, "the hypothesis says it was decoded at a pause"
+    # A loaded node (look-ahead spaced 2x) sheds the decode at the pause first.
+    _, _, loaded, _ = _until_commit_of(transcriber, "归我管", start, scale=2.0)
+    assert all(b - a >= 2 * StreamingOptions().partial_every_s - 1e-6 for a, b in zip(loaded, loaded[1:-1])), loaded
