@@ -275,6 +275,17 @@ class GrowingSpeech:
         tail, _ = self._run(last, self._before(audio, whole), self._state)
         return speech_from_probabilities(np.concatenate([self._probabilities, tail]), len(audio), self.vad)
 
+    def trailing_silence_s(self, within_s: float) -> float:
+        """Seconds of silence (Silero below the negative threshold) that end the audio of
+        the last ``spans``, to its last whole frame, looked for in the last ``within_s``
+        only (past it, ``within_s``): the frames' kept probabilities, no network run."""
+        count = min(len(self._probabilities), int(np.ceil(within_s * SAMPLE_RATE / self.FRAME)))
+        if count < 1:
+            return 0.0
+        quiet = self._probabilities[len(self._probabilities) - count :] < negative_threshold(self.vad)
+        silent = count if quiet.all() else count - 1 - int(np.flatnonzero(~quiet)[-1])
+        return silent * self.FRAME / SAMPLE_RATE
+
     def _before(self, audio: np.ndarray, frame: int) -> np.ndarray:
         """The samples Silero is given before ``frame``: the end of the frame before, or zeros."""
         if not frame:
@@ -293,13 +304,18 @@ class GrowingSpeech:
         return probabilities.reshape(-1), (h, c)
 
 
+def negative_threshold(vad) -> float:
+    """The speech probability below which Silero's frame is silence (``get_speech_timestamps``'s rule)."""
+    return vad.neg_threshold if vad.neg_threshold is not None else max(vad.threshold - 0.15, 0.01)
+
+
 def speech_from_probabilities(probabilities: np.ndarray, samples: int, vad) -> list[dict]:
     """The speech spans (sample offsets) Silero's per-frame speech ``probabilities``
     mean for ``samples`` of audio: ``faster_whisper.vad.get_speech_timestamps``'s
     rules for speech of any length (``VadOptions.max_speech_duration_s`` inf), which
     that function only applies to probabilities it computes itself."""
     frame = GrowingSpeech.FRAME
-    negative = vad.neg_threshold if vad.neg_threshold is not None else max(vad.threshold - 0.15, 0.01)
+    negative = negative_threshold(vad)
     min_silence = SAMPLE_RATE * vad.min_silence_duration_ms / 1000
     min_speech = SAMPLE_RATE * vad.min_speech_duration_ms / 1000
     pad = SAMPLE_RATE * vad.speech_pad_ms / 1000
@@ -546,7 +562,7 @@ class UtteranceStream:
             return 0.0
         # (looked for as far back as a pause lasts before its commit: where it began tells
         # whether the last decode heard the speech before it)
-        silence = trailing_silence_s(region, self._vad, self.options.pause_s + self.options.stable_margin_s)
+        silence = self._speech.trailing_silence_s(self.options.pause_s + self.options.stable_margin_s)
         return silence if silence >= wait else 0.0
 
     def _with_unheard(self, transcriber: Transcriber, words: list[Word], utterances: list[dict], cut: int) -> list[Word]:
@@ -620,32 +636,6 @@ class UtteranceStream:
             self._decoded_until, time.perf_counter() - started, self.fed_until, "".join(w.text for w in words),
         )
         return words
-
-
-VAD_FRAME = 512
-"""Samples per Silero VAD frame."""
-
-
-def trailing_silence_s(samples: np.ndarray, vad, within_s: float) -> float:
-    """Seconds of silence (Silero below ``vad``'s negative threshold) that end
-    ``samples``, looked for in the last ``within_s`` only (past it, ``within_s``).
-
-    Frames are those ``get_speech_timestamps`` scores, aligned to the start of
-    ``samples``; Silero scores each frame with the previous frame's tail as its
-    only context, so the last few frames alone score as they do in the whole
-    region. The part-frame at the very end is not scored: the silence is
-    measured to the last whole frame.
-    """
-    from faster_whisper.vad import get_vad_model
-
-    whole = len(samples) // VAD_FRAME
-    count = min(whole - 1, int(np.ceil(within_s * SAMPLE_RATE / VAD_FRAME)))
-    if count < 1:
-        return 0.0
-    tail = samples[(whole - count - 1) * VAD_FRAME : whole * VAD_FRAME]  # one frame more: the first one's context
-    quiet = get_vad_model()(tail)[1:] < (vad.neg_threshold or max(vad.threshold - 0.15, 0.01))
-    silent = count if quiet.all() else count - 1 - int(np.flatnonzero(~quiet)[-1])
-    return silent * VAD_FRAME / SAMPLE_RATE
 
 
 def refined_segments(transcriber: Transcriber, job: RefineJob, options: RefineOptions, context: str) -> list[Segment]:

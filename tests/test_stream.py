@@ -347,19 +347,21 @@ def test_a_second_pass_never_takes_the_last_free_worker():
         scheduler.close()
 
 
-def test_trailing_silence_is_measured_on_the_last_vad_frames_only(transcriber):
+def test_trailing_silence_is_measured_on_the_last_vad_frames_only():
     from faster_whisper.vad import VadOptions
 
-    from monitor.stream import trailing_silence_s
+    from monitor.stream import GrowingSpeech
 
-    vad = VadOptions(threshold=0.5)
+    vad = GrowingSpeech(VadOptions(threshold=0.5))
     audio = load_call(str(SAMPLES / "d02_fault_rude.wav")).agent
     speech = audio[int(20.3 * SAMPLE_RATE) : int(21.5 * SAMPLE_RATE)]  # 不知道，这事不归我管: mid-sentence
-    assert trailing_silence_s(speech, vad, 0.2) < 0.1
-    quiet = np.concatenate([speech, np.zeros(SAMPLE_RATE // 2, np.float32)])
-    assert 0.2 <= trailing_silence_s(quiet, vad, 0.2) <= 0.25, "looked for within 0.2 s (whole frames)"
-    assert 0.4 <= trailing_silence_s(quiet, vad, 1.0) <= 0.55
-    assert trailing_silence_s(np.zeros(300, np.float32), vad, 0.2) == 0.0  # not a whole frame
+    vad.spans(speech)
+    assert vad.trailing_silence_s(0.2) < 0.1
+    vad.spans(np.concatenate([speech, np.zeros(SAMPLE_RATE // 2, np.float32)]))  # the buffer grew
+    assert 0.2 <= vad.trailing_silence_s(0.2) <= 0.25, "looked for within 0.2 s (whole frames)"
+    assert 0.4 <= vad.trailing_silence_s(1.0) <= 0.55
+    vad.spans(np.zeros(300, np.float32))  # a new, shorter buffer: not a whole frame
+    assert vad.trailing_silence_s(0.2) == 0.0
 
 
 def _until_commit_of(transcriber, phrase: str, start: float, scale: float = 1.0):
