@@ -68,6 +68,8 @@ FIRST_LOOK = {
     # 2026-11-28, s20 (commit e7e5646, written before any change, run once as written): the rules raise
     # 24/44 (21 their own kind) and 3/36 polite lines; the meaning model of that commit (the lexicon's six
     # kinds only) adds to them up to 27/44 deducting and 31/44 counting review, raising no polite line.
+    # Its four calls (calls3/, the same commit) at first look after Whisper: office 2/4, hospital 4/7,
+    # bribery 1/3, precision 1.00, nothing on a customer's line; their scripts as text (rules only) 4/4, 4/7, 1/3.
     "batch5": {"forbidden": 44, "raised": 24, "own_kind": 21, "polite": 36, "polite_raised": 3},
 }
 """The case batches written before being run, as they first ran (phrasebooks/README.md)."""
