@@ -6,14 +6,19 @@ Labelled lines, all with 您 read as 你 (``monitor.meaning.model_text``):
   kind; ``absent_kind: forbidden`` (polite near misses, everyday and ordinary talk) is ``none``;
   expectations of a code's own phrases of other categories (rude, vague...) are left out;
 - tests/meaning_blind_cases.yaml: the fourteen blind batches, the same way;
+- tests/compliance_cases.yaml and the sealed office batches 1–4 (bench/data/office/sealed/): the
+  office, hospital and compliance kinds (bribery, private deals, over-promising, refusing contact
+  details, refusing outright, disclosure) and their polite near misses, the same way; a line the
+  customer says (``speaker: customer``) is left out: the model judges only the agent's;
 - bench/data/ordinary_agent_lines.txt: ordinary agent talk, ``none``;
 - the bundled codes' own non-forbidden phrases (greetings, apologies...), ``none``.
 
 The sample calls' agent turns (samples/) are NOT trained on: they are the held-out
-ordinary talk of bench/kind_classifier.py.
+ordinary talk of bench/kind_classifier.py. Nor is sealed batch 5 (``HELD_OUT``) nor any call
+script: they judge the model.
 
-Thresholds are chosen on out-of-fold probabilities: each blind batch held out in turn
-(the model trained on everything else), and the ordinary lines split into as many folds
+Thresholds are chosen on out-of-fold probabilities: each blind batch and each sealed office
+batch held out in turn (the model trained on everything else), and the ordinary lines split into as many folds
 alongside. ``deduct_threshold`` is the lowest probability at which the held-out hits are
 at least ``DEDUCT_PRECISION`` precise and at most ``DEDUCT_ORDINARY_RATE`` of ordinary lines
 fire; ``review_threshold`` the lowest at which they are at least ``REVIEW_PRECISION``
@@ -48,10 +53,17 @@ sys.path.insert(0, str(ROOT))
 from monitor.meaning import MODEL_PATH, NONE, vectorizer  # noqa: E402
 from monitor.phrasebook import bundled_phrasebooks, load_phrasebook  # noqa: E402
 
-KINDS = ("shirking", "scolding", "mocking", "swearing", "perfunctory", "rhetorical")
-"""The lexicon's kinds the model tells apart (plus ``none``)."""
+KINDS = ("shirking", "scolding", "mocking", "swearing", "perfunctory", "rhetorical",
+         "bribery", "private_deal", "over_promising", "refusing_contact", "refusing_outright", "disclosure")
+"""The kinds the model tells apart (plus ``none``): the lexicon's six and the compliance part's six."""
 TUNED = ROOT / "tests" / "meaning_cases.yaml"
 BLIND = ROOT / "tests" / "meaning_blind_cases.yaml"
+COMPLIANCE = ROOT / "tests" / "compliance_cases.yaml"
+SEALED = ROOT / "bench" / "data" / "office" / "sealed"
+SEALED_TRAINED = tuple(SEALED / f"batch{i}.yaml" for i in range(1, 5))
+"""Sealed office batches trained on (each its own held-out fold when choosing thresholds)."""
+HELD_OUT = SEALED / "batch5.yaml"
+"""Never trained on: measured by bench/kind_classifier.py and bench/conduct_rules.py."""
 ORDINARY = ROOT / "bench" / "data" / "ordinary_agent_lines.txt"
 N_FEATURES = 2 ** 20
 """Hashed feature space; only the columns seen in training get weights, and only those are shipped."""
@@ -98,13 +110,22 @@ def ordinary_lines() -> list[str]:
             if line.strip() and not line.startswith("#")]
 
 
-def labelled_lines(folds: int = 14) -> list[Line]:
+def agents(path: Path) -> list[dict]:
+    """A case file's lines the agent says."""
+    return [c for c in yaml.safe_load(path.read_text(encoding="utf-8")) if c.get("speaker", "agent") == "agent"]
+
+
+def labelled_lines() -> list[Line]:
     tuned = yaml.safe_load(TUNED.read_text(encoding="utf-8"))
     blind = yaml.safe_load(BLIND.read_text(encoding="utf-8"))
     lines: list[Line] = []
     ordinary = [c["text"] for c in tuned if c["type"] == "ordinary"] + ordinary_lines()
     lines += [Line(c["text"], label, "train") for c in tuned if c["type"] != "ordinary" and (label := kind_of(c))]
     lines += [Line(c["text"], label, batch_of(c)) for c in blind if (label := kind_of(c))]
+    lines += [Line(c["text"], label, "train") for c in agents(COMPLIANCE) if (label := kind_of(c))]
+    lines += [Line(c["text"], label, f"sealed{path.stem.removeprefix('batch')}")
+              for path in SEALED_TRAINED for c in agents(path) if (label := kind_of(c))]
+    folds = len({line.fold for line in lines if line.fold != "train"})
     lines += [Line(text, NONE, f"ordinary{i % folds}") for i, text in enumerate(ordinary)]
     for name in bundled_phrasebooks():
         lines += [Line(p.text.replace("**", ""), NONE, "train")
@@ -142,7 +163,7 @@ def out_of_fold(lines: list[Line]) -> tuple[np.ndarray, list[str]]:
     """Each held-out line's forbidden probability and predicted kind, from a model that never saw it."""
     probability = np.full(len(lines), np.nan)
     kinds = [""] * len(lines)
-    blind_batches = sorted({l.fold for l in lines if l.fold.startswith("blind")})
+    blind_batches = sorted({l.fold for l in lines if l.fold.startswith(("blind", "sealed"))})
     for k, batch in enumerate(blind_batches):
         held = [i for i, l in enumerate(lines) if l.fold in (batch, f"ordinary{k}")]
         held_set = set(held)
