@@ -42,6 +42,7 @@ from labelled import overlaps
 
 from monitor.asr import Segment, Transcriber
 from monitor.match import matcher_for
+from monitor.meaning import model_for
 from monitor.phrasebook import load_phrasebook
 from monitor.pipeline import ScoreOptions, score_call
 
@@ -185,13 +186,22 @@ def judge_cases(path: Path, by_kind: Tally, batches: Counter, batch: str | None 
     cases = yaml.safe_load(path.read_text(encoding="utf-8"))
     for case in cases:
         case.setdefault("batch", batch) if batch else None
-        matcher = matcher_for(load_phrasebook(case["phrasebook"]))
+        phrasebook = load_phrasebook(case["phrasebook"])
+        matcher = matcher_for(phrasebook)
         speaker = case.get("speaker", "agent")
         hits = [h for h in matcher.match_segments([Segment(0.0, 1.0, case["text"], speaker)]) if h.kind == "forbidden"]
         if "batch" in case:
             label = "forbidden" if "expect" in case else "polite"
+            prefix = "polite_" if label == "polite" else ""
             batches[(case["batch"], label)] += 1
-            batches[(case["batch"], f"{label}_raised" if label == "polite" else "raised")] += bool(hits)
+            batches[(case["batch"], f"{prefix}raised")] += bool(hits)
+            # the meaning model, as the monitor uses it: on the agent's lines no rule raised anything
+            model = model_for(phrasebook)
+            verdict = (model.judge([case["text"]], {p.category for p in phrasebook.meaning_phrases})
+                       if model is not None and speaker == "agent" and not hits else [])
+            probability = verdict[0].probability if verdict else 0.0
+            batches[(case["batch"], f"{prefix}with_model")] += bool(hits) or bool(verdict) and probability >= model.deduct_threshold
+            batches[(case["batch"], f"{prefix}with_review")] += bool(hits) or bool(verdict) and probability >= model.review_threshold
         expected = case.get("expect")
         kind = expected if expected is None or "." not in expected else load_phrasebook(case["phrasebook"]).by_id(expected).category
         if "batch" in case and kind:
@@ -254,6 +264,10 @@ def main() -> int:
               f"{batches[(batch, 'forbidden')]}{own}; polite lines raising anything, "
               + (f"first look {first['polite_raised']}/{first['polite']}, " if first else "")
               + f"now {batches[(batch, 'polite_raised')]}/{batches[(batch, 'polite')]}")
+        print(f"    with the meaning model: forbidden lines raising anything {batches[(batch, 'with_model')]}/"
+              f"{batches[(batch, 'forbidden')]} deducting, {batches[(batch, 'with_review')]} counting review; "
+              f"polite lines {batches[(batch, 'polite_with_model')]} deducting, {batches[(batch, 'polite_with_review')]} "
+              f"counting review")
     return 0
 
 
