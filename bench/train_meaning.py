@@ -29,6 +29,13 @@ Run 2026-11-28 (2609 lines, C=30, about 3 minutes on the shared machine): deduct
 recall 374/697, precision 0.992 counting ordinary lines, 1/371 ordinary lines fire), review 0.61
 (537/697, precision 0.971, 11/371 ordinary); bench/kind_classifier.py has the rest.
 
+Run 2026-11-28, s20, with the compliance kinds (3050 lines, 13 classes, C=30; 6.5 CPU minutes, 29 min
+on the loaded machine): deduct 0.83 (held-out recall 441/832, precision 0.991 counting ordinary lines,
+3/746 polite and 1/371 ordinary lines fire), review 0.57 (643/832, precision 0.970, 9/746 polite,
+11/371 ordinary). Of the sealed office batches' compliance-kind lines, each batch held out in turn,
+28/97 deduct and 42/97 reach review (kind right 26). Sealed batch 5, never trained on: 24/44 deduct,
+29/44 review, no polite line of 34.
+
     python bench/train_meaning.py            # cross-validate, choose thresholds, write the model
     python bench/train_meaning.py --check    # only print the training data's sha256 and the model's
 """

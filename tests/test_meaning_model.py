@@ -23,6 +23,8 @@ UNSEEN = [
     ("说你两句你还不乐意了", {"scolding", "mocking"}),
     ("你脑袋里装的都是什么", {"mocking", "scolding", "swearing"}),
 ]
+GIFT_KEPT = "你这么客气干嘛 那我就收起来了啊"
+"""Keeping a gift no rule finds (收起来, the gift unnamed): a line of sealed batch 5, never trained on."""
 POLITE = [
     "这个不归我们这边，但我马上帮您转给负责的同事",
     "您不用着急，我也理解您的心情",
@@ -51,7 +53,9 @@ def test_the_model_file_loads_without_pickle_and_was_trained_on_the_case_files_a
     from train_meaning import labelled_lines, training_sha256
 
     assert MODEL_PATH.stat().st_size < 4_000_000
-    assert set(model.classes) == {"none", "shirking", "scolding", "mocking", "swearing", "perfunctory", "rhetorical"}
+    assert set(model.classes) == {"none", "shirking", "scolding", "mocking", "swearing", "perfunctory", "rhetorical",
+                                  "bribery", "private_deal", "over_promising", "refusing_contact", "refusing_outright",
+                                  "disclosure"}
     assert 0 < model.review_threshold <= model.deduct_threshold < 1
     assert model.training_sha256 == training_sha256(labelled_lines()), (
         "the labelled case files changed since the model was trained: python bench/train_meaning.py")
@@ -138,3 +142,22 @@ def test_one_stretch_of_forbidden_sentences_is_one_event():
     ruled = [Segment(0.0, 1.5, first, "agent"), Segment(1.8, 3.5, "这事儿我真管不了，你自己想办法吧", "agent")]
     forbidden = [e for e in judged(phrasebook, ruled).events if e.kind == "forbidden"]
     assert forbidden and all(e.detected_by is None for e in forbidden)
+
+
+@pytest.mark.parametrize("name, kind, article", [("hospital", "bribery", "二、(三)"), ("office", "bribery", "3.2.5"),
+                                                 ("hospital", "disclosure", "二、(六)"), ("customer_service", "private_deal", "一、第9条")])
+def test_an_included_parts_kinds_are_judged_and_cited_by_the_codes_article(name, kind, article):
+    phrasebook = load_phrasebook(name)
+    cited = {p.category: p.article for p in phrasebook.meaning_phrases}
+    rules = {p.category: p.article for p in phrasebook.included_phrases}
+    assert cited[kind] == rules[kind] == article
+    assert set(rules) <= set(cited) and set(phrasebook.forbidden_kinds) <= set(cited)
+
+
+def test_the_model_finds_a_kept_gift_the_rules_miss_as_bribery_with_the_hospitals_article():
+    phrasebook = load_phrasebook("hospital")
+    line = GIFT_KEPT
+    assert not [h for h in matcher_for(phrasebook).match_text(line) if h.kind == "forbidden"], "a rule found it"
+    judgement = judged(phrasebook, agent_call(("agent", "您好，请问您哪里不舒服"), ("customer", "大夫，这是一点心意"), ("agent", line)))
+    [event] = [e for e in judgement.events if e.kind == "forbidden"]
+    assert (event.category, event.article, event.detected_by) == ("bribery", "二、(三)", "meaning_model")
