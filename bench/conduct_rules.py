@@ -71,6 +71,10 @@ FIRST_LOOK = {
     # kinds only) adds to them up to 27/44 deducting and 31/44 counting review, raising no polite line.
     # Its four calls (calls3/, the same commit) at first look after Whisper: office 2/4, hospital 4/7,
     # bribery 1/3, precision 1.00, nothing on a customer's line; their scripts as text (rules only) 4/4, 4/7, 1/3.
+    # After the by_sound words and the meaning model's compliance kinds (ac03af9): 3/4, 6/7, 2/3, precision 1.00.
+    # calls4/ (three calls written after that commit, run once): office 0/3, hospital 2/4, bribery 0/2, precision
+    # 1.00, nothing on a customer's line; scripts as text (rules only) 2/3, 1/4, 1/2. Whisper lost the key words
+    # (内部消息 → 妹不消息, 吃顿好的 → 驱动好的, 千万别外传 → 先问别外转) and cut the leak into two sentences.
     "batch5": {"forbidden": 44, "raised": 24, "own_kind": 21, "polite": 36, "polite_raised": 3},
 }
 """The case batches written before being run, as they first ran (phrasebooks/README.md)."""

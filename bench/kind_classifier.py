@@ -43,6 +43,19 @@ out-of-fold probabilities: deduct 0.83, review 0.61):
 - speed: about 3,000 sentences/s one at a time, 50,000/s batched (one core, shared machine); the
   model file is 734 KiB (235,200 weights over hashed n-grams).
 
+Measured 2026-11-28 (s20) after adding the compliance part's six kinds (13 classes, 3050 training lines;
+deduct 0.83, review 0.57; held out: the blind batches and the sealed office batches 1–4 in turn):
+
+- held-out lines (832 forbidden, 746 polite, 371 ordinary): at deduct 441/832 = 0.53, precision 0.991
+  (3 polite, 1 ordinary fire); at review 643/832 = 0.77 (9 polite, 11 ordinary). The sealed office batches'
+  compliance-kind lines: 28/97 deduct, 42/97 review.
+- sealed batch 5, never trained on (44 forbidden, 34 polite agent lines): the model alone 24/44 deducting
+  (kind right 21; the model before, with the lexicon's kinds only, 15/44), 29/44 reaching review, no polite line;
+  rules or model 32/44 deducting, 34/44 counting review, 1/34 polite (a rule's).
+- the sample calls through the pipeline: no deduction on their 30 ordinary agent turns, one review (喂,什么事?
+  as 脏话 at 0.59); the 16 real recordings' reference transcripts: nothing reaches review.
+- speed on the loaded shared machine: 650 sentences/s one at a time, 10,000/s batched; the file is 1.7 MB.
+
     python bench/kind_classifier.py [--calls]
 """
 
