@@ -50,6 +50,11 @@ NONE = "none"
 """The class of a sentence that is not forbidden talk."""
 DETECTED_BY = "meaning_model"
 """``Hit.detected_by`` of the model's hits."""
+MIN_CHARS = 4
+"""Sentences shorter than this (normalised characters) are not judged: there is too little to read
+a meaning in, and Whisper's fragments and one-word replies (了, 真的, 为什么, 没事) read as forbidden
+at 0.8–1.0, since the short lines the model was trained on are mostly curses (滚蛋, 傻逼), which the
+lexicon's rules find as written."""
 STRETCH_GAP_S = 1.0
 """Agent sentences at most this far apart, each forbidden, are one stretch of such talk and
 one event: Whisper cuts one outburst into sentences (跟你讲了你也听不懂。| 省省吧。), and
@@ -143,13 +148,13 @@ class MeaningModel:
         taken = [h for h in found if h.kind == "forbidden" and h.speaker != "customer" and h.start is not None]
         agent = sorted((s for s in segments if s.speaker == "agent" and s.text.strip()), key=lambda s: (s.start, s.end))
         ruled = [any(h.start < s.end and s.start < h.end for h in taken) for s in agent]
-        open_ = [s for s, r in zip(agent, ruled) if not r]
+        open_ = [s for s, r in zip(agent, ruled) if not r and len(normalize(s.text).text) >= MIN_CHARS]
         verdicts = dict(zip(map(id, open_), self.judge([s.text for s in open_], set(phrases))))
         out: list[Hit] = []
         stretch_end, stretch_hit = None, None  # the forbidden stretch the last sentence was part of
         for sentence, by_rule in zip(agent, ruled):
             verdict = verdicts.get(id(sentence))
-            forbidden = by_rule or verdict.probability >= self.review_threshold
+            forbidden = by_rule or verdict is not None and verdict.probability >= self.review_threshold
             if not forbidden:
                 stretch_end, stretch_hit = None, None
                 continue

@@ -161,3 +161,12 @@ def test_the_model_finds_a_kept_gift_the_rules_miss_as_bribery_with_the_hospital
     judgement = judged(phrasebook, agent_call(("agent", "您好，请问您哪里不舒服"), ("customer", "大夫，这是一点心意"), ("agent", line)))
     [event] = [e for e in judgement.events if e.kind == "forbidden"]
     assert (event.category, event.article, event.detected_by) == ("bribery", "二、(三)", "meaning_model")
+
+
+def test_fragments_and_short_replies_are_not_judged():
+    """Whisper's one-character fragments and short replies read as forbidden to the model: too little to judge."""
+    phrasebook = load_phrasebook("office")
+    short = ["为", "了", "真的", "为什么"]
+    assert max(j.probability for j in bundled_model().judge(short)) >= bundled_model().review_threshold
+    judgement = judged(phrasebook, agent_call(*(("agent", line) for line in short)))
+    assert not [e for e in judgement.events if e.kind == "forbidden"] and not judgement.review
