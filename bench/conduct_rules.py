@@ -1,7 +1,7 @@
 """Recall and precision of each conduct rule of the office and hospital codes and the
 shared compliance part, on labelled synthesized calls and on the case table.
 
-    python bench/conduct_rules.py [--calls DIR] [--scripts DIR] [--tts-python PY --synth TOOL] [--cases YAML]
+    python bench/conduct_rules.py [--calls DIR] [--scripts DIR] [--tts-python PY --synth TOOL] [--cases YAML] [--rejudge]
 
 Calls: ``--scripts`` (default ``bench/data/office/*.json``) are call scripts for the shared
 ``synth_call.py``; each call missing from ``--calls`` (a cache directory, default
@@ -45,6 +45,8 @@ from monitor.match import matcher_for
 from monitor.meaning import model_for
 from monitor.phrasebook import load_phrasebook
 from monitor.pipeline import ScoreOptions, score_call
+from monitor.roles import match_by_role
+from monitor.rules import judge
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -121,9 +123,25 @@ def script_events(labels: dict) -> list[dict]:
             for t in segments for h in matcher.match_segments([t]) if h.kind == "forbidden"]
 
 
-def judge_calls(calls: Path, names: list[str], by_kind: Tally, by_group: Tally, transcribed: bool = True) -> None:
-    """Tallies each call's events against its labels: the pipeline's (``transcribed``) or the script's."""
-    transcriber = Transcriber() if transcribed else None
+def rejudged(report: dict, labels: dict) -> dict:
+    """The report's transcript (its speakers as role separation gave them) judged again by today's
+    matcher, rules and meaning model, without Whisper: to measure a change of the rules in seconds."""
+    phrasebook = load_phrasebook(labels["phrasebook"])
+    segments = [Segment(s["start"], s["end"], s["text"], s["speaker"], speaker_confidence=s.get("speaker_confidence"))
+                for s in report["transcript"]]
+    matcher = matcher_for(phrasebook)
+    stereo = bool(labels.get("stereo"))
+    hits = matcher.match_segments(segments) if stereo else match_by_role(matcher, segments)
+    judgement = judge(segments, hits, phrasebook, report["duration_s"], stereo)
+    return {**report, "events": [{"kind": e.kind, "category": e.category, "heard": e.heard, "start": e.start,
+                                  "end": e.end} for e in judgement.events]}
+
+
+def judge_calls(calls: Path, names: list[str], by_kind: Tally, by_group: Tally, transcribed: bool = True,
+                rejudge: bool = False) -> None:
+    """Tallies each call's events against its labels: the pipeline's (``transcribed``; with ``rejudge``, the
+    saved reports' transcripts judged again) or the script's."""
+    transcriber = Transcriber() if transcribed and not rejudge else None
     options = ScoreOptions()
     blamed = 0
     audio_s = spent_s = 0.0
@@ -133,18 +151,21 @@ def judge_calls(calls: Path, names: list[str], by_kind: Tally, by_group: Tally, 
             tally_call(labels, script_events(labels), by_kind, by_group)
             continue
         started = time.perf_counter()
-        report = score_call(str(calls / f"{name}.wav"), transcriber, load_phrasebook(labels["phrasebook"]),
-                            options, labels["call_id"], labels.get("agent_id"))
+        if rejudge:
+            report = rejudged(json.loads((calls / f"{name}.report.json").read_text(encoding="utf-8")), labels)
+        else:
+            report = score_call(str(calls / f"{name}.wav"), transcriber, load_phrasebook(labels["phrasebook"]),
+                                options, labels["call_id"], labels.get("agent_id"))
+            (calls / f"{name}.report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
         spent_s += time.perf_counter() - started
         audio_s += report["duration_s"]
-        (calls / f"{name}.report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
         events = [e for e in report["events"] if e["kind"] == "forbidden"]
         misses, alarms, on_customer = tally_call(labels, events, by_kind, by_group)
         blamed += on_customer
         print(f"{name:28} forbidden turns {sum(map(is_forbidden, labels['turns']))}, events {len(events)}"
               + (f"\n    missed: {misses}" if misses else "") + (f"\n    false alarms: {alarms}" if alarms else ""))
     if transcribed:
-        print(f"events on a customer's line: {blamed}; pipeline {spent_s:.1f} s for {audio_s:.1f} s of audio "
+        print(f"events on a customer's line: {blamed}; {'re-judging' if rejudge else 'pipeline'} {spent_s:.1f} s for {audio_s:.1f} s of audio "
               f"(RTF {spent_s / max(audio_s, 1e-9):.3f})")
 
 
@@ -230,13 +251,16 @@ def main() -> int:
     parser.add_argument("--sealed", type=Path, nargs="*", default=sorted(SEALED.glob("batch*.yaml")),
                         help="sealed batches of lines (each its own batch, named by its file)")
     parser.add_argument("--no-calls", action="store_true", help="only the case tables")
+    parser.add_argument("--rejudge", action="store_true",
+                        help="judge the calls' saved reports (NAME.report.json) again, without Whisper")
     args = parser.parse_args()
 
     if not args.no_calls:
         scripts = sorted(glob.glob(str(args.scripts / "*.json")))
-        synthesize(scripts, args.calls, args.tts_python, args.synth)
+        if not args.rejudge:
+            synthesize(scripts, args.calls, args.tts_python, args.synth)
         by_kind, by_group = Tally(), Tally()
-        judge_calls(args.calls, [Path(s).stem for s in scripts], by_kind, by_group)
+        judge_calls(args.calls, [Path(s).stem for s in scripts], by_kind, by_group, rejudge=args.rejudge)
         print("\ncalls, per kind:")
         for name in by_kind.names():
             print("  " + by_kind.line(name))
