@@ -36,6 +36,14 @@ on the loaded machine): deduct 0.83 (held-out recall 441/832, precision 0.991 co
 28/97 deduct and 42/97 reach review (kind right 26). Sealed batch 5, never trained on: 24/44 deduct,
 29/44 review, no polite line of 34.
 
+Run 2026-11-28, s20, second (3090 lines: 40 short replies added to the ordinary lines, since the model read
+我知道了, 真的, 为什么 as forbidden; thresholds counted only over lines of at least ``MIN_CHARS``, as the monitor
+judges no shorter sentence): deduct 0.80 (held-out recall 458/829, precision 0.991, 3/746 polite and 1/381
+ordinary lines fire), review 0.50 (675/829, precision 0.967, 12/746 polite, 11/381 ordinary). (The thresholds
+were computed from this run's ``--dump`` after adding that count to ``choose_thresholds`` and written into the
+model's settings: the same function over the same out-of-fold probabilities, rounded to 4 decimals.) Sealed
+batch 5, never trained on: the model alone 24/44 deducting, 34/44 reaching review, 1/34 polite at review.
+
     python bench/train_meaning.py            # cross-validate, choose thresholds, write the model
     python bench/train_meaning.py --check    # only print the training data's sha256 and the model's
 """
@@ -57,7 +65,8 @@ from sklearn.linear_model import LogisticRegression
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from monitor.meaning import MODEL_PATH, NONE, vectorizer  # noqa: E402
+from monitor.meaning import MIN_CHARS, MODEL_PATH, NONE, vectorizer  # noqa: E402
+from monitor.normalize import normalize  # noqa: E402
 from monitor.phrasebook import bundled_phrasebooks, load_phrasebook  # noqa: E402
 
 KINDS = ("shirking", "scolding", "mocking", "swearing", "perfunctory", "rhetorical",
@@ -185,10 +194,15 @@ def out_of_fold(lines: list[Line]) -> tuple[np.ndarray, list[str]]:
     return probability, kinds
 
 
+def judged(lines: list[Line]) -> np.ndarray:
+    """Which lines the monitor would judge at all: not those under ``MIN_CHARS`` (monitor.meaning)."""
+    return np.array([len(normalize(line.text).text) >= MIN_CHARS for line in lines])
+
+
 def choose_thresholds(lines: list[Line], probability: np.ndarray) -> tuple[float, float]:
-    held = ~np.isnan(probability)
+    held = ~np.isnan(probability) & judged(lines)
     forbidden = np.array([l.label != NONE for l in lines]) & held
-    ordinary = np.array([l.fold.startswith("ordinary") for l in lines])
+    ordinary = np.array([l.fold.startswith("ordinary") for l in lines]) & held
     deduct = review = None
     for t in np.round(np.arange(0.30, 0.991, 0.01), 2):
         fired = held & (probability >= t)
@@ -204,10 +218,10 @@ def choose_thresholds(lines: list[Line], probability: np.ndarray) -> tuple[float
 
 
 def held_out_figures(lines: list[Line], probability: np.ndarray, kinds: list[str], threshold: float) -> str:
-    held = ~np.isnan(probability)
+    held = ~np.isnan(probability) & judged(lines)
     fired = held & (probability >= threshold)
     forbidden = np.array([l.label != NONE for l in lines]) & held
-    ordinary = np.array([l.fold.startswith("ordinary") for l in lines])
+    ordinary = np.array([l.fold.startswith("ordinary") for l in lines]) & held
     polite = held & ~forbidden & ~ordinary
     found = (fired & forbidden).sum()
     right_kind = sum(1 for i in np.flatnonzero(fired & forbidden) if kinds[i] == lines[i].label)
