@@ -56,6 +56,11 @@ deduct 0.83, review 0.57; held out: the blind batches and the sealed office batc
   as 脏话 at 0.59); the 16 real recordings' reference transcripts: nothing reaches review.
 - speed on the loaded shared machine: 650 sentences/s one at a time, 10,000/s batched; the file is 1.7 MB.
 
+Then retrained (40 short replies among the ordinary lines; thresholds over the sentences the monitor judges,
+at least four characters): deduct 0.80, review 0.50; held out 458/829 at deduct (precision 0.991), 675/829 at
+review (0.967, 11/381 ordinary). Sealed batch 5: the model alone 24/44 deducting, 34/44 at review, 1/34 polite
+at review; rules or model 32/44 and 38/44. The sample calls: no model event on their 30 ordinary agent turns.
+
     python bench/kind_classifier.py [--calls]
 """
 
