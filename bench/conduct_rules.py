@@ -1,7 +1,7 @@
 """Recall and precision of each conduct rule of the office and hospital codes and the
 shared compliance part, on labelled synthesized calls and on the case table.
 
-    python bench/conduct_rules.py [--calls DIR] [--scripts DIR] [--tts-python PY --synth TOOL] [--cases YAML]
+    python bench/conduct_rules.py [--calls DIR] [--scripts DIR] [--tts-python PY --synth TOOL] [--cases YAML] [--rejudge]
 
 Calls: ``--scripts`` (default ``bench/data/office/*.json``) are call scripts for the shared
 ``synth_call.py``; each call missing from ``--calls`` (a cache directory, default
@@ -42,8 +42,11 @@ from labelled import overlaps
 
 from monitor.asr import Segment, Transcriber
 from monitor.match import matcher_for
+from monitor.meaning import model_for
 from monitor.phrasebook import load_phrasebook
 from monitor.pipeline import ScoreOptions, score_call
+from monitor.roles import match_by_role
+from monitor.rules import judge
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -65,6 +68,16 @@ FIRST_LOOK = {
     "batch3": {"forbidden": 26, "raised": 15, "own_kind": 11, "polite": 20, "polite_raised": 0},
     # written after the changes made for batch3, run once as written
     "batch4": {"forbidden": 20, "raised": 7, "own_kind": 5, "polite": 15, "polite_raised": 1},
+    # 2026-11-28, s20 (commit e7e5646, written before any change, run once as written): the rules raise
+    # 24/44 (21 their own kind) and 3/36 polite lines; the meaning model of that commit (the lexicon's six
+    # kinds only) adds to them up to 27/44 deducting and 31/44 counting review, raising no polite line.
+    # Its four calls (calls3/, the same commit) at first look after Whisper: office 2/4, hospital 4/7,
+    # bribery 1/3, precision 1.00, nothing on a customer's line; their scripts as text (rules only) 4/4, 4/7, 1/3.
+    # After the by_sound words and the meaning model's compliance kinds (ac03af9): 3/4, 6/7, 2/3, precision 1.00.
+    # calls4/ (three calls written after that commit, run once): office 0/3, hospital 2/4, bribery 0/2, precision
+    # 1.00, nothing on a customer's line; scripts as text (rules only) 2/3, 1/4, 1/2. Whisper lost the key words
+    # (内部消息 → 妹不消息, 吃顿好的 → 驱动好的, 千万别外传 → 先问别外转) and cut the leak into two sentences.
+    "batch5": {"forbidden": 44, "raised": 24, "own_kind": 21, "polite": 36, "polite_raised": 3},
 }
 """The case batches written before being run, as they first ran (phrasebooks/README.md)."""
 
@@ -110,9 +123,25 @@ def script_events(labels: dict) -> list[dict]:
             for t in segments for h in matcher.match_segments([t]) if h.kind == "forbidden"]
 
 
-def judge_calls(calls: Path, names: list[str], by_kind: Tally, by_group: Tally, transcribed: bool = True) -> None:
-    """Tallies each call's events against its labels: the pipeline's (``transcribed``) or the script's."""
-    transcriber = Transcriber() if transcribed else None
+def rejudged(report: dict, labels: dict) -> dict:
+    """The report's transcript (its speakers as role separation gave them) judged again by today's
+    matcher, rules and meaning model, without Whisper: to measure a change of the rules in seconds."""
+    phrasebook = load_phrasebook(labels["phrasebook"])
+    segments = [Segment(s["start"], s["end"], s["text"], s["speaker"], speaker_confidence=s.get("speaker_confidence"))
+                for s in report["transcript"]]
+    matcher = matcher_for(phrasebook)
+    stereo = bool(labels.get("stereo"))
+    hits = matcher.match_segments(segments) if stereo else match_by_role(matcher, segments)
+    judgement = judge(segments, hits, phrasebook, report["duration_s"], stereo)
+    return {**report, "events": [{"kind": e.kind, "category": e.category, "heard": e.heard, "start": e.start,
+                                  "end": e.end} for e in judgement.events]}
+
+
+def judge_calls(calls: Path, names: list[str], by_kind: Tally, by_group: Tally, transcribed: bool = True,
+                rejudge: bool = False) -> None:
+    """Tallies each call's events against its labels: the pipeline's (``transcribed``; with ``rejudge``, the
+    saved reports' transcripts judged again) or the script's."""
+    transcriber = Transcriber() if transcribed and not rejudge else None
     options = ScoreOptions()
     blamed = 0
     audio_s = spent_s = 0.0
@@ -122,18 +151,21 @@ def judge_calls(calls: Path, names: list[str], by_kind: Tally, by_group: Tally, 
             tally_call(labels, script_events(labels), by_kind, by_group)
             continue
         started = time.perf_counter()
-        report = score_call(str(calls / f"{name}.wav"), transcriber, load_phrasebook(labels["phrasebook"]),
-                            options, labels["call_id"], labels.get("agent_id"))
+        if rejudge:
+            report = rejudged(json.loads((calls / f"{name}.report.json").read_text(encoding="utf-8")), labels)
+        else:
+            report = score_call(str(calls / f"{name}.wav"), transcriber, load_phrasebook(labels["phrasebook"]),
+                                options, labels["call_id"], labels.get("agent_id"))
+            (calls / f"{name}.report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
         spent_s += time.perf_counter() - started
         audio_s += report["duration_s"]
-        (calls / f"{name}.report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
         events = [e for e in report["events"] if e["kind"] == "forbidden"]
         misses, alarms, on_customer = tally_call(labels, events, by_kind, by_group)
         blamed += on_customer
         print(f"{name:28} forbidden turns {sum(map(is_forbidden, labels['turns']))}, events {len(events)}"
               + (f"\n    missed: {misses}" if misses else "") + (f"\n    false alarms: {alarms}" if alarms else ""))
     if transcribed:
-        print(f"events on a customer's line: {blamed}; pipeline {spent_s:.1f} s for {audio_s:.1f} s of audio "
+        print(f"events on a customer's line: {blamed}; {'re-judging' if rejudge else 'pipeline'} {spent_s:.1f} s for {audio_s:.1f} s of audio "
               f"(RTF {spent_s / max(audio_s, 1e-9):.3f})")
 
 
@@ -179,13 +211,22 @@ def judge_cases(path: Path, by_kind: Tally, batches: Counter, batch: str | None 
     cases = yaml.safe_load(path.read_text(encoding="utf-8"))
     for case in cases:
         case.setdefault("batch", batch) if batch else None
-        matcher = matcher_for(load_phrasebook(case["phrasebook"]))
+        phrasebook = load_phrasebook(case["phrasebook"])
+        matcher = matcher_for(phrasebook)
         speaker = case.get("speaker", "agent")
         hits = [h for h in matcher.match_segments([Segment(0.0, 1.0, case["text"], speaker)]) if h.kind == "forbidden"]
         if "batch" in case:
             label = "forbidden" if "expect" in case else "polite"
+            prefix = "polite_" if label == "polite" else ""
             batches[(case["batch"], label)] += 1
-            batches[(case["batch"], f"{label}_raised" if label == "polite" else "raised")] += bool(hits)
+            batches[(case["batch"], f"{prefix}raised")] += bool(hits)
+            # the meaning model, as the monitor uses it: on the agent's lines no rule raised anything
+            model = model_for(phrasebook)
+            verdict = (model.judge([case["text"]], {p.category for p in phrasebook.meaning_phrases})
+                       if model is not None and speaker == "agent" and not hits else [])
+            probability = verdict[0].probability if verdict else 0.0
+            batches[(case["batch"], f"{prefix}with_model")] += bool(hits) or bool(verdict) and probability >= model.deduct_threshold
+            batches[(case["batch"], f"{prefix}with_review")] += bool(hits) or bool(verdict) and probability >= model.review_threshold
         expected = case.get("expect")
         kind = expected if expected is None or "." not in expected else load_phrasebook(case["phrasebook"]).by_id(expected).category
         if "batch" in case and kind:
@@ -210,13 +251,16 @@ def main() -> int:
     parser.add_argument("--sealed", type=Path, nargs="*", default=sorted(SEALED.glob("batch*.yaml")),
                         help="sealed batches of lines (each its own batch, named by its file)")
     parser.add_argument("--no-calls", action="store_true", help="only the case tables")
+    parser.add_argument("--rejudge", action="store_true",
+                        help="judge the calls' saved reports (NAME.report.json) again, without Whisper")
     args = parser.parse_args()
 
     if not args.no_calls:
         scripts = sorted(glob.glob(str(args.scripts / "*.json")))
-        synthesize(scripts, args.calls, args.tts_python, args.synth)
+        if not args.rejudge:
+            synthesize(scripts, args.calls, args.tts_python, args.synth)
         by_kind, by_group = Tally(), Tally()
-        judge_calls(args.calls, [Path(s).stem for s in scripts], by_kind, by_group)
+        judge_calls(args.calls, [Path(s).stem for s in scripts], by_kind, by_group, rejudge=args.rejudge)
         print("\ncalls, per kind:")
         for name in by_kind.names():
             print("  " + by_kind.line(name))
@@ -248,6 +292,10 @@ def main() -> int:
               f"{batches[(batch, 'forbidden')]}{own}; polite lines raising anything, "
               + (f"first look {first['polite_raised']}/{first['polite']}, " if first else "")
               + f"now {batches[(batch, 'polite_raised')]}/{batches[(batch, 'polite')]}")
+        print(f"    with the meaning model: forbidden lines raising anything {batches[(batch, 'with_model')]}/"
+              f"{batches[(batch, 'forbidden')]} deducting, {batches[(batch, 'with_review')]} counting review; "
+              f"polite lines {batches[(batch, 'polite_with_model')]} deducting, {batches[(batch, 'polite_with_review')]} "
+              f"counting review")
     return 0
 
 

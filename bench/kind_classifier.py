@@ -43,6 +43,24 @@ out-of-fold probabilities: deduct 0.83, review 0.61):
 - speed: about 3,000 sentences/s one at a time, 50,000/s batched (one core, shared machine); the
   model file is 734 KiB (235,200 weights over hashed n-grams).
 
+Measured 2026-11-28 (s20) after adding the compliance part's six kinds (13 classes, 3050 training lines;
+deduct 0.83, review 0.57; held out: the blind batches and the sealed office batches 1–4 in turn):
+
+- held-out lines (832 forbidden, 746 polite, 371 ordinary): at deduct 441/832 = 0.53, precision 0.991
+  (3 polite, 1 ordinary fire); at review 643/832 = 0.77 (9 polite, 11 ordinary). The sealed office batches'
+  compliance-kind lines: 28/97 deduct, 42/97 review.
+- sealed batch 5, never trained on (44 forbidden, 34 polite agent lines): the model alone 24/44 deducting
+  (kind right 21; the model before, with the lexicon's kinds only, 15/44), 29/44 reaching review, no polite line;
+  rules or model 32/44 deducting, 34/44 counting review, 1/34 polite (a rule's).
+- the sample calls through the pipeline: no deduction on their 30 ordinary agent turns, one review (喂,什么事?
+  as 脏话 at 0.59); the 16 real recordings' reference transcripts: nothing reaches review.
+- speed on the loaded shared machine: 650 sentences/s one at a time, 10,000/s batched; the file is 1.7 MB.
+
+Then retrained (40 short replies among the ordinary lines; thresholds over the sentences the monitor judges,
+at least four characters): deduct 0.80, review 0.50; held out 458/829 at deduct (precision 0.991), 675/829 at
+review (0.967, 11/381 ordinary). Sealed batch 5: the model alone 24/44 deducting, 34/44 at review, 1/34 polite
+at review; rules or model 32/44 and 38/44. The sample calls: no model event on their 30 ordinary agent turns.
+
     python bench/kind_classifier.py [--calls]
 """
 
@@ -64,7 +82,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from monitor.match import matcher_for  # noqa: E402
 from monitor.meaning import NONE, bundled_model  # noqa: E402
 from monitor.phrasebook import load_phrasebook  # noqa: E402
-from train_meaning import BLIND, labelled_lines, out_of_fold  # noqa: E402
+from train_meaning import BLIND, HELD_OUT, SEALED_TRAINED, labelled_lines, out_of_fold  # noqa: E402
+
+HELD_OUT_FOLDS = ("blind", "sealed")
+"""The folds held out in turn: the blind batches and the sealed office batches 1–4."""
 
 
 def rules_fire(phrasebook: str, text: str) -> bool:
@@ -76,14 +97,14 @@ def held_out_lines(deduct: float, review: float) -> None:
     started = time.perf_counter()
     probability, kinds = out_of_fold(lines)
     print(f"out-of-fold probabilities of {int((~np.isnan(probability)).sum())} lines in {time.perf_counter() - started:.0f} s")
-    blind = yaml.safe_load(BLIND.read_text(encoding="utf-8"))
-    phrasebook_of = {c["text"]: c["phrasebook"] for c in blind}
-    rules = {i: rules_fire(phrasebook_of[l.text], l.text) for i, l in enumerate(lines) if l.fold.startswith("blind")}
+    cases = [c for path in (BLIND, *SEALED_TRAINED) for c in yaml.safe_load(path.read_text(encoding="utf-8"))]
+    phrasebook_of = {c["text"]: c["phrasebook"] for c in cases}
+    rules = {i: rules_fire(phrasebook_of[l.text], l.text) for i, l in enumerate(lines) if l.fold.startswith(HELD_OUT_FOLDS)}
     for name, threshold in (("deduct", deduct), ("review", review)):
         totals = {"found": 0, "forbidden": 0, "raised": 0, "polite": 0, "either": 0, "either_raised": 0,
                   "rules": 0, "rules_raised": 0, "kind": 0}
         for i, line in enumerate(lines):
-            if not line.fold.startswith("blind"):
+            if not line.fold.startswith(HELD_OUT_FOLDS):
                 continue
             fired = probability[i] >= threshold
             either = rules[i] or fired
@@ -110,15 +131,24 @@ def held_out_lines(deduct: float, review: float) -> None:
 
 
 def never_trained(deduct: float, review: float) -> None:
+    """Sealed batch 5 (never trained on): the bundled model alone, and beside the rules, per line."""
     model = bundled_model()
-    cases = yaml.safe_load((ROOT / "tests" / "compliance_cases.yaml").read_text(encoding="utf-8"))
-    for path in sorted((ROOT / "bench" / "data" / "office" / "sealed").glob("*.yaml")):
-        cases += yaml.safe_load(path.read_text(encoding="utf-8"))
-    polite = [c["text"] for c in cases if c.get("absent_kind") == "forbidden" and c.get("speaker", "agent") == "agent"]
-    p = np.array([j.probability for j in model.judge(polite)])
-    print(f"never-trained polite lines (compliance_cases + office sealed, {len(polite)}): "
-          f"{int((p >= deduct).sum())} ≥ deduct, {int((p >= review).sum())} ≥ review: "
-          f"{[t for t, q in zip(polite, p) if q >= review][:6]}")
+    cases = [c for c in yaml.safe_load(HELD_OUT.read_text(encoding="utf-8")) if c.get("speaker", "agent") == "agent"]
+    forbidden = [c for c in cases if "expect" in c]
+    polite = [c for c in cases if c.get("absent_kind") == "forbidden"]
+    for name, threshold in (("deduct", deduct), ("review", review)):
+        counts = {}
+        for label, group in (("forbidden", forbidden), ("polite", polite)):
+            fired = [model.judge([c["text"]], {p.category for p in load_phrasebook(c["phrasebook"]).meaning_phrases})
+                     for c in group]
+            model_hits = [bool(j) and j[0].probability >= threshold for j in fired]
+            rule_hits = [rules_fire(c["phrasebook"], c["text"]) for c in group]
+            kind_right = sum(h and j[0].category == c["expect"] for h, j, c in zip(model_hits, fired, group)) if label == "forbidden" else 0
+            counts[label] = (sum(model_hits), sum(r or m for r, m in zip(rule_hits, model_hits)), sum(rule_hits), kind_right)
+        (model_f, either_f, rules_f, kind), (model_p, either_p, rules_p, _) = counts["forbidden"], counts["polite"]
+        print(f"sealed batch 5 (never trained on), {name} ≥ {threshold}: model {model_f}/{len(forbidden)} (kind right {kind}), "
+              f"{model_p}/{len(polite)} polite; rules {rules_f}/{len(forbidden)}, {rules_p} polite; "
+              f"rules or model {either_f}/{len(forbidden)}, {either_p}/{len(polite)} polite")
 
 
 def sample_calls() -> None:

@@ -6,14 +6,19 @@ Labelled lines, all with 您 read as 你 (``monitor.meaning.model_text``):
   kind; ``absent_kind: forbidden`` (polite near misses, everyday and ordinary talk) is ``none``;
   expectations of a code's own phrases of other categories (rude, vague...) are left out;
 - tests/meaning_blind_cases.yaml: the fourteen blind batches, the same way;
+- tests/compliance_cases.yaml and the sealed office batches 1–4 (bench/data/office/sealed/): the
+  office, hospital and compliance kinds (bribery, private deals, over-promising, refusing contact
+  details, refusing outright, disclosure) and their polite near misses, the same way; a line the
+  customer says (``speaker: customer``) is left out: the model judges only the agent's;
 - bench/data/ordinary_agent_lines.txt: ordinary agent talk, ``none``;
 - the bundled codes' own non-forbidden phrases (greetings, apologies...), ``none``.
 
 The sample calls' agent turns (samples/) are NOT trained on: they are the held-out
-ordinary talk of bench/kind_classifier.py.
+ordinary talk of bench/kind_classifier.py. Nor is sealed batch 5 (``HELD_OUT``) nor any call
+script: they judge the model.
 
-Thresholds are chosen on out-of-fold probabilities: each blind batch held out in turn
-(the model trained on everything else), and the ordinary lines split into as many folds
+Thresholds are chosen on out-of-fold probabilities: each blind batch and each sealed office
+batch held out in turn (the model trained on everything else), and the ordinary lines split into as many folds
 alongside. ``deduct_threshold`` is the lowest probability at which the held-out hits are
 at least ``DEDUCT_PRECISION`` precise and at most ``DEDUCT_ORDINARY_RATE`` of ordinary lines
 fire; ``review_threshold`` the lowest at which they are at least ``REVIEW_PRECISION``
@@ -23,6 +28,21 @@ model file.
 Run 2026-11-28 (2609 lines, C=30, about 3 minutes on the shared machine): deduct 0.83 (held-out
 recall 374/697, precision 0.992 counting ordinary lines, 1/371 ordinary lines fire), review 0.61
 (537/697, precision 0.971, 11/371 ordinary); bench/kind_classifier.py has the rest.
+
+Run 2026-11-28, s20, with the compliance kinds (3050 lines, 13 classes, C=30; 6.5 CPU minutes, 29 min
+on the loaded machine): deduct 0.83 (held-out recall 441/832, precision 0.991 counting ordinary lines,
+3/746 polite and 1/371 ordinary lines fire), review 0.57 (643/832, precision 0.970, 9/746 polite,
+11/371 ordinary). Of the sealed office batches' compliance-kind lines, each batch held out in turn,
+28/97 deduct and 42/97 reach review (kind right 26). Sealed batch 5, never trained on: 24/44 deduct,
+29/44 review, no polite line of 34.
+
+Run 2026-11-28, s20, second (3090 lines: 40 short replies added to the ordinary lines, since the model read
+我知道了, 真的, 为什么 as forbidden; thresholds counted only over lines of at least ``MIN_CHARS``, as the monitor
+judges no shorter sentence): deduct 0.80 (held-out recall 458/829, precision 0.991, 3/746 polite and 1/381
+ordinary lines fire), review 0.50 (675/829, precision 0.967, 12/746 polite, 11/381 ordinary). (The thresholds
+were computed from this run's ``--dump`` after adding that count to ``choose_thresholds`` and written into the
+model's settings: the same function over the same out-of-fold probabilities, rounded to 4 decimals.) Sealed
+batch 5, never trained on: the model alone 24/44 deducting, 34/44 reaching review, 1/34 polite at review.
 
     python bench/train_meaning.py            # cross-validate, choose thresholds, write the model
     python bench/train_meaning.py --check    # only print the training data's sha256 and the model's
@@ -45,13 +65,21 @@ from sklearn.linear_model import LogisticRegression
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from monitor.meaning import MODEL_PATH, NONE, vectorizer  # noqa: E402
+from monitor.meaning import MIN_CHARS, MODEL_PATH, NONE, vectorizer  # noqa: E402
+from monitor.normalize import normalize  # noqa: E402
 from monitor.phrasebook import bundled_phrasebooks, load_phrasebook  # noqa: E402
 
-KINDS = ("shirking", "scolding", "mocking", "swearing", "perfunctory", "rhetorical")
-"""The lexicon's kinds the model tells apart (plus ``none``)."""
+KINDS = ("shirking", "scolding", "mocking", "swearing", "perfunctory", "rhetorical",
+         "bribery", "private_deal", "over_promising", "refusing_contact", "refusing_outright", "disclosure")
+"""The kinds the model tells apart (plus ``none``): the lexicon's six and the compliance part's six."""
 TUNED = ROOT / "tests" / "meaning_cases.yaml"
 BLIND = ROOT / "tests" / "meaning_blind_cases.yaml"
+COMPLIANCE = ROOT / "tests" / "compliance_cases.yaml"
+SEALED = ROOT / "bench" / "data" / "office" / "sealed"
+SEALED_TRAINED = tuple(SEALED / f"batch{i}.yaml" for i in range(1, 5))
+"""Sealed office batches trained on (each its own held-out fold when choosing thresholds)."""
+HELD_OUT = SEALED / "batch5.yaml"
+"""Never trained on: measured by bench/kind_classifier.py and bench/conduct_rules.py."""
 ORDINARY = ROOT / "bench" / "data" / "ordinary_agent_lines.txt"
 N_FEATURES = 2 ** 20
 """Hashed feature space; only the columns seen in training get weights, and only those are shipped."""
@@ -98,13 +126,22 @@ def ordinary_lines() -> list[str]:
             if line.strip() and not line.startswith("#")]
 
 
-def labelled_lines(folds: int = 14) -> list[Line]:
+def agents(path: Path) -> list[dict]:
+    """A case file's lines the agent says."""
+    return [c for c in yaml.safe_load(path.read_text(encoding="utf-8")) if c.get("speaker", "agent") == "agent"]
+
+
+def labelled_lines() -> list[Line]:
     tuned = yaml.safe_load(TUNED.read_text(encoding="utf-8"))
     blind = yaml.safe_load(BLIND.read_text(encoding="utf-8"))
     lines: list[Line] = []
     ordinary = [c["text"] for c in tuned if c["type"] == "ordinary"] + ordinary_lines()
     lines += [Line(c["text"], label, "train") for c in tuned if c["type"] != "ordinary" and (label := kind_of(c))]
     lines += [Line(c["text"], label, batch_of(c)) for c in blind if (label := kind_of(c))]
+    lines += [Line(c["text"], label, "train") for c in agents(COMPLIANCE) if (label := kind_of(c))]
+    lines += [Line(c["text"], label, f"sealed{path.stem.removeprefix('batch')}")
+              for path in SEALED_TRAINED for c in agents(path) if (label := kind_of(c))]
+    folds = len({line.fold for line in lines if line.fold != "train"})
     lines += [Line(text, NONE, f"ordinary{i % folds}") for i, text in enumerate(ordinary)]
     for name in bundled_phrasebooks():
         lines += [Line(p.text.replace("**", ""), NONE, "train")
@@ -142,7 +179,7 @@ def out_of_fold(lines: list[Line]) -> tuple[np.ndarray, list[str]]:
     """Each held-out line's forbidden probability and predicted kind, from a model that never saw it."""
     probability = np.full(len(lines), np.nan)
     kinds = [""] * len(lines)
-    blind_batches = sorted({l.fold for l in lines if l.fold.startswith("blind")})
+    blind_batches = sorted({l.fold for l in lines if l.fold.startswith(("blind", "sealed"))})
     for k, batch in enumerate(blind_batches):
         held = [i for i, l in enumerate(lines) if l.fold in (batch, f"ordinary{k}")]
         held_set = set(held)
@@ -157,10 +194,15 @@ def out_of_fold(lines: list[Line]) -> tuple[np.ndarray, list[str]]:
     return probability, kinds
 
 
+def judged(lines: list[Line]) -> np.ndarray:
+    """Which lines the monitor would judge at all: not those under ``MIN_CHARS`` (monitor.meaning)."""
+    return np.array([len(normalize(line.text).text) >= MIN_CHARS for line in lines])
+
+
 def choose_thresholds(lines: list[Line], probability: np.ndarray) -> tuple[float, float]:
-    held = ~np.isnan(probability)
+    held = ~np.isnan(probability) & judged(lines)
     forbidden = np.array([l.label != NONE for l in lines]) & held
-    ordinary = np.array([l.fold.startswith("ordinary") for l in lines])
+    ordinary = np.array([l.fold.startswith("ordinary") for l in lines]) & held
     deduct = review = None
     for t in np.round(np.arange(0.30, 0.991, 0.01), 2):
         fired = held & (probability >= t)
@@ -176,10 +218,10 @@ def choose_thresholds(lines: list[Line], probability: np.ndarray) -> tuple[float
 
 
 def held_out_figures(lines: list[Line], probability: np.ndarray, kinds: list[str], threshold: float) -> str:
-    held = ~np.isnan(probability)
+    held = ~np.isnan(probability) & judged(lines)
     fired = held & (probability >= threshold)
     forbidden = np.array([l.label != NONE for l in lines]) & held
-    ordinary = np.array([l.fold.startswith("ordinary") for l in lines])
+    ordinary = np.array([l.fold.startswith("ordinary") for l in lines]) & held
     polite = held & ~forbidden & ~ordinary
     found = (fired & forbidden).sum()
     right_kind = sum(1 for i in np.flatnonzero(fired & forbidden) if kinds[i] == lines[i].label)

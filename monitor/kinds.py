@@ -13,7 +13,9 @@ Words are found in normalised text (``monitor.normalize``), and words of at
 least ``SOUND_MIN_CHARS`` characters also by their toneless pinyin, the
 matcher's own symbols, so a misheard homophone (管不了 → 馆不了) still counts.
 Shorter words must be heard as written: two syllables alike in sound are too
-often another word (傻逼 / 啥比较).
+often another word (傻逼 / 啥比较), unless a rule names them ``by_sound``: words
+Whisper writes as a homophone (红包 → 哄包, 回扣 → 回口, 肝癌 → 干挨) whose sound
+is no everyday word.
 
 Word lists alone memorise: each new batch of unseen wordings brought mostly new
 words. A rule's ``shapes`` say the structure instead (到底V不V, 不是…吗, 连…都不会,
@@ -98,11 +100,15 @@ class KindRules:
         self._not_after = [self._ids(rule.not_after) for rule in rules]
         self._not_in = [self._ids(rule.not_in) for rule in rules]
         self._shapes = [[re.compile(_spoken(shape)) for shape in rule.shapes] for rule in rules]
+        named = {form for rule in rules for word in rule.by_sound for form in _forms(word)}
+        self._sound_ids = {word_id for word, word_id in self._word_ids.items()
+                           if len(word) >= SOUND_MIN_CHARS or word in named}
+        """The words also heard by sound."""
         self._by_text = ahocorasick.Automaton()
         self._by_sound = ahocorasick.Automaton()
         for word, word_id in self._word_ids.items():
             self._by_text.add_word(word, (word_id, len(word)))
-            if len(word) >= SOUND_MIN_CHARS:
+            if word_id in self._sound_ids:
                 symbols = to_symbols(word)
                 entries = self._by_sound.get(symbols, [])
                 entries.append((word_id, len(word)))
@@ -112,13 +118,7 @@ class KindRules:
                 automaton.make_automaton()
 
     def _ids(self, words: list[str]) -> frozenset[int]:
-        ids = set()
-        for word in words:
-            key = normalize(word).text
-            spoken = _spellings(key) if key else set()
-            for spelling in spoken | {s.translate(YOU) for s in spoken}:
-                ids.add(self._word_ids.setdefault(spelling, len(self._word_ids)))
-        return frozenset(ids)
+        return frozenset(self._word_ids.setdefault(form, len(self._word_ids)) for word in words for form in _forms(word))
 
     def find(self, text: str, symbols: str, clause_starts: list[bool] | None = None) -> list[RuleMatch]:
         """Every place a rule fires in normalised ``text`` (``symbols`` are its pinyin
@@ -183,13 +183,13 @@ class KindRules:
         return matches
 
     def _occurrences(self, text: str, symbols: str) -> dict[int, list[Occurrence]]:
-        """Word id → where it was heard, as written or (long words) alike in sound."""
+        """Word id → where it was heard, as written or (long words, and those named ``by_sound``) alike in sound."""
         heard: defaultdict[int, list[Occurrence]] = defaultdict(list)
-        exact = set()  # (word, start) of long words heard as written
+        exact = set()  # (word, start) of words heard by sound too, heard as written
         if len(self._by_text):
             for end, (word_id, length) in self._by_text.iter(text):
                 heard[word_id].append(Occurrence(end + 1 - length, end + 1, True))
-                if length >= SOUND_MIN_CHARS:
+                if word_id in self._sound_ids:
                     exact.add((word_id, end + 1 - length))
         if len(self._by_sound):
             for end, entries in self._by_sound.iter(symbols):
@@ -199,6 +199,13 @@ class KindRules:
                         continue  # a symbol pair split across characters, or already heard as written
                     heard[word_id].append(Occurrence(start // 2, start // 2 + length, False))
         return heard
+
+
+def _forms(word: str) -> set[str]:
+    """The normalised forms a rule's word stands for: every spoken spelling, with 你 and 您 alike."""
+    key = normalize(word).text
+    spoken = _spellings(key) if key else set()
+    return spoken | {s.translate(YOU) for s in spoken}
 
 
 def _spellings(word: str) -> set[str]:

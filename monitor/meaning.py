@@ -49,11 +49,6 @@ MODEL_PATH = Path(__file__).resolve().parent / "phrasebooks" / "meaning_model.np
 """The bundled model, written by ``bench/train_meaning.py``."""
 NONE = "none"
 """The class of a sentence that is not forbidden talk."""
-MIN_CHARS = 4
-"""Sentences with fewer characters (as the model reads them) are not judged. An agent's
-backchannel (嗯, 好吧, 知道了, 啊?) scored 0.87-0.98 "perfunctory" or "swearing": a few
-characters carry no meaning the model can tell from tone, and the short insults (滚蛋,
-闭嘴, 放屁) are the lexicon's words, which its rules find."""
 DEDUCT_MIN_CHARS = 8
 """The model deducts only for talk at least this long; a shorter hit is listed for review.
 On 250 sealed ordinary agent lines, 5 of the 6 the model would have deducted were short
@@ -62,6 +57,11 @@ tone, which text does not carry. Out of fold, 4 of 491 forbidden lines the model
 were this short and missed by the rules; they go to review instead."""
 DETECTED_BY = "meaning_model"
 """``Hit.detected_by`` of the model's hits."""
+MIN_CHARS = 4
+"""Sentences shorter than this (normalised characters) are not judged: there is too little to read
+a meaning in, and Whisper's fragments and one-word replies (了, 真的, 为什么, 没事) read as forbidden
+at 0.8–1.0, since the short lines the model was trained on are mostly curses (滚蛋, 傻逼), which the
+lexicon's rules find as written. An agent's backchannel (嗯, 好吧, 啊?) scored 0.87-0.98 too."""
 STRETCH_GAP_S = 1.0
 """Agent sentences at most this far apart, each forbidden, are one stretch of such talk and
 one event: Whisper cuts one outburst into sentences (跟你讲了你也听不懂。| 省省吧。), and
@@ -144,7 +144,6 @@ class MeaningModel:
             return []
         best = np.argmax(p[:, wanted], axis=1)
         total = p[:, wanted].sum(axis=1)
-        total[[len(model_text(t)) - 2 < MIN_CHARS for t in texts]] = 0.0  # (less the ^ and $ marks)
         return [Judged(self.classes[wanted[b]], float(t)) for b, t in zip(best, total)]
 
     def hits(self, phrasebook: Phrasebook, segments: list[Segment], found: list[Hit]) -> list[Hit]:
@@ -156,13 +155,13 @@ class MeaningModel:
         taken = [h for h in found if h.kind == "forbidden" and h.speaker != "customer" and h.start is not None]
         agent = sorted((s for s in segments if s.speaker == "agent" and s.text.strip()), key=lambda s: (s.start, s.end))
         ruled = [any(h.start < s.end and s.start < h.end for h in taken) for s in agent]
-        open_ = [s for s, r in zip(agent, ruled) if not r]
+        open_ = [s for s, r in zip(agent, ruled) if not r and len(normalize(s.text).text) >= MIN_CHARS]
         verdicts = dict(zip(map(id, open_), self.judge([s.text for s in open_], set(phrases))))
         out: list[Hit] = []
         stretch_end, stretch_hit = None, None  # the forbidden stretch the last sentence was part of
         for sentence, by_rule in zip(agent, ruled):
             verdict = verdicts.get(id(sentence))
-            forbidden = by_rule or verdict.probability >= self.review_threshold
+            forbidden = by_rule or verdict is not None and verdict.probability >= self.review_threshold
             if not forbidden:
                 stretch_end, stretch_hit = None, None
                 continue

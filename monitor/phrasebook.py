@@ -99,6 +99,10 @@ class Rule:
     negate_each: bool = False
     """The negation guard cancels the match before any of its words, not only the first
     (您太客气了，这个红包我不能收下)."""
+    by_sound: list[str] = field(default_factory=list)
+    """Short words of its groups that also match by their toneless pinyin, as longer words
+    always do (``monitor.kinds.SOUND_MIN_CHARS``): words Whisper writes as a homophone
+    (红包 → 哄包, 回扣 → 回口, 肝癌 → 干挨) whose sound is no everyday word."""
     shapes: list[str] = field(default_factory=list)
     """Regular expressions over normalised text, each matched within one clause: the
     structure word groups cannot say (到底(.)不\\1 for 到底修不修, 不是.{0,10}吗). The
@@ -298,8 +302,9 @@ class Phrasebook:
     """Whether the meaning model (``monitor.meaning``) also looks for the forbidden kinds,
     beside the lexicon's rules (``meaning_model: false`` turns it off)."""
     meaning_phrases: list[Phrase] = field(default_factory=list)
-    """One phrase per forbidden kind that the meaning model's hits of that kind stand for
-    (ids ``meaning.<kind>``, the kind's article and points); not matched as wordings."""
+    """One phrase per forbidden kind, the code's and its included parts', that the meaning
+    model's hits of that kind stand for (ids ``meaning.<kind>``, the article and points this
+    code gives the kind); not matched as wordings."""
 
     def all_phrases(self) -> list[Phrase]:
         """Everything the matcher looks for: the code's phrases, its kinds', the included ones."""
@@ -485,6 +490,7 @@ LEXICON_SCHEMA = {
                     "guard_before": {"type": "integer", "minimum": 0},
                     "negate_each": {"type": "boolean"},
                     "any_order": {"type": "boolean"},
+                    "by_sound": {"type": "array", "items": {"type": "string", "minLength": 1}},
                 },
             },
         },
@@ -780,7 +786,12 @@ def _lexicon_of(data: dict, fail) -> Lexicon:
             negate_each=entry.get("negate_each", False),
             any_order=entry.get("any_order", False),
             shapes=entry.get("shapes", []),
+            by_sound=entry.get("by_sound", []),
         )
+        grouped = {w for group in rule.groups for w in group}
+        for sound_index, word in enumerate(rule.by_sound):
+            if word not in grouped:
+                raise fail(where + ["by_sound", sound_index], f"rule {rule.id!r}: by_sound {word!r} is in none of its groups")
         for shape_index, shape in enumerate(rule.shapes):
             try:
                 re.compile(shape)
@@ -945,9 +956,14 @@ def _with_kinds(path: str, mtime_ns: int, lexicon_path: str, lexicon_mtime_ns: i
                                    f"(it has {', '.join(sorted(known)) or 'none'})")
         for part, part_path in zip(below, below_paths):
             prefix = Path(part_path).stem + "."
+            kinds = {category: dataclasses.replace(kind, **overrides.get(category, {}))
+                     for category, kind in part.kinds.items()}
             for entry in part.lexicon.entries:
-                kind = dataclasses.replace(part.kinds[entry.category], **overrides.get(entry.category, {}))
-                included.append(_kind_phrase(prefix, entry, part.lexicon.labels, kind))
+                included.append(_kind_phrase(prefix, entry, part.lexicon.labels, kinds[entry.category]))
+            # the meaning model judges an included part's kinds too, cited by this code's article
+            meaning_phrases += [_meaning_phrase(category, part.lexicon.labels[category], kind)
+                                for category, kind in kinds.items()
+                                if not any(m.category == category for m in meaning_phrases)]
     seen: set[str] = set()
     for phrase in base.phrases + kind_phrases + included:
         if phrase.id in seen:

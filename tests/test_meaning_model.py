@@ -23,6 +23,8 @@ UNSEEN = [
     ("说你两句你还不乐意了", {"scolding", "mocking"}),
     ("你脑袋里装的都是什么", {"mocking", "scolding", "swearing"}),
 ]
+GIFT_KEPT = "你这么客气干嘛 那我就收起来了啊"
+"""Keeping a gift no rule finds (收起来, the gift unnamed): a line of sealed batch 5, never trained on."""
 POLITE = [
     "这个不归我们这边，但我马上帮您转给负责的同事",
     "您不用着急，我也理解您的心情",
@@ -51,7 +53,9 @@ def test_the_model_file_loads_without_pickle_and_was_trained_on_the_case_files_a
     from train_meaning import labelled_lines, training_sha256
 
     assert MODEL_PATH.stat().st_size < 4_000_000
-    assert set(model.classes) == {"none", "shirking", "scolding", "mocking", "swearing", "perfunctory", "rhetorical"}
+    assert set(model.classes) == {"none", "shirking", "scolding", "mocking", "swearing", "perfunctory", "rhetorical",
+                                  "bribery", "private_deal", "over_promising", "refusing_contact", "refusing_outright",
+                                  "disclosure"}
     assert 0 < model.review_threshold <= model.deduct_threshold < 1
     assert model.training_sha256 == training_sha256(labelled_lines()), (
         "the labelled case files changed since the model was trained: python bench/train_meaning.py")
@@ -171,7 +175,6 @@ def test_monitor_match_judges_bare_text_by_meaning_too(capsys, model):
 @pytest.mark.parametrize("line", ["嗯。", "嗯嗯", "好吧。", "那好吧。", "知道了。", "啊？", "哦。", "行。", "算了。"])
 def test_an_agents_backchannel_is_not_judged(model, line):
     """Too short to carry meaning the model can tell from tone; the short insults are the lexicon's."""
-    assert model.judge([line])[0].probability == 0.0
     phrasebook = load_phrasebook("customer_service")
     assert not [e for e in judged(phrasebook, agent_call(("agent", line))).events if e.kind == "forbidden"]
 
@@ -189,3 +192,31 @@ def test_the_model_deducts_only_for_talk_long_enough_to_judge(model):
     assert not model.deducts(hit("那就周四吧。"))
     assert model.deducts(hit("这个事情你爱办不办，反正跟我没关系"))
     assert len("这个事情你爱办不办反正跟我没关系") >= DEDUCT_MIN_CHARS > len("那就周四吧")
+
+
+@pytest.mark.parametrize("name, kind, article", [("hospital", "bribery", "二、(三)"), ("office", "bribery", "3.2.5"),
+                                                 ("hospital", "disclosure", "二、(六)"), ("customer_service", "private_deal", "一、第9条")])
+def test_an_included_parts_kinds_are_judged_and_cited_by_the_codes_article(name, kind, article):
+    phrasebook = load_phrasebook(name)
+    cited = {p.category: p.article for p in phrasebook.meaning_phrases}
+    rules = {p.category: p.article for p in phrasebook.included_phrases}
+    assert cited[kind] == rules[kind] == article
+    assert set(rules) <= set(cited) and set(phrasebook.forbidden_kinds) <= set(cited)
+
+
+def test_the_model_finds_a_kept_gift_the_rules_miss_as_bribery_with_the_hospitals_article():
+    phrasebook = load_phrasebook("hospital")
+    line = GIFT_KEPT
+    assert not [h for h in matcher_for(phrasebook).match_text(line) if h.kind == "forbidden"], "a rule found it"
+    judgement = judged(phrasebook, agent_call(("agent", "您好，请问您哪里不舒服"), ("customer", "大夫，这是一点心意"), ("agent", line)))
+    [event] = [e for e in judgement.events if e.kind == "forbidden"]
+    assert (event.category, event.article, event.detected_by) == ("bribery", "二、(三)", "meaning_model")
+
+
+def test_fragments_and_short_replies_are_not_judged():
+    """Whisper's one-character fragments and short replies read as forbidden to the model: too little to judge."""
+    phrasebook = load_phrasebook("office")
+    short = ["为", "了", "真的", "为什么"]
+    assert max(j.probability for j in bundled_model().judge(short)) >= bundled_model().review_threshold
+    judgement = judged(phrasebook, agent_call(*(("agent", line) for line in short)))
+    assert not [e for e in judgement.events if e.kind == "forbidden"] and not judgement.review
