@@ -23,7 +23,7 @@ from monitor.callid import call_id_problem, check_call_id, new_call_id
 from monitor.errors import MonitorError
 from monitor.phrasebook import add_phrasebook_argument
 from monitor.livecall import LiveCall, PartialFilter, finish_call, load_transcriber
-from monitor.stream import NODE_MAX_CALLS, DecodeScheduler
+from monitor.stream import NODE_DECODE_WORKERS, NODE_MAX_CALLS, DecodeScheduler
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,9 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --listen: finish a call whose client sends nothing for S seconds (default 60)")
     parser.add_argument("--phrasebook-dir", metavar="DIR",
                         help="with --listen: clients may also name the phrasebooks DIR/<name>.yaml")
-    parser.add_argument("--decode-workers", type=int, default=1,
-                        help="threads decoding for all calls (each gets a share of the cores)")
+    parser.add_argument("--decode-workers", type=int, default=None,
+                        help=f"decoders shared by all calls, each with a share of the cores (default 1; "
+                             f"{NODE_DECODE_WORKERS} with --listen)")
 
 
 def _open_source(args):
@@ -104,6 +105,8 @@ def run_live(args: argparse.Namespace) -> int:
 
     if args.realtime and not args.file:
         raise MonitorError("--realtime: only applies to --file")
+    if args.decode_workers is None:
+        args.decode_workers = NODE_DECODE_WORKERS if args.listen else 1
     if args.decode_workers < 1:
         raise MonitorError(f"--decode-workers {args.decode_workers}: must be at least 1")
     if args.max_calls < 1:

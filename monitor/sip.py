@@ -40,7 +40,7 @@ from monitor.audio import SAMPLE_RATE
 from monitor.callid import new_call_id, shown
 from monitor.livecall import MAX_BACKLOG_S, LiveCall, finish_call
 from monitor.rtp import G711, RtpStream, take_in_step
-from monitor.stream import NODE_MAX_CALLS
+from monitor.stream import NODE_DECODE_WORKERS, NODE_MAX_CALLS
 
 log = logging.getLogger(__name__)
 
@@ -563,7 +563,8 @@ def add_sip_arguments(parser) -> None:
     parser.add_argument("--db", metavar="URL", help="save each call's report to the results database too")
     parser.add_argument("--webhook", metavar="URL", help="POST every alert as JSON to URL")
     parser.add_argument("--model", default=None, help="Whisper model (default: the embedded base model)")
-    parser.add_argument("--decode-workers", type=int, default=1, help="decoding threads shared by all calls")
+    parser.add_argument("--decode-workers", type=int, default=NODE_DECODE_WORKERS,
+                        help=f"decoders shared by all calls (default {NODE_DECODE_WORKERS})")
 
 
 def run_sip(args) -> int:

@@ -737,10 +737,17 @@ def characters_after(words: list[Word], time: float) -> int:
     return sum(len(spoken(w.text)) for w in words if w.start >= time - 0.05)
 
 
-NODE_MAX_CALLS = 5
+NODE_MAX_CALLS = 7
 """Live calls one 2-core node serves at once by default, whatever they come in by (WebSocket, web app, SIP):
-what ``bench/capacity.py --streams`` held in real time on a quiet 2-core node with look-ahead pacing (lag
-bounded, alert latency p95 1.82 s; six calls: p95 2.17 s, over the 2 s aim; docs/deploy.md)."""
+what ``bench/capacity.py --streams 7 --decode-workers 2`` held in real time on a quiet 2-core node (lag
+bounded, alert latency p50/p95 1.02/1.21 s; six calls 0.97/1.18 s; with one decoder six were not held,
+p95 2.42 s; docs/deploy.md)."""
+NODE_DECODE_WORKERS = 2
+"""Decoders a node runs for its live calls (each with its share of the cores, ``livecall.load_transcriber``):
+with one decoder of two threads, much of the second core idles while Whisper generates token by token, and an
+utterance that ends waits behind another call's decode; with two, six calls' alert latency p95 fell from
+2.42 to 1.18 s on a quiet node. A single call (``monitor live --file/--mic``) keeps one decoder of all cores:
+its decodes are about 1.5 times faster that way."""
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fastapi import WebSocket, WebSocketDisconnect
 
 from monitor.store import Store
-from monitor.stream import NODE_MAX_CALLS
+from monitor.stream import NODE_DECODE_WORKERS, NODE_MAX_CALLS
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ class LiveOptions:
     """Streams served at once; more are told to wait. A loaded 2-core node spends
     0.16-0.24 CPU seconds per second of a call's audio (``bench/capacity.py``,
     docs/deploy.md): six calls take 50-70% of its cores."""
-    decode_workers: int = 1
-    """Threads decoding for every live call."""
+    decode_workers: int = NODE_DECODE_WORKERS
+    """Decoders shared by every live call (``stream.NODE_DECODE_WORKERS``)."""
     model: str | None = None
     """Whisper model (None: the embedded base model)."""
     transcript_lines: int = 12
