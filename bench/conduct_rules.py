@@ -132,7 +132,7 @@ def rejudged(report: dict, labels: dict) -> dict:
     matcher = matcher_for(phrasebook)
     stereo = bool(labels.get("stereo"))
     hits = matcher.match_segments(segments) if stereo else match_by_role(matcher, segments)
-    judgement = judge(segments, hits, phrasebook, report["duration_s"], stereo)
+    judgement = judge(segments, hits, phrasebook, report["duration_s"], stereo, meaning=model_for(phrasebook))
     return {**report, "events": [{"kind": e.kind, "category": e.category, "heard": e.heard, "start": e.start,
                                   "end": e.end} for e in judgement.events]}
 
