@@ -51,7 +51,7 @@ from monitor.live import LiveCall, load_transcriber
 from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
 from monitor.sources import BLOCK_S
-from monitor.stream import LoadOptions
+from monitor.stream import NODE_DECODE_WORKERS, LoadOptions
 
 
 def cpu_s() -> float:
@@ -296,7 +296,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=240.0, help="seconds of each real-time run")
     parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=["before", "paced"],
                         help="real-time setups to compare, each run for every stream count (see SETUPS)")
-    parser.add_argument("--decode-workers", type=int, default=1)
+    parser.add_argument("--decode-workers", type=int, default=NODE_DECODE_WORKERS,
+                        help=f"decoders shared by the streams (default {NODE_DECODE_WORKERS}, a node's: stream.NODE_DECODE_WORKERS)")
     parser.add_argument("--threads", type=int, help="CTranslate2 threads per decode worker (default: cores / workers)")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between lag samples")
     parser.add_argument("--lag-growth", type=float, default=1.0, help="most the lag may grow (s) for a count to be held")
