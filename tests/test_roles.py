@@ -400,7 +400,9 @@ def test_call_without_greeting_deducts_the_agents_phrases_and_not_the_customers(
     deducted = [e for e in report["events"] if is_violation(e)]
     assert deducted, report["events"]
     assert all(_turn_at(labels, (e["start"] + e["end"]) / 2)["speaker"] == "agent" for e in deducted), deducted
-    assert not [r for r in report["review"] if r.get("forbidden")], "a violation was only held for review"
+    # (the meaning model's own 待复核 items are its business, not the roles')
+    held = [r for r in report["review"] if r.get("forbidden") and r["kind"] == "uncertain_speaker"]
+    assert not held, "a violation was only held for review: its speaker was uncertain"
 
 
 def test_a_live_streams_finished_call_is_cut_at_pauses_as_a_recording_is():
