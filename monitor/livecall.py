@@ -278,7 +278,7 @@ class LiveCall:
         provisional sentence's meaning may still change; review-band hits wait for the report."""
         if self.meaning is None or segment.speaker != "agent":
             return []
-        if self.roles is not None and (segment.speaker_confidence is None or segment.speaker_confidence < REVIEW_BELOW):
+        if self.roles is not None and uncertain_or_unknown(segment):
             return []  # on a mono stream, only sentences surely the agent's: the model has no guard words to lean on
         # with the agent's previous sentence: one stretch of such talk is one alert (meaning.STRETCH_GAP_S)
         sentences = [s for s in (self._last_agent_sentence, segment) if s is not None]

@@ -76,6 +76,12 @@ def model_text(text: str) -> str:
     return "^" + normalize(text).text.replace("您", "你") + "$"
 
 
+def read_length(text: str) -> int:
+    """How many characters the model reads in ``text`` (normalised: no punctuation or spaces),
+    the measure of ``MIN_CHARS`` and ``DEDUCT_MIN_CHARS``."""
+    return len(normalize(text).text)
+
+
 def vectorizer(n_features: int, ngram_max: int) -> HashingVectorizer:
     """The feature hashing both training and inference use: binary character n-grams, l2-normed."""
     return HashingVectorizer(analyzer="char", ngram_range=(1, ngram_max), n_features=n_features,
@@ -156,7 +162,7 @@ class MeaningModel:
         taken = [h for h in found if h.kind == "forbidden" and h.speaker != "customer" and h.start is not None]
         agent = sorted((s for s in segments if s.speaker == "agent" and s.text.strip()), key=lambda s: (s.start, s.end))
         ruled = [any(h.start < s.end and s.start < h.end for h in taken) for s in agent]
-        open_ = [s for s, r in zip(agent, ruled) if not r and len(normalize(s.text).text) >= MIN_CHARS]
+        open_ = [s for s, r in zip(agent, ruled) if not r and read_length(s.text) >= MIN_CHARS]
         verdicts = dict(zip(map(id, open_), self.judge([s.text for s in open_], set(phrases))))
         out: list[Hit] = []
         stretch_end, stretch_hit = None, None  # the forbidden stretch the last sentence was part of
@@ -209,7 +215,7 @@ class MeaningModel:
     def deducts(self, hit: Hit) -> bool:
         """Whether a hit of the model is sure enough to deduct (else it is listed for review)."""
         return (hit.model_probability is not None and hit.model_probability >= self.deduct_threshold
-                and len(model_text(hit.heard)) - 2 >= DEDUCT_MIN_CHARS)  # (less the ^ and $ marks)
+                and read_length(hit.heard) >= DEDUCT_MIN_CHARS)
 
 
 _lock = threading.Lock()

@@ -163,9 +163,9 @@ def test_monitor_match_judges_bare_text_by_meaning_too(capsys, model):
         [hit] = hits
         assert hit["detected_by"] == "meaning_model" and hit["category"] in kinds and hit["start"] is None
         assert hit["model_probability"] >= model.review_threshold
-        from monitor.meaning import DEDUCT_MIN_CHARS, model_text
+        from monitor.meaning import DEDUCT_MIN_CHARS, read_length
 
-        short = len(model_text(hit["heard"])) - 2 < DEDUCT_MIN_CHARS
+        short = read_length(hit["heard"]) < DEDUCT_MIN_CHARS
         assert hit["held_for_review"] == (hit["model_probability"] < model.deduct_threshold or short)
         by_meaning += 1
     assert by_meaning, "every unseen wording was found by a rule: pick wordings only the model finds"
