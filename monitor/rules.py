@@ -6,7 +6,8 @@ forbidden ``Phrase``); this module only knows how to evaluate them:
 
 - a check passes when a hit of its expected category comes where it says
   (within the first seconds of agent speech, within the last seconds, within
-  some seconds after a cue such as a customer complaint, or anywhere);
+  some seconds after a cue such as a customer complaint, or anywhere); a
+  greeting or farewell also counts by its kind, however worded (``COURTESY_SHAPES``);
 - every forbidden phrase the agent says is a violation;
 - customer speech never counts against the agent, but its cues can trigger
   scenario checks.
@@ -49,7 +50,7 @@ from monitor.phrasebook import (
 )
 from monitor.match import Hit
 from monitor.roles import uncertain
-from monitor.text import spoken
+from monitor.text import spoken, to_simplified
 
 if TYPE_CHECKING:
     from monitor.meaning import MeaningModel
@@ -63,7 +64,7 @@ MAX_DEDUCTIONS_PER_PHRASE = 3
 INTERRUPTION_TOLERANCE_S = 0.3
 
 COURTESY_SHAPES = {
-    "greeting": re.compile(r"(?<![不])(您|你)好(?![好像看些多久])|(早上|上午|中午|下午|晚上)好|早安"),
+    "greeting": re.compile(r"(?<!不)(您|你)好(?![好像看些多久])|(早上|上午|中午|下午|晚上)好|早安"),
     "farewell": re.compile(
         r"再见|拜拜|回见|慢走|好走|(祝|祝您|祝你).{0,8}(愉快|顺利|开心|快乐|健康|平安)|不打扰(您|你)(了|啦)"
         r"|(感谢|谢谢)(您的|你的|您|你)?(来电|致电)|今后(如|若|要是)有(问题|需要)|有(问题|事|需要).{0,3}随时"
@@ -73,9 +74,9 @@ COURTESY_SHAPES = {
 ``greeting`` or ``farewell`` also passes on the agent's sentence that holds one, not only on the
 phrasebook's own wording. The codes list their 问候语 (您好、早上好、下午好) and 告别语 (再见、请好走、
 感谢您使用…、希望我们合作愉快) as examples; agents say 喂您好，宽带维修这边, 祝您周末愉快，再见 or
-有问题随时联系我们 (its 联系 often misheard, so not required), and
-Whisper hears 喂您好 as 为您好. Only the words the two acts are made of, over spoken text: not
-你好好想想, 不打扰 alone, or a call's last sentence that merely ends it (行了，就这样)."""
+有问题随时联系我们, and Whisper hears 喂您好 as 为您好 and 联系 as 连信 (so the verb after 随时 is not
+required). Only the words the two acts are made of, over spoken simplified text: not 你好好想想,
+您好像…, 不打扰 alone, or a call's last sentence that merely ends it (行了，就这样)."""
 
 
 @dataclass
@@ -636,7 +637,7 @@ def _courtesies(agent_segments: list[Segment]) -> list[Hit]:
     """The agent's sentences that greet or take leave (``COURTESY_SHAPES``), as hits of those categories."""
     hits = []
     for segment in agent_segments:
-        text = spoken(segment.text)
+        text = spoken(to_simplified(segment.text))
         for category, shape in COURTESY_SHAPES.items():
             found = shape.search(text)
             if found:
