@@ -62,6 +62,27 @@ def test_greeting_window_counts_from_first_agent_speech():
     assert checks_by_id(judgement)["greeting"].passed is True
 
 
+def test_greeting_and_farewell_pass_however_they_are_worded():
+    segments = [seg(0.5, 4.0, "为您好,欢待维修这边,我信留有什么问题你说。"), seg(10.0, 14.0, "好的，师傅明天上午过去。"),
+                seg(20.0, 23.0, "那就不打扰您了，祝您周末愉快。")]  # fmt: skip
+    judgement = judge(segments, [], phrasebook(), duration_s=25.0, stereo=False)
+
+    checks = checks_by_id(judgement)
+    assert checks["greeting"].passed is True
+    assert checks["greeting"].evidence[0].start == 0.5
+    assert checks["farewell"].passed is True
+    assert checks["farewell"].evidence[0].start == 20.0
+
+
+def test_ending_a_call_is_no_farewell_and_your_good_is_no_greeting():
+    segments = [seg(0.5, 3.0, "喂？你好好想想，什么事？"), seg(10.0, 14.0, "您好像没插网线。"), seg(20.0, 22.0, "行了，就这样。")]
+    judgement = judge(segments, [], phrasebook(), duration_s=25.0, stereo=False)
+
+    checks = checks_by_id(judgement)
+    assert checks["greeting"].passed is False
+    assert checks["farewell"].passed is False
+
+
 def test_farewell_too_early_fails():
     segments = [seg(0.5, 5.0, "您好"), seg(6.0, 9.0, "很高兴为您服务，再见！"), seg(40.0, 60.0, "还有一件事要说明一下")]
     hits = [hit("bb.farewell", 6.0, 9.0, "很高兴为您服务再见")]
@@ -153,7 +174,7 @@ def test_agent_silent_call_is_not_scored():
 
 
 def test_repeated_violation_deducts_each_time_up_to_cap():
-    segments = [seg(0.5, 4.0, "您好")] + [seg(10.0 * i, 10.0 * i + 2, "不知道，这事不归我管。") for i in range(1, 6)]
+    segments = [seg(0.5, 4.0, "喂？")] + [seg(10.0 * i, 10.0 * i + 2, "不知道，这事不归我管。") for i in range(1, 6)]
     hits = [hit("bb.forbidden.not_my_job", 10.0 * i, 10.0 * i + 2, "不知道这事不归我管") for i in range(1, 6)]
     judgement = judge(segments, hits, phrasebook(), duration_s=60.0, stereo=False)
 
