@@ -77,6 +77,10 @@ FIRST_LOOK = {
     # calls4/ (three calls written after that commit, run once): office 0/3, hospital 2/4, bribery 0/2, precision
     # 1.00, nothing on a customer's line; scripts as text (rules only) 2/3, 1/4, 1/2. Whisper lost the key words
     # (内部消息 → 妹不消息, 吃顿好的 → 驱动好的, 千万别外传 → 先问别外转) and cut the leak into two sentences.
+    # calls5/ (seven calls, conduct3, written at commit 36c5a98 before any change, run once as written on that
+    # commit): office 1/4, hospital 3/5, bribery 3/5, precision 1.00, nothing on a customer's line; their scripts
+    # as text (rules only) 3/4, 4/5, 2/5. Whisper: 乳腺癌转移 → 祖先来准一, 长没长脑子 → 一兆没兆毛泽, 挨过处分
+    # → 爱过除肥; roles gave the agent's 这种事我们不受理 to the customer (s5_05).
     "batch5": {"forbidden": 44, "raised": 24, "own_kind": 21, "polite": 36, "polite_raised": 3},
 }
 """The case batches written before being run, as they first ran (phrasebooks/README.md)."""
