@@ -80,7 +80,8 @@ FIRST_LOOK = {
     # calls5/ (seven calls, conduct3, written at commit 36c5a98 before any change, run once as written on that
     # commit): office 1/4, hospital 3/5, bribery 3/5, precision 1.00, nothing on a customer's line; their scripts
     # as text (rules only) 3/4, 4/5, 2/5. Whisper: 乳腺癌转移 → 祖先来准一, 长没长脑子 → 一兆没兆毛泽, 挨过处分
-    # → 爱过除肥; roles gave the agent's 这种事我们不受理 to the customer (s5_05).
+    # → 爱过除肥; roles gave the agent's 这种事我们不受理 to the customer (s5_05). Measured once after conduct3's
+    # changes (0708f71, same transcripts): 2/4, 3/5, 3/5, precision 1.00 (phrasebooks/README.md).
     "batch5": {"forbidden": 44, "raised": 24, "own_kind": 21, "polite": 36, "polite_raised": 3},
 }
 """The case batches written before being run, as they first ran (phrasebooks/README.md)."""
