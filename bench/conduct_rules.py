@@ -20,6 +20,10 @@ mono calls, matching, rules); its report is left beside it (``NAME.report.json``
 Events held for review (uncertain speaker) count as raised: they are shown in the report.
 The same measures on the calls' scripts as text (every word heard) tell the rules' misses from Whisper's.
 
+Call sets: ``bench/data/office/*.json`` (the 19 calls the rules were built on), ``sealed/calls1``–``calls5``
+(held out, each written before the changes it judged; their first looks are in ``FIRST_LOOK``), ``dev5/``
+(development calls written with conduct3's changes).
+
 Cases: ``tests/compliance_cases.yaml`` (text only), the same measures per kind, a line
 being a turn: a polite line raising anything is a false alarm of that kind.
 """
