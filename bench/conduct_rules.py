@@ -20,6 +20,10 @@ mono calls, matching, rules); its report is left beside it (``NAME.report.json``
 Events held for review (uncertain speaker) count as raised: they are shown in the report.
 The same measures on the calls' scripts as text (every word heard) tell the rules' misses from Whisper's.
 
+Call sets: ``bench/data/office/*.json`` (the 19 calls the rules were built on), ``sealed/calls1``–``calls5``
+(held out, each written before the changes it judged; their first looks are in ``FIRST_LOOK``), ``dev5/``
+(development calls written with conduct3's changes).
+
 Cases: ``tests/compliance_cases.yaml`` (text only), the same measures per kind, a line
 being a turn: a polite line raising anything is a false alarm of that kind.
 """
@@ -77,6 +81,11 @@ FIRST_LOOK = {
     # calls4/ (three calls written after that commit, run once): office 0/3, hospital 2/4, bribery 0/2, precision
     # 1.00, nothing on a customer's line; scripts as text (rules only) 2/3, 1/4, 1/2. Whisper lost the key words
     # (内部消息 → 妹不消息, 吃顿好的 → 驱动好的, 千万别外传 → 先问别外转) and cut the leak into two sentences.
+    # calls5/ (seven calls, conduct3, written at commit 36c5a98 before any change, run once as written on that
+    # commit): office 1/4, hospital 3/5, bribery 3/5, precision 1.00, nothing on a customer's line; their scripts
+    # as text (rules only) 3/4, 4/5, 2/5. Whisper: 乳腺癌转移 → 祖先来准一, 长没长脑子 → 一兆没兆毛泽, 挨过处分
+    # → 爱过除肥; roles gave the agent's 这种事我们不受理 to the customer (s5_05). Measured once after conduct3's
+    # changes (0708f71, same transcripts): 2/4, 3/5, 3/5, precision 1.00 (phrasebooks/README.md).
     "batch5": {"forbidden": 44, "raised": 24, "own_kind": 21, "polite": 36, "polite_raised": 3},
 }
 """The case batches written before being run, as they first ran (phrasebooks/README.md)."""

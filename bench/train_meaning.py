@@ -51,6 +51,13 @@ ordinary lines fire), review 0.51 (652/829, precision 0.967, 10/746 polite, 12/8
 lines (bench/data/ordinary_sealed_lines.txt, never trained on): 1/249 deducts (4 without the monitor's
 ``meaning.DEDUCT_MIN_CHARS``), 9/249 reach review.
 
+Run 2026-11-28, conduct3, fourth (4658 lines: 1094 of them the compliance lines, their near misses and the ordinary
+lines again with homophones written in, ``HEARD_ALIKE_RATE``; ``--rounds 6`` on the loaded machine, 8 minutes): deduct
+0.67 (held-out recall 516/829, precision 0.983, 5/746 polite and 4/828 ordinary lines fire), review 0.48 (646/829,
+precision 0.966, 11/746 polite, 12/828 ordinary). Sealed ordinary lines: 1/249 deducts (the same line as before,
+鞋套我自己带了 您不用忙活), 6/249 reach review (9 before). Sealed batch 5, rules or model: 37/44 deducting, 40/44
+counting review (36 and 37 with the third model and the same rules), polite 1/36 deducting, 2/36 review.
+
     python bench/train_meaning.py            # cross-validate, choose thresholds, write the model
     python bench/train_meaning.py --check    # only print the training data's sha256 and the model's
 """
@@ -67,6 +74,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from pypinyin import lazy_pinyin
 from sklearn.linear_model import LogisticRegression
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +106,13 @@ DEDUCT_PRECISION = 0.95
 """Held-out precision the deducting hits must reach (blind batches and ordinary talk pooled)."""
 DEDUCT_ORDINARY_RATE = 0.005
 """At most this share of held-out ordinary agent sentences may deduct: a call has some fifty."""
+HEARD_ALIKE_RATE = 0.2
+"""Each training line is also trained on as Whisper might write it: this share of its characters
+replaced by another character of the same toneless sound (购物卡我拿了 → 购物卡我拿乐, 意思意思 → 意思意死).
+On noisy phone calls Whisper writes the key words of bribes and leaks as homophones (红包 → 哄包, 肝癌 →
+干挨, 先收着 → 先收证), and the model, reading characters, saw none of its words. Ordinary and polite
+lines get the same treatment, so that odd characters alone say nothing."""
+HEARD_ALIKE_SEED = 14
 REVIEW_PRECISION = 0.90
 REVIEW_ORDINARY_RATE = 0.015
 """At most this share of ordinary sentences may be listed for review (under one a call). At 0.03 the
@@ -112,6 +127,9 @@ class Line:
     """A kind of ``KINDS`` or ``none``."""
     fold: str
     """The held-out unit: a blind batch (``blind7``), ``ordinary<k>``, or ``train`` (always trained on)."""
+    heard_alike: bool = False
+    """A copy of another line with homophones written in (``heard_alike``): trained on with its
+    line's fold, never counted among the held-out lines that choose the thresholds."""
 
 
 def batch_of(case: dict) -> str:
@@ -147,15 +165,39 @@ def labelled_lines() -> list[Line]:
     ordinary = [c["text"] for c in tuned if c["type"] == "ordinary"] + ordinary_lines()
     lines += [Line(c["text"], label, "train") for c in tuned if c["type"] != "ordinary" and (label := kind_of(c))]
     lines += [Line(c["text"], label, batch_of(c)) for c in blind if (label := kind_of(c))]
+    first_compliance = len(lines)
     lines += [Line(c["text"], label, "train") for c in agents(COMPLIANCE) if (label := kind_of(c))]
     lines += [Line(c["text"], label, f"sealed{path.stem.removeprefix('batch')}")
               for path in SEALED_TRAINED for c in agents(path) if (label := kind_of(c))]
     folds = len({line.fold for line in lines if line.fold != "train"})
     lines += [Line(text, NONE, f"ordinary{i % folds}") for i, text in enumerate(ordinary)]
+    # Homophones where Whisper's mishearings cost most, on the compliance kinds' key words (the lexicon's kinds are
+    # mostly whole phrases of common words): their lines, their polite near misses and ordinary talk.
+    alike = heard_alike(lines[first_compliance:])
     for name in bundled_phrasebooks():
         lines += [Line(p.text.replace("**", ""), NONE, "train")
                   for p in load_phrasebook(name).phrases if p.kind != "forbidden"]
-    return lines
+    return lines + alike
+
+
+def heard_alike(lines: list[Line]) -> list[Line]:
+    """Each line again, with ``HEARD_ALIKE_RATE`` of its characters swapped for another of the same
+    toneless sound, drawn from the characters of all the lines (seeded: the same copies each run)."""
+    chars = sorted({c for line in lines for c in line.text if "\u4e00" <= c <= "\u9fff"})
+    sound = dict(zip(chars, lazy_pinyin(chars)))
+    alike: dict[str, list[str]] = {}
+    for char in chars:
+        alike.setdefault(sound[char], []).append(char)
+    random = np.random.default_rng(HEARD_ALIKE_SEED)
+    copies = []
+    for line in lines:
+        text = "".join(
+            random.choice(others) if char in sound and random.random() < HEARD_ALIKE_RATE
+            and (others := [o for o in alike[sound[char]] if o != char]) else char
+            for char in line.text)
+        if text != line.text:
+            copies.append(Line(text, line.label, line.fold, heard_alike=True))
+    return copies
 
 
 def training_sha256(lines: list[Line]) -> str:
@@ -184,19 +226,26 @@ def fit(lines: list[Line]) -> Fitted:
     return Fitted(model, columns)
 
 
-def out_of_fold(lines: list[Line]) -> tuple[np.ndarray, list[str]]:
-    """Each held-out line's forbidden probability and predicted kind, from a model that never saw it."""
+def out_of_fold(lines: list[Line], rounds: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Each held-out line's forbidden probability and predicted kind, from a model that never saw it:
+    each batch held out in turn, or with ``rounds``, that many rounds each holding out every
+    ``rounds``-th batch (fewer fits, each on less)."""
     probability = np.full(len(lines), np.nan)
     kinds = [""] * len(lines)
     blind_batches = sorted({l.fold for l in lines if l.fold.startswith(("blind", "sealed"))})
-    for k, batch in enumerate(blind_batches):
-        held = [i for i, l in enumerate(lines) if l.fold in (batch, f"ordinary{k}")]
+    folds = [f"ordinary{k}" for k in range(len(blind_batches))]
+    rounds = rounds or len(blind_batches)
+    for k in range(rounds):
+        held_folds = set(blind_batches[k::rounds]) | set(folds[k::rounds])
+        held = [i for i, l in enumerate(lines) if l.fold in held_folds]
         held_set = set(held)
         fitted = fit([l for i, l in enumerate(lines) if i not in held_set])
         model = fitted.model
         p = fitted.probabilities([lines[i].text for i in held])
         none = list(model.classes_).index(NONE)
         for row, i in enumerate(held):
+            if lines[i].heard_alike:
+                continue  # trained on with its fold, never judged as held out
             probability[i] = 1.0 - p[row, none]
             ranked = [(p[row, j], c) for j, c in enumerate(model.classes_) if c != NONE]
             kinds[i] = max(ranked)[1]
@@ -258,6 +307,8 @@ def main() -> None:
     parser.add_argument("--C", type=float, default=C, help="inverse regularisation strength (to compare settings)")
     parser.add_argument("--dry-run", action="store_true", help="cross-validate only; write no model")
     parser.add_argument("--dump", type=Path, help="write the out-of-fold probabilities here (JSON lines)")
+    parser.add_argument("--rounds", type=int, help="out-of-fold rounds, each holding out every N-th batch "
+                        "(default: one round per batch; fewer to save time on a loaded machine)")
     args = parser.parse_args()
     globals()["C"] = args.C
     lines = labelled_lines()
@@ -267,7 +318,7 @@ def main() -> None:
         print(f"training data {sha}\nmodel trained on {MeaningModel.load(args.out).training_sha256}")
         return
     started = time.perf_counter()
-    probability, kinds = out_of_fold(lines)
+    probability, kinds = out_of_fold(lines, args.rounds)
     deduct, review = choose_thresholds(lines, probability)
     if args.dump:
         with args.dump.open("w", encoding="utf-8") as out:

@@ -23,8 +23,8 @@ UNSEEN = [
     ("说你两句你还不乐意了", {"scolding", "mocking"}),
     ("你脑袋里装的都是什么", {"mocking", "scolding", "swearing"}),
 ]
-GIFT_KEPT = "你这么客气干嘛 那我就收起来了啊"
-"""Keeping a gift no rule finds (收起来, the gift unnamed): a line of sealed batch 5, never trained on."""
+GIFT_KEPT = "行 这个卡我先替你保管着 手术排最前面"
+"""Keeping a gift no rule finds (保管着 for the patient): a line of sealed batch 5, never trained on."""
 POLITE = [
     "这个不归我们这边，但我马上帮您转给负责的同事",
     "您不用着急，我也理解您的心情",
@@ -216,7 +216,7 @@ def test_the_model_finds_a_kept_gift_the_rules_miss_as_bribery_with_the_hospital
 def test_fragments_and_short_replies_are_not_judged():
     """Whisper's one-character fragments and short replies read as forbidden to the model: too little to judge."""
     phrasebook = load_phrasebook("office")
-    short = ["为", "了", "真的", "为什么"]
+    short = ["为", "了", "真的", "为什么", "好吧", "干嘛"]
     assert max(j.probability for j in bundled_model().judge(short)) >= bundled_model().review_threshold
     judgement = judged(phrasebook, agent_call(*(("agent", line) for line in short)))
     assert not [e for e in judgement.events if e.kind == "forbidden"] and not judgement.review
