@@ -18,8 +18,11 @@ whisper_streaming:
   ``partial_every_s``, and once the speaker has been silent
   ``pause_lookahead_s`` (the pause that may end it has begun: the commit
   then reuses that decode). Phrases heard in that hypothesis more than
-  ``stable_margin_s`` before the end of the audio are reported at once, before
-  the utterance ends.
+  ``stable_margin_s`` before the end of the audio, or followed by a word, or
+  all of it at a pause, are reported at once, before the utterance ends. A
+  look-ahead that heard a phrase it could not report yet (too near the end of
+  the audio, or its speaker not known yet) is followed by the next one
+  ``recheck_every_s`` later.
 * Under load (the stream waited more than ``lookahead_max_lag_s`` for the
   decoder) there is no look-ahead, and all finished utterances in the window
   share one decode, so several calls on one model degrade in latency, not lag.
@@ -87,6 +90,12 @@ class StreamingOptions:
     """Silence that ends an utterance; the utterance is then decoded and committed."""
     partial_every_s: float = 0.6
     """New audio needed before an unfinished utterance is decoded again."""
+    recheck_every_s: float = 0.3
+    """New audio needed before the next look-ahead when the last one heard a forbidden
+    phrase that could not be reported yet (``UtteranceStream.phrase_pending``: it ended
+    within ``stable_margin_s`` of the audio's end, or its speaker is not known yet):
+    the few decodes near a phrase come sooner, the rest keep ``partial_every_s``.
+    Scaled like it under load."""
     stable_margin_s: float = 0.2
     """Hypothesis words ending at least this long before the end of the audio
     are taken as heard: the phrase watch sees them before the pause."""
@@ -205,9 +214,12 @@ class Hypothesis:
     """All words decoded so far in the utterance."""
     speaker: str
     """``agent`` or ``customer``."""
+    audio_end: float
+    """Call time of the end of the audio decoded."""
     heard_until: float
     """Call time before which the text is taken as heard: the end of the audio
-    less ``stable_margin_s`` (the last word may still be cut off)."""
+    less ``stable_margin_s`` (the last word may still be cut off), or all of it
+    ``at_pause`` (the speaker has stopped: no word is being cut off)."""
     at_pause: bool = False
     """Decoded once the speaker had been silent ``StreamingOptions.pause_lookahead_s``
     (at the pause's onset, or on the cadence within the pause): what the
@@ -387,6 +399,9 @@ class UtteranceStream:
         self._group_segments: list[Segment] = []
         self.refine_jobs: list[RefineJob] = []
         """Closed groups waiting for the second pass (``LiveCall.refine`` takes them)."""
+        self.phrase_pending = False
+        """The last look-ahead heard a forbidden phrase not reported yet (the phrase
+        watch's caller sets it): the next comes ``recheck_every_s`` after it."""
         self.lookahead_scale = 1.0
         """Look-ahead decodes are ``partial_every_s`` times this apart (and wait for
         ``pause_lookahead_s`` times this of silence): the ``DecodeScheduler`` raises
@@ -507,7 +522,7 @@ class UtteranceStream:
                 self._note_speech(speech[: len(utterances)], cut)
                 self._into_group(cut)
                 self._drop(cut)
-                self._previous, self._hypothesis = [], ([], 0.0)
+                self._previous, self._hypothesis, self.phrase_pending = [], ([], 0.0), False
                 for utterance_end in bounds:
                     said, words = [w for w in words if w.start < utterance_end], [w for w in words if w.start >= utterance_end]
                     if said:
@@ -531,7 +546,7 @@ class UtteranceStream:
                 self._drop(cut)
                 yield self._commit(agreed, final=False)
                 continue
-            every_s = opts.partial_every_s * self.lookahead_scale
+            every_s = (opts.recheck_every_s if self.phrase_pending else opts.partial_every_s) * self.lookahead_scale
             due = behind_s <= opts.lookahead_max_lag_s and len(region) >= opts.min_lookahead_s * SAMPLE_RATE
             silence = self._pause(region) if due else 0.0
             at_pause = silence > 0.0
@@ -539,10 +554,12 @@ class UtteranceStream:
                 heard_to = self._decoded_until - opts.stable_margin_s  # only if the last decode missed speech
                 due = at_pause and heard_to < region_end - silence  # before it
             if due:  # still speaking: look ahead
+                self.phrase_pending = False
                 words = self._decode(transcriber, region)
                 self._hypothesis = (words, region_end)
                 if words:
-                    yield Hypothesis(words, self.speaker, region_end - opts.stable_margin_s, at_pause)
+                    heard_until = region_end if at_pause else region_end - opts.stable_margin_s
+                    yield Hypothesis(words, self.speaker, region_end, heard_until, at_pause)
             # ----------------------------------------------------------------------
             self.speaking = True
             self._close_group_after_pause(self._time(speech[0]["start"]))
@@ -676,8 +693,11 @@ class PhraseWatch:
     is not reported again.
     """
 
-    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5):
+    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5, followed_chars: int = 1):
         self.matcher = matcher
+        self.followed_chars = followed_chars
+        """Characters decoded after a provisional phrase that show it whole though it
+        ends within ``heard_until``'s margin: the word the window may have cut off is a later one."""
         self.context_words = context_words
         self.overlap_slack_s = overlap_slack_s
         # A word-group rule is cancelled by a guard heard after it (我管不了…但我马上帮您转给同事):
@@ -687,9 +707,12 @@ class PhraseWatch:
         self.reported: list = []
         self.held: list = []
         """The hits the last check held back for a guard that may still come."""
+        self.unheard: list = []
+        """The hits the last check left for a later one: they end too close to the audio's end."""
 
     def check(self, words: list[Word], speaker: str, commit: bool, heard_until: float = float("inf")) -> list:
-        """New forbidden hits in ``words`` ending before ``heard_until``.
+        """New forbidden hits in ``words`` ending before ``heard_until`` (or followed by
+        ``followed_chars`` more characters).
 
         ``commit`` makes the words context for later checks (a hypothesis is not).
         """
@@ -698,13 +721,16 @@ class PhraseWatch:
         joined = context + [w for w in words if w.start >= since - 0.05]
         if commit:
             self._context[speaker] = joined[-self.context_words :]
-        self.held = []
+        self.held, self.unheard = [], []
         if not joined:
             return []
         hits = self.matcher.match_segments([segment_of(joined, speaker)])
         new = []
         for hit in hits:
-            if hit.kind != "forbidden" or hit.end > heard_until or self._already(hit):
+            if hit.kind != "forbidden" or self._already(hit):
+                continue
+            if hit.end > heard_until and characters_after(joined, hit.end) < self.followed_chars:
+                self.unheard.append(hit)
                 continue
             reach = self._guard_reach.get(hit.phrase_id, 0) if hit.method == "rule" and not commit else 0
             if reach and characters_after(joined, hit.end) < reach:
