@@ -99,14 +99,18 @@ class StreamingOptions:
     stable_margin_s: float = 0.2
     """Hypothesis words ending at least this long before the end of the audio
     are taken as heard: the phrase watch sees them before the pause."""
-    pause_lookahead_s: float | None = 0.2
+    pause_lookahead_s: float | None = 0.1
     """Silence after speech the last decode did not hear whole that starts a
     look-ahead at once, without waiting for ``partial_every_s``: a phrase that
     ends a sentence is heard this long after it, not when the pause ends the
     utterance (``pause_s`` later, plus a decode), and the commit that follows
     reuses the decode. Scaled like ``partial_every_s`` under load
-    (``UtteranceStream.lookahead_scale``): from 2x on it would come after the
-    commit, so a loaded node sheds it first. None: look-ahead on the cadence alone."""
+    (``UtteranceStream.lookahead_scale``), and off from ``pause_lookahead_shed_scale``.
+    0.1 s against 0.2 s: sentence-final phrases alerted 0.1-0.2 s sooner
+    (bench/live_latency.py). None: look-ahead on the cadence alone."""
+    pause_lookahead_shed_scale: float = 2.0
+    """Look-ahead spacing from which there is no pause look-ahead: a loaded node
+    sheds it first (short pauses within a sentence start it too)."""
     min_lookahead_s: float = 1.0
     """Unfinished speech shorter than this is not decoded: Whisper tends to loop
     on a fraction of a word, at the cost of a full decode."""
@@ -550,7 +554,7 @@ class UtteranceStream:
             due = behind_s <= opts.lookahead_max_lag_s and len(region) >= opts.min_lookahead_s * SAMPLE_RATE
             silence = self._pause(region) if due else 0.0
             at_pause = silence > 0.0
-            if due and region_end - self._decoded_until < every_s:  # off the cadence: only at a pause, and
+            if due and region_end - self._decoded_until < every_s - 1e-6:  # off the cadence: only at a pause, and
                 heard_to = self._decoded_until - opts.stable_margin_s  # only if the last decode missed speech
                 due = at_pause and heard_to < region_end - silence  # before it
             if due:  # still speaking: look ahead
@@ -570,12 +574,12 @@ class UtteranceStream:
 
     def _pause(self, region: np.ndarray) -> float:
         """How long the speaker has been silent, if at least ``pause_lookahead_s``
-        (times ``lookahead_scale``: under load it waits longer, and from a scale
-        that puts it past ``pause_s`` the commit comes first); else 0."""
+        (times ``lookahead_scale``: under load it waits longer, and from
+        ``pause_lookahead_shed_scale``, or a scale that puts it past ``pause_s``, not at all); else 0."""
         if self.options.pause_lookahead_s is None:
             return 0.0
         wait = self.options.pause_lookahead_s * self.lookahead_scale
-        if wait >= self.options.pause_s:
+        if wait >= self.options.pause_s or self.lookahead_scale >= self.options.pause_lookahead_shed_scale:
             return 0.0
         # (looked for as far back as a pause lasts before its commit: where it began tells
         # whether the last decode heard the speech before it)
