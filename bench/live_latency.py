@@ -131,6 +131,11 @@ def summary(rows: list[dict]) -> None:
     for part in PARTS:
         values = [a[part] for a in first if a.get(part) is not None]
         print(f"  {part:13s} {percentiles(values)}  mean={np.mean(values) if values else float('nan'):.2f}")
+    agents = [a for a in first if a["said_by"] == "agent" and a.get("audio_call_s") is not None]
+    policy = [a["audio_call_s"] + a["held_audio_s"] for a in agents]
+    unguarded = [a["audio_call_s"] + a["held_audio_s"] for a in agents if a.get("held_for") != "guard"]
+    print(f"  policy part (audio_call_s + held_audio_s, call s) on the agent's words: {len(policy)} alerts "
+          f"{percentiles(policy)}; not held for a guard: {len(unguarded)} {percentiles(unguarded)}")
     held = {}
     for a in first:
         held.setdefault(a.get("held_for"), []).append(a["held_s"] if a.get("held_s") is not None else 0.0)

@@ -421,6 +421,7 @@ def test_a_phrase_that_ends_a_sentence_is_heard_at_the_pause_onset_and_its_commi
     assert decodes[-1] - decodes[-2] < StreamingOptions().partial_every_s - 1e-6, decodes
     assert decodes[-1] < committed - 1e-6, (decodes, committed)
     assert at_pause, "the hypothesis says it was decoded at a pause"
+    assert sum(d > turn_end for d in decodes) == 1, ("the pause is decoded once, heard whole", decodes)
     # A loaded node (look-ahead spaced 2x) sheds the decode at the pause first.
     _, _, loaded, _ = _until_commit_of(transcriber, "归我管", start, scale=2.0)
     assert all(b - a >= 2 * StreamingOptions().partial_every_s - 1e-6 for a, b in zip(loaded, loaded[1:-1])), loaded
