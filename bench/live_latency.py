@@ -43,6 +43,34 @@ Alerts on customers' words 12 -> 11, none naming the agent surely in either
 load ~11 (samples + roles_heldout/held, agent's words): latency_s p50/p95
 1.34/1.79 -> 1.23/2.80 (decode_s p95 0.54 -> 1.04: load spikes), policy
 part 1.05/1.61 -> 0.79/1.55.
+
+Measured 2026-11-28 in lockstep on the mono mixes of 30 calls (the 10 samples;
+held-out /tmp/roles_heldout dev+held+fresh x01-x04 y01-y04 z01-z04,
+/tmp/cov/heldout h01-h04, /tmp/heldout2 w01-w04), before (a720494) and after
+a phrase followed by a decoded word, or decoded at a pause, counting as heard
+within ``stable_margin_s``; the next look-ahead ``recheck_every_s`` (0.3 s)
+after one that left a phrase unreported (too near the audio's end, or held for
+its speaker); the pause look-ahead after 0.1 s of silence (was 0.2 s; off from
+look-ahead spacing 2x) and decoded once (it was decoded again at the next
+step); the cadence 0.7 s compared exactly (0.6 s had come 0.7-0.8 s apart).
+Machine at load 8-14 on 2 cores; lockstep parts are load-free. Policy part
+(audio_call_s + held_audio_s, call seconds) of the 38 first-pass alerts on the
+agent's words, p50/p95: 0.71/2.58 -> 0.64/2.57; the 32 not held for a
+politeness guard 0.69/1.37 -> 0.60/0.95; samples 0.69/1.04 -> 0.48/0.73;
+held-out 0.74/2.84 -> 0.66/2.84, not guard-held 0.69/1.61 -> 0.62/0.95.
+The held-out tail is the guard hold: a rule hit (推诿, 训斥...) on provisional
+text waits for its guard's reach (12 characters) or its sentence's commit, and
+w01/w04's long sentences put those alerts 1.9-3.3 s after the phrase
+(0.4-0.6 s after the sentence's end; releasing them at the pause look-ahead
+instead would have alerted on w01's near miss, 这个不归我们这边，但我马上帮您…,
+whose comma pause started one). Guards, unchanged: alerts on customers'
+words 11 -> 11 (naming the agent surely 0 -> 0), retracted 1 -> 1, live
+recall 37/41 -> 37/41. Decodes: 168 -> 158 first-pass decodes over the first
+120 s of the broadband samples (499 -> 469 s of audio decoded). CPU
+(``bench/capacity.py --profile 180``, run after each other at load 7-10):
+0.474 -> 0.453 CPU s per audio second at full look-ahead (first pass alone
+0.401 -> 0.382: the whole live call is 1.13x the first pass alone before),
+0.341 -> 0.314 at 2x spacing.
 """
 
 from __future__ import annotations
@@ -131,6 +159,11 @@ def summary(rows: list[dict]) -> None:
     for part in PARTS:
         values = [a[part] for a in first if a.get(part) is not None]
         print(f"  {part:13s} {percentiles(values)}  mean={np.mean(values) if values else float('nan'):.2f}")
+    agents = [a for a in first if a["said_by"] == "agent" and a.get("audio_call_s") is not None]
+    policy = [a["audio_call_s"] + a["held_audio_s"] for a in agents]
+    unguarded = [a["audio_call_s"] + a["held_audio_s"] for a in agents if a.get("held_for") != "guard"]
+    print(f"  policy part (audio_call_s + held_audio_s, call s) on the agent's words: {len(policy)} alerts "
+          f"{percentiles(policy)}; not held for a guard: {len(unguarded)} {percentiles(unguarded)}")
     held = {}
     for a in first:
         held.setdefault(a.get("held_for"), []).append(a["held_s"] if a.get("held_s") is not None else 0.0)

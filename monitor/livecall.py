@@ -181,14 +181,17 @@ class LiveCall:
                     hits += self._meaning_hits(segment)
                     self._alert(hits, event.segment.words, commit=True, sighting=sighting)
             elif isinstance(event, Hypothesis):
-                sighting = Sighting(time.monotonic(), event.heard_until + self.options.stable_margin_s)
+                sighting = Sighting(time.monotonic(), event.audio_end)
                 text = "".join(w.text for w in event.words)
                 self._emit({"type": "partial", "call_id": self.call_id, "speaker": stream.speaker,
                             "start": round(event.words[0].start, 2), "end": round(event.words[-1].end, 2), "text": text})
                 with self._watch_lock:
                     hits = self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until)
                     self._hold(self.watch.held, sighting, "guard")
-                    self._alert(hits, event.words, commit=False, sighting=sighting, at_pause=event.at_pause)
+                    unheard = bool(self.watch.unheard)
+                    held_for_role = self._alert(hits, event.words, commit=False, sighting=sighting,
+                                                at_pause=event.at_pause)
+                    stream.phrase_pending = unheard or held_for_role
         self.asr_s += time.perf_counter() - started
         if self._decoded():
             self._finish()
@@ -210,7 +213,9 @@ class LiveCall:
                 self.step(stream, transcriber)
 
     def _alert(self, hits, words, commit: bool, decoding_pass: int = 1, sighting: Sighting | None = None,
-               at_pause: bool = False) -> None:
+               at_pause: bool = False) -> bool:
+        """Alert on ``hits``; True when some were held back for their speaker's role."""
+        held_for_role = False
         for hit in hits:  # (under _watch_lock: two workers may decode a call's two speakers at once)
             speaker, speaker_confidence = self._speaker_of(hit, words, commit, decoding_pass)
             sure = speaker_confidence is not None and speaker_confidence >= REVIEW_BELOW
@@ -219,6 +224,7 @@ class LiveCall:
             ):
                 self.watch.reported.remove(hit)
                 self._hold([hit], sighting, "role")
+                held_for_role = True
                 continue
             if sure and speaker == "customer":
                 continue  # the customer's words are no agent violation
@@ -249,6 +255,7 @@ class LiveCall:
             self.alerts.append(event)
             self.latency_parts.append(self._parts(hit, sighting, now))
             self._emit(event)
+        return held_for_role
 
     def _early_on_mono(self, hit, words, speaker: str, speaker_confidence: float | None, at_pause: bool) -> bool:
         """Whether a provisional hit on a mono stream alerts before its sentence is committed.

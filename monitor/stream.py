@@ -18,8 +18,11 @@ whisper_streaming:
   ``partial_every_s``, and once the speaker has been silent
   ``pause_lookahead_s`` (the pause that may end it has begun: the commit
   then reuses that decode). Phrases heard in that hypothesis more than
-  ``stable_margin_s`` before the end of the audio are reported at once, before
-  the utterance ends.
+  ``stable_margin_s`` before the end of the audio, or followed by a word, or
+  all of it at a pause, are reported at once, before the utterance ends. A
+  look-ahead that heard a phrase it could not report yet (too near the end of
+  the audio, or its speaker not known yet) is followed by the next one
+  ``recheck_every_s`` later.
 * Under load (the stream waited more than ``lookahead_max_lag_s`` for the
   decoder) there is no look-ahead, and all finished utterances in the window
   share one decode, so several calls on one model degrade in latency, not lag.
@@ -85,19 +88,31 @@ class StreamingOptions:
 
     pause_s: float = 0.4
     """Silence that ends an utterance; the utterance is then decoded and committed."""
-    partial_every_s: float = 0.6
-    """New audio needed before an unfinished utterance is decoded again."""
+    partial_every_s: float = 0.7
+    """New audio needed before an unfinished utterance is decoded again. (It was 0.6,
+    compared without a tolerance: fed in blocks of 0.1 s, decodes often came 0.7 s
+    or more apart. Compared exactly, 0.7 keeps about the decodes 0.6 cost.)"""
+    recheck_every_s: float = 0.3
+    """New audio needed before the next look-ahead when the last one heard a forbidden
+    phrase that could not be reported yet (``UtteranceStream.phrase_pending``: it ended
+    within ``stable_margin_s`` of the audio's end, or its speaker is not known yet):
+    the few decodes near a phrase come sooner, the rest keep ``partial_every_s``.
+    Scaled like it under load."""
     stable_margin_s: float = 0.2
     """Hypothesis words ending at least this long before the end of the audio
     are taken as heard: the phrase watch sees them before the pause."""
-    pause_lookahead_s: float | None = 0.2
+    pause_lookahead_s: float | None = 0.1
     """Silence after speech the last decode did not hear whole that starts a
     look-ahead at once, without waiting for ``partial_every_s``: a phrase that
     ends a sentence is heard this long after it, not when the pause ends the
     utterance (``pause_s`` later, plus a decode), and the commit that follows
     reuses the decode. Scaled like ``partial_every_s`` under load
-    (``UtteranceStream.lookahead_scale``): from 2x on it would come after the
-    commit, so a loaded node sheds it first. None: look-ahead on the cadence alone."""
+    (``UtteranceStream.lookahead_scale``), and off from ``pause_lookahead_shed_scale``.
+    0.1 s against 0.2 s: sentence-final phrases alerted 0.1-0.2 s sooner
+    (bench/live_latency.py). None: look-ahead on the cadence alone."""
+    pause_lookahead_shed_scale: float = 2.0
+    """Look-ahead spacing from which there is no pause look-ahead: a loaded node
+    sheds it first (short pauses within a sentence start it too)."""
     min_lookahead_s: float = 1.0
     """Unfinished speech shorter than this is not decoded: Whisper tends to loop
     on a fraction of a word, at the cost of a full decode."""
@@ -205,9 +220,12 @@ class Hypothesis:
     """All words decoded so far in the utterance."""
     speaker: str
     """``agent`` or ``customer``."""
+    audio_end: float
+    """Call time of the end of the audio decoded."""
     heard_until: float
     """Call time before which the text is taken as heard: the end of the audio
-    less ``stable_margin_s`` (the last word may still be cut off)."""
+    less ``stable_margin_s`` (the last word may still be cut off), or all of it
+    ``at_pause`` (the speaker has stopped: no word is being cut off)."""
     at_pause: bool = False
     """Decoded once the speaker had been silent ``StreamingOptions.pause_lookahead_s``
     (at the pause's onset, or on the cadence within the pause): what the
@@ -372,6 +390,7 @@ class UtteranceStream:
         self.checked_until = 0.0
         """Call time (s) up to which VAD has looked at the audio."""
         self._decoded_until = 0.0
+        self._heard_until = 0.0  # what the last decode heard whole (``Hypothesis.heard_until``)
         self._previous: list[Word] = []
         self._hypothesis: tuple[list[Word], float] = ([], 0.0)  # last look-ahead, and the call time it decoded to
         self._said: list[Word] = []  # the last words committed: the next window's prompt
@@ -387,6 +406,9 @@ class UtteranceStream:
         self._group_segments: list[Segment] = []
         self.refine_jobs: list[RefineJob] = []
         """Closed groups waiting for the second pass (``LiveCall.refine`` takes them)."""
+        self.phrase_pending = False
+        """The last look-ahead heard a forbidden phrase not reported yet (the phrase
+        watch's caller sets it): the next comes ``recheck_every_s`` after it."""
         self.lookahead_scale = 1.0
         """Look-ahead decodes are ``partial_every_s`` times this apart (and wait for
         ``pause_lookahead_s`` times this of silence): the ``DecodeScheduler`` raises
@@ -507,7 +529,7 @@ class UtteranceStream:
                 self._note_speech(speech[: len(utterances)], cut)
                 self._into_group(cut)
                 self._drop(cut)
-                self._previous, self._hypothesis = [], ([], 0.0)
+                self._previous, self._hypothesis, self.phrase_pending = [], ([], 0.0), False
                 for utterance_end in bounds:
                     said, words = [w for w in words if w.start < utterance_end], [w for w in words if w.start >= utterance_end]
                     if said:
@@ -531,18 +553,20 @@ class UtteranceStream:
                 self._drop(cut)
                 yield self._commit(agreed, final=False)
                 continue
-            every_s = opts.partial_every_s * self.lookahead_scale
+            every_s = (opts.recheck_every_s if self.phrase_pending else opts.partial_every_s) * self.lookahead_scale
             due = behind_s <= opts.lookahead_max_lag_s and len(region) >= opts.min_lookahead_s * SAMPLE_RATE
             silence = self._pause(region) if due else 0.0
             at_pause = silence > 0.0
-            if due and region_end - self._decoded_until < every_s:  # off the cadence: only at a pause, and
-                heard_to = self._decoded_until - opts.stable_margin_s  # only if the last decode missed speech
-                due = at_pause and heard_to < region_end - silence  # before it
+            if due and region_end - self._decoded_until < every_s - 1e-6:  # off the cadence: only at a pause,
+                due = at_pause and self._heard_until < region_end - silence  # if the last decode missed speech before it
             if due:  # still speaking: look ahead
+                self.phrase_pending = False
                 words = self._decode(transcriber, region)
                 self._hypothesis = (words, region_end)
+                if at_pause:  # (the speaker has stopped: no word is being cut off)
+                    self._heard_until = region_end
                 if words:
-                    yield Hypothesis(words, self.speaker, region_end - opts.stable_margin_s, at_pause)
+                    yield Hypothesis(words, self.speaker, region_end, self._heard_until, at_pause)
             # ----------------------------------------------------------------------
             self.speaking = True
             self._close_group_after_pause(self._time(speech[0]["start"]))
@@ -553,12 +577,12 @@ class UtteranceStream:
 
     def _pause(self, region: np.ndarray) -> float:
         """How long the speaker has been silent, if at least ``pause_lookahead_s``
-        (times ``lookahead_scale``: under load it waits longer, and from a scale
-        that puts it past ``pause_s`` the commit comes first); else 0."""
+        (times ``lookahead_scale``: under load it waits longer, and from
+        ``pause_lookahead_shed_scale``, or a scale that puts it past ``pause_s``, not at all); else 0."""
         if self.options.pause_lookahead_s is None:
             return 0.0
         wait = self.options.pause_lookahead_s * self.lookahead_scale
-        if wait >= self.options.pause_s:
+        if wait >= self.options.pause_s or self.lookahead_scale >= self.options.pause_lookahead_shed_scale:
             return 0.0
         # (looked for as far back as a pause lasts before its commit: where it began tells
         # whether the last decode heard the speech before it)
@@ -627,6 +651,7 @@ class UtteranceStream:
 
     def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:
         self._decoded_until = self.buffer_start + len(samples) / SAMPLE_RATE
+        self._heard_until = self._decoded_until - self.options.stable_margin_s  # (the last word may be cut off)
         started = time.perf_counter()
         segments = transcriber.decode_window(samples, self._decoding(len(samples)), self.speaker, self.buffer_start)
         words = [w for segment in segments for w in segment.words if w.text.strip()]
@@ -676,8 +701,11 @@ class PhraseWatch:
     is not reported again.
     """
 
-    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5):
+    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5, followed_chars: int = 1):
         self.matcher = matcher
+        self.followed_chars = followed_chars
+        """Characters decoded after a provisional phrase that show it whole though it
+        ends within ``heard_until``'s margin: the word the window may have cut off is a later one."""
         self.context_words = context_words
         self.overlap_slack_s = overlap_slack_s
         # A word-group rule is cancelled by a guard heard after it (我管不了…但我马上帮您转给同事):
@@ -687,9 +715,12 @@ class PhraseWatch:
         self.reported: list = []
         self.held: list = []
         """The hits the last check held back for a guard that may still come."""
+        self.unheard: list = []
+        """The hits the last check left for a later one: they end too close to the audio's end."""
 
     def check(self, words: list[Word], speaker: str, commit: bool, heard_until: float = float("inf")) -> list:
-        """New forbidden hits in ``words`` ending before ``heard_until``.
+        """New forbidden hits in ``words`` ending before ``heard_until`` (or followed by
+        ``followed_chars`` more characters).
 
         ``commit`` makes the words context for later checks (a hypothesis is not).
         """
@@ -698,13 +729,16 @@ class PhraseWatch:
         joined = context + [w for w in words if w.start >= since - 0.05]
         if commit:
             self._context[speaker] = joined[-self.context_words :]
-        self.held = []
+        self.held, self.unheard = [], []
         if not joined:
             return []
         hits = self.matcher.match_segments([segment_of(joined, speaker)])
         new = []
         for hit in hits:
-            if hit.kind != "forbidden" or hit.end > heard_until or self._already(hit):
+            if hit.kind != "forbidden" or self._already(hit):
+                continue
+            if hit.end > heard_until and characters_after(joined, hit.end) < self.followed_chars:
+                self.unheard.append(hit)
                 continue
             reach = self._guard_reach.get(hit.phrase_id, 0) if hit.method == "rule" and not commit else 0
             if reach and characters_after(joined, hit.end) < reach:

@@ -84,6 +84,19 @@ def test_hypothesis_hits_wait_until_the_phrase_is_clear_of_the_audio_end(broadba
     ]
 
 
+def test_a_provisional_phrase_followed_by_more_words_is_heard_within_the_margin(broadband_watch_matcher):
+    """The margin is for a last word the window may cut off: a phrase with a word
+    decoded after it is whole, however close to the end of the audio it ends."""
+    phrase = _words(("你们", 12.7, 13.1), ("必须", 13.1, 13.56))
+    assert PhraseWatch(broadband_watch_matcher).check(phrase, "agent", commit=False, heard_until=13.5) == []
+    followed = phrase + _words(("在", 13.56, 13.7))
+    assert [h.phrase_id for h in PhraseWatch(broadband_watch_matcher).check(
+        followed, "agent", commit=False, heard_until=13.5)] == ["bb.forbidden.you_must"]
+    # One character is enough only when asked for one.
+    strict = PhraseWatch(broadband_watch_matcher, followed_chars=2)
+    assert strict.check(followed, "agent", commit=False, heard_until=13.5) == []
+
+
 def test_provisional_rule_hits_wait_for_a_politeness_guard_that_may_follow(broadband_watch_matcher):
     shirk = _words(("这事", 3.0, 3.4), ("我真", 3.4, 3.8), ("管不了,", 3.8, 4.4))
     guard = _words(("但我", 4.6, 4.9), ("马上", 4.9, 5.2), ("帮您", 5.2, 5.5), ("转给", 5.5, 5.8), ("负责的同事处理。", 5.8, 6.9))
@@ -364,10 +377,11 @@ def test_trailing_silence_is_measured_on_the_last_vad_frames_only():
     assert vad.trailing_silence_s(0.2) == 0.0
 
 
-def _until_commit_of(transcriber, phrase: str, start: float, scale: float = 1.0):
+def _until_commit_of(transcriber, phrase: str, start: float, scale: float = 1.0, pending: bool = False):
     """d02's agent channel from ``start`` (stream times count from there), stepped every
     0.1 s until ``phrase`` is committed: (fed when first in a hypothesis, fed at its commit,
-    fed at each decode, whether the last hypothesis was decoded at a pause)."""
+    fed at each decode, whether the last hypothesis was decoded at a pause). ``pending``:
+    every hypothesis leaves a phrase to report (as ``LiveCall`` says when the watch does)."""
     stream = UtteranceStream("agent")
     stream.lookahead_scale = scale
     audio = load_call(str(SAMPLES / "d02_fault_rude.wav")).agent[int(start * SAMPLE_RATE) :]
@@ -386,6 +400,7 @@ def _until_commit_of(transcriber, phrase: str, start: float, scale: float = 1.0)
         for event in stream.step(transcriber):
             if isinstance(event, Hypothesis):
                 at_pause = event.at_pause
+                stream.phrase_pending = pending
                 if heard is None and phrase in "".join(w.text for w in event.words):
                     heard = stream.fed_until
             elif phrase in event.segment.text:
@@ -406,6 +421,23 @@ def test_a_phrase_that_ends_a_sentence_is_heard_at_the_pause_onset_and_its_commi
     assert decodes[-1] - decodes[-2] < StreamingOptions().partial_every_s - 1e-6, decodes
     assert decodes[-1] < committed - 1e-6, (decodes, committed)
     assert at_pause, "the hypothesis says it was decoded at a pause"
+    assert sum(d > turn_end for d in decodes) == 1, ("the pause is decoded once, heard whole", decodes)
     # A loaded node (look-ahead spaced 2x) sheds the decode at the pause first.
     _, _, loaded, _ = _until_commit_of(transcriber, "归我管", start, scale=2.0)
     assert all(b - a >= 2 * StreamingOptions().partial_every_s - 1e-6 for a, b in zip(loaded, loaded[1:-1])), loaded
+
+
+def test_a_look_ahead_that_left_a_phrase_unreported_is_followed_sooner_and_sheds_under_load(transcriber):
+    """After a hypothesis whose phrase could not be reported yet (``phrase_pending``), the
+    next look-ahead comes ``recheck_every_s`` later, not ``partial_every_s``; spaced by the
+    load factor like the rest."""
+    options = StreamingOptions()
+    assert options.recheck_every_s < options.partial_every_s
+    _, _, usual, _ = _until_commit_of(transcriber, "归我管", 19.8)
+    _, committed, sooner, _ = _until_commit_of(transcriber, "归我管", 19.8, pending=True)
+    gaps = [b - a for a, b in zip(sooner, sooner[1:])]
+    assert min(gaps) < options.partial_every_s - 1e-6 <= min(b - a for a, b in zip(usual, usual[1:-1])), (usual, sooner)
+    assert all(gap >= options.recheck_every_s - 1e-6 for gap in gaps[:-1]), sooner  # (the last: at the pause)
+    assert committed <= 22.165 - 19.8 + 0.6
+    _, _, loaded, _ = _until_commit_of(transcriber, "归我管", 19.8, scale=2.0, pending=True)
+    assert all(b - a >= 2 * options.recheck_every_s - 1e-6 for a, b in zip(loaded, loaded[1:-1])), loaded
