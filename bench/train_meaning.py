@@ -58,6 +58,11 @@ precision 0.966, 11/746 polite, 12/828 ordinary). Sealed ordinary lines: 1/249 d
 鞋套我自己带了 您不用忙活), 6/249 reach review (9 before). Sealed batch 5, rules or model: 37/44 deducting, 40/44
 counting review (36 and 37 with the third model and the same rules), polite 1/36 deducting, 2/36 review.
 
+Run 2026-11-28, lead, fifth (4671 lines: the verdict helper's 17 new cases in tests/meaning_cases.yaml merged with
+the fourth run's data; ``--rounds 6``, 2.5 minutes on a loaded machine): deduct 0.68 (held-out recall 509/829,
+precision 0.983, 5/746 polite and 4/828 ordinary lines fire), review 0.49 (635/829, precision 0.968). Sealed
+ordinary lines: 1/249 deducts (the same 鞋套 line), 6/249 reach review.
+
     python bench/train_meaning.py            # cross-validate, choose thresholds, write the model
     python bench/train_meaning.py --check    # only print the training data's sha256 and the model's
 """
