@@ -132,6 +132,7 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
         alerts.append({**{k: alert[k] for k in ("phrase_id", "start", "end", "pass", "latency_s", "speaker",
                                                  "uncertain_speaker")},
                        "retracted": bool(alert.get("retracted")), "said_by": speaker_at(labels["turns"], middle),
+                       "after_turn_s": None if lockstep else after_turn_s(alert, labels["turns"], time_scale),
                        **parts})
     live = [(a["start"], a["end"]) for a in alerts if a["speaker"] == "agent" and not a["retracted"]]
     row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live),
@@ -143,6 +144,18 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
                  if h.kind == "forbidden" and h.speaker == "agent"]
         row["batch"] = recalled(turns, found)
     return row
+
+
+def after_turn_s(alert: dict, turns: list[dict], time_scale: float) -> float | None:
+    """Seconds from the end of the labelled turn that holds the phrase to the alert, as the issue's
+    peers were compared ("completed text after a turn ends"); negative when the alert came while the
+    turn was still being spoken. None when the phrase lies in no labelled turn."""
+    middle = (alert["start"] + alert["end"]) / 2
+    holding = [t for t in turns if t["start"] - 0.3 <= middle <= t["end"] + 0.3]
+    if not holding or alert.get("latency_s") is None:
+        return None
+    turn_end = min(holding, key=lambda t: abs((t["start"] + t["end"]) / 2 - middle))["end"]
+    return round(alert["latency_s"] - (turn_end - alert["end"]) / time_scale, 3)
 
 
 def percentiles(values: list[float]) -> str:
@@ -164,6 +177,10 @@ def summary(rows: list[dict]) -> None:
     unguarded = [a["audio_call_s"] + a["held_audio_s"] for a in agents if a.get("held_for") != "guard"]
     print(f"  policy part (audio_call_s + held_audio_s, call s) on the agent's words: {len(policy)} alerts "
           f"{percentiles(policy)}; not held for a guard: {len(unguarded)} {percentiles(unguarded)}")
+    after_turn = [a["after_turn_s"] for a in first if a["said_by"] == "agent" and a.get("after_turn_s") is not None]
+    if after_turn:
+        print(f"  after the labelled turn's end (wall s) on the agent's words: {len(after_turn)} alerts "
+              f"{percentiles(after_turn)} max={max(after_turn):.2f}")
     held = {}
     for a in first:
         held.setdefault(a.get("held_for"), []).append(a["held_s"] if a.get("held_s") is not None else 0.0)
