@@ -84,6 +84,7 @@ class Tally:
     checks_agree: int = 0
     checks_all: int = 0
     heard: int = 0
+    characters: int = 0
     coverages: list[float] = field(default_factory=list)
 
 
@@ -114,14 +115,18 @@ def turns_heard(labels: dict, transcript: list[dict], stereo: bool) -> int:
 
 
 def score_labelled(
-    tally: Tally, transcriber: Transcriber, options: ScoreOptions, labels: dict, audio: str, stereo: bool, heard_bare: int
+    tally: Tally, transcriber: Transcriber, options: ScoreOptions, labels: dict, audio: str, stereo: bool,
+    heard_bare: int, loading: Clock,
 ) -> str:
     """Score one labelled call, add its counts to ``tally``; returns its table row
-    (``heard_bare``: the call's turns bare faster-whisper heard)."""
-    phrasebook = load_phrasebook(labels["phrasebook"])
+    (``heard_bare``: the call's turns bare faster-whisper heard; ``loading``: the
+    clock of phrasebook loading, which a process does once per phrasebook)."""
+    with loading:
+        phrasebook = load_phrasebook(labels["phrasebook"])
     with tally.clock:
         report = score_call(audio, transcriber, phrasebook, options, labels["call_id"], labels.get("agent_id"))
     call_heard = turns_heard(labels, report["transcript"], stereo)
+    tally.characters += sum(len(spoken(t["text"])) for t in report["transcript"])
     tally.heard += call_heard
     if report["coverage"] is not None:
         tally.coverages.append(report["coverage"])
@@ -151,7 +156,9 @@ def score_labelled(
             + (f"  false alarms: {false_alarms}" if false_alarms else ""))  # fmt: skip
 
 
-def print_tally(tally: Tally, turns: int, heard_bare: int, bare: Clock, audio_s: float) -> None:
+def print_tally(
+    tally: Tally, turns: int, heard_bare: int, bare: Clock, audio_s: float, loading: Clock, bare_characters: int
+) -> None:
     recall = tally.found / tally.labelled if tally.labelled else 1.0
     precision = tally.events_ok / tally.events_all if tally.events_all else 1.0
     coverages = tally.coverages
@@ -167,6 +174,10 @@ def print_tally(tally: Tally, turns: int, heard_bare: int, bare: Clock, audio_s:
           f"{bare.cpu_s:.1f} s CPU; audio {audio_s:.1f} s")
     print(f"pipeline/bare ratio: wall {clock.wall_s / bare.wall_s:.2f}x, CPU {clock.cpu_s / bare.cpu_s:.2f}x "
           f"(target <= 0.60x); RTF pipeline {clock.wall_s / audio_s:.3f}, bare {bare.wall_s / audio_s:.3f}")  # fmt: skip
+    print(f"characters transcribed: pipeline {tally.characters}, bare {bare_characters}; CPU ms per character "
+          f"{1000 * clock.cpu_s / max(tally.characters, 1):.1f}, bare {1000 * bare.cpu_s / max(bare_characters, 1):.1f}")
+    print(f"not in the pipeline's time: loading the phrasebooks, {loading.cpu_s:.1f} s CPU once per process "
+          f"(with it: CPU {(clock.cpu_s + loading.cpu_s) / bare.cpu_s:.2f}x)")
 
 
 def main() -> int:
@@ -183,8 +194,8 @@ def main() -> int:
     transcriber = Transcriber(args.model, cpu_threads=args.threads)
     options = ScoreOptions(use_hotwords=args.hotwords)
     tally = Tally()
-    bare = Clock()
-    audio_s, turns, heard_bare = 0.0, 0, 0
+    bare, loading = Clock(), Clock()
+    audio_s, turns, heard_bare, bare_characters = 0.0, 0, 0, 0
     print(f"{'call':30} {'forbidden found':>15} {'false alarms':>12} {'greeting':>9} {'farewell':>9} {'score':>5} "
           f"{'coverage':>8} {'turns heard':>11} {'bare':>5}")  # fmt: skip
     for label_path in sorted(glob.glob(os.path.join(args.calls, "*.labels.json"))):
@@ -199,9 +210,10 @@ def main() -> int:
             bare_transcript = bare_whisper(transcriber, audio)
         call_heard_bare = turns_heard(labels, bare_transcript, stereo)
         heard_bare += call_heard_bare
-        print(f"{labels['call_id']:30} {score_labelled(tally, transcriber, options, labels, audio, stereo, call_heard_bare)}")
+        bare_characters += sum(len(spoken(t["text"])) for t in bare_transcript)
+        print(f"{labels['call_id']:30} {score_labelled(tally, transcriber, options, labels, audio, stereo, call_heard_bare, loading)}")
 
-    print_tally(tally, turns, heard_bare, bare, audio_s)
+    print_tally(tally, turns, heard_bare, bare, audio_s, loading, bare_characters)
     return 0
 
 
