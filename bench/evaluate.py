@@ -23,10 +23,66 @@ end and tags, plus the call's phrasebook), as ``../shared/samples/calls`` and
   CTranslate2 choose (all cores), as a single ``monitor transcribe`` does;
   CPU time then includes threads waiting for each other.
 
+What the pipeline's clock holds: all of ``score_call``, the first call's
+one-time work included (a phrasebook's kind rules compiled, the speaker
+encoder's and the meaning model's weights read; together about 0.2 s of CPU
+on a call scored twice in one process). Left out of both clocks: module
+imports and loading Whisper. Loading the phrasebooks (once per process, as a
+batch worker does) is timed apart and printed with the ratio it would make.
+Also printed: how many transcript characters each produced and the CPU per
+character, since the pipeline decodes speech bare faster-whisper drops.
+
 Held-out style calls (noisy, telephone band, long gaps, a sparse agent
 channel) are made from ``bench/data/heldout/*.json`` with
 ``synth_call.py SCRIPT.json OUT_DIR`` (see the shared tools' README) and
 evaluated by passing OUT_DIR.
+
+Measured 2026-11-28 (issue 11's target of 0.6x; a machine shared by four
+helpers, load 6-13 on 2 cores: compare ratios within one run). CPU ratio
+pipeline/bare, transcript characters pipeline/bare, CPU ms per character:
+
+====================================  =====  =========  ===========
+set                                   ratio  chars      ms per char
+====================================  =====  =========  ===========
+shared samples (10 calls)             0.58x  1182/1159  20.4 / 36.0
+/tmp/cov/heldout h01-h04 (long)       0.25x  472/478    23.4 / 91.9
+/tmp/heldout2 w01-w04 (short)         0.75x  559/484    24.2 / 37.2
+/tmp/roles_heldout/dev x01-x04        0.79x  238/186    31.4 / 51.0
+bench/data/speed s01-s02 (fresh)      0.66x  245/244    26.3 / 40.1
+====================================  =====  =========  ===========
+
+The code before this day's changes, run alongside: w01-w04 0.78x, s01-s02
+0.68x. Detection was the same (w01-w04: recall 6/7, precision 6/7,
+greeting/farewell 6/8, turns heard 33/40; s01-s02: 3/3, 3/3, 1/4, 18/18).
+
+Short calls miss the target because of Whisper itself. On w01-w04
+(cProfile): decoding 41% of the pipeline's time, the encoder 24%, word
+alignment 5%, the speaker encoder 10-12%, compiling the kind rules (first
+call of a phrasebook) 5%, VAD and audio decoding 2-3% each (bare pays those
+too). Beam 3 costs 10-11 ms of CPU per token against 17-18 ms for bare's
+beam 5, and the encoder 0.15 ms per frame on windows of 8-16 s against
+0.28 ms on bare's 30 s: Whisper alone runs at about 0.57-0.6x of bare on
+these calls, and more where the pipeline hears what bare drops (w02: 172
+characters with punctuation against 85, bare's windows ending early;
+x01-x04: 238 against 186). Tried on 2026-11-28 and not kept:
+
+- decoding a call's windows in one pass (``decode_windows_together``, 2, 4
+  or 8 windows, one thread): 1.00-1.12x the CPU of decoding them alone;
+- joining utterances into windows of at most 8, 10 or 12 s (cutting an
+  utterance still at 14 s, so corpus/real CER stayed 0.185): Whisper's CPU
+  on w01-w04 and x01-x04, medians of 4 interleaved runs, 16.5 s (14 s),
+  16.1 (12), 16.4 (10), 17.7 (8): no difference beyond the noise;
+- beam patience 0.34 (stop at the first finished hypothesis): 12% less
+  decoding, but 5 of 12 windows lost their last sentence;
+- no timestamp tokens: windows ran on into invented text (转转转…, 拍拍拍…)
+  and decoding cost 1.8x as much;
+- the speaker encoder's pieces every 1.2 s instead of 0.8 s (a third fewer):
+  voices right 0.953 -> 0.859 on roles_heldout y01-y04, forbidden turns
+  deducted 3/9 -> 2/9 there and 4/5 -> 3/5 on z01-z04 (``bench/roles.py``).
+
+Kept: the speaker encoder's LSTM steps read time-major blocks (same output,
+0.6 s against 0.72 s for 100 pieces), and a phrasebook's kind rules look up
+each word's forms once (0.22 -> 0.14 s per phrasebook and process).
 """
 
 from __future__ import annotations
