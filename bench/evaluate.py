@@ -46,14 +46,20 @@ set                                   ratio  chars      ms per char
 ====================================  =====  =========  ===========
 shared samples (10 calls)             0.58x  1182/1159  20.4 / 36.0
 /tmp/cov/heldout h01-h04 (long)       0.25x  472/478    23.4 / 91.9
-/tmp/heldout2 w01-w04 (short)         0.75x  559/484    24.2 / 37.2
-/tmp/roles_heldout/dev x01-x04        0.79x  238/186    31.4 / 51.0
-bench/data/speed s01-s02 (fresh)      0.66x  245/244    26.3 / 40.1
+/tmp/heldout2 w01-w04 (short)         0.71x  559/484    21.1 / 34.3
+/tmp/roles_heldout/dev x01-x04        0.77x  238/186    25.8 / 43.1
+bench/data/speed s01-s02 (fresh)      0.66x  245/244    23.1 / 35.3
 ====================================  =====  =========  ===========
 
-The code before this day's changes, run alongside: w01-w04 0.78x, s01-s02
-0.68x. Detection was the same (w01-w04: recall 6/7, precision 6/7,
-greeting/farewell 6/8, turns heard 33/40; s01-s02: 3/3, 3/3, 1/4, 18/18).
+(The first two under load 6-13, the short sets at load 3.) The code before
+this day's changes (a720494), run just before on each short set: w01-w04
+0.75x, x01-x04 0.78x, s01-s02 0.64x; the changes are within the noise of a
+shared machine. Detection was the same, call by call (w01-w04: recall 6/7,
+precision 6/7, greeting/farewell 6/8, turns heard 33/40; x01-x04: 6/7, 6/6,
+7/8, 24/33; s01-s02: 3/3, 3/3, 1/4, 18/18: s01's greeting and farewell and
+s02's greeting are missed before and after). corpus/real CER 0.185 (bare
+0.192; ``bench/cer.py``), and ``bench/roles.py`` attribution on
+roles_heldout x/y/z 0.971 / 0.682 / 0.967, as before.
 
 Short calls miss the target because of Whisper itself. On w01-w04
 (cProfile): decoding 41% of the pipeline's time, the encoder 24%, word
@@ -76,6 +82,11 @@ x01-x04: 238 against 186). Tried on 2026-11-28 and not kept:
   decoding, but 5 of 12 windows lost their last sentence;
 - no timestamp tokens: windows ran on into invented text (转转转…, 拍拍拍…)
   and decoding cost 1.8x as much;
+- no prompt (``initial_prompt=None``): its 12 tokens cost 0.02-0.05 s of a
+  0.35 s window decode, and corpus/real CER was 0.174 without against 0.185;
+  but the whole pipeline was no cheaper (w01-w04 0.70x against 0.71x, x01-x04
+  0.77x, s01-s02 0.63x against 0.66x, each its own run) and w01-w04 lost a
+  greeting/farewell check (5/8 against 6/8) and gained a false alarm;
 - the speaker encoder's pieces every 1.2 s instead of 0.8 s (a third fewer):
   voices right 0.953 -> 0.859 on roles_heldout y01-y04, forbidden turns
   deducted 3/9 -> 2/9 there and 4/5 -> 3/5 on z01-z04 (``bench/roles.py``).
