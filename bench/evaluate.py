@@ -23,10 +23,77 @@ end and tags, plus the call's phrasebook), as ``../shared/samples/calls`` and
   CTranslate2 choose (all cores), as a single ``monitor transcribe`` does;
   CPU time then includes threads waiting for each other.
 
+What the pipeline's clock holds: all of ``score_call``, the first call's
+one-time work included (a phrasebook's kind rules compiled, the speaker
+encoder's and the meaning model's weights read; together about 0.2 s of CPU
+on a call scored twice in one process). Left out of both clocks: module
+imports and loading Whisper. Loading the phrasebooks (once per process, as a
+batch worker does) is timed apart and printed with the ratio it would make.
+Also printed: how many transcript characters each produced and the CPU per
+character, since the pipeline decodes speech bare faster-whisper drops.
+
 Held-out style calls (noisy, telephone band, long gaps, a sparse agent
 channel) are made from ``bench/data/heldout/*.json`` with
 ``synth_call.py SCRIPT.json OUT_DIR`` (see the shared tools' README) and
 evaluated by passing OUT_DIR.
+
+Measured 2026-11-28 (issue 11's target of 0.6x; a machine shared by four
+helpers, load 6-13 on 2 cores: compare ratios within one run). CPU ratio
+pipeline/bare, transcript characters pipeline/bare, CPU ms per character:
+
+====================================  =====  =========  ===========
+set                                   ratio  chars      ms per char
+====================================  =====  =========  ===========
+shared samples (10 calls)             0.58x  1182/1159  20.4 / 36.0
+/tmp/cov/heldout h01-h04 (long)       0.25x  472/478    23.4 / 91.9
+/tmp/heldout2 w01-w04 (short)         0.71x  559/484    21.1 / 34.3
+/tmp/roles_heldout/dev x01-x04        0.77x  238/186    25.8 / 43.1
+bench/data/speed s01-s02 (fresh)      0.66x  245/244    23.1 / 35.3
+====================================  =====  =========  ===========
+
+(The first two under load 6-13, the short sets at load 3.) The code before
+this day's changes (a720494), run just before on each short set: w01-w04
+0.75x, x01-x04 0.78x, s01-s02 0.64x; the changes are within the noise of a
+shared machine. Detection was the same, call by call (w01-w04: recall 6/7,
+precision 6/7, greeting/farewell 6/8, turns heard 33/40; x01-x04: 6/7, 6/6,
+7/8, 24/33; s01-s02: 3/3, 3/3, 1/4, 18/18: s01's greeting and farewell and
+s02's greeting are missed before and after). corpus/real CER 0.185 (bare
+0.192; ``bench/cer.py``), and ``bench/roles.py`` attribution on
+roles_heldout x/y/z 0.971 / 0.682 / 0.967, as before.
+
+Short calls miss the target because of Whisper itself. On w01-w04
+(cProfile): decoding 41% of the pipeline's time, the encoder 24%, word
+alignment 5%, the speaker encoder 10-12%, compiling the kind rules (first
+call of a phrasebook) 5%, VAD and audio decoding 2-3% each (bare pays those
+too). Beam 3 costs 10-11 ms of CPU per token against 17-18 ms for bare's
+beam 5, and the encoder 0.15 ms per frame on windows of 8-16 s against
+0.28 ms on bare's 30 s: Whisper alone runs at about 0.57-0.6x of bare on
+these calls, and more where the pipeline hears what bare drops (w02: 172
+characters with punctuation against 85, bare's windows ending early;
+x01-x04: 238 against 186). Tried on 2026-11-28 and not kept:
+
+- decoding a call's windows in one pass (``decode_windows_together``, 2, 4
+  or 8 windows, one thread): 1.00-1.12x the CPU of decoding them alone;
+- joining utterances into windows of at most 8, 10 or 12 s (cutting an
+  utterance still at 14 s, so corpus/real CER stayed 0.185): Whisper's CPU
+  on w01-w04 and x01-x04, medians of 4 interleaved runs, 16.5 s (14 s),
+  16.1 (12), 16.4 (10), 17.7 (8): no difference beyond the noise;
+- beam patience 0.34 (stop at the first finished hypothesis): 12% less
+  decoding, but 5 of 12 windows lost their last sentence;
+- no timestamp tokens: windows ran on into invented text (转转转…, 拍拍拍…)
+  and decoding cost 1.8x as much;
+- no prompt (``initial_prompt=None``): its 12 tokens cost 0.02-0.05 s of a
+  0.35 s window decode, and corpus/real CER was 0.174 without against 0.185;
+  but the whole pipeline was no cheaper (w01-w04 0.70x against 0.71x, x01-x04
+  0.77x, s01-s02 0.63x against 0.66x, each its own run) and w01-w04 lost a
+  greeting/farewell check (5/8 against 6/8) and gained a false alarm;
+- the speaker encoder's pieces every 1.2 s instead of 0.8 s (a third fewer):
+  voices right 0.953 -> 0.859 on roles_heldout y01-y04, forbidden turns
+  deducted 3/9 -> 2/9 there and 4/5 -> 3/5 on z01-z04 (``bench/roles.py``).
+
+Kept: the speaker encoder's LSTM steps read time-major blocks (same output,
+0.6 s against 0.72 s for 100 pieces), and a phrasebook's kind rules look up
+each word's forms once (0.22 -> 0.14 s per phrasebook and process).
 """
 
 from __future__ import annotations
@@ -84,6 +151,7 @@ class Tally:
     checks_agree: int = 0
     checks_all: int = 0
     heard: int = 0
+    characters: int = 0
     coverages: list[float] = field(default_factory=list)
 
 
@@ -114,14 +182,18 @@ def turns_heard(labels: dict, transcript: list[dict], stereo: bool) -> int:
 
 
 def score_labelled(
-    tally: Tally, transcriber: Transcriber, options: ScoreOptions, labels: dict, audio: str, stereo: bool, heard_bare: int
+    tally: Tally, transcriber: Transcriber, options: ScoreOptions, labels: dict, audio: str, stereo: bool,
+    heard_bare: int, loading: Clock,
 ) -> str:
     """Score one labelled call, add its counts to ``tally``; returns its table row
-    (``heard_bare``: the call's turns bare faster-whisper heard)."""
-    phrasebook = load_phrasebook(labels["phrasebook"])
+    (``heard_bare``: the call's turns bare faster-whisper heard; ``loading``: the
+    clock of phrasebook loading, which a process does once per phrasebook)."""
+    with loading:
+        phrasebook = load_phrasebook(labels["phrasebook"])
     with tally.clock:
         report = score_call(audio, transcriber, phrasebook, options, labels["call_id"], labels.get("agent_id"))
     call_heard = turns_heard(labels, report["transcript"], stereo)
+    tally.characters += sum(len(spoken(t["text"])) for t in report["transcript"])
     tally.heard += call_heard
     if report["coverage"] is not None:
         tally.coverages.append(report["coverage"])
@@ -151,7 +223,9 @@ def score_labelled(
             + (f"  false alarms: {false_alarms}" if false_alarms else ""))  # fmt: skip
 
 
-def print_tally(tally: Tally, turns: int, heard_bare: int, bare: Clock, audio_s: float) -> None:
+def print_tally(
+    tally: Tally, turns: int, heard_bare: int, bare: Clock, audio_s: float, loading: Clock, bare_characters: int
+) -> None:
     recall = tally.found / tally.labelled if tally.labelled else 1.0
     precision = tally.events_ok / tally.events_all if tally.events_all else 1.0
     coverages = tally.coverages
@@ -167,6 +241,10 @@ def print_tally(tally: Tally, turns: int, heard_bare: int, bare: Clock, audio_s:
           f"{bare.cpu_s:.1f} s CPU; audio {audio_s:.1f} s")
     print(f"pipeline/bare ratio: wall {clock.wall_s / bare.wall_s:.2f}x, CPU {clock.cpu_s / bare.cpu_s:.2f}x "
           f"(target <= 0.60x); RTF pipeline {clock.wall_s / audio_s:.3f}, bare {bare.wall_s / audio_s:.3f}")  # fmt: skip
+    print(f"characters transcribed: pipeline {tally.characters}, bare {bare_characters}; CPU ms per character "
+          f"{1000 * clock.cpu_s / max(tally.characters, 1):.1f}, bare {1000 * bare.cpu_s / max(bare_characters, 1):.1f}")
+    print(f"not in the pipeline's time: loading the phrasebooks, {loading.cpu_s:.1f} s CPU once per process "
+          f"(with it: CPU {(clock.cpu_s + loading.cpu_s) / bare.cpu_s:.2f}x)")
 
 
 def main() -> int:
@@ -183,8 +261,8 @@ def main() -> int:
     transcriber = Transcriber(args.model, cpu_threads=args.threads)
     options = ScoreOptions(use_hotwords=args.hotwords)
     tally = Tally()
-    bare = Clock()
-    audio_s, turns, heard_bare = 0.0, 0, 0
+    bare, loading = Clock(), Clock()
+    audio_s, turns, heard_bare, bare_characters = 0.0, 0, 0, 0
     print(f"{'call':30} {'forbidden found':>15} {'false alarms':>12} {'greeting':>9} {'farewell':>9} {'score':>5} "
           f"{'coverage':>8} {'turns heard':>11} {'bare':>5}")  # fmt: skip
     for label_path in sorted(glob.glob(os.path.join(args.calls, "*.labels.json"))):
@@ -199,9 +277,10 @@ def main() -> int:
             bare_transcript = bare_whisper(transcriber, audio)
         call_heard_bare = turns_heard(labels, bare_transcript, stereo)
         heard_bare += call_heard_bare
-        print(f"{labels['call_id']:30} {score_labelled(tally, transcriber, options, labels, audio, stereo, call_heard_bare)}")
+        bare_characters += sum(len(spoken(t["text"])) for t in bare_transcript)
+        print(f"{labels['call_id']:30} {score_labelled(tally, transcriber, options, labels, audio, stereo, call_heard_bare, loading)}")
 
-    print_tally(tally, turns, heard_bare, bare, audio_s)
+    print_tally(tally, turns, heard_bare, bare, audio_s, loading, bare_characters)
     return 0
 
 

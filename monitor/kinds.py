@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from collections import defaultdict
+from functools import lru_cache
 from itertools import permutations, product
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -201,11 +202,15 @@ class KindRules:
         return heard
 
 
-def _forms(word: str) -> set[str]:
-    """The normalised forms a rule's word stands for: every spoken spelling, with 你 and 您 alike."""
+@lru_cache(maxsize=None)
+def _forms(word: str) -> frozenset[str]:
+    """The normalised forms a rule's word stands for: every spoken spelling, with 你 and 您 alike.
+
+    Cached: rules share their words (me, you, helping), and compiling the broadband
+    lexicon's rules asked for 9,719 words, 3,210 of them different."""
     key = normalize(word).text
     spoken = _spellings(key) if key else set()
-    return spoken | {s.translate(YOU) for s in spoken}
+    return frozenset(spoken | {s.translate(YOU) for s in spoken})
 
 
 def _spellings(word: str) -> set[str]:
