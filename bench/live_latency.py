@@ -80,7 +80,7 @@ phrase; after the labelled turn's end (``after_turn_s``, the measure of the
 comparison with WhisperLive) p50/p95/max 0.62/3.26/5.63 on the agent's words.
 Held for a guard 22 alerts (held_s p95 2.92), for the role 7 (p95 0.98).
 Retracted 6/39; alerts on customers' words 7, none naming the agent surely;
-live recall 23/28 (heldout4 5/8). The held-out tail is the guard hold and
+live recall 23/28 (heldout4 6/8). The held-out tail is the guard hold and
 late hearing (k01's 你也听不懂 first heard 3.4 s of call time after it was
 said); the samples alone are no guide to it.
 """
