@@ -40,7 +40,7 @@ Decisions a reader would otherwise have to guess:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from monitor.acoustics import SentenceSound, baseline
@@ -278,6 +278,9 @@ def judge(
     # (``roles.match_by_role``): its forbidden phrases are held, never lost.
     held = [h for h in agent_hits if h.kind == "forbidden" and _within_any(h, doubtful, any_speaker=True)]
     agent_hits = [h for h in agent_hits if h not in held]
+    # A held phrase names the side its sentence leans to, as the transcript does, so a report never
+    # shows the customer's words as the agent's; ``uncertain_speaker`` says the side is not sure.
+    held = [replace(h, speaker=_leaning_side(h, doubtful)) for h in held]
     review = [
         _review_item(s, [h for h in held if _within_any(h, [s], any_speaker=True)], [c for c in conduct if c.uncertain_speaker and _overlaps(c, s)])
         for s in doubtful
@@ -790,6 +793,13 @@ def _interruption_pairs(agent: list[Segment], customer: list[Segment]) -> list[t
         if talking is not None:
             found.append((turn, talking))
     return found
+
+
+def _leaning_side(hit: Hit, segments: list[Segment]) -> str:
+    """The speaker of the segment that holds most of the hit."""
+    end = hit.end if hit.end is not None else hit.start
+    holding = max(segments, key=lambda s: min(s.end, end) - max(s.start, hit.start))
+    return holding.speaker
 
 
 def _within_any(hit: Hit, segments: list[Segment], any_speaker: bool = False) -> bool:

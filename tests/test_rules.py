@@ -1,5 +1,6 @@
 from call_fixtures import d02_fault_rude, hit, phrasebook, seg
 
+from monitor.asr import Segment
 from monitor.rules import MAX_DEDUCTIONS_PER_PHRASE, judge, metrics
 
 
@@ -120,6 +121,24 @@ def test_mono_call_everything_is_agent():
     assert no_way.points == 5  # no points in the phrasebook: minor severity's default
     assert judgement.metrics["interruptions"] is None
     assert judgement.metrics["customer_talk_s"] is None
+
+
+def test_a_held_phrase_names_the_side_its_uncertain_sentence_leans_to():
+    # Mono call: the phrase is matched as the agent's whichever side its sentence leans to
+    # (roles.match_by_role), held for review; the event then says what the transcript says.
+    segments = [
+        Segment(0.5, 4.0, "您好，我是工程师小赵", "agent", speaker_confidence=0.95),
+        Segment(5.0, 8.0, "我也没办法啊。", "customer", speaker_confidence=0.55),
+        Segment(9.0, 11.0, "我也没办法啊。", "agent", speaker_confidence=0.6),
+    ]
+    hits = [hit("bb.greeting.fault", 0.5, 4.0, "您好我是工程师小赵"), hit("bb.forbidden.no_way", 5.0, 7.5, "我也没办法啊"),
+            hit("bb.forbidden.no_way", 9.0, 10.5, "我也没办法啊")]
+    judgement = judge(segments, hits, phrasebook(), duration_s=12.0, stereo=False)
+
+    held = [e for e in judgement.events if e.phrase_id == "bb.forbidden.no_way"]
+    assert [(e.start, e.speaker) for e in held] == [(5.0, "customer"), (9.0, "agent")]
+    assert held == judgement.held
+    assert not any(d.source == "bb.forbidden.no_way" for d in judgement.deductions)
 
 
 def test_complaint_answered_by_apology_passes():
