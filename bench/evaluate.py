@@ -148,6 +148,9 @@ class Tally:
     events_ok: int = 0
     events_all: int = 0
     held: int = 0
+    blamed: int = 0
+    """False forbidden events that name the agent (on a customer's words, or on nobody's forbidden talk)."""
+    blamed_deducted: int = 0
     checks_agree: int = 0
     checks_all: int = 0
     heard: int = 0
@@ -215,7 +218,10 @@ def score_labelled(
         tally.checks_agree += agree
         tally.checks_all += 1
         verdicts.append(f"{'ok' if agree else 'WRONG'}:{checks.get(check)}")
-    false_alarms = [e["heard"] for e in forbidden if not any(overlaps(e["start"], e["end"], t) for t in wanted)]
+    false_events = [e for e in forbidden if not any(overlaps(e["start"], e["end"], t) for t in wanted)]
+    false_alarms = [e["heard"] for e in false_events]
+    tally.blamed += sum(e["speaker"] == "agent" for e in false_events)
+    tally.blamed_deducted += sum(e["speaker"] == "agent" and is_violation(e) for e in false_events)
     flagged = " 部分语音未识别" if any(r["kind"] == "partial_transcript" for r in report["review"]) else ""
     return (f"{hit_turns:>7}/{len(wanted):<7} {len(false_alarms):>12} "
             f"{verdicts[0]:>9} {verdicts[1]:>9} {report['score']['total']!s:>5} {report['coverage']!s:>8} "
@@ -232,6 +238,7 @@ def print_tally(
     print(f"\nforbidden phrases: recall {recall:.3f} ({tally.found}/{tally.labelled}), precision {precision:.3f} "
           f"({tally.events_ok}/{tally.events_all})  target >= 0.95 each")
     print(f"  of the {tally.events_all} forbidden events, {tally.held} held for review (speaker uncertain, no deduction)")
+    print(f"  false events naming the agent: {tally.blamed}, deducted: {tally.blamed_deducted}")
     print(f"greeting/farewell checks agree with labels: {tally.checks_agree}/{tally.checks_all} = "
           f"{tally.checks_agree / tally.checks_all:.3f}  target >= 0.95")
     print(f"labelled turns heard: {tally.heard}/{turns} (bare faster-whisper {heard_bare}/{turns}); coverage of VAD speech "
