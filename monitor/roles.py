@@ -435,7 +435,7 @@ def match_by_role(matcher, segments: list[Segment]) -> list[Hit]:
     hits = matcher.match_segments([replace(s, speaker="agent") for s in segments])
     out = []
     for hit in hits:
-        sentence = _most_overlapping(segments, hit.start, hit.end)
+        sentence = most_overlapping(segments, hit.start, hit.end)
         sure = sentence is not None and sentence.speaker_confidence is not None and not uncertain(sentence)
         out.append(replace(hit, speaker=sentence.speaker if sure else "agent"))
     return out
@@ -549,7 +549,7 @@ class LiveRoles:
     def role_at(self, start: float, end: float) -> tuple[str, float | None]:
         """Role and confidence of the committed sentence that holds most of ``start``-``end``."""
         with self._lock:
-            sentence = _most_overlapping(self.sentences, start, end)
+            sentence = most_overlapping(self.sentences, start, end)
             return (sentence.speaker, sentence.speaker_confidence) if sentence else ("agent", None)
 
     def judge(self, start: float, end: float, text: str) -> tuple[str, float | None]:
@@ -626,6 +626,7 @@ def _most_overlapping_index(segments: list[Segment], start: float, end: float) -
     return int(np.argmax(overlaps))
 
 
-def _most_overlapping(segments: list[Segment], start: float, end: float) -> Segment | None:
+def most_overlapping(segments: list[Segment], start: float, end: float) -> Segment | None:
+    """The segment that holds most of [start, end) (None when none comes within 0.5 s of it)."""
     index = _most_overlapping_index(segments, start, end)
     return None if index is None else segments[index]

@@ -49,7 +49,7 @@ from monitor.phrasebook import (
     ArgumentRule, Check, ConductRule, Limits, LongCallRule, LoudRule, MandarinRule, Phrasebook, VoiceRules,
 )
 from monitor.match import Hit
-from monitor.roles import uncertain
+from monitor.roles import most_overlapping, uncertain
 from monitor.text import spoken, to_simplified
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ def judge(
     agent_hits = [h for h in agent_hits if h not in held]
     # A held phrase names the side its sentence leans to, as the transcript does, so a report never
     # shows the customer's words as the agent's; ``uncertain_speaker`` says the side is not sure.
-    held = [replace(h, speaker=_leaning_side(h, doubtful)) for h in held]
+    held = [replace(h, speaker=most_overlapping(doubtful, h.start, h.end).speaker) for h in held]
     review = [
         _review_item(s, [h for h in held if _within_any(h, [s], any_speaker=True)], [c for c in conduct if c.uncertain_speaker and _overlaps(c, s)])
         for s in doubtful
@@ -793,13 +793,6 @@ def _interruption_pairs(agent: list[Segment], customer: list[Segment]) -> list[t
         if talking is not None:
             found.append((turn, talking))
     return found
-
-
-def _leaning_side(hit: Hit, segments: list[Segment]) -> str:
-    """The speaker of the segment that holds most of the hit."""
-    end = hit.end if hit.end is not None else hit.start
-    holding = max(segments, key=lambda s: min(s.end, end) - max(s.start, hit.start))
-    return holding.speaker
 
 
 def _within_any(hit: Hit, segments: list[Segment], any_speaker: bool = False) -> bool:
