@@ -229,14 +229,6 @@ def _encoder_filters() -> tuple[np.ndarray, np.ndarray]:
     return filters.T.copy(), np.hanning(401)[:-1].astype(np.float32)
 
 
-@lru_cache(maxsize=1)
-def _encoder_phone_bands() -> int:
-    """How many of the encoder's mel bands peak below ``PHONE_BAND_HZ``."""
-    filters, _ = _encoder_filters()
-    frequencies = np.fft.rfftfreq(400, 1 / SAMPLE_RATE)
-    return int(np.sum(frequencies[np.argmax(filters, axis=0)] <= PHONE_BAND_HZ))
-
-
 def power_mel(samples: np.ndarray) -> np.ndarray:
     """Power mel frames as the speaker encoder was trained on (librosa's
     melspectrogram: 25 ms Hann windows every 10 ms, 40 Slaney bands), frame k
