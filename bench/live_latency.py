@@ -95,7 +95,7 @@ from pathlib import Path
 import numpy as np
 
 from labelled import forbidden_agent_turns, latency_summary, overlaps
-from roles import speaker_at
+from roles import TURN_SLACK_S, speaker_at, turn_at
 
 from monitor.audio import SAMPLE_RATE, load_call
 from monitor.live import LiveCall
@@ -163,11 +163,10 @@ def after_turn_s(alert: dict, turns: list[dict], time_scale: float) -> float | N
     peers were compared ("completed text after a turn ends"); negative when the alert came while the
     turn was still being spoken. None when the phrase lies in no labelled turn."""
     middle = (alert["start"] + alert["end"]) / 2
-    holding = [t for t in turns if t["start"] - 0.3 <= middle <= t["end"] + 0.3]
-    if not holding or alert.get("latency_s") is None:
+    turn = turn_at(turns, middle)
+    if not turn["start"] - TURN_SLACK_S <= middle <= turn["end"] + TURN_SLACK_S or alert.get("latency_s") is None:
         return None
-    turn_end = min(holding, key=lambda t: abs((t["start"] + t["end"]) / 2 - middle))["end"]
-    return round(alert["latency_s"] - (turn_end - alert["end"]) / time_scale, 3)
+    return round(alert["latency_s"] - (turn["end"] - alert["end"]) / time_scale, 3)
 
 
 def percentiles(values: list[float]) -> str:

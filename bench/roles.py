@@ -146,10 +146,20 @@ def encoder_vectors(model, samples: np.ndarray, turns: list[dict]) -> list[np.nd
     return vectors
 
 
-def speaker_at(turns: list[dict], t: float) -> str:
-    inside = [x for x in turns if x["start"] - 0.3 <= t <= x["end"] + 0.3]
+TURN_SLACK_S = 0.3
+"""How far outside a labelled turn's times a moment still counts as in it."""
+
+
+def turn_at(turns: list[dict], t: float) -> dict:
+    """The labelled turn that holds ``t`` (within ``TURN_SLACK_S``; of several, the one
+    centred nearest), or, when none does, the one centred nearest."""
+    inside = [x for x in turns if x["start"] - TURN_SLACK_S <= t <= x["end"] + TURN_SLACK_S]
     pool = inside or turns
-    return min(pool, key=lambda x: abs((x["start"] + x["end"]) / 2 - t))["speaker"]
+    return min(pool, key=lambda x: abs((x["start"] + x["end"]) / 2 - t))
+
+
+def speaker_at(turns: list[dict], t: float) -> str:
+    return turn_at(turns, t)["speaker"]
 
 
 def attribution(segments: list[Segment], turns: list[dict], review_below: float) -> tuple[float, float, int]:
