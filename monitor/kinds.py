@@ -121,10 +121,12 @@ class KindRules:
     def _ids(self, words: list[str]) -> frozenset[int]:
         return frozenset(self._word_ids.setdefault(form, len(self._word_ids)) for word in words for form in _forms(word))
 
-    def find(self, text: str, symbols: str, clause_starts: list[bool] | None = None) -> list[RuleMatch]:
+    def find(self, text: str, symbols: str, clause_starts: list[bool] | None = None,
+             sentence_starts: list[bool] | None = None) -> list[RuleMatch]:
         """Every place a rule fires in normalised ``text`` (``symbols`` are its pinyin
         symbols; ``clause_starts`` where its clauses open, which a negation guard does
-        not reach across)."""
+        not reach across; ``sentence_starts`` where its sentences open, which a
+        politeness guard does not reach back across)."""
         if not self.rules:
             return []
         heard = self._occurrences(text, symbols)
@@ -144,8 +146,12 @@ class KindRules:
             """Whether a guard of rule ``index`` cancels a match of the ``chosen`` words."""
             rule, start, end = self.rules[index], chosen[0].start, chosen[-1].end
             before = rule.guard_within if rule.guard_before is None else min(rule.guard_before, rule.guard_within)
+            # Help offered before excuses only its own sentence: 我马上帮您转到账务组。那要等多久？我哪知道！
+            # (a customer's question between, on a mono stream) is no polite 我帮您问问，我哪知道具体多久.
+            # Help offered after reaches on (这个不归我们管。不过我马上帮您转给负责的同事).
+            low = _sentence_start(sentence_starts, start, start - before)
             helping = [g for g in group(self._unless[index])[1] if not _own_errand(text, g.start, clause_starts)]
-            if _near(helping, start - before, end + rule.guard_within, chosen):
+            if _near(helping, low, end + rule.guard_within, chosen):
                 return True
             negations = group(self._not_after[index])[1]
             if any(_negated(negations, word.start, clause_starts, text)
@@ -235,6 +241,13 @@ def _own_errand(text: str, start: int, clause_starts: list[bool] | None) -> bool
     if clause_starts:
         low = max([low] + [i for i in range(low, start + 1) if clause_starts[i]])
     return any(cue in text[low:start] for cue in SELF_HELP)
+
+
+def _sentence_start(sentence_starts: list[bool] | None, start: int, low: int) -> int:
+    """``low``, or the opening of the sentence holding ``start`` when that is later."""
+    if sentence_starts:
+        low = max([low] + [i for i in range(max(low, 0), start + 1) if sentence_starts[i]])
+    return low
 
 
 def _asks(text: str, start: int) -> bool:

@@ -273,7 +273,8 @@ class Matcher:
         found = [c for c in found if not c.form.phrase.standalone or _stands_alone(normalized, c.start)]
         found += _one_per_stretch([
             _Candidate(self._rule_forms[m.rule], m.start, m.end, m.confidence, "rule")
-            for m in self._kinds.find(normalized.text, symbols, normalized.clause_starts)
+            for m in self._kinds.find(normalized.text, symbols, normalized.clause_starts,
+                                         normalized.sentence_starts)
             if self._rule_forms[m.rule].phrase.speaker in (speaker, "any")
         ])
         return _resolve_overlaps(found)

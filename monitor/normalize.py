@@ -42,6 +42,9 @@ class Normalized:
     clause_starts: list[bool]
     """``clause_starts[i]`` is true when ``text[i]`` opens a clause: it is the first
     character, or punctuation or a space was dropped just before it."""
+    sentence_starts: list[bool]
+    """``sentence_starts[i]`` is true when ``text[i]`` opens a sentence: it is the
+    first character, or a sentence's end (``SENTENCE_ENDS``) was dropped just before it."""
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """The original ``[start, end)`` span covered by normalised ``[start, end)``."""
@@ -67,6 +70,8 @@ UNSAID = re.compile("(?<=[这那哪事点会块边天明今昨玩样空劲活门
 儿子 or 女儿 is a word and stays) and the tone particles 啊, 呀, 呢 that speakers
 sprinkle anywhere (你问我呢，我问谁去). 吗 and 吧 stay: they make a question or a
 suggestion, and 嘛 is part of 干嘛."""
+SENTENCE_ENDS = frozenset("。！？!?；;")
+"""Punctuation that ends a sentence (a comma only ends a clause)."""
 CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
 """Common CJK ideographs: kept as they are, a run at a time (the bulk of any transcript)."""
 SPOKEN_NUMBER = re.compile(f"[{''.join(CHINESE_DIGITS)}]{{{MIN_SPOKEN_NUMBER},}}")
@@ -78,7 +83,8 @@ def normalize(text: str) -> Normalized:
     chars: list[str] = []
     offsets: list[int] = []
     clause_starts: list[bool] = []
-    pending_break = True
+    sentence_starts: list[bool] = []
+    pending_break = pending_sentence = True
     simplified = _simplified_chars(text)
     unsaid = [m.start() for m in UNSAID.finditer(simplified)]
     position = 0
@@ -87,12 +93,15 @@ def normalize(text: str) -> Normalized:
             folded = _fold(simplified[index])
             if not folded:
                 pending_break = True
+                pending_sentence = pending_sentence or simplified[index] in SENTENCE_ENDS
                 continue
             chars.append(folded)
             offsets.extend([index] * len(folded))
             clause_starts.append(pending_break)
             clause_starts.extend([False] * (len(folded) - 1))
-            pending_break = False
+            sentence_starts.append(pending_sentence)
+            sentence_starts.extend([False] * (len(folded) - 1))
+            pending_break = pending_sentence = False
         start, end = run.span()
         end = min(end, len(simplified))
         # The run's pieces between unsaid characters (usually the whole run).
@@ -105,10 +114,12 @@ def normalize(text: str) -> Normalized:
                 offsets.extend(range(piece_start, piece_end))
                 clause_starts.append(pending_break)
                 clause_starts.extend([False] * (piece_end - piece_start - 1))
-                pending_break = False
+                sentence_starts.append(pending_sentence)
+                sentence_starts.extend([False] * (piece_end - piece_start - 1))
+                pending_break = pending_sentence = False
         position = end
     normalized = SPOKEN_NUMBER.sub(lambda m: m.group().translate(TO_ARABIC), "".join(chars))
-    return Normalized(normalized, offsets, clause_starts)
+    return Normalized(normalized, offsets, clause_starts, sentence_starts)
 
 
 # ---------------------------------------------------------------------------

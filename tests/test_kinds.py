@@ -15,7 +15,8 @@ from monitor.phrasebook import Rule, _load_part, load_phrasebook
 
 def find(rules: KindRules, text: str):
     normalized = normalize(text)
-    return rules.find(normalized.text, to_symbols(normalized.text), normalized.clause_starts)
+    return rules.find(normalized.text, to_symbols(normalized.text), normalized.clause_starts,
+                      normalized.sentence_starts)
 
 
 GIFT = [["红包", "礼品"], ["收下", "收着"]]
@@ -54,3 +55,25 @@ def test_a_by_sound_word_outside_the_rules_groups_is_refused(tmp_path):
         """), encoding="utf-8")
     with pytest.raises(MonitorError, match=r"part\.yaml.*by_sound.*回扣"):
         _load_part(str(part), part.stat().st_mtime_ns)
+
+
+@pytest.mark.parametrize("text, fires", [
+    # Help offered in an earlier sentence does not excuse a later brush-off (a mono stream
+    # holds the customer's question between them).
+    ("不过我马上帮您转到账务组，他们今天会回复您。那要等多久？我哪知道要多久，等着吧。", True),
+    ("我马上帮您转给负责的同事。我哪知道他们什么时候处理。", True),
+    # Help offered in the same sentence, or after, still guards.
+    ("这个不是我们部门负责的。不过我马上帮您转到账务组，他们今天会回复您。", False),
+    ("这个不归我们管，但我马上帮您转给负责的同事。", False),
+])
+def test_a_politeness_guard_reaches_back_only_within_its_sentence(text, fires):
+    matcher = matcher_for(load_phrasebook("customer_service"))
+    forbidden = [h for h in matcher.match_text(text) if h.kind == "forbidden"]
+    assert bool(forbidden) == fires, [h.canonical for h in forbidden]
+
+
+def test_sentence_starts_follow_sentence_ends_not_commas():
+    normalized = normalize("好的，我帮您查。稍等！行吗?")
+    opened = [normalized.text[i] for i, s in enumerate(normalized.sentence_starts) if s]
+    assert opened == ["好", "稍", "行"]
+    assert sum(normalized.clause_starts) == 4
