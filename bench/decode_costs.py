@@ -1,6 +1,6 @@
 """Where the batch pipeline's CPU goes while it decodes, by kind of decode.
 
-    python bench/decode_costs.py CALLS_DIR [CALLS_DIR ...] [--temperatures 0,0.2,...] [--best-of N]
+    python bench/decode_costs.py CALLS_DIR [CALLS_DIR ...] [--temperatures 0,0.4,0.8] [--windows]
 
 Scores every ``*.wav`` of the directories as ``bench/evaluate.py`` does (one
 CTranslate2 thread, ``score_call``) with the Whisper model behind a proxy that
@@ -16,13 +16,16 @@ clocks each of its calls, and prints, for the whole run:
   rules, the report).
 
 CPU seconds of this process (``time.process_time``), so comparable as shares
-within one run. Options try another fallback schedule without editing the code.
+within one run. ``--temperatures`` tries another fallback schedule without
+editing the code; ``--windows`` prints every window decoded: where, how long,
+each generation's temperature, tokens and CPU, and the text kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import sys
 import time
@@ -67,7 +70,8 @@ class ClockedModel:
             self._costs.add(what, time.process_time() - started)
 
     def generate(self, *args, **kwargs):
-        temperature = kwargs.get("sampling_temperature", 1.0) if kwargs.get("beam_size", 1) == 1 else 0.0
+        # faster-whisper samples (a temperature above 0) with sampling_topk=0; it decodes at 0 without it.
+        temperature = kwargs.get("sampling_temperature", 1.0) if "sampling_topk" in kwargs else 0.0
         started = time.process_time()
         results = self._clocked(f"generate T={temperature:.1f}", self._model.generate, *args, **kwargs)
         self._costs.generations.append((temperature, len(results[0].sequences_ids[0]), time.process_time() - started))
@@ -125,8 +129,6 @@ def main() -> int:
     for directory in args.dirs:
         for audio in sorted(glob.glob(os.path.join(directory, "*.wav"))):
             labels = audio.replace(".wav", ".labels.json")
-            import json
-
             with open(labels, encoding="utf-8") as handle:
                 phrasebook = load_phrasebook(json.load(handle)["phrasebook"])
             if args.windows:
