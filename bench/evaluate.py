@@ -136,7 +136,15 @@ Tried and not kept:
   times also cut mono segments into the sentences roles are told by,
   measure coverage (what is re-decoded) and time the evidence;
 - removing silence inside windows before encoding: windows hold 0-7% of
-  silence beyond 0.5 s pauses (samples 0%, x01-x04 7%): nothing to gain.
+  silence beyond 0.5 s pauses (samples 0%, x01-x04 7%): nothing to gain;
+- 1 s of encoder padding instead of 2 (again): on w01-w04 and x01-x04 the
+  encoder took 4.88 s against 5.37 s, but Whisper ended windows early more
+  often and the speech it left was decoded again (6 re-decodes against 3):
+  22.4 s against 22.6 s in all. corpus/real CER 0.174 against 0.185, and 3
+  of 22 windows kept less of their own speech; worth a look for CER, not
+  for speed;
+- CTranslate2 settings (threads, packed GEMM): bare runs on the same
+  library with the same settings, so they move both sides of the ratio.
 """
 
 from __future__ import annotations
