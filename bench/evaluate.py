@@ -140,8 +140,8 @@ Tried and not kept:
 - 1 s of encoder padding instead of 2 (again): on w01-w04 and x01-x04 the
   encoder took 4.88 s against 5.37 s, but Whisper ended windows early more
   often and the speech it left was decoded again (6 re-decodes against 3):
-  22.4 s against 22.6 s in all. corpus/real CER 0.174 against 0.185, and 3
-  of 22 windows kept less of their own speech; worth a look for CER, not
+  22.4 s against 22.6 s in all (3 of the 27 first passes ended earlier, 1
+  later). corpus/real CER 0.174 against 0.185: worth a look for CER, not
   for speed;
 - CTranslate2 settings (threads, packed GEMM): bare runs on the same
   library with the same settings, so they move both sides of the ratio.
