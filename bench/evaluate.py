@@ -246,7 +246,7 @@ def score_labelled(
     clock of phrasebook loading, which a process does once per phrasebook)."""
     with loading:
         phrasebook = load_phrasebook(labels["phrasebook"])
-        matcher_for(phrasebook), model_for(phrasebook)  # built once per process and phrasebook, as for a batch worker's first call
+        matcher_for(phrasebook), model_for(phrasebook)  # once per process and phrasebook, as in a batch worker
     with tally.clock:
         report = score_call(audio, transcriber, phrasebook, options, labels["call_id"], labels.get("agent_id"))
     call_heard = turns_heard(labels, report["transcript"], stereo)
