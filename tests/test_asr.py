@@ -7,7 +7,16 @@ import re
 import pytest
 from conftest import labels, sample
 
-from monitor.asr import Segment, TranscriptionOptions, Word, collapse_repeats, is_hallucination, split_sentences
+from monitor.asr import (
+    LOOP_ROOM_TOKENS,
+    Segment,
+    TranscriptionOptions,
+    Word,
+    collapse_repeats,
+    is_hallucination,
+    split_sentences,
+    window_token_cap,
+)
 from monitor.audio import load_call
 from monitor.text import to_simplified
 
@@ -84,6 +93,20 @@ def test_repetition_loops_are_cut_back_with_their_times():
     pair = [Word(i, i + 1, t) for i, t in enumerate(["你好", "请问"] * 5)]
     assert [w.text for w in collapse_repeats(pair, 3)] == ["你好", "请问"]
     assert len(collapse_repeats(pair[:6], 3)) == 6, "three repeats are speech, not a loop"
+
+
+def test_a_window_decodes_room_for_fast_speech_and_for_a_loop_to_show_but_no_more():
+    from faster_whisper.transcribe import get_compression_ratio
+
+    options = TranscriptionOptions()
+    caps = [window_token_cap(round(seconds * 16000), options.max_tokens_per_s) for seconds in (0.5, 2, 5, 10, 14, 30)]
+    for seconds, cap in zip((0.5, 2, 5, 10, 14, 30), caps):
+        assert cap >= 8 + 8 * seconds or cap == 224, "fast speech with punctuation and timestamps fits"
+        assert LOOP_ROOM_TOKENS <= cap <= 224
+    assert caps == sorted(caps) and caps[3] < 224
+    # A loop cut at the cap (two tokens a character at worst) still falls back.
+    assert get_compression_ratio("辣" * (LOOP_ROOM_TOKENS // 4)) > options.compression_ratio_threshold
+    assert get_compression_ratio("辣" * 7) < options.compression_ratio_threshold, "what 28 tokens left of one"
 
 
 def test_sentences_are_split_on_final_marks():
