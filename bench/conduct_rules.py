@@ -22,7 +22,8 @@ The same measures on the calls' scripts as text (every word heard) tell the rule
 
 Call sets: ``bench/data/office/*.json`` (the 19 calls the rules were built on), ``sealed/calls1``–``calls5``
 (held out, each written before the changes it judged; their first looks are in ``FIRST_LOOK``), ``dev5/``
-(development calls written with conduct3's changes).
+(development calls written with conduct3's changes), ``dev6/`` (conduct5's development calls, one real human
+customer turn each: made by the shared ``real_customer_call.py``, see its README).
 
 Cases: ``tests/compliance_cases.yaml`` (text only), the same measures per kind, a line
 being a turn: a polite line raising anything is a false alarm of that kind.
