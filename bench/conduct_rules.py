@@ -22,7 +22,8 @@ The same measures on the calls' scripts as text (every word heard) tell the rule
 
 Call sets: ``bench/data/office/*.json`` (the 19 calls the rules were built on), ``sealed/calls1``–``calls5``
 (held out, each written before the changes it judged; their first looks are in ``FIRST_LOOK``), ``dev5/``
-(development calls written with conduct3's changes).
+(development calls written with conduct3's changes), ``dev6/`` (conduct5's development calls, one real human
+customer turn each: made by the shared ``real_customer_call.py``, see its README).
 
 Cases: ``tests/compliance_cases.yaml`` (text only), the same measures per kind, a line
 being a turn: a polite line raising anything is a false alarm of that kind.
@@ -87,6 +88,10 @@ FIRST_LOOK = {
     # → 爱过除肥; roles gave the agent's 这种事我们不受理 to the customer (s5_05). Measured once after conduct3's
     # changes (0708f71, same transcripts): 2/4, 3/5, 3/5, precision 1.00 (phrasebooks/README.md).
     "batch5": {"forbidden": 44, "raised": 24, "own_kind": 21, "polite": 36, "polite_raised": 3},
+    # dev6/ (ten development calls, conduct5, written at commit b07cf27 before any change, run once as written):
+    # office 2/10, hospital 7/9, bribery 2/7 (2/6 after one line was relabelled private_deal), precision 1.00,
+    # nothing on a customer's line; as text (rules only) 4/10, 8/9, 4/7. After conduct5's changes, the same
+    # transcripts: 7/10, 9/9, 6/6; as text 10/10, 9/9, 6/6 (phrasebooks/README.md).
 }
 """The case batches written before being run, as they first ran (phrasebooks/README.md)."""
 

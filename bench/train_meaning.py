@@ -63,6 +63,14 @@ the fourth run's data; ``--rounds 6``, 2.5 minutes on a loaded machine): deduct 
 precision 0.983, 5/746 polite and 4/828 ordinary lines fire), review 0.49 (635/829, precision 0.968). Sealed
 ordinary lines: 1/249 deducts (the same 鞋套 line), 6/249 reach review.
 
+Run 2026-11-28, conduct5, seventh (4803 lines: conduct5's 67 new cases in tests/compliance_cases.yaml, from dev6 and
+Whisper's transcripts of calls1-5; ``--rounds 6``, 8 minutes on a loaded machine): deduct 0.64 (held-out recall
+542/829, precision 0.982, 6/746 polite and 4/828 ordinary lines fire), review 0.46 (658/829, precision 0.963, 13/746
+polite, 12/828 ordinary). Sealed ordinary lines, as the monitor judges them (rules first, ``MIN_CHARS``,
+``DEDUCT_MIN_CHARS``): 0/250 deduct (the 鞋套 line falls to review), 8/250 reach review (6 before: 您喝点什么 我给您倒杯温水吧
+at 0.47 and 那就周四吧 at 0.49 are new, under the lower review threshold). A sixth run on the same data less the last
+eight cases had chosen review 0.49 and put 6/250 to review.
+
     python bench/train_meaning.py            # cross-validate, choose thresholds, write the model
     python bench/train_meaning.py --check    # only print the training data's sha256 and the model's
 """

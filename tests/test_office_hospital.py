@@ -83,7 +83,7 @@ def test_office_and_hospital_are_bundled_and_the_compliance_part_is_not_a_phrase
     assert [p.text for p in office.in_category("farewell")] == ["再见"]
     assert {(c.id, c.article) for c in office.checks} == {("greeting", "3.1.5"), ("farewell", "3.1.5")}
     assert {k: v.article for k, v in office.forbidden_kinds.items()} == {"mocking": "3.1.3", "scolding": "3.1.3",
-                                                                         "swearing": "3.1.4"}
+                                                                         "swearing": "3.1.4", "shirking": "3.1.6"}
     hospital = load_phrasebook("hospital")
     assert hospital.by_id("hos.forbidden.cannot_treat").text == "这病我们这儿看不了，你自己想办法"
     assert hospital.forbidden_kinds["shirking"].article == "二、(一)"
