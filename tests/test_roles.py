@@ -63,6 +63,48 @@ def test_a_forbidden_phrases_own_words_are_no_cue():
     assert text_evidence(text, [must]) == 0
 
 
+@pytest.mark.parametrize(
+    "text, acts",
+    [
+        ("为你好宽带维修信价。", {"greeting"}),  # 喂您好 misheard on a phone line
+        ("早上好，长兴燃气，请讲。", {"greeting"}),
+        ("感谢您的来电，再见！", {"farewell"}),
+        ("那就这样，再见。", {"farewell"}),
+        ("您好，有问题随时打过来，拜拜。", {"greeting", "farewell"}),
+        ("你好好想想。", set()),
+        ("行了，就这样。", set()),
+        ("我不好说。", set()),
+    ],
+)
+def test_greeting_and_farewell_are_told_by_their_kind(text, acts):
+    from monitor.text import courtesy_acts
+
+    assert set(courtesy_acts(text)) == acts
+
+
+@pytest.mark.parametrize(
+    "text, more_than",
+    [
+        ("为你好宽带维修信价。", 0.0),
+        ("感谢您的来电，再见！", 0.8),  # more than its 您 alone
+        ("好的，再见。", 0.0),
+        ("行了，就这样。", None),
+    ],
+)
+def test_a_greeting_or_farewell_by_its_kind_speaks_for_the_agent(text, more_than):
+    if more_than is None:
+        assert text_evidence(text, []) == 0.0
+    else:
+        assert text_evidence(text, []) > more_than
+
+
+def test_a_greeting_by_its_kind_counts_less_than_the_codes_phrase_and_not_twice():
+    greeting = hit("bb.greeting.fault", 0.0, 1.0, "您好我是家庭宽带维护的工程师")
+    assert 0 < text_evidence("你好。", []) < text_evidence("你好。", [greeting])
+    # 您 and the code's greeting; its 您好 is not counted again by its kind
+    assert text_evidence("您好，我是家庭宽带维护的工程师。", [greeting]) == pytest.approx(0.8 + 2.0)
+
+
 def test_opening_the_call_leans_agent_and_text_is_capped():
     assert text_evidence("喂？", [], first=True) > text_evidence("喂？", [])
     assert text_evidence("您好请问您为您帮您给您先生女士请您", []) <= 4.0
