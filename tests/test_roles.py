@@ -178,6 +178,25 @@ def test_voices_that_take_turns_are_believed_and_an_odd_sentence_split_off_is_no
     assert turn_taking(np.array([0.5, 0.5, 0.5])) == pytest.approx(0.0)
 
 
+def test_a_misheard_greeting_and_a_farewell_name_the_voices_of_a_call_without_the_codes_phrases():
+    """A phone call whose real customer says nothing the phrasebook knows (x04, y03, roles_dev5 r5_04):
+    the agent's 喂您好 heard as 为你好 and its 再见 are the only words that name the voices; the
+    agent's wordless forbidden sentences are then deducted, not held for review."""
+    rng = np.random.default_rng(4)
+    speakers = ["agent", "customer", "agent", "customer", "agent", "customer", "agent"]
+    texts = ["为你好，宽带维修。", "基地里严重渗水。", "这事不归我管。", "彭泽县种子公司。", "你们自己找人来修吧。",
+             "供种点。", "那就这样，再见。"]  # fmt: skip
+    segments, vectors = _call(rng, speakers, texts)
+    scores = [text_evidence(t, [], first=i == 0) for i, t in enumerate(texts)]
+    scores[2] = scores[4] = 0.0  # forbidden phrases are no evidence either way
+    labelled = assign_roles(segments, vectors, scores)
+    assert [s.speaker for s in labelled] == speakers
+    assert not uncertain(labelled[2]) and not uncertain(labelled[4])
+    # Without the greeting and farewell by kind, only who opened the call names the voices.
+    unnamed = assign_roles(segments, vectors, [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert uncertain(unnamed[2]) and uncertain(unnamed[4])
+
+
 def test_too_few_sentences_keep_the_agent_unless_the_words_say_otherwise():
     segments = [Segment(0, 2, "您好。", "agent"), Segment(3, 5, "你有没有搞错？", "agent")]
     labelled = assign_roles(segments, [None, None], [1.8, -2.5])
