@@ -7,7 +7,8 @@ not cost the agent points. Two kinds of evidence are combined:
   each sentence; ``TwoVoices`` separates them), giving each sentence log-odds
   for one voice against the other;
 - text: the agent is the side that speaks the code's phrases (greetings,
-  mandated wording), says 您 and 请问, opens the call, and does the service
+  mandated wording), greets and takes leave however worded (为你好…,
+  感谢您的来电，再见), says 您 and 请问, opens the call, and does the service
   side's work even when it says none of the code's phrases (asks for the
   地址 and 电话号码, 登记s a 工单); the customer says the phrasebook's cue
   phrases (complaints), speaks of 你们 and 我家, and asks for help (派人).
