@@ -103,8 +103,8 @@ def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
 
     ``hits`` are the phrasebook hits in this text (``Matcher.match_text``):
     mandated phrases (else a greeting or farewell by its kind) speak for the
-    agent, cues for the customer; forbidden
-    phrases say nothing, since they are exactly what is in question: their
+    agent, cues for the customer; forbidden phrases say nothing, since they
+    are exactly what is in question: their
     words are taken out before the cue words are looked for (你们必须… is
     the agent's forbidden phrase, though 你们 is the customer's word).
     """
@@ -385,9 +385,10 @@ speaker's: the sentences of a call are mostly turns and replies (0.79 of
 Whisper's sentences, cut at pauses, on the samples, tests/data/roles, h01-h04,
 x01-x04 and y01-y04). It was set lower (0.7) for calls where one side talks
 at length; with the greeting and farewell by kind naming more calls' voices
-(``COURTESY_HIT``), the measured share held as many customer sentences back
-(the customer's highest confidence as the agent on the dev sets 0.77 against
-0.80) and left fewer of them surely blamed (19 characters of 1302 against 50)."""
+(``COURTESY_HIT``), 0.7 let y02's split (one sentence of seven, below) be
+believed and its customer's 有没有搞错 be deducted (0.72), and 49 of the
+customers' 1302 characters on the dev sets be surely blamed; at the measured
+0.79 it is held (0.69) and 19 are (bench/role_causes.py, VOICES_PRIOR -0.5)."""
 
 
 def turn_taking(voice1: np.ndarray) -> float:
