@@ -104,9 +104,9 @@ def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
     ``hits`` are the phrasebook hits in this text (``Matcher.match_text``):
     mandated phrases (else a greeting or farewell by its kind) speak for the
     agent, cues for the customer; forbidden phrases say nothing, since they
-    are exactly what is in question: their
-    words are taken out before the cue words are looked for (你们必须… is
-    the agent's forbidden phrase, though 你们 is the customer's word).
+    are exactly what is in question: their words are taken out before the
+    cue words are looked for (你们必须… is the agent's forbidden phrase,
+    though 你们 is the customer's word).
     """
     for hit in hits:
         if hit.kind == "forbidden":
