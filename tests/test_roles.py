@@ -98,6 +98,12 @@ def test_a_greeting_or_farewell_by_its_kind_speaks_for_the_agent(text, more_than
         assert text_evidence(text, []) > more_than
 
 
+def test_a_customers_greeting_with_the_errand_is_no_sign_of_the_agent():
+    # tests/data/roles n05: the customer greets in the same breath as the errand
+    text = "喂，你好，我想报个修，我们家的光猫一直闪红灯。"
+    assert text_evidence(text, []) == text_evidence(text.replace("喂，你好，", ""), []) < 0
+
+
 def test_a_greeting_by_its_kind_counts_less_than_the_codes_phrase_and_not_twice():
     greeting = hit("bb.greeting.fault", 0.0, 1.0, "您好我是家庭宽带维护的工程师")
     assert 0 < text_evidence("你好。", []) < text_evidence("你好。", [greeting])
