@@ -7,7 +7,7 @@ forbidden ``Phrase``); this module only knows how to evaluate them:
 - a check passes when a hit of its expected category comes where it says
   (within the first seconds of agent speech, within the last seconds, within
   some seconds after a cue such as a customer complaint, or anywhere); a
-  greeting or farewell also counts by its kind, however worded (``COURTESY_SHAPES``);
+  greeting or farewell also counts by its kind, however worded (``text.COURTESY_SHAPES``);
 - every forbidden phrase the agent says is a violation;
 - customer speech never counts against the agent, but its cues can trigger
   scenario checks.
@@ -39,7 +39,6 @@ Decisions a reader would otherwise have to guess:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -50,7 +49,7 @@ from monitor.phrasebook import (
 )
 from monitor.match import Hit
 from monitor.roles import most_overlapping, uncertain
-from monitor.text import spoken, to_simplified
+from monitor.text import courtesy_acts, spoken
 
 if TYPE_CHECKING:
     from monitor.meaning import MeaningModel
@@ -62,21 +61,6 @@ MAX_DEDUCTIONS_PER_PHRASE = 3
 # turn that starts this close to the end of the customer's is a quick reply,
 # not 抢话.
 INTERRUPTION_TOLERANCE_S = 0.3
-
-COURTESY_SHAPES = {
-    "greeting": re.compile(r"(?<!不)(您|你)好(?![好像看些多久])|(早上|上午|中午|下午|晚上)好|早安"),
-    "farewell": re.compile(
-        r"再见|拜拜|回见|慢走|好走|(祝|祝您|祝你).{0,8}(愉快|顺利|开心|快乐|健康|平安)|不打扰(您|你)(了|啦)"
-        r"|(感谢|谢谢)(您的|你的|您|你)?(来电|致电)|今后(如|若|要是)有(问题|需要)|有(问题|事|需要).{0,3}随时"
-    ),
-}
-"""The kind of greeting and farewell the codes ask for, however it is worded: a check expecting
-``greeting`` or ``farewell`` also passes on the agent's sentence that holds one, not only on the
-phrasebook's own wording. The codes list their 问候语 (您好、早上好、下午好) and 告别语 (再见、请好走、
-感谢您使用…、希望我们合作愉快) as examples; agents say 喂您好，宽带维修这边, 祝您周末愉快，再见 or
-有问题随时联系我们, and Whisper hears 喂您好 as 为您好 and 联系 as 连信 (so the verb after 随时 is not
-required). Only the words the two acts are made of, over spoken simplified text: not 你好好想想,
-您好像…, 不打扰 alone, or a call's last sentence that merely ends it (行了，就这样)."""
 
 
 @dataclass
@@ -637,18 +621,15 @@ def _overlaps(event: ConductEvent, segment: Segment) -> bool:
 
 
 def _courtesies(agent_segments: list[Segment]) -> list[Hit]:
-    """The agent's sentences that greet or take leave (``COURTESY_SHAPES``), as hits of those categories."""
+    """The agent's sentences that greet or take leave (``text.COURTESY_SHAPES``), as hits of those categories."""
     hits = []
     for segment in agent_segments:
-        text = spoken(to_simplified(segment.text))
-        for category, shape in COURTESY_SHAPES.items():
-            found = shape.search(text)
-            if found:
-                hits.append(Hit(
-                    phrase_id=f"courtesy.{category}", kind="mandated", category=category, canonical=found.group(0),
-                    heard=segment.text.strip(), confidence=1.0, article="", start=segment.start, end=segment.end,
-                    speaker="agent", method="rule",
-                ))  # fmt: skip
+        for category, words in courtesy_acts(segment.text).items():
+            hits.append(Hit(
+                phrase_id=f"courtesy.{category}", kind="mandated", category=category, canonical=words,
+                heard=segment.text.strip(), confidence=1.0, article="", start=segment.start, end=segment.end,
+                speaker="agent", method="rule",
+            ))  # fmt: skip
     return hits
 
 

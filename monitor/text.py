@@ -46,3 +46,26 @@ def simplified_pieces(pieces: list[str]) -> list[str]:
 def spoken(text: str) -> str:
     """The text without punctuation, spaces or symbols."""
     return NOT_SPOKEN.sub("", text)
+
+
+COURTESY_SHAPES = {
+    "greeting": re.compile(r"(?<!不)(您|你)好(?![好像看些多久])|(早上|上午|中午|下午|晚上)好|早安"),
+    "farewell": re.compile(
+        r"再见|拜拜|回见|慢走|好走|(祝|祝您|祝你).{0,8}(愉快|顺利|开心|快乐|健康|平安)|不打扰(您|你)(了|啦)"
+        r"|(感谢|谢谢)(您的|你的|您|你)?(来电|致电)|今后(如|若|要是)有(问题|需要)|有(问题|事|需要).{0,3}随时"
+    ),
+}
+"""The kind of greeting and farewell the codes ask for, however it is worded: a check expecting
+``greeting`` or ``farewell`` also passes on the agent's sentence that holds one, not only on the
+phrasebook's own wording. The codes list their 问候语 (您好、早上好、下午好) and 告别语 (再见、请好走、
+感谢您使用…、希望我们合作愉快) as examples; agents say 喂您好，宽带维修这边, 祝您周末愉快，再见 or
+有问题随时联系我们, and Whisper hears 喂您好 as 为您好 and 联系 as 连信 (so the verb after 随时 is not
+required). Only the words the two acts are made of, over spoken simplified text: not 你好好想想,
+您好像…, 不打扰 alone, or a call's last sentence that merely ends it (行了，就这样). Role separation
+(``roles.text_evidence``) takes them as the agent's words too."""
+
+
+def courtesy_acts(text: str) -> dict[str, str]:
+    """The acts of courtesy ``text`` holds (``COURTESY_SHAPES``: greeting, farewell), each with the words it is made of."""
+    plain = spoken(to_simplified(text))
+    return {act: found.group(0) for act, shape in COURTESY_SHAPES.items() if (found := shape.search(plain))}

@@ -63,6 +63,54 @@ def test_a_forbidden_phrases_own_words_are_no_cue():
     assert text_evidence(text, [must]) == 0
 
 
+@pytest.mark.parametrize(
+    "text, acts",
+    [
+        ("为你好宽带维修信价。", {"greeting"}),  # 喂您好 misheard on a phone line
+        ("早上好，长兴燃气，请讲。", {"greeting"}),
+        ("感谢您的来电，再见！", {"farewell"}),
+        ("那就这样，再见。", {"farewell"}),
+        ("您好，有问题随时打过来，拜拜。", {"greeting", "farewell"}),
+        ("你好好想想。", set()),
+        ("行了，就这样。", set()),
+        ("我不好说。", set()),
+    ],
+)
+def test_greeting_and_farewell_are_told_by_their_kind(text, acts):
+    from monitor.text import courtesy_acts
+
+    assert set(courtesy_acts(text)) == acts
+
+
+@pytest.mark.parametrize(
+    "text, more_than",
+    [
+        ("为你好宽带维修信价。", 0.0),
+        ("感谢您的来电，再见！", 0.8),  # more than its 您 alone
+        ("好的，再见。", 0.0),
+        ("行了，就这样。", None),
+    ],
+)
+def test_a_greeting_or_farewell_by_its_kind_speaks_for_the_agent(text, more_than):
+    if more_than is None:
+        assert text_evidence(text, []) == 0.0
+    else:
+        assert text_evidence(text, []) > more_than
+
+
+def test_a_customers_greeting_with_the_errand_is_no_sign_of_the_agent():
+    # tests/data/roles n05: the customer greets in the same breath as the errand
+    text = "喂，你好，我想报个修，我们家的光猫一直闪红灯。"
+    assert text_evidence(text, []) == text_evidence(text.replace("喂，你好，", ""), []) < 0
+
+
+def test_a_greeting_by_its_kind_counts_less_than_the_codes_phrase_and_not_twice():
+    greeting = hit("bb.greeting.fault", 0.0, 1.0, "您好我是家庭宽带维护的工程师")
+    assert 0 < text_evidence("你好。", []) < text_evidence("你好。", [greeting])
+    # 您 and the code's greeting; its 您好 is not counted again by its kind
+    assert text_evidence("您好，我是家庭宽带维护的工程师。", [greeting]) == pytest.approx(0.8 + 2.0)
+
+
 def test_opening_the_call_leans_agent_and_text_is_capped():
     assert text_evidence("喂？", [], first=True) > text_evidence("喂？", [])
     assert text_evidence("您好请问您为您帮您给您先生女士请您", []) <= 4.0
@@ -134,6 +182,25 @@ def test_voices_that_take_turns_are_believed_and_an_odd_sentence_split_off_is_no
     assert turn_taking(np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0])) > 1.0
     assert turn_taking(np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])) < -0.5
     assert turn_taking(np.array([0.5, 0.5, 0.5])) == pytest.approx(0.0)
+
+
+def test_a_misheard_greeting_and_a_farewell_name_the_voices_of_a_call_without_the_codes_phrases():
+    """A phone call whose real customer says nothing the phrasebook knows (x04, y03, roles_dev5 r5_04):
+    the agent's 喂您好 heard as 为你好 and its 再见 are the only words that name the voices; the
+    agent's wordless forbidden sentences are then deducted, not held for review."""
+    rng = np.random.default_rng(4)
+    speakers = ["agent", "customer", "agent", "customer", "agent", "customer", "agent"]
+    texts = ["为你好，宽带维修。", "基地里严重渗水。", "这事不归我管。", "彭泽县种子公司。", "你们自己找人来修吧。",
+             "供种点。", "那就这样，再见。"]  # fmt: skip
+    segments, vectors = _call(rng, speakers, texts)
+    scores = [text_evidence(t, [], first=i == 0) for i, t in enumerate(texts)]
+    scores[2] = scores[4] = 0.0  # forbidden phrases are no evidence either way
+    labelled = assign_roles(segments, vectors, scores)
+    assert [s.speaker for s in labelled] == speakers
+    assert not uncertain(labelled[2]) and not uncertain(labelled[4])
+    # Without the greeting and farewell by kind, only who opened the call names the voices.
+    unnamed = assign_roles(segments, vectors, [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert uncertain(unnamed[2]) and uncertain(unnamed[4])
 
 
 def test_too_few_sentences_keep_the_agent_unless_the_words_say_otherwise():
