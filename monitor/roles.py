@@ -455,15 +455,35 @@ def match_by_role(matcher, segments: list[Segment]) -> list[Hit]:
     Each hit then takes the role of the sentence that holds most of it; an
     uncertain sentence's hits count as the agent's whichever side it leans to,
     so its forbidden phrases are held for review (待复核) rather than lost
-    with the customer's words.
+    with the customer's words. A hit that takes part of a sentence surely the
+    other speaker's (the customer's 我准备了个红包 and the agent's 锦旗我替师傅收下了)
+    joins two people's words: it stands only if its own side's sentences hold it.
+    (A cut tail lies wholly inside the phrase, as above, and stays part of it.)
     """
     hits = matcher.match_segments([replace(s, speaker="agent") for s in segments])
     out = []
     for hit in hits:
         sentence = most_overlapping(segments, hit.start, hit.end)
-        sure = sentence is not None and sentence.speaker_confidence is not None and not uncertain(sentence)
+        sure = sentence is not None and _sure(sentence)
+        if sure and not _held_by_own_side(matcher, segments, hit, sentence.speaker):
+            continue
         out.append(replace(hit, speaker=sentence.speaker if sure else "agent"))
     return out
+
+
+def _sure(segment: Segment) -> bool:
+    return segment.speaker_confidence is not None and not uncertain(segment)
+
+
+def _held_by_own_side(matcher, segments: list[Segment], hit: Hit, speaker: str, slack_s: float = 0.3) -> bool:
+    """Whether ``hit`` is found in the sentences it spans less those it takes only part
+    of that are surely not ``speaker``'s."""
+    spanned = [s for s in segments if min(hit.end, s.end) - max(hit.start, s.start) > 0.1]
+    own = [s for s in spanned if s.speaker == speaker or not _sure(s)
+           or (s.start >= hit.start - slack_s and s.end <= hit.end + slack_s)]
+    if len(own) == len(spanned):
+        return True
+    return any(h.phrase_id == hit.phrase_id for h in matcher.match_segments([replace(s, speaker="agent") for s in own]))
 
 
 def separate_roles(

@@ -10,6 +10,7 @@ and a real human customer (corpus/real thchs30 D4).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,10 @@ import pytest
 from call_fixtures import hit, phrasebook, seg
 
 from monitor.asr import Segment
-from monitor.match import Hit
+from monitor.match import Hit, matcher_for
 from monitor.phrasebook import load_phrasebook
 from monitor.report import is_violation, build_report, render_html
-from monitor.roles import REVIEW_BELOW, assign_roles, text_evidence, uncertain
+from monitor.roles import REVIEW_BELOW, assign_roles, match_by_role, text_evidence, uncertain
 from monitor.rules import judge
 
 DATA = Path(__file__).resolve().parent / "data" / "roles"
@@ -497,3 +498,20 @@ def test_a_live_streams_finished_call_is_cut_at_pauses_as_a_recording_is():
     assert [s.text for s in finished] == [p.text for p in split_at_pauses(Recording(samples), [segment])]
     assert [s.text for s in finished] == ["刚才说了，", "你这是"]
     assert all(s.speaker_confidence is not None for s in finished)
+
+
+@pytest.mark.parametrize("customer_confidence, expected", [
+    (0.9, []),  # the customer's 红包 and the agent's 收下 are two people's words
+    (0.55, ["agent"]),  # unsure whose 红包 it was: held for review as the agent's
+])
+def test_a_hit_made_of_two_sure_speakers_words_is_no_ones(customer_confidence, expected):
+    matcher = matcher_for(load_phrasebook("customer_service"))
+    segments = [
+        Segment(0.0, 2.0, "我给师傅准备了个红包。", "customer", speaker_confidence=customer_confidence),
+        Segment(2.3, 4.5, "锦旗我替师傅收下了，谢谢您。", "agent", speaker_confidence=0.9),
+    ]
+    bribery = [h for h in match_by_role(matcher, segments) if h.category == "bribery"]
+    assert [h.speaker for h in bribery] == expected
+    # The agent's own words still count when they hold the whole phrase.
+    segments[1] = replace(segments[1], text="红包我替师傅收下了，谢谢您。")
+    assert [h.speaker for h in match_by_role(matcher, segments) if h.category == "bribery"] == ["agent"]
