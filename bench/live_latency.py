@@ -88,8 +88,12 @@ said); the samples alone are no guide to it.
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
+import pickle
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,12 +113,47 @@ LIVE_TOLERANCE_S = 0.5
 PARTS = ("audio_s", "audio_call_s", "decode_s", "second_pass_s", "held_s", "held_audio_s")
 
 
+class DecodeCache:
+    """A transcriber's ``decode_window`` kept on disk by its input: a lockstep run
+    decodes the same windows whatever the alert policy (the guard wait changes no
+    decode), so every policy after the first is measured without Whisper. Each entry
+    keeps the seconds its decode took."""
+
+    def __init__(self, transcriber, folder: Path):
+        self.transcriber, self.folder = transcriber, folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.entries: dict = {}
+        self.misses = 0
+
+    def for_call(self, name: str):
+        """The transcriber to hand a call: decodes come from (and go to) the call's file."""
+        self.path = self.folder / f"{name}.pickle"
+        self.entries = pickle.loads(self.path.read_bytes()) if self.path.exists() else {}
+        view = copy.copy(self.transcriber)
+        view.decode_window = self.decode_window
+        return view
+
+    def decode_window(self, samples, options, speaker="agent", offset=0.0):
+        key = hashlib.sha1(samples.tobytes() + repr((options, speaker, round(offset, 4))).encode()).hexdigest()
+        if key not in self.entries:
+            started = time.perf_counter()
+            segments = self.transcriber.decode_window(samples, options, speaker, offset)
+            self.entries[key] = (segments, time.perf_counter() - started)
+            self.misses += 1
+        return self.entries[key][0]
+
+    def save(self) -> None:
+        if self.misses:
+            self.path.write_bytes(pickle.dumps(self.entries))
+            self.misses = 0
+
+
 def recalled(turns: list[dict], hits: list[tuple[float, float]]) -> int:
     return sum(any(overlaps(start, end, turn, LIVE_TOLERANCE_S) for start, end in hits) for turn in turns)
 
 
 def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, lockstep: bool,
-             options: StreamingOptions | None = None) -> dict:
+             options: StreamingOptions | None = None, cache: DecodeCache | None = None) -> dict:
     """One call fed at speech speed (or ``lockstep``: its mono mix, decoded
     after each block): its alerts (with their latency parts) and recall."""
     labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
@@ -123,11 +162,14 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
     if lockstep:
         call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=False, options=options)
         samples = load_call(str(wav), "mono").agent
+        decoder = cache.for_call(wav.stem) if cache else transcriber
         for at in range(0, len(samples), SAMPLE_RATE // 10):
             call.feed(samples[at : at + SAMPLE_RATE // 10, None])
-            call.catch_up(transcriber)
+            call.catch_up(decoder)
         call.end()
-        call.catch_up(transcriber)
+        call.catch_up(decoder)
+        if cache:
+            cache.save()
     else:
         source = FileSource(str(wav), realtime=True, time_scale=time_scale)
         call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=source.channels > 1, options=options)
@@ -142,10 +184,16 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
     for alert, parts in zip(call.alerts, getattr(call, "latency_parts", [{}] * len(call.alerts))):
         middle = (alert["start"] + alert["end"]) / 2
         alerts.append({**{k: alert[k] for k in ("phrase_id", "start", "end", "pass", "latency_s", "speaker",
-                                                 "uncertain_speaker")},
+                                                 "uncertain_speaker")}, "guard_pending": alert.get("guard_pending"),
                        "retracted": bool(alert.get("retracted")), "said_by": speaker_at(labels["turns"], middle),
                        "after_turn_s": None if lockstep else after_turn_s(alert, labels["turns"], time_scale),
+                       "near_miss": "near_miss" in turn_at(labels["turns"], middle)["tags"],
                        **parts})
+        if parts.get("heard_to") is not None:  # call seconds: what the policy costs, whatever the load
+            turn = turn_at(labels["turns"], middle)
+            alerts[-1]["after_turn_call_s"] = round(parts["heard_to"] - turn["end"], 3)
+        if parts.get("withdrawn_at") is not None:
+            alerts[-1]["shown_call_s"] = round(parts["withdrawn_at"] - parts["heard_to"], 3)
     live = [(a["start"], a["end"]) for a in alerts if a["speaker"] == "agent" and not a["retracted"]]
     row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live),
            "alerts": alerts,
@@ -197,9 +245,14 @@ def summary(rows: list[dict]) -> None:
         held.setdefault(a.get("held_for"), []).append(a["held_s"] if a.get("held_s") is not None else 0.0)
     for why, values in sorted(held.items(), key=lambda item: str(item[0])):
         print(f"  held for {why!s:6s}: {len(values):3d} alerts, held_s {percentiles(values)}")
+    policy_summary(first)
     retracted = [a for a in alerts if a["retracted"]]
+    reasons = {}
+    for a in retracted:
+        reasons[a.get("withdrawn_for")] = reasons.get(a.get("withdrawn_for"), 0) + 1
     print(f"alerts: {len(alerts)} ({len(alerts) - len(first)} pass 2), retracted later {len(retracted)}"
-          f" = {len(retracted) / max(1, len(alerts)):.3f} (pass 1: {sum(a['pass'] == 1 for a in retracted)})")
+          f" = {len(retracted) / max(1, len(alerts)):.3f} (pass 1: {sum(a['pass'] == 1 for a in retracted)};"
+          f" by reason {reasons})")
     on_customer = [a for a in alerts if a["said_by"] == "customer"]
     print(f"alerts on a customer's words: {len(on_customer)}, naming the agent surely: "
           f"{sum(a['speaker'] == 'agent' and not a['uncertain_speaker'] for a in on_customer)}")
@@ -215,6 +268,30 @@ def summary(rows: list[dict]) -> None:
     print(line)
 
 
+def policy_summary(first: list[dict]) -> None:
+    """The alert policy's measures in call seconds (load-free; lockstep gives the same on any
+    machine): latency after the phrase and after the labelled turn's end on the agent's forbidden
+    words, and the alerts on near misses (a polite continuation) shown, and for how long."""
+    forbidden = [a for a in first if a["said_by"] == "agent" and not a["near_miss"] and a.get("heard_to") is not None]
+    if not forbidden:
+        return
+    after_phrase = [a["audio_call_s"] + a["held_audio_s"] for a in forbidden]
+    after_turn = [a["after_turn_call_s"] for a in forbidden]
+    print(f"  call seconds on the agent's forbidden words ({len(forbidden)} alerts): after the phrase "
+          f"{percentiles(after_phrase)} max={max(after_phrase):.2f}; after the turn's end {percentiles(after_turn)}"
+          f" max={max(after_turn):.2f}")
+    near = [a for a in first if a["said_by"] == "agent" and a["near_miss"]]
+    withdrawn = [a for a in near if a.get("withdrawn_for") in ("guarded", "not_heard_again", "customer")]
+    shown = [a["shown_call_s"] for a in withdrawn if a.get("shown_call_s") is not None]
+    print(f"  near-miss alerts shown: {len(near)}, withdrawn {len(withdrawn)} "
+          f"(shown for {percentiles(shown)} call s, max {max(shown, default=0):.2f}; by reason "
+          f"{sorted(a['withdrawn_for'] for a in withdrawn)}), left standing {len(near) - len(withdrawn)}"
+          f" ({[a['phrase_id'] for a in near if a not in withdrawn]})")
+    for a in near:
+        print(f"    near miss {a['phrase_id']} {a['start']}-{a['end']} guard_pending={a.get('guard_pending')} "
+              f"withdrawn={a.get('withdrawn_for')} shown={a.get('shown_call_s')}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("calls", nargs="*", default=["/work/shared/samples/calls"],
@@ -227,6 +304,9 @@ def main() -> int:
                              "the same decodes on any machine; wall latencies then mean nothing, held_audio_s does")
     parser.add_argument("--partial-every", type=float, help="StreamingOptions.partial_every_s (look-ahead cadence)")
     parser.add_argument("--summary", nargs="+", metavar="JSONL", help="only summarise files written with --json")
+    parser.add_argument("--guard-wait", type=int, help="StreamingOptions.guard_wait_chars (characters a rule hit "
+                                                        "waits for its politeness guard before a guard_pending alert)")
+    parser.add_argument("--cache", type=Path, help="with --lockstep: keep each call's decodes here between runs")
     args = parser.parse_args()
     if args.summary:  # (over the calls every file holds, each call's last run)
         runs = [{row["call"]: row for row in map(json.loads, Path(path).read_text().splitlines())}
@@ -240,13 +320,15 @@ def main() -> int:
 
     wavs = [w for c in map(Path, args.calls)
             for w in (sorted([*c.glob("*.wav"), *c.glob("*.flac")]) if c.is_dir() else [c])]
-    options = StreamingOptions(partial_every_s=args.partial_every) if args.partial_every else None
+    settings = {"partial_every_s": args.partial_every, "guard_wait_chars": args.guard_wait}
+    options = StreamingOptions(**{k: v for k, v in settings.items() if v is not None})
     transcriber = Transcriber(cpu_threads=2)
+    cache = DecodeCache(transcriber, args.cache) if args.cache and args.lockstep else None
     scheduler = DecodeScheduler(transcriber)
     rows = []
     for wav in wavs:
         rows.append(run_call(wav, transcriber, scheduler, args.time_scale, batch=not args.no_batch,
-                            lockstep=args.lockstep, options=options))
+                            lockstep=args.lockstep, options=options, cache=cache))
         first = [a["latency_s"] for a in rows[-1]["alerts"] if a["pass"] == 1]
         print(f"{wav.stem:28s} turns={rows[-1]['turns']} live={rows[-1]['live']} batch={rows[-1].get('batch', '-')} "
               f"alerts={len(rows[-1]['alerts'])} latency_s={first}", flush=True)

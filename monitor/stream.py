@@ -113,6 +113,14 @@ class StreamingOptions:
     pause_lookahead_shed_scale: float = 2.0
     """Look-ahead spacing from which there is no pause look-ahead: a loaded node
     sheds it first (short pauses within a sentence start it too)."""
+    guard_wait_chars: int | None = None
+    """Characters a provisional rule hit waits for after it, when the rule's politeness
+    guard (帮您, 马上…, ``phrasebook.Rule.unless``) may still follow and cancel it
+    (这个不归我们管，不过我马上帮您联系…), before it alerts; at most the rule's own reach
+    (``guard_reach``). Alerted with fewer than its reach heard, the alert is
+    ``guard_pending`` and is withdrawn (``PhraseWatch.withdrawn``) should the guard
+    follow before its reach is heard or its sentence is committed. None: the whole reach
+    (nothing withdrawn, up to 12 characters of waiting)."""
     min_lookahead_s: float = 1.0
     """Unfinished speech shorter than this is not decoded: Whisper tends to loop
     on a fraction of a word, at the cost of a full decode."""
@@ -699,17 +707,24 @@ class PhraseWatch:
     committed pieces is found; a hit already reported for the same phrase at an
     overlapping time (±``overlap_slack_s``, as timestamps move between decodes)
     is not reported again.
+
+    A word-group rule is cancelled by a politeness guard heard after it (我管不了…但我马上
+    帮您转给同事): on provisional text its hit waits for ``guard_wait_chars`` characters
+    after it (at most the rule's guard reach) or its sentence's commit. Reported before
+    its whole reach was heard, it is ``pending`` until then, and ``withdrawn`` should
+    the words that follow cancel it.
     """
 
-    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5, followed_chars: int = 1):
+    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5, followed_chars: int = 1,
+                 guard_wait_chars: int | None = None):
         self.matcher = matcher
         self.followed_chars = followed_chars
         """Characters decoded after a provisional phrase that show it whole though it
         ends within ``heard_until``'s margin: the word the window may have cut off is a later one."""
         self.context_words = context_words
         self.overlap_slack_s = overlap_slack_s
-        # A word-group rule is cancelled by a guard heard after it (我管不了…但我马上帮您转给同事):
-        # on provisional text it waits until the rule's own guard reach follows it, or the commit.
+        self.guard_wait_chars = guard_wait_chars
+        """``StreamingOptions.guard_wait_chars``."""
         self._guard_reach = {p.id: guard_reach(p.rule) for p in matcher.phrasebook.all_phrases() if p.rule}
         self._context: dict[str, list[Word]] = {}
         self.reported: list = []
@@ -717,6 +732,11 @@ class PhraseWatch:
         """The hits the last check held back for a guard that may still come."""
         self.unheard: list = []
         """The hits the last check left for a later one: they end too close to the audio's end."""
+        self.pending: list = []
+        """Reported hits whose guard may still follow: fewer characters than the rule's
+        reach were heard after them, and their sentence is not committed yet."""
+        self.withdrawn: list = []
+        """Pending hits the last check found cancelled by the words heard after them."""
 
     def check(self, words: list[Word], speaker: str, commit: bool, heard_until: float = float("inf")) -> list:
         """New forbidden hits in ``words`` ending before ``heard_until`` (or followed by
@@ -729,10 +749,11 @@ class PhraseWatch:
         joined = context + [w for w in words if w.start >= since - 0.05]
         if commit:
             self._context[speaker] = joined[-self.context_words :]
-        self.held, self.unheard = [], []
+        self.held, self.unheard, self.withdrawn = [], [], []
         if not joined:
             return []
         hits = self.matcher.match_segments([segment_of(joined, speaker)])
+        self._settle(joined, speaker, hits, commit)
         new = []
         for hit in hits:
             if hit.kind != "forbidden" or self._already(hit):
@@ -741,12 +762,40 @@ class PhraseWatch:
                 self.unheard.append(hit)
                 continue
             reach = self._guard_reach.get(hit.phrase_id, 0) if hit.method == "rule" and not commit else 0
-            if reach and characters_after(joined, hit.end) < reach:
+            heard_after = characters_after(joined, hit.end)
+            if reach and heard_after < min(reach, self.guard_wait_chars if self.guard_wait_chars is not None else reach):
                 self.held.append(hit)
                 continue
+            if reach and heard_after < reach:
+                self.pending.append(hit)
             self.reported.append(hit)
             new.append(hit)
         return new
+
+    def _settle(self, joined: list[Word], speaker: str, hits: list, commit: bool) -> None:
+        """Withdraw the pending hits of ``speaker`` that the words after them now cancel
+        (the hit is no longer found, though the words up to its end still show it); keep
+        as settled those whose sentence is committed or whose guard reach was heard."""
+        for hit in [h for h in self.pending if h.speaker == speaker]:
+            if joined[0].start > hit.start + 0.05 or joined[-1].end < hit.end - 0.05:
+                continue  # (these words do not hold it: context has moved past it, or they end before it)
+            if not self._found(hit, hits) and self._found(hit, self.matcher.match_segments(
+                    [segment_of([w for w in joined if w.start < hit.end - 0.05], speaker)])):
+                self.pending.remove(hit)
+                self.reported.remove(hit)  # (should later words show it after all, it is new again)
+                self.withdrawn.append(hit)
+            elif commit or characters_after(joined, hit.end) >= self._guard_reach[hit.phrase_id]:
+                self.pending.remove(hit)
+
+    def _found(self, hit, hits: list) -> bool:
+        """Whether a forbidden hit of ``hits`` lies over ``hit``'s words."""
+        return any(h.kind == "forbidden" and h.start < hit.end and hit.start < h.end for h in hits)
+
+    def forget(self, hit) -> None:
+        """``hit`` was not alerted on after all (held for its speaker's role): report it again later."""
+        self.reported.remove(hit)
+        if hit in self.pending:
+            self.pending.remove(hit)
 
     def _already(self, hit) -> bool:
         """Whether ``hit`` was reported: the same phrase about the same time, or any forbidden

@@ -219,3 +219,52 @@ def test_before_a_mono_streams_voices_are_told_apart_a_provisional_hit_alerts_on
     assert provisional("我家的", "网又断了，", "你有没有", "搞错？", at_pause=True) == []
     assert provisional("你有没有", "搞错？", "我家的", "网又断了") == []
     assert provisional("你有没有", "搞错？", "你们", "不是修网的吗") == []
+
+
+def _scripted_call(options, *looks):
+    """A stereo call whose agent stream yields the given ``Hypothesis``/``Committed`` events
+    one decode step each; returns its events."""
+    from monitor.livecall import LiveCall
+
+    book = load_phrasebook("broadband")
+    events: list[dict] = []
+
+    class Collect:
+        def send(self, event):
+            events.append(event)
+
+    call = LiveCall("scripted", book, matcher_for(book), [Collect()], stereo=True, options=options)
+    call._fed_audio, call._fed_wall = [60.0], [0.0]
+    agent = call.streams[0]
+    for look in looks:
+        agent.step = lambda transcriber, look=look: iter([look])
+        call.step(agent, None)
+    return events
+
+
+def test_a_rule_hit_alerted_before_its_guard_reach_is_withdrawn_when_the_guard_follows():
+    from monitor.stream import Committed, Hypothesis, StreamingOptions
+    from monitor.asr import segment_of
+
+    shirk = _spoken("这事", "我们", "处理不了，")
+    polite = shirk + _spoken("不过", "我马上", "帮您", "联系", "同事。", start=shirk[-1].end + 0.3)
+    plain = shirk + _spoken("你们", "自己", "想办法吧。", start=shirk[-1].end + 0.3)
+    at_pause = StreamingOptions(guard_wait_chars=0)
+
+    def alerts_and_retractions(words):
+        events = _scripted_call(at_pause, Hypothesis(shirk, "agent", shirk[-1].end, shirk[-1].end, at_pause=True),
+                                Hypothesis(words, "agent", words[-1].end, words[-1].end - 0.2),
+                                Committed(segment_of(words, "agent"), final=True))
+        return ([(e["phrase_id"], e["guard_pending"]) for e in events if e["type"] == "alert"],
+                [(e["phrase_id"], e["reason"]) for e in events if e["type"] == "retracted"])
+
+    # At the comma's pause the hit alerts at once, marked guard_pending; 不过我马上帮您… withdraws it.
+    assert alerts_and_retractions(polite) == ([("lexicon.shirking.cannot_handle", True)],
+                                              [("lexicon.shirking.cannot_handle", "guarded")])
+    # Without a polite continuation the alert stays.
+    assert alerts_and_retractions(plain) == ([("lexicon.shirking.cannot_handle", True)], [])
+    # Waiting the whole reach (the default), the near miss never alerts.
+    events = _scripted_call(StreamingOptions(), Hypothesis(shirk, "agent", shirk[-1].end, shirk[-1].end, at_pause=True),
+                            Hypothesis(polite, "agent", polite[-1].end, polite[-1].end - 0.2),
+                            Committed(segment_of(polite, "agent"), final=True))
+    assert [e for e in events if e["type"] in ("alert", "retracted")] == []

@@ -441,3 +441,52 @@ def test_a_look_ahead_that_left_a_phrase_unreported_is_followed_sooner_and_sheds
     assert committed <= 22.165 - 19.8 + 0.6
     _, _, loaded, _ = _until_commit_of(transcriber, "归我管", 19.8, scale=2.0, pending=True)
     assert all(b - a >= 2 * options.recheck_every_s - 1e-6 for a, b in zip(loaded, loaded[1:-1])), loaded
+
+
+SHIRK = _words(("这事", 3.0, 3.4), ("我真", 3.4, 3.8), ("管不了,", 3.8, 4.4))
+
+
+@pytest.mark.parametrize(("after", "commit_with_it", "withdrawn"), [
+    # A polite continuation heard by a later look-ahead: the alert goes.
+    (_words(("但我", 4.6, 4.9), ("马上", 4.9, 5.2), ("帮您", 5.2, 5.5), ("转给同事。", 5.5, 6.3)), False, True),
+    # ... or only by the sentence's commit.
+    (_words(("不过", 4.7, 5.0), ("我这边", 5.0, 5.4), ("帮您", 5.4, 5.7), ("登记一下。", 5.7, 6.4)), True, True),
+    # No continuation: the commit settles it, the alert stays.
+    ([], True, False),
+    # More words, none of them a guard: it stays.
+    (_words(("你自己", 4.6, 5.0), ("去找物业吧。", 5.0, 5.9)), True, False),
+    # The guard word beyond the rule's reach (its whole reach heard first): it stays.
+    (_words(("你去找物业", 4.6, 5.6), ("或者居委会", 5.6, 6.6), ("问问他们吧,", 6.6, 7.6), ("下次", 7.7, 8.0),
+            ("我帮您看看。", 8.0, 8.8)), False, False),
+])
+def test_a_guard_pending_hit_is_withdrawn_only_when_its_guard_follows(broadband_watch_matcher, after, commit_with_it,
+                                                                      withdrawn):
+    watch = PhraseWatch(broadband_watch_matcher, guard_wait_chars=0)
+    hits = watch.check(SHIRK, "agent", commit=False)
+    assert [h.phrase_id for h in hits] == ["lexicon.shirking.cannot_handle"] and watch.pending == hits
+    if after:  # a look-ahead that heard more
+        watch.check(SHIRK + after, "agent", commit=False)
+    if commit_with_it and not watch.withdrawn:
+        watch.check(SHIRK + after, "agent", commit=True)
+    assert [h.phrase_id for h in watch.withdrawn] == (["lexicon.shirking.cannot_handle"] if withdrawn else [])
+    assert watch.pending == [] and (hits[0] in watch.reported) is not withdrawn
+
+
+def test_guard_wait_chars_holds_a_rule_hit_that_many_characters_first(broadband_watch_matcher):
+    assert PhraseWatch(broadband_watch_matcher, guard_wait_chars=4).check(SHIRK, "agent", commit=False) == []
+    more = SHIRK + _words(("那个线路", 4.6, 5.4))
+    watch = PhraseWatch(broadband_watch_matcher, guard_wait_chars=4)
+    assert [h.phrase_id for h in watch.check(more, "agent", commit=False)] == ["lexicon.shirking.cannot_handle"]
+    assert watch.pending, "four characters are less than the rule's reach: its guard may still come"
+    # The whole reach (None, the default) waits and never withdraws.
+    default = PhraseWatch(broadband_watch_matcher)
+    assert default.check(more, "agent", commit=False) == [] and default.pending == []
+
+
+def test_a_committed_sentence_settles_a_pending_hit_and_the_next_utterance_does_not_withdraw_it(
+        broadband_watch_matcher):
+    watch = PhraseWatch(broadband_watch_matcher, guard_wait_chars=0)
+    assert watch.check(SHIRK, "agent", commit=False)
+    watch.check(SHIRK, "agent", commit=True)
+    watch.check(_words(("我帮您", 5.2, 5.8), ("转过去。", 5.8, 6.4)), "agent", commit=False)
+    assert watch.withdrawn == [] and watch.pending == []
