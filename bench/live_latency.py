@@ -196,7 +196,7 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
             alerts[-1]["shown_call_s"] = round(parts["withdrawn_at"] - parts["heard_to"], 3)
     live = [(a["start"], a["end"]) for a in alerts if a["speaker"] == "agent" and not a["retracted"]]
     row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live),
-           "alerts": alerts,
+           "alerts": alerts, "first_in_turn": first_in_turn(turns, alerts),
            "audio_s": round(call.duration_s, 2), "asr_s": round(call.asr_s, 2)}
     if batch:
         segments = transcriber.transcribe_call(load_call(str(wav)))
@@ -204,6 +204,21 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
                  if h.kind == "forbidden" and h.speaker == "agent"]
         row["batch"] = recalled(turns, found)
     return row
+
+
+def first_in_turn(turns: list[dict], alerts: list[dict]) -> list[dict]:
+    """For each labelled forbidden turn a first-pass alert standing on the agent's words flagged,
+    the first such alert's call seconds after its phrase and after the turn's end: when the
+    supervisor learnt of the violation (a second phrase over the same words adds nothing)."""
+    firsts = []
+    for turn in turns:
+        flagged = [a for a in alerts if a["pass"] == 1 and a["speaker"] == "agent" and not a["retracted"]
+                   and a.get("heard_to") is not None and overlaps(a["start"], a["end"], turn, LIVE_TOLERANCE_S)]
+        if flagged:
+            first = min(flagged, key=lambda a: a["heard_to"])
+            firsts.append({"after_phrase_call_s": round(first["heard_to"] - first["end"], 3),
+                           "after_turn_call_s": round(first["heard_to"] - turn["end"], 3)})
+    return firsts
 
 
 def after_turn_s(alert: dict, turns: list[dict], time_scale: float) -> float | None:
@@ -245,7 +260,7 @@ def summary(rows: list[dict]) -> None:
         held.setdefault(a.get("held_for"), []).append(a["held_s"] if a.get("held_s") is not None else 0.0)
     for why, values in sorted(held.items(), key=lambda item: str(item[0])):
         print(f"  held for {why!s:6s}: {len(values):3d} alerts, held_s {percentiles(values)}")
-    policy_summary(first)
+    policy_summary(first, rows)
     retracted = [a for a in alerts if a["retracted"]]
     reasons = {}
     for a in retracted:
@@ -268,7 +283,7 @@ def summary(rows: list[dict]) -> None:
     print(line)
 
 
-def policy_summary(first: list[dict]) -> None:
+def policy_summary(first: list[dict], rows: list[dict]) -> None:
     """The alert policy's measures in call seconds (load-free; lockstep gives the same on any
     machine): latency after the phrase and after the labelled turn's end on the agent's forbidden
     words, and the alerts on near misses (a polite continuation) shown, and for how long."""
@@ -281,6 +296,11 @@ def policy_summary(first: list[dict]) -> None:
           f"{percentiles(after_phrase)} max={max(after_phrase):.2f}; after the turn's end {percentiles(after_turn)}"
           f" max={max(after_turn):.2f}")
     near = [a for a in first if a["said_by"] == "agent" and a["near_miss"]]
+    if all("first_in_turn" in row for row in rows):
+        firsts = [f for row in rows for f in row["first_in_turn"]]
+        phrase, turn = [f["after_phrase_call_s"] for f in firsts], [f["after_turn_call_s"] for f in firsts]
+        print(f"  first alert of each flagged forbidden turn ({len(firsts)}): after the phrase {percentiles(phrase)} "
+              f"max={max(phrase, default=0):.2f}; after the turn's end {percentiles(turn)} max={max(turn, default=0):.2f}")
     withdrawn = [a for a in near if a.get("withdrawn_for") in ("guarded", "not_heard_again", "customer")]
     shown = [a["shown_call_s"] for a in withdrawn if a.get("shown_call_s") is not None]
     print(f"  near-miss alerts shown: {len(near)}, withdrawn {len(withdrawn)} "

@@ -710,13 +710,15 @@ class PhraseWatch:
 
     A word-group rule is cancelled by a politeness guard heard after it (我管不了…但我马上
     帮您转给同事): on provisional text its hit waits for ``guard_wait_chars`` characters
-    after it (at most the rule's guard reach) or its sentence's commit. Reported before
-    its whole reach was heard, it is ``pending`` until then, and ``withdrawn`` should
-    the words that follow cancel it.
+    after it (at most the rule's guard reach) or its sentence's commit. Reported (or
+    committed) before
+    its whole reach was heard, it is ``pending`` until that reach is heard or a pause of
+    ``guard_pause_s`` follows it, and ``withdrawn`` should the words heard meanwhile
+    (its sentence's, or the next one's) cancel it.
     """
 
     def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5, followed_chars: int = 1,
-                 guard_wait_chars: int | None = None):
+                 guard_wait_chars: int | None = None, guard_pause_s: float = 1.0):
         self.matcher = matcher
         self.followed_chars = followed_chars
         """Characters decoded after a provisional phrase that show it whole though it
@@ -725,6 +727,11 @@ class PhraseWatch:
         self.overlap_slack_s = overlap_slack_s
         self.guard_wait_chars = guard_wait_chars
         """``StreamingOptions.guard_wait_chars``."""
+        self.guard_pause_s = guard_pause_s
+        """A pause after a pending hit at least this long ends the reach of its guard: the
+        next words are another thought (a polite continuation comes within it, as in
+        这事我们处理不了……我这边帮您转到维修部门). The second pass's group pause
+        (``RefineOptions.group_pause_s``): the stretch the refined text judges again."""
         self._guard_reach = {p.id: guard_reach(p.rule) for p in matcher.phrasebook.all_phrases() if p.rule}
         self._context: dict[str, list[Word]] = {}
         self.reported: list = []
@@ -734,7 +741,7 @@ class PhraseWatch:
         """The hits the last check left for a later one: they end too close to the audio's end."""
         self.pending: list = []
         """Reported hits whose guard may still follow: fewer characters than the rule's
-        reach were heard after them, and their sentence is not committed yet."""
+        reach were heard after them, and no pause of ``guard_pause_s``."""
         self.withdrawn: list = []
         """Pending hits the last check found cancelled by the words heard after them."""
 
@@ -753,7 +760,7 @@ class PhraseWatch:
         if not joined:
             return []
         hits = self.matcher.match_segments([segment_of(joined, speaker)])
-        self._settle(joined, speaker, hits, commit)
+        self._settle(joined, speaker, hits, joined[len(context)].start if len(joined) > len(context) else None)
         new = []
         for hit in hits:
             if hit.kind != "forbidden" or self._already(hit):
@@ -761,22 +768,27 @@ class PhraseWatch:
             if hit.end > heard_until and characters_after(joined, hit.end) < self.followed_chars:
                 self.unheard.append(hit)
                 continue
-            reach = self._guard_reach.get(hit.phrase_id, 0) if hit.method == "rule" and not commit else 0
+            reach = self._guard_reach.get(hit.phrase_id, 0) if hit.method == "rule" else 0
             heard_after = characters_after(joined, hit.end)
-            if reach and heard_after < min(reach, self.guard_wait_chars if self.guard_wait_chars is not None else reach):
+            wait = reach if self.guard_wait_chars is None else min(reach, self.guard_wait_chars)
+            if not commit and heard_after < wait:
                 self.held.append(hit)
                 continue
-            if reach and heard_after < reach:
+            if heard_after < reach:  # (its guard may still come: in the next words, after a short pause)
                 self.pending.append(hit)
             self.reported.append(hit)
             new.append(hit)
         return new
 
-    def _settle(self, joined: list[Word], speaker: str, hits: list, commit: bool) -> None:
+    def _settle(self, joined: list[Word], speaker: str, hits: list, fresh_from: float | None) -> None:
         """Withdraw the pending hits of ``speaker`` that the words after them now cancel
-        (the hit is no longer found, though the words up to its end still show it); keep
-        as settled those whose sentence is committed or whose guard reach was heard."""
+        (the hit is no longer found, though the words up to its end still show it); settle
+        those whose guard reach was heard, or that new words (from ``fresh_from``) follow
+        after a pause of ``guard_pause_s``."""
         for hit in [h for h in self.pending if h.speaker == speaker]:
+            if fresh_from is not None and fresh_from - hit.end >= self.guard_pause_s:
+                self.pending.remove(hit)
+                continue
             if joined[0].start > hit.start + 0.05 or joined[-1].end < hit.end - 0.05:
                 continue  # (these words do not hold it: context has moved past it, or they end before it)
             if not self._found(hit, hits) and self._found(hit, self.matcher.match_segments(
@@ -784,7 +796,7 @@ class PhraseWatch:
                 self.pending.remove(hit)
                 self.reported.remove(hit)  # (should later words show it after all, it is new again)
                 self.withdrawn.append(hit)
-            elif commit or characters_after(joined, hit.end) >= self._guard_reach[hit.phrase_id]:
+            elif characters_after(joined, hit.end) >= self._guard_reach[hit.phrase_id]:
                 self.pending.remove(hit)
 
     def _found(self, hit, hits: list) -> bool:

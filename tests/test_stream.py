@@ -451,7 +451,7 @@ SHIRK = _words(("这事", 3.0, 3.4), ("我真", 3.4, 3.8), ("管不了,", 3.8, 4
     (_words(("但我", 4.6, 4.9), ("马上", 4.9, 5.2), ("帮您", 5.2, 5.5), ("转给同事。", 5.5, 6.3)), False, True),
     # ... or only by the sentence's commit.
     (_words(("不过", 4.7, 5.0), ("我这边", 5.0, 5.4), ("帮您", 5.4, 5.7), ("登记一下。", 5.7, 6.4)), True, True),
-    # No continuation: the commit settles it, the alert stays.
+    # No continuation: the alert stays.
     ([], True, False),
     # More words, none of them a guard: it stays.
     (_words(("你自己", 4.6, 5.0), ("去找物业吧。", 5.0, 5.9)), True, False),
@@ -469,6 +469,10 @@ def test_a_guard_pending_hit_is_withdrawn_only_when_its_guard_follows(broadband_
     if commit_with_it and not watch.withdrawn:
         watch.check(SHIRK + after, "agent", commit=True)
     assert [h.phrase_id for h in watch.withdrawn] == (["lexicon.shirking.cannot_handle"] if withdrawn else [])
+    assert (hits[0] in watch.reported) is not withdrawn
+    # Whatever stays pending settles once the speaker pauses: a later sentence's guard cannot withdraw it.
+    later = _words(("我帮您", 12.0, 12.6), ("看看。", 12.6, 13.0))
+    watch.check(later, "agent", commit=False)
     assert watch.pending == [] and (hits[0] in watch.reported) is not withdrawn
 
 
@@ -483,10 +487,13 @@ def test_guard_wait_chars_holds_a_rule_hit_that_many_characters_first(broadband_
     assert default.check(more, "agent", commit=False) == [] and default.pending == []
 
 
-def test_a_committed_sentence_settles_a_pending_hit_and_the_next_utterance_does_not_withdraw_it(
-        broadband_watch_matcher):
-    watch = PhraseWatch(broadband_watch_matcher, guard_wait_chars=0)
-    assert watch.check(SHIRK, "agent", commit=False)
-    watch.check(SHIRK, "agent", commit=True)
-    watch.check(_words(("我帮您", 5.2, 5.8), ("转过去。", 5.8, 6.4)), "agent", commit=False)
-    assert watch.withdrawn == [] and watch.pending == []
+def test_a_pending_hit_is_withdrawn_by_the_next_utterance_only_within_a_short_pause(broadband_watch_matcher):
+    """这事我真管不了，(pause) 我帮您转过去: the commit does not end the guard's reach, a long pause does."""
+    for pause_s, withdrawn in ((0.6, True), (1.2, False)):
+        watch = PhraseWatch(broadband_watch_matcher)  # (the default: held while provisional, released at the commit)
+        assert watch.check(SHIRK, "agent", commit=False) == []
+        assert [h.phrase_id for h in watch.check(SHIRK, "agent", commit=True)] == ["lexicon.shirking.cannot_handle"]
+        assert watch.pending, "committed, its guard may still come in the next words"
+        start = SHIRK[-1].end + pause_s
+        watch.check(_words(("我帮您", start, start + 0.6), ("转过去。", start + 0.6, start + 1.2)), "agent", commit=False)
+        assert bool(watch.withdrawn) is withdrawn and watch.pending == []
