@@ -502,9 +502,10 @@ class LiveCall:
     def _retract(self, alert: dict, reason: str, heard_again: str, heard_to: float | None = None) -> None:
         """Withdraw ``alert``; ``heard_to``: the call time heard when it was (else all audio looked at)."""
         alert["retracted"] = True
-        parts = self.latency_parts[next(i for i, a in enumerate(self.alerts) if a is alert)]
-        parts["withdrawn_for"] = reason
-        parts["withdrawn_at"] = round(heard_to if heard_to is not None else max(s.checked_until for s in self.streams), 3)
+        index = next(i for i, a in enumerate(self.alerts) if a is alert)
+        if index < len(self.latency_parts):  # (how long it was shown, for bench/live_latency.py)
+            self.latency_parts[index].update(withdrawn_for=reason, withdrawn_at=round(
+                heard_to if heard_to is not None else max(s.checked_until for s in self.streams), 3))
         retraction = {"type": "retracted", "call_id": self.call_id, "speaker": alert["speaker"],
                       "phrase_id": alert["phrase_id"], "canonical": alert["canonical"],
                       "start": alert["start"], "end": alert["end"], "heard_again": heard_again, "reason": reason}
