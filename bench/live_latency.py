@@ -324,8 +324,9 @@ def main() -> int:
                              "the same decodes on any machine; wall latencies then mean nothing, held_audio_s does")
     parser.add_argument("--partial-every", type=float, help="StreamingOptions.partial_every_s (look-ahead cadence)")
     parser.add_argument("--summary", nargs="+", metavar="JSONL", help="only summarise files written with --json")
-    parser.add_argument("--guard-wait", type=int, help="StreamingOptions.guard_wait_chars (characters a rule hit "
-                                                        "waits for its politeness guard before a guard_pending alert)")
+    parser.add_argument("--guard-wait", metavar="N|whole",
+                        help="StreamingOptions.guard_wait_chars: characters a rule hit waits for its politeness guard "
+                             "before a guard_pending alert; whole: its guard's whole reach (or the commit)")
     parser.add_argument("--cache", type=Path, help="with --lockstep: keep each call's decodes here between runs")
     args = parser.parse_args()
     if args.summary:  # (over the calls every file holds, each call's last run)
@@ -340,8 +341,11 @@ def main() -> int:
 
     wavs = [w for c in map(Path, args.calls)
             for w in (sorted([*c.glob("*.wav"), *c.glob("*.flac")]) if c.is_dir() else [c])]
-    settings = {"partial_every_s": args.partial_every, "guard_wait_chars": args.guard_wait}
-    options = StreamingOptions(**{k: v for k, v in settings.items() if v is not None})
+    options = StreamingOptions()
+    if args.partial_every:
+        options.partial_every_s = args.partial_every
+    if args.guard_wait is not None:
+        options.guard_wait_chars = None if args.guard_wait == "whole" else int(args.guard_wait)
     transcriber = Transcriber(cpu_threads=2)
     cache = DecodeCache(transcriber, args.cache) if args.cache and args.lockstep else None
     scheduler = DecodeScheduler(transcriber)

@@ -265,8 +265,8 @@ def test_a_rule_hit_alerted_before_its_guard_reach_is_withdrawn_when_the_guard_f
                                               [("lexicon.shirking.cannot_handle", "guarded")])
     # Without a polite continuation the alert stays.
     assert alerts_and_retractions(plain) == ([("lexicon.shirking.cannot_handle", True)], [])
-    # Waiting the whole reach (the default), the near miss never alerts.
-    events = _scripted_call(StreamingOptions(), Hypothesis(shirk, "agent", shirk[-1].end, shirk[-1].end, at_pause=True),
+    # Waiting the whole reach, the near miss never alerts.
+    events = _scripted_call(StreamingOptions(guard_wait_chars=None), Hypothesis(shirk, "agent", shirk[-1].end, shirk[-1].end, at_pause=True),
                             Hypothesis(polite, "agent", polite[-1].end, polite[-1].end - 0.2),
                             Committed(segment_of(polite, "agent"), final=True))
     assert [e for e in events if e["type"] in ("alert", "retracted")] == []
