@@ -83,6 +83,42 @@ Retracted 6/39; alerts on customers' words 7, none naming the agent surely;
 live recall 23/28 (heldout4 6/8). The held-out tail is the guard hold and
 late hearing (k01's 你也听不懂 first heard 3.4 s of call time after it was
 said); the samples alone are no guide to it.
+
+Measured 2026-11-28 (issue 16: the politeness-guard hold), in lockstep with the
+decodes cached (``--lockstep --cache DIR``: the guard policy changes no decode,
+so each policy replays the same windows; call seconds, load-free) on 26
+development calls: the 10 samples, /tmp/heldout3 (h3_01-06), /tmp/heldout2
+(w01-04), bench/data/live_heldout (h1-h3) and bench/data/latency_dev (ld01-03:
+polite continuations after a pause, real customer voices). Measures on the
+agent's forbidden words: the first alert of each flagged labelled turn (31),
+call seconds after its phrase and after the turn's end; near-miss alerts (in
+turns labelled near_miss) and how long they were shown before withdrawn.
+
+| policy (``--guard-wait``) | after phrase p50/p95 | after turn end p50/p95 | near misses shown (withdrawn, shown call s) | on customers | retracted | live recall |
+|---|---|---|---|---|---|---|
+| before: hold the whole reach or the commit (b07cf27) | 0.86/3.34 | 0.14/0.60 | 3 (2, after 1.8/4.8 s; 1 stood) | 7 | 5/51 | 32/36 |
+| hold, the guard's reach past the commit (``whole``) | 0.86/3.34 | 0.14/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/53 | 32/36 |
+| (B) wait 8 characters (the farthest polite guard measured) | 0.86/2.76 | 0.10/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/53 | 32/36 |
+| (B) wait 4 characters | 0.84/2.27 | 0.01/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/54 | 32/36 |
+| (A) alert when heard, withdraw if guarded (``0``, chosen) | 0.55/1.80 | -0.29/0.24 | 4 (4, 0.7-2.0 s) | 8 | 8/58 | 32/36 |
+
+Polite guards come 2-8 characters after the rule's words in the near-miss
+texts of the labelled calls and the match/compliance cases (25 cancelled hits,
+p95 6.6): a wait short enough to matter alerts on them too, and a rule match
+that grows with the next words (管不了…你自己去找) moves its end, so the wait
+restarts. The "before" hold left ld02's near miss standing (这事我们处理不了，
+then 0.6 s later 我这边帮您转到维修部门: the commit ended the guard's reach);
+now the reach runs past the commit until a 1 s pause. With the first pass's alert on it withdrawn, ld02's near miss
+gets a second-pass alert of the meaning model instead (meaning.shirking on the
+refined 这事我们处理不了，我这边帮您转到维修部门，请稍等, at its deduct level: the
+report holds it too). The one added alert on
+a customer's words is h3_04's, withdrawn as guarded and raised again by the
+second pass (the refined text holds it unguarded). The remaining tail after
+the phrase (1.6-2.5 s: h3_02, h3_06, w01, w04) is late hearing: short
+look-ahead windows mishear the phrase (跟你说的多小变了 for 跟你说了多少遍了;
+行了行了 as 请问请问/写了写了) until a window of 2-4 s hears it; no window
+cut, VAD or shedding in lockstep. The policy costs no decode (same windows);
+its matching is a few matcher calls per look at a pending hit.
 """
 
 from __future__ import annotations

@@ -815,13 +815,16 @@ class PhraseWatch:
             self.pending.remove(hit)
 
     def _already(self, hit) -> bool:
-        """Whether ``hit`` was reported: the same phrase about the same time, or any forbidden
+        """Whether ``hit`` was reported: the same phrase about the same time, any forbidden
         phrase over a sentence the meaning model reported (``monitor.meaning``: a rule that
-        fires there once the next words are heard is the same act)."""
+        fires there once the next words are heard is the same act), or another phrase over
+        the same words (你问我，我问谁 heard first as the 反问 rule on a look-ahead that had not
+        heard the code's whole wording yet)."""
         slack = self.overlap_slack_s
         return any(
             (old.phrase_id == hit.phrase_id or old.detected_by is not None)
             and old.start - slack < hit.end and hit.start < old.end + slack
+            or old.start < hit.end and hit.start < old.end
             for old in self.reported
         )
 
