@@ -716,10 +716,9 @@ class PhraseWatch:
     A word-group rule is cancelled by a politeness guard heard after it (我管不了…但我马上
     帮您转给同事): on provisional text its hit waits for ``guard_wait_chars`` characters
     after it (at most the rule's guard reach) or its sentence's commit. Reported (or
-    committed) before
-    its whole reach was heard, it is ``pending`` until that reach is heard or a pause of
-    ``guard_pause_s`` follows it, and ``withdrawn`` should the words heard meanwhile
-    (its sentence's, or the next one's) cancel it.
+    committed) before its whole reach was heard, it is ``pending`` until that reach is
+    heard or a pause of ``guard_pause_s`` follows it, and ``withdrawn`` should the words
+    heard meanwhile (its sentence's, or the next one's) cancel it.
     """
 
     def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5, followed_chars: int = 1,
@@ -735,8 +734,8 @@ class PhraseWatch:
         self.guard_pause_s = guard_pause_s
         """A pause after a pending hit at least this long ends the reach of its guard: the
         next words are another thought (a polite continuation comes within it, as in
-        这事我们处理不了……我这边帮您转到维修部门). The second pass's group pause
-        (``RefineOptions.group_pause_s``): the stretch the refined text judges again."""
+        这事我们处理不了……我这边帮您转到维修部门). A live call gives the second pass's
+        group pause (``RefineOptions.group_pause_s``): the stretch the refined text judges again."""
         self._guard_reach = {p.id: guard_reach(p.rule) for p in matcher.phrasebook.all_phrases() if p.rule}
         self._context: dict[str, list[Word]] = {}
         self.reported: list = []
@@ -748,7 +747,8 @@ class PhraseWatch:
         """Reported hits whose guard may still follow: fewer characters than the rule's
         reach were heard after them, and no pause of ``guard_pause_s``."""
         self.withdrawn: list = []
-        """Pending hits the last check found cancelled by the words heard after them."""
+        """(hit, reason) for the pending hits the last check withdrew: ``guarded`` (the words
+        heard after it cancel it) or ``not_heard_again`` (its words, heard whole, hold it no more)."""
 
     def check(self, words: list[Word], speaker: str, commit: bool, heard_until: float = float("inf")) -> list:
         """New forbidden hits in ``words`` ending before ``heard_until`` (or followed by
@@ -765,7 +765,7 @@ class PhraseWatch:
         if not joined:
             return []
         hits = self.matcher.match_segments([segment_of(joined, speaker)])
-        self._settle(joined, speaker, hits, joined[len(context)].start if len(joined) > len(context) else None)
+        self._settle(joined, speaker, hits, commit, joined[len(context)].start if len(joined) > len(context) else None)
         new = []
         for hit in hits:
             if hit.kind != "forbidden" or self._already(hit):
@@ -785,24 +785,33 @@ class PhraseWatch:
             new.append(hit)
         return new
 
-    def _settle(self, joined: list[Word], speaker: str, hits: list, fresh_from: float | None) -> None:
+    def _settle(self, joined: list[Word], speaker: str, hits: list, commit: bool, fresh_from: float | None) -> None:
         """Withdraw the pending hits of ``speaker`` that the words after them now cancel
-        (the hit is no longer found, though the words up to its end still show it); settle
-        those whose guard reach was heard, or that new words (from ``fresh_from``) follow
-        after a pause of ``guard_pause_s``."""
+        (``guarded``: the hit is no longer found, though the words up to its end still show
+        it), or that the words it was to be judged on no longer hold at all (``not_heard_again``:
+        its sentence's commit, or the look that heard its guard's whole reach, heard other
+        words there, as waiting for them would have found); settle the rest at that point,
+        or once new words (from ``fresh_from``) follow it after a pause of ``guard_pause_s``."""
         for hit in [h for h in self.pending if h.speaker == speaker]:
             if fresh_from is not None and fresh_from - hit.end >= self.guard_pause_s:
                 self.pending.remove(hit)
                 continue
             if joined[0].start > hit.start + 0.05 or joined[-1].end < hit.end - 0.05:
                 continue  # (these words do not hold it: context has moved past it, or they end before it)
-            if not self._found(hit, hits) and self._found(hit, self.matcher.match_segments(
+            judged = commit or characters_after(joined, hit.end) >= self._guard_reach[hit.phrase_id]
+            if self._found(hit, hits):
+                if judged:
+                    self.pending.remove(hit)
+                continue
+            if self._found(hit, self.matcher.match_segments(
                     [segment_of([w for w in joined if w.start < hit.end - 0.05], speaker)])):
-                self.pending.remove(hit)
-                self.reported.remove(hit)  # (should later words show it after all, it is new again)
-                self.withdrawn.append(hit)
-            elif characters_after(joined, hit.end) >= self._guard_reach[hit.phrase_id]:
-                self.pending.remove(hit)
+                self.withdrawn.append((hit, "guarded"))
+            elif judged:
+                self.withdrawn.append((hit, "not_heard_again"))
+            else:
+                continue  # (a look-ahead that heard it otherwise: the next may hear it again)
+            self.pending.remove(hit)
+            self.reported.remove(hit)  # (should later words show it after all, it is new again)
 
     def _found(self, hit, hits: list) -> bool:
         """Whether a forbidden hit of ``hits`` lies over ``hit``'s words."""
