@@ -798,15 +798,15 @@ class PhraseWatch:
                 continue
             if joined[0].start > hit.start + 0.05 or joined[-1].end < hit.end - 0.05:
                 continue  # (these words do not hold it: context has moved past it, or they end before it)
-            judged = commit or characters_after(joined, hit.end) >= self._guard_reach[hit.phrase_id]
+            reach_heard = characters_after(joined, hit.end) >= self._guard_reach[hit.phrase_id]
             if self._found(hit, hits):
-                if judged:
+                if reach_heard:  # (committed, its guard may still come in the next words)
                     self.pending.remove(hit)
                 continue
             if self._found(hit, self.matcher.match_segments(
                     [segment_of([w for w in joined if w.start < hit.end - 0.05], speaker)])):
                 self.withdrawn.append((hit, "guarded"))
-            elif judged:
+            elif commit or reach_heard:
                 self.withdrawn.append((hit, "not_heard_again"))
             else:
                 continue  # (a look-ahead that heard it otherwise: the next may hear it again)

@@ -490,10 +490,11 @@ def test_guard_wait_chars_holds_a_rule_hit_that_many_characters_first(broadband_
 
 def test_a_pending_hit_is_withdrawn_by_the_next_utterance_only_within_a_short_pause(broadband_watch_matcher):
     """这事我真管不了，(pause) 我帮您转过去: the commit does not end the guard's reach, a long pause does."""
-    for pause_s, withdrawn in ((0.6, True), (1.2, False)):
-        watch = PhraseWatch(broadband_watch_matcher)  # (the default: held while provisional, released at the commit)
-        assert watch.check(SHIRK, "agent", commit=False) == []
-        assert [h.phrase_id for h in watch.check(SHIRK, "agent", commit=True)] == ["lexicon.shirking.cannot_handle"]
+    for pause_s, withdrawn, wait in ((0.6, True, None), (1.2, False, None), (0.6, True, 0), (1.2, False, 0)):
+        watch = PhraseWatch(broadband_watch_matcher, guard_wait_chars=wait)
+        alerted = watch.check(SHIRK, "agent", commit=False)  # (None: held while provisional, alerted at the commit)
+        alerted += watch.check(SHIRK, "agent", commit=True)
+        assert [h.phrase_id for h in alerted] == ["lexicon.shirking.cannot_handle"]
         assert watch.pending, "committed, its guard may still come in the next words"
         start = SHIRK[-1].end + pause_s
         watch.check(_words(("我帮您", start, start + 0.6), ("转过去。", start + 0.6, start + 1.2)), "agent", commit=False)
