@@ -97,7 +97,7 @@ turns labelled near_miss) and how long they were shown before withdrawn.
 | policy (``--guard-wait``) | after phrase p50/p95 | after turn end p50/p95 | near misses shown (withdrawn, shown call s) | on customers | retracted | live recall |
 |---|---|---|---|---|---|---|
 | before: hold the whole reach or the commit (b07cf27) | 0.86/3.34 | 0.14/0.60 | 3 (2, after 1.8/4.8 s; 1 stood) | 7 | 5/51 | 32/36 |
-| hold, the guard's reach past the commit (``whole``) | 0.86/3.34 | 0.14/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/53 | 32/36 |
+| hold, the guard's reach past the commit (``whole``) | 0.86/3.34 | 0.14/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/52 | 32/36 |
 | (B) wait 8 characters (the farthest polite guard measured) | 0.86/2.76 | 0.10/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/53 | 32/36 |
 | (B) wait 4 characters | 0.84/2.27 | 0.01/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/54 | 32/36 |
 | (A) alert when heard, withdraw if guarded (``0``, chosen) | 0.55/1.80 | -0.29/0.24 | 4 (4, 0.7-2.0 s) | 8 | 8/54 | 32/36 |
