@@ -826,14 +826,15 @@ class PhraseWatch:
     def _already(self, hit) -> bool:
         """Whether ``hit`` was reported: the same phrase about the same time, any forbidden
         phrase over a sentence the meaning model reported (``monitor.meaning``: a rule that
-        fires there once the next words are heard is the same act), or another phrase over
-        the same words (你问我，我问谁 heard first as the 反问 rule on a look-ahead that had not
-        heard the code's whole wording yet)."""
+        fires there once the next words are heard is the same act), or a word-group rule's
+        hit over words another phrase was reported on (说明书上有，你自己看 then its 你自己看).
+        The code's own wording over a rule's words is reported: it names what the report
+        will (不知道，这事不归我管: 敷衍 heard first on 不知道…, then 这事不归我管)."""
         slack = self.overlap_slack_s
         return any(
             (old.phrase_id == hit.phrase_id or old.detected_by is not None)
             and old.start - slack < hit.end and hit.start < old.end + slack
-            or old.start < hit.end and hit.start < old.end
+            or hit.method == "rule" and old.start < hit.end and hit.start < old.end
             for old in self.reported
         )
 

@@ -66,8 +66,7 @@ def test_realtime_file_alerts_on_stdout_and_webhook_then_reports(tmp_path):
     # them, and greedy live decoding hears d06's second phrase as 快下班龄 in
     # most runs but 快小班龙 (too far to match) in some. The first is heard every
     # time; both, every time, in lockstep below. (Live accuracy: bench/live_latency.py.)
-    # (你问我，我问谁 alerts as the 反问 rule when a look-ahead hears that first, or as the code's wording.)
-    assert any("你问我" in a["heard"] and a["category"] in ("rhetorical", "rude") for a in alerts)
+    assert "你问我，我问谁？" in {a["canonical"] for a in alerts}
     for alert in alerts:
         assert {"kind", "phrase_id", "canonical", "heard", "start", "end", "article", "latency_s"} <= alert.keys()
         assert alert["kind"] == "forbidden" and 0 <= alert["latency_s"] < 15
@@ -76,7 +75,10 @@ def test_realtime_file_alerts_on_stdout_and_webhook_then_reports(tmp_path):
         (e["type"], e["phrase_id"]) for e in events if e["type"] in ("alert", "retracted")]
     report = json.loads((tmp_path / "d06_no_greeting_rude.json").read_text())
     assert report["schema"] == "monitor.report/1" and report["agent_id"] == "A1006"
-    assert {a["phrase_id"] for a in alerts} <= {e["phrase_id"] for e in report["events"] if e["kind"] == "forbidden"}
+    # The report holds every alert: the same phrase, or for a rule's alert, a forbidden event over its words.
+    forbidden = [e for e in report["events"] if e["kind"] == "forbidden"]
+    assert all(any(e["phrase_id"] == a["phrase_id"] or a["phrase_id"].startswith("lexicon.")
+                   and e["start"] < a["end"] and a["start"] < e["end"] for e in forbidden) for a in alerts)
     assert (tmp_path / "d06_no_greeting_rude.html").exists()
 
 
@@ -90,11 +92,10 @@ def test_a_file_not_played_in_real_time_is_decoded_in_lockstep_with_the_same_res
     heard = [[(e["type"], e.get("text") or e.get("canonical") or e.get("segments"), e.get("start")) for e in events]
              for events in runs]  # fmt: skip
     assert heard[0] == heard[1]  # independent of the machine's speed and load
-    # 你问我，我问谁 alerts once, as the look-ahead that first hears it matches it: the 反问 rule (its
-    # politeness guard pending) or the code's own wording.
-    first, second = [e for e in runs[0] if e["type"] == "alert"]
-    assert "你问我" in first["heard"] and first["category"] in ("rhetorical", "rude")
-    assert second["canonical"] == "快下班了，明天再说。"
+    # The code's two phrases; 你问我，我问谁 may alert first as the 反问 rule, when a look-ahead hears that first.
+    alerts = [e for e in runs[0] if e["type"] == "alert"]
+    assert [a["canonical"] for a in alerts if not a["phrase_id"].startswith("lexicon.")] == ["你问我，我问谁？", "快下班了，明天再说。"]
+    assert all("你问我" in a["heard"] for a in alerts if a["phrase_id"].startswith("lexicon."))
     # d06 is mono: the first alert comes before the two voices can be told apart, and says so.
     alerts = [e for e in runs[0] if e["type"] == "alert"]
     assert alerts[0]["speaker_confidence"] is None and alerts[0]["uncertain_speaker"]
