@@ -100,12 +100,12 @@ turns labelled near_miss) and how long they were shown before withdrawn.
 | hold, the guard's reach past the commit (``whole``) | 0.86/3.34 | 0.14/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/52 | 32/36 |
 | (B) wait 8 characters (the farthest polite guard measured) | 0.86/2.76 | 0.10/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/53 | 32/36 |
 | (B) wait 4 characters | 0.84/2.27 | 0.01/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/54 | 32/36 |
-| (A) alert when heard, withdraw if guarded (``0``, chosen) | 0.55/1.80 | -0.29/0.24 | 4 (4, 0.7-2.0 s) | 8 | 8/54 | 32/36 |
+| (A) alert when heard, withdraw if guarded (``0``, chosen) | 0.55/1.80 | -0.29/0.24 | 4 (4, 0.7-2.0 s) | 8 | 8/56 | 32/36 |
 
-(A counted once another phrase over words already alerted on is the same act,
-as it now is: 58 alerts before, the 反问 rule and then 你问我，我问谁 over the same
-words; per alert on the agent's forbidden words, after the phrase p95 4.01 ->
-2.67 call s.) Polite guards come 2-8 characters after the rule's words in the near-miss
+(A rule's hit over words another phrase was alerted on is now the same act,
+not a second alert: 58 alerts before, per alert on the agent's forbidden words
+after the phrase p95 4.01 -> 2.50 call s. The code's own wording after a rule
+heard first still alerts: d06's 反问 rule on 你问我，我问… then 你问我，我问谁.) Polite guards come 2-8 characters after the rule's words in the near-miss
 texts of the labelled calls and the match/compliance cases (25 cancelled hits,
 p95 6.6): a wait short enough to matter alerts on them too, and a rule match
 that grows with the next words (管不了…你自己去找) moves its end, so the wait
