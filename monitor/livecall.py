@@ -179,7 +179,7 @@ class LiveCall:
                 with self._watch_lock:
                     self._withdraw_if_customer(segment)
                     hits = self.watch.check(event.segment.words, stream.speaker, commit=True)
-                    self._withdraw_pending(event.segment.text, sighting)
+                    self._withdraw_guarded(event.segment.text, sighting)
                     hits += self._meaning_hits(segment)
                     self._alert(hits, event.segment.words, commit=True, sighting=sighting)
             elif isinstance(event, Hypothesis):
@@ -189,7 +189,7 @@ class LiveCall:
                             "start": round(event.words[0].start, 2), "end": round(event.words[-1].end, 2), "text": text})
                 with self._watch_lock:
                     hits = self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until)
-                    self._withdraw_pending(text, sighting)
+                    self._withdraw_guarded(text, sighting)
                     self._hold(self.watch.held, sighting, "guard")
                     unheard = bool(self.watch.unheard)
                     held_for_role = self._alert(hits, event.words, commit=False, sighting=sighting,
@@ -491,15 +491,14 @@ class LiveCall:
         self.watch.reported += new
         self._alert(new, [], commit=True, decoding_pass=2)
 
-    def _withdraw_pending(self, heard: str, sighting: Sighting) -> None:
-        """Withdraw the ``guard_pending`` alerts the last check withdrew (``PhraseWatch.withdrawn``):
-        这个不归我们管 alerted at a comma's pause, then 不过我马上帮您… (``guarded``), or a look-ahead's
-        word-group match that its sentence, heard whole, no longer holds (``not_heard_again``)."""
-        for hit, reason in self.watch.withdrawn:
+    def _withdraw_guarded(self, heard: str, sighting: Sighting) -> None:
+        """Withdraw the ``guard_pending`` alerts whose politeness guard the last check heard
+        (``PhraseWatch.withdrawn``): 这个不归我们管 alerted at a comma's pause, then 不过我马上帮您…."""
+        for hit in self.watch.withdrawn:
             for alert in self.alerts:
                 if (alert["pass"] == 1 and alert.get("guard_pending") and not alert.get("retracted")
                         and alert["phrase_id"] == hit.phrase_id and alert["start"] == round(hit.start, 2)):
-                    self._retract(alert, reason, heard, sighting.heard_to)
+                    self._retract(alert, "guarded", heard, sighting.heard_to)
 
     def _retract(self, alert: dict, reason: str, heard_again: str, heard_to: float | None = None) -> None:
         """Withdraw ``alert``; ``heard_to``: the call time heard when it was (else all audio looked at)."""

@@ -747,8 +747,7 @@ class PhraseWatch:
         """Reported hits whose guard may still follow: fewer characters than the rule's
         reach were heard after them, and no pause of ``guard_pause_s``."""
         self.withdrawn: list = []
-        """(hit, reason) for the pending hits the last check withdrew: ``guarded`` (the words
-        heard after it cancel it) or ``not_heard_again`` (its words, heard whole, hold it no more)."""
+        """Pending hits the last check found cancelled by the words heard after them."""
 
     def check(self, words: list[Word], speaker: str, commit: bool, heard_until: float = float("inf")) -> list:
         """New forbidden hits in ``words`` ending before ``heard_until`` (or followed by
@@ -765,7 +764,7 @@ class PhraseWatch:
         if not joined:
             return []
         hits = self.matcher.match_segments([segment_of(joined, speaker)])
-        self._settle(joined, speaker, hits, commit, joined[len(context)].start if len(joined) > len(context) else None)
+        self._settle(joined, speaker, hits, joined[len(context)].start if len(joined) > len(context) else None)
         new = []
         for hit in hits:
             if hit.kind != "forbidden" or self._already(hit):
@@ -785,33 +784,27 @@ class PhraseWatch:
             new.append(hit)
         return new
 
-    def _settle(self, joined: list[Word], speaker: str, hits: list, commit: bool, fresh_from: float | None) -> None:
-        """Withdraw the pending hits of ``speaker`` that the words after them now cancel
-        (``guarded``: the hit is no longer found, though the words up to its end still show
-        it), or that the words it was to be judged on no longer hold at all (``not_heard_again``:
-        its sentence's commit, or the look that heard its guard's whole reach, heard other
-        words there, as waiting for them would have found); settle the rest at that point,
-        or once new words (from ``fresh_from``) follow it after a pause of ``guard_pause_s``."""
+    def _settle(self, joined: list[Word], speaker: str, hits: list, fresh_from: float | None) -> None:
+        """Withdraw the pending hits of ``speaker`` that the words after them now cancel (the
+        hit is no longer found, though the words up to its end still show it: ``guarded``);
+        settle those whose guard's whole reach was heard, or that new words (from
+        ``fresh_from``) follow after a pause of ``guard_pause_s``. A hit its words no longer
+        hold at all (heard otherwise) is left to the second pass, as any first-pass alert:
+        withdrawing it on the first pass's own rehearing cost a true alert in real time
+        (w01's 跟你说了多少遍了, heard otherwise by its sentence's commit)."""
         for hit in [h for h in self.pending if h.speaker == speaker]:
             if fresh_from is not None and fresh_from - hit.end >= self.guard_pause_s:
                 self.pending.remove(hit)
                 continue
             if joined[0].start > hit.start + 0.05 or joined[-1].end < hit.end - 0.05:
                 continue  # (these words do not hold it: context has moved past it, or they end before it)
-            reach_heard = characters_after(joined, hit.end) >= self._guard_reach[hit.phrase_id]
-            if self._found(hit, hits):
-                if reach_heard:  # (committed, its guard may still come in the next words)
-                    self.pending.remove(hit)
-                continue
-            if self._found(hit, self.matcher.match_segments(
+            if not self._found(hit, hits) and self._found(hit, self.matcher.match_segments(
                     [segment_of([w for w in joined if w.start < hit.end - 0.05], speaker)])):
-                self.withdrawn.append((hit, "guarded"))
-            elif commit or reach_heard:
-                self.withdrawn.append((hit, "not_heard_again"))
-            else:
-                continue  # (a look-ahead that heard it otherwise: the next may hear it again)
-            self.pending.remove(hit)
-            self.reported.remove(hit)  # (should later words show it after all, it is new again)
+                self.pending.remove(hit)
+                self.reported.remove(hit)  # (should later words show it after all, it is new again)
+                self.withdrawn.append(hit)
+            elif characters_after(joined, hit.end) >= self._guard_reach[hit.phrase_id]:
+                self.pending.remove(hit)
 
     def _found(self, hit, hits: list) -> bool:
         """Whether a forbidden hit of ``hits`` lies over ``hit``'s words."""

@@ -468,8 +468,7 @@ def test_a_guard_pending_hit_is_withdrawn_only_when_its_guard_follows(broadband_
         watch.check(SHIRK + after, "agent", commit=False)
     if commit_with_it and not watch.withdrawn:
         watch.check(SHIRK + after, "agent", commit=True)
-    assert [(h.phrase_id, why) for h, why in watch.withdrawn] == (
-        [("lexicon.shirking.cannot_handle", "guarded")] if withdrawn else [])
+    assert [h.phrase_id for h in watch.withdrawn] == (["lexicon.shirking.cannot_handle"] if withdrawn else [])
     assert (hits[0] in watch.reported) is not withdrawn
     # Whatever stays pending settles once the speaker pauses: a later sentence's guard cannot withdraw it.
     later = _words(("我帮您", 12.0, 12.6), ("看看。", 12.6, 13.0))
@@ -501,14 +500,12 @@ def test_a_pending_hit_is_withdrawn_by_the_next_utterance_only_within_a_short_pa
         assert bool(watch.withdrawn) is withdrawn and watch.pending == []
 
 
-def test_a_pending_hit_its_committed_sentence_no_longer_holds_is_withdrawn_as_not_heard_again(broadband_watch_matcher):
-    """A look-ahead heard 这事我真管不了; the sentence's commit heard other words there (a waiting hold would not
-    have alerted): the alert goes, not as guarded."""
+def test_a_pending_hit_its_committed_sentence_hears_otherwise_is_left_to_the_second_pass(broadband_watch_matcher):
+    """A look-ahead heard 这事我真管不了; the sentence's commit heard other words there. No guard cancelled
+    it: the first pass does not withdraw it on its own rehearing (the second pass judges it)."""
     watch = PhraseWatch(broadband_watch_matcher, guard_wait_chars=0)
-    assert watch.check(SHIRK, "agent", commit=False)
+    hits = watch.check(SHIRK, "agent", commit=False)
     misheard = _words(("这是", 3.0, 3.4), ("我真", 3.4, 3.8), ("馆布料。", 3.8, 4.4))
     watch.check(misheard, "agent", commit=False)
-    assert watch.withdrawn == [] and watch.pending, "a look-ahead may hear it otherwise, the next may hear it again"
     watch.check(misheard, "agent", commit=True)
-    assert [(h.phrase_id, why) for h, why in watch.withdrawn] == [("lexicon.shirking.cannot_handle", "not_heard_again")]
-    assert watch.pending == [] and watch.reported == []
+    assert watch.withdrawn == [] and hits[0] in watch.reported
