@@ -83,13 +83,71 @@ Retracted 6/39; alerts on customers' words 7, none naming the agent surely;
 live recall 23/28 (heldout4 6/8). The held-out tail is the guard hold and
 late hearing (k01's 你也听不懂 first heard 3.4 s of call time after it was
 said); the samples alone are no guide to it.
+
+Measured 2026-11-28 (issue 16: the politeness-guard hold), in lockstep with the
+decodes cached (``--lockstep --cache DIR``: the guard policy changes no decode,
+so each policy replays the same windows; call seconds, load-free) on 26
+development calls: the 10 samples, /tmp/heldout3 (h3_01-06), /tmp/heldout2
+(w01-04), bench/data/live_heldout (h1-h3) and bench/data/latency_dev (ld01-03:
+polite continuations after a pause, real customer voices). Measures on the
+agent's forbidden words: the first alert of each flagged labelled turn (31),
+call seconds after its phrase and after the turn's end; near-miss alerts (in
+turns labelled near_miss) and how long they were shown before withdrawn.
+
+| policy (``--guard-wait``) | after phrase p50/p95 | after turn end p50/p95 | near misses shown (withdrawn, shown call s) | on customers | retracted | live recall |
+|---|---|---|---|---|---|---|
+| before: hold the whole reach or the commit (b07cf27) | 0.86/3.34 | 0.14/0.60 | 3 (2, after 1.8/4.8 s; 1 stood) | 7 | 5/51 | 32/36 |
+| hold, the guard's reach past the commit (``whole``) | 0.86/3.34 | 0.14/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/52 | 32/36 |
+| (B) wait 8 characters (the farthest polite guard measured) | 0.86/2.76 | 0.10/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/53 | 32/36 |
+| (B) wait 4 characters | 0.84/2.27 | 0.01/0.60 | 3 (3, 0.8-1.8 s) | 8 | 7/54 | 32/36 |
+| (A) alert when heard, withdraw if guarded (``0``, chosen) | 0.55/1.80 | -0.29/0.24 | 4 (4, 0.7-2.0 s) | 8 | 8/56 | 32/36 |
+
+(A rule's hit over words another phrase was alerted on is now the same act,
+not a second alert: 58 alerts before, per alert on the agent's forbidden words
+after the phrase p95 4.01 -> 2.50 call s. The code's own wording after a rule
+heard first still alerts: d06's 反问 rule on 你问我，我问… then 你问我，我问谁.) Polite guards come 2-8 characters after the rule's words in the near-miss
+texts of the labelled calls and the match/compliance cases (25 cancelled hits,
+p95 6.6): a wait short enough to matter alerts on them too, and a rule match
+that grows with the next words (管不了…你自己去找) moves its end, so the wait
+restarts. The "before" hold left ld02's near miss standing (这事我们处理不了，
+then 0.6 s later 我这边帮您转到维修部门: the commit ended the guard's reach);
+now the reach runs past the commit until a 1 s pause. With the first pass's alert on it withdrawn, ld02's near miss
+gets a second-pass alert of the meaning model instead (meaning.shirking on the
+refined 这事我们处理不了，我这边帮您转到维修部门，请稍等, at its deduct level: the
+report holds it too). The one added alert on
+a customer's words is h3_04's, withdrawn as guarded and raised again by the
+second pass (the refined text holds it unguarded). The remaining tail after
+the phrase (1.6-2.5 s: h3_02, h3_06, w01, w04) is late hearing: short
+look-ahead windows mishear the phrase (跟你说的多小变了 for 跟你说了多少遍了;
+行了行了 as 请问请问/写了写了) until a window of 2-4 s hears it; no window
+cut, VAD or shedding in lockstep. The policy costs no decode (same windows);
+its matching is a few matcher calls per look at a pending hit.
+
+The same, in real time (one call at a time, one decoder, A and the whole-reach
+hold alternately call by call, the machine at load ~9 from other jobs) on 11
+of those calls (w01-w04, h3_02/04/06, ld02-03, h1, h3): wall latency_s of
+first-pass alerts p50/p95 1.14/4.19 (A) against 1.24/4.41 (hold); after the
+labelled turn's end (wall) 0.24/1.70 against 0.60/1.66; the first alert of
+each flagged turn 0.74/2.10 call s after its phrase against 1.04/3.42, and
+p95 0.87 against 1.00 after the turn's end; near misses shown 2 and 2, both
+withdrawn as guarded (1.2 and 1.35 s); on customers 7 and 7; retracted 6/35
+both; live recall 19/22 both. The late first hearings (1.6-2.0 s of call time
+after the phrase: w04, h3_02, h3_06; w01 in the hold's run) had no second
+pass between the phrase and the decode that heard it (``second_pass_s`` 0)
+and no lag: the look-aheads ran and misheard, as in lockstep. (An earlier
+version withdrew a pending alert whose sentence's commit heard it otherwise:
+in this run that cost w01 its 跟你说了多少遍了, so only a guard withdraws.)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
+import pickle
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,12 +167,47 @@ LIVE_TOLERANCE_S = 0.5
 PARTS = ("audio_s", "audio_call_s", "decode_s", "second_pass_s", "held_s", "held_audio_s")
 
 
+class DecodeCache:
+    """A transcriber's ``decode_window`` kept on disk by its input: a lockstep run
+    decodes the same windows whatever the alert policy (the guard wait changes no
+    decode), so every policy after the first is measured without Whisper. Each entry
+    keeps the seconds its decode took."""
+
+    def __init__(self, transcriber, folder: Path):
+        self.transcriber, self.folder = transcriber, folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.entries: dict = {}
+        self.misses = 0
+
+    def for_call(self, name: str):
+        """The transcriber to hand a call: decodes come from (and go to) the call's file."""
+        self.path = self.folder / f"{name}.pickle"
+        self.entries = pickle.loads(self.path.read_bytes()) if self.path.exists() else {}
+        view = copy.copy(self.transcriber)
+        view.decode_window = self.decode_window
+        return view
+
+    def decode_window(self, samples, options, speaker="agent", offset=0.0):
+        key = hashlib.sha1(samples.tobytes() + repr((options, speaker, round(offset, 4))).encode()).hexdigest()
+        if key not in self.entries:
+            started = time.perf_counter()
+            segments = self.transcriber.decode_window(samples, options, speaker, offset)
+            self.entries[key] = (segments, time.perf_counter() - started)
+            self.misses += 1
+        return self.entries[key][0]
+
+    def save(self) -> None:
+        if self.misses:
+            self.path.write_bytes(pickle.dumps(self.entries))
+            self.misses = 0
+
+
 def recalled(turns: list[dict], hits: list[tuple[float, float]]) -> int:
     return sum(any(overlaps(start, end, turn, LIVE_TOLERANCE_S) for start, end in hits) for turn in turns)
 
 
 def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, lockstep: bool,
-             options: StreamingOptions | None = None) -> dict:
+             options: StreamingOptions | None = None, cache: DecodeCache | None = None) -> dict:
     """One call fed at speech speed (or ``lockstep``: its mono mix, decoded
     after each block): its alerts (with their latency parts) and recall."""
     labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
@@ -123,11 +216,14 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
     if lockstep:
         call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=False, options=options)
         samples = load_call(str(wav), "mono").agent
+        decoder = cache.for_call(wav.stem) if cache else transcriber
         for at in range(0, len(samples), SAMPLE_RATE // 10):
             call.feed(samples[at : at + SAMPLE_RATE // 10, None])
-            call.catch_up(transcriber)
+            call.catch_up(decoder)
         call.end()
-        call.catch_up(transcriber)
+        call.catch_up(decoder)
+        if cache:
+            cache.save()
     else:
         source = FileSource(str(wav), realtime=True, time_scale=time_scale)
         call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=source.channels > 1, options=options)
@@ -142,13 +238,19 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
     for alert, parts in zip(call.alerts, getattr(call, "latency_parts", [{}] * len(call.alerts))):
         middle = (alert["start"] + alert["end"]) / 2
         alerts.append({**{k: alert[k] for k in ("phrase_id", "start", "end", "pass", "latency_s", "speaker",
-                                                 "uncertain_speaker")},
+                                                 "uncertain_speaker")}, "guard_pending": alert.get("guard_pending"),
                        "retracted": bool(alert.get("retracted")), "said_by": speaker_at(labels["turns"], middle),
                        "after_turn_s": None if lockstep else after_turn_s(alert, labels["turns"], time_scale),
+                       "near_miss": "near_miss" in turn_at(labels["turns"], middle)["tags"],
                        **parts})
+        if parts.get("heard_to") is not None:  # call seconds: what the policy costs, whatever the load
+            turn = turn_at(labels["turns"], middle)
+            alerts[-1]["after_turn_call_s"] = round(parts["heard_to"] - turn["end"], 3)
+        if parts.get("withdrawn_at") is not None:
+            alerts[-1]["shown_call_s"] = round(parts["withdrawn_at"] - parts["heard_to"], 3)
     live = [(a["start"], a["end"]) for a in alerts if a["speaker"] == "agent" and not a["retracted"]]
     row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live),
-           "alerts": alerts,
+           "alerts": alerts, "first_in_turn": first_in_turn(turns, alerts),
            "audio_s": round(call.duration_s, 2), "asr_s": round(call.asr_s, 2)}
     if batch:
         segments = transcriber.transcribe_call(load_call(str(wav)))
@@ -156,6 +258,21 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
                  if h.kind == "forbidden" and h.speaker == "agent"]
         row["batch"] = recalled(turns, found)
     return row
+
+
+def first_in_turn(turns: list[dict], alerts: list[dict]) -> list[dict]:
+    """For each labelled forbidden turn a first-pass alert standing on the agent's words flagged,
+    the first such alert's call seconds after its phrase and after the turn's end: when the
+    supervisor learnt of the violation (a second phrase over the same words adds nothing)."""
+    firsts = []
+    for turn in turns:
+        flagged = [a for a in alerts if a["pass"] == 1 and a["speaker"] == "agent" and not a["retracted"]
+                   and a.get("heard_to") is not None and overlaps(a["start"], a["end"], turn, LIVE_TOLERANCE_S)]
+        if flagged:
+            first = min(flagged, key=lambda a: a["heard_to"])
+            firsts.append({"after_phrase_call_s": round(first["heard_to"] - first["end"], 3),
+                           "after_turn_call_s": round(first["heard_to"] - turn["end"], 3)})
+    return firsts
 
 
 def after_turn_s(alert: dict, turns: list[dict], time_scale: float) -> float | None:
@@ -197,9 +314,14 @@ def summary(rows: list[dict]) -> None:
         held.setdefault(a.get("held_for"), []).append(a["held_s"] if a.get("held_s") is not None else 0.0)
     for why, values in sorted(held.items(), key=lambda item: str(item[0])):
         print(f"  held for {why!s:6s}: {len(values):3d} alerts, held_s {percentiles(values)}")
+    policy_summary(first, rows)
     retracted = [a for a in alerts if a["retracted"]]
+    reasons = {}
+    for a in retracted:
+        reasons[a.get("withdrawn_for")] = reasons.get(a.get("withdrawn_for"), 0) + 1
     print(f"alerts: {len(alerts)} ({len(alerts) - len(first)} pass 2), retracted later {len(retracted)}"
-          f" = {len(retracted) / max(1, len(alerts)):.3f} (pass 1: {sum(a['pass'] == 1 for a in retracted)})")
+          f" = {len(retracted) / max(1, len(alerts)):.3f} (pass 1: {sum(a['pass'] == 1 for a in retracted)};"
+          f" by reason {reasons})")
     on_customer = [a for a in alerts if a["said_by"] == "customer"]
     print(f"alerts on a customer's words: {len(on_customer)}, naming the agent surely: "
           f"{sum(a['speaker'] == 'agent' and not a['uncertain_speaker'] for a in on_customer)}")
@@ -215,6 +337,35 @@ def summary(rows: list[dict]) -> None:
     print(line)
 
 
+def policy_summary(first: list[dict], rows: list[dict]) -> None:
+    """The alert policy's measures in call seconds (load-free; lockstep gives the same on any
+    machine): latency after the phrase and after the labelled turn's end on the agent's forbidden
+    words, and the alerts on near misses (a polite continuation) shown, and for how long."""
+    forbidden = [a for a in first if a["said_by"] == "agent" and not a["near_miss"] and a.get("heard_to") is not None]
+    if not forbidden:
+        return
+    after_phrase = [a["audio_call_s"] + a["held_audio_s"] for a in forbidden]
+    after_turn = [a["after_turn_call_s"] for a in forbidden]
+    print(f"  call seconds on the agent's forbidden words ({len(forbidden)} alerts): after the phrase "
+          f"{percentiles(after_phrase)} max={max(after_phrase):.2f}; after the turn's end {percentiles(after_turn)}"
+          f" max={max(after_turn):.2f}")
+    near = [a for a in first if a["said_by"] == "agent" and a["near_miss"]]
+    if all("first_in_turn" in row for row in rows):
+        firsts = [f for row in rows for f in row["first_in_turn"]]
+        phrase, turn = [f["after_phrase_call_s"] for f in firsts], [f["after_turn_call_s"] for f in firsts]
+        print(f"  first alert of each flagged forbidden turn ({len(firsts)}): after the phrase {percentiles(phrase)} "
+              f"max={max(phrase, default=0):.2f}; after the turn's end {percentiles(turn)} max={max(turn, default=0):.2f}")
+    withdrawn = [a for a in near if a.get("withdrawn_for") in ("guarded", "not_heard_again", "customer")]
+    shown = [a["shown_call_s"] for a in withdrawn if a.get("shown_call_s") is not None]
+    print(f"  near-miss alerts shown: {len(near)}, withdrawn {len(withdrawn)} "
+          f"(shown for {percentiles(shown)} call s, max {max(shown, default=0):.2f}; by reason "
+          f"{sorted(a['withdrawn_for'] for a in withdrawn)}), left standing {len(near) - len(withdrawn)}"
+          f" ({[a['phrase_id'] for a in near if a not in withdrawn]})")
+    for a in near:
+        print(f"    near miss {a['phrase_id']} {a['start']}-{a['end']} guard_pending={a.get('guard_pending')} "
+              f"withdrawn={a.get('withdrawn_for')} shown={a.get('shown_call_s')}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("calls", nargs="*", default=["/work/shared/samples/calls"],
@@ -227,6 +378,10 @@ def main() -> int:
                              "the same decodes on any machine; wall latencies then mean nothing, held_audio_s does")
     parser.add_argument("--partial-every", type=float, help="StreamingOptions.partial_every_s (look-ahead cadence)")
     parser.add_argument("--summary", nargs="+", metavar="JSONL", help="only summarise files written with --json")
+    parser.add_argument("--guard-wait", metavar="N|whole",
+                        help="StreamingOptions.guard_wait_chars: characters a rule hit waits for its politeness guard "
+                             "before a guard_pending alert; whole: its guard's whole reach (or the commit)")
+    parser.add_argument("--cache", type=Path, help="with --lockstep: keep each call's decodes here between runs")
     args = parser.parse_args()
     if args.summary:  # (over the calls every file holds, each call's last run)
         runs = [{row["call"]: row for row in map(json.loads, Path(path).read_text().splitlines())}
@@ -240,13 +395,18 @@ def main() -> int:
 
     wavs = [w for c in map(Path, args.calls)
             for w in (sorted([*c.glob("*.wav"), *c.glob("*.flac")]) if c.is_dir() else [c])]
-    options = StreamingOptions(partial_every_s=args.partial_every) if args.partial_every else None
+    options = StreamingOptions()
+    if args.partial_every:
+        options.partial_every_s = args.partial_every
+    if args.guard_wait is not None:
+        options.guard_wait_chars = None if args.guard_wait == "whole" else int(args.guard_wait)
     transcriber = Transcriber(cpu_threads=2)
+    cache = DecodeCache(transcriber, args.cache) if args.cache and args.lockstep else None
     scheduler = DecodeScheduler(transcriber)
     rows = []
     for wav in wavs:
         rows.append(run_call(wav, transcriber, scheduler, args.time_scale, batch=not args.no_batch,
-                            lockstep=args.lockstep, options=options))
+                            lockstep=args.lockstep, options=options, cache=cache))
         first = [a["latency_s"] for a in rows[-1]["alerts"] if a["pass"] == 1]
         print(f"{wav.stem:28s} turns={rows[-1]['turns']} live={rows[-1]['live']} batch={rows[-1].get('batch', '-')} "
               f"alerts={len(rows[-1]['alerts'])} latency_s={first}", flush=True)

@@ -79,7 +79,9 @@ class WebhookOptions:
     timeout_s: float = 3.0
     """Per-request timeout."""
     alerts_only: bool = True
-    """Post only ``alert`` events, not every transcribed segment."""
+    """Post only ``alert`` events and the ``retracted`` lines that withdraw them, not every
+    transcribed segment: an endpoint that was told of an alert is told when it is withdrawn
+    (a polite continuation, the customer's words, a second pass that did not hear it)."""
 
 
 class WebhookSink:
@@ -103,7 +105,7 @@ class WebhookSink:
         self._thread.start()
 
     def send(self, event: Event) -> None:
-        if self.options.alerts_only and event.get("type") != "alert":
+        if self.options.alerts_only and event.get("type") not in ("alert", "retracted"):
             return
         self._queue.put(event)
 

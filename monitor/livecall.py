@@ -24,8 +24,8 @@ from monitor.meaning import model_for
 from monitor.roles import REVIEW_BELOW, LiveRoles, text_evidence, uncertain_or_unknown
 from monitor.sources import speaker_channels
 from monitor.stream import (
-    Committed, DecodeScheduler, Hypothesis, PhraseWatch, RefineJob, StreamingOptions, UtteranceStream, characters_after,
-    refined_segments,
+    Committed, DecodeScheduler, Hypothesis, PhraseWatch, RefineJob, RefineOptions, StreamingOptions, UtteranceStream,
+    characters_after, refined_segments,
 )
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ class LiveCall:
         speakers = ["agent", "customer"] if self.stereo else ["agent"]
         self.options = options or StreamingOptions()
         self.streams = [UtteranceStream(speaker, self.options) for speaker in speakers]
-        self.watch = PhraseWatch(matcher)
+        self.watch = PhraseWatch(matcher, guard_wait_chars=self.options.guard_wait_chars,
+                                 guard_pause_s=(self.options.refine or RefineOptions()).group_pause_s)
         self.roles = None if self.stereo else LiveRoles(matcher)
         """Who speaks each sentence of a mono stream (``roles.LiveRoles``); None on stereo."""
         self.meaning = model_for(matcher.phrasebook)
@@ -178,6 +179,7 @@ class LiveCall:
                 with self._watch_lock:
                     self._withdraw_if_customer(segment)
                     hits = self.watch.check(event.segment.words, stream.speaker, commit=True)
+                    self._withdraw_guarded(event.segment.text, sighting)
                     hits += self._meaning_hits(segment)
                     self._alert(hits, event.segment.words, commit=True, sighting=sighting)
             elif isinstance(event, Hypothesis):
@@ -187,6 +189,7 @@ class LiveCall:
                             "start": round(event.words[0].start, 2), "end": round(event.words[-1].end, 2), "text": text})
                 with self._watch_lock:
                     hits = self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until)
+                    self._withdraw_guarded(text, sighting)
                     self._hold(self.watch.held, sighting, "guard")
                     unheard = bool(self.watch.unheard)
                     held_for_role = self._alert(hits, event.words, commit=False, sighting=sighting,
@@ -222,7 +225,7 @@ class LiveCall:
             if self.roles is not None and not commit and not self._early_on_mono(
                 hit, words, speaker, speaker_confidence, at_pause
             ):
-                self.watch.reported.remove(hit)
+                self.watch.forget(hit)
                 self._hold([hit], sighting, "role")
                 held_for_role = True
                 continue
@@ -244,6 +247,7 @@ class LiveCall:
                 "speaker_confidence": speaker_confidence,
                 "uncertain_speaker": speaker_confidence is None or speaker_confidence < REVIEW_BELOW,
                 "pass": decoding_pass,
+                "guard_pending": hit in self.watch.pending,
             }
             if hit.detected_by is not None:
                 event.update(detected_by=hit.detected_by, model_probability=hit.model_probability)
@@ -314,7 +318,7 @@ class LiveCall:
         the same in call seconds, ``held_for`` the guard or the speaker's role).
         A second-pass alert has no parts."""
         if sighting is None:
-            return {"held_for": None}
+            return {"held_for": None, "heard_to": None}
         first, why = self._first_held(hit) or (sighting, None)
         phrase_fed, heard_fed = self.fed_at(hit.end), self.fed_at(first.heard_to)
         return {
@@ -326,6 +330,7 @@ class LiveCall:
             "held_s": round(emitted - first.decoded, 3),
             "held_audio_s": round(sighting.heard_to - first.heard_to, 3),
             "held_for": why,
+            "heard_to": round(sighting.heard_to, 3),
         }
 
     # --- roles on a mono stream (roles.LiveRoles) --------------------------------
@@ -486,8 +491,22 @@ class LiveCall:
         self.watch.reported += new
         self._alert(new, [], commit=True, decoding_pass=2)
 
-    def _retract(self, alert: dict, reason: str, heard_again: str) -> None:
+    def _withdraw_guarded(self, heard: str, sighting: Sighting) -> None:
+        """Withdraw the ``guard_pending`` alerts whose politeness guard the last check heard
+        (``PhraseWatch.withdrawn``): 这个不归我们管 alerted at a comma's pause, then 不过我马上帮您…."""
+        for hit in self.watch.withdrawn:
+            for alert in self.alerts:
+                if (alert["pass"] == 1 and alert.get("guard_pending") and not alert.get("retracted")
+                        and alert["phrase_id"] == hit.phrase_id and alert["start"] == round(hit.start, 2)):
+                    self._retract(alert, "guarded", heard, sighting.heard_to)
+
+    def _retract(self, alert: dict, reason: str, heard_again: str, heard_to: float | None = None) -> None:
+        """Withdraw ``alert``; ``heard_to``: the call time heard when it was (else all audio looked at)."""
         alert["retracted"] = True
+        index = next(i for i, a in enumerate(self.alerts) if a is alert)
+        if index < len(self.latency_parts):  # (how long it was shown, for bench/live_latency.py)
+            self.latency_parts[index].update(withdrawn_for=reason, withdrawn_at=round(
+                heard_to if heard_to is not None else max(s.checked_until for s in self.streams), 3))
         retraction = {"type": "retracted", "call_id": self.call_id, "speaker": alert["speaker"],
                       "phrase_id": alert["phrase_id"], "canonical": alert["canonical"],
                       "start": alert["start"], "end": alert["end"], "heard_again": heard_again, "reason": reason}
@@ -509,7 +528,7 @@ class LiveCall:
         retracted), and the groups the second pass did not refine."""
         pending = [{"speaker": j.speaker, "start": round(j.start, 2), "end": round(j.end, 2),
                     "reason": "the call ended before it was refined"} for j in self.refine_jobs()]
-        fields = ("phrase_id", "canonical", "speaker", "start", "end", "article", "latency_s", "pass")
+        fields = ("phrase_id", "canonical", "speaker", "start", "end", "article", "latency_s", "pass", "guard_pending")
         return {
             "alerts": [{**{k: a.get(k) for k in fields}, "retracted": bool(a.get("retracted"))} for a in self.alerts],
             "refinement": {**self.refinement, "not_refined": self.refinement["not_refined"] + pending},

@@ -113,6 +113,19 @@ class StreamingOptions:
     pause_lookahead_shed_scale: float = 2.0
     """Look-ahead spacing from which there is no pause look-ahead: a loaded node
     sheds it first (short pauses within a sentence start it too)."""
+    guard_wait_chars: int | None = 0
+    """Characters a provisional rule hit waits for after it, when the rule's politeness
+    guard (帮您, 马上…, ``phrasebook.Rule.unless``) may still follow and cancel it
+    (这个不归我们管，不过我马上帮您联系…), before it alerts; at most the rule's own reach
+    (``guard_reach``, up to 12). An alert raised before its whole reach was heard is
+    ``guard_pending``, and is withdrawn (reason ``guarded``, ``PhraseWatch.withdrawn``) should
+    the guard follow before that reach is heard or the speaker pauses 1 s. None: wait
+    for the whole reach or the sentence's commit. 0 (alert when heard, withdraw if the
+    guard follows) against None, in lockstep on 26 development calls (bench/live_latency.py):
+    the first alert of each flagged forbidden turn came p50/p95 0.55/1.80 call seconds
+    after its phrase against 0.86/3.34 (4 characters: 0.84/2.27), and 0.24 against 0.60 s
+    (p95) after the turn's end; near misses alerted 4 against 3, each withdrawn within
+    0.7-2.0 s of call time."""
     min_lookahead_s: float = 1.0
     """Unfinished speech shorter than this is not decoded: Whisper tends to loop
     on a fraction of a word, at the cost of a full decode."""
@@ -699,17 +712,30 @@ class PhraseWatch:
     committed pieces is found; a hit already reported for the same phrase at an
     overlapping time (±``overlap_slack_s``, as timestamps move between decodes)
     is not reported again.
+
+    A word-group rule is cancelled by a politeness guard heard after it (我管不了…但我马上
+    帮您转给同事): on provisional text its hit waits for ``guard_wait_chars`` characters
+    after it (at most the rule's guard reach) or its sentence's commit. Reported (or
+    committed) before its whole reach was heard, it is ``pending`` until that reach is
+    heard or a pause of ``guard_pause_s`` follows it, and ``withdrawn`` should the words
+    heard meanwhile (its sentence's, or the next one's) cancel it.
     """
 
-    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5, followed_chars: int = 1):
+    def __init__(self, matcher, context_words: int = 12, overlap_slack_s: float = 0.5, followed_chars: int = 1,
+                 guard_wait_chars: int | None = None, guard_pause_s: float = 1.0):
         self.matcher = matcher
         self.followed_chars = followed_chars
         """Characters decoded after a provisional phrase that show it whole though it
         ends within ``heard_until``'s margin: the word the window may have cut off is a later one."""
         self.context_words = context_words
         self.overlap_slack_s = overlap_slack_s
-        # A word-group rule is cancelled by a guard heard after it (我管不了…但我马上帮您转给同事):
-        # on provisional text it waits until the rule's own guard reach follows it, or the commit.
+        self.guard_wait_chars = guard_wait_chars
+        """``StreamingOptions.guard_wait_chars``."""
+        self.guard_pause_s = guard_pause_s
+        """A pause after a pending hit at least this long ends the reach of its guard: the
+        next words are another thought (a polite continuation comes within it, as in
+        这事我们处理不了……我这边帮您转到维修部门). A live call gives the second pass's
+        group pause (``RefineOptions.group_pause_s``): the stretch the refined text judges again."""
         self._guard_reach = {p.id: guard_reach(p.rule) for p in matcher.phrasebook.all_phrases() if p.rule}
         self._context: dict[str, list[Word]] = {}
         self.reported: list = []
@@ -717,6 +743,11 @@ class PhraseWatch:
         """The hits the last check held back for a guard that may still come."""
         self.unheard: list = []
         """The hits the last check left for a later one: they end too close to the audio's end."""
+        self.pending: list = []
+        """Reported hits whose guard may still follow: fewer characters than the rule's
+        reach were heard after them, and no pause of ``guard_pause_s``."""
+        self.withdrawn: list = []
+        """Pending hits the last check found cancelled by the words heard after them."""
 
     def check(self, words: list[Word], speaker: str, commit: bool, heard_until: float = float("inf")) -> list:
         """New forbidden hits in ``words`` ending before ``heard_until`` (or followed by
@@ -729,10 +760,11 @@ class PhraseWatch:
         joined = context + [w for w in words if w.start >= since - 0.05]
         if commit:
             self._context[speaker] = joined[-self.context_words :]
-        self.held, self.unheard = [], []
+        self.held, self.unheard, self.withdrawn = [], [], []
         if not joined:
             return []
         hits = self.matcher.match_segments([segment_of(joined, speaker)])
+        self._settle(joined, speaker, hits, joined[len(context)].start if len(joined) > len(context) else None)
         new = []
         for hit in hits:
             if hit.kind != "forbidden" or self._already(hit):
@@ -740,22 +772,62 @@ class PhraseWatch:
             if hit.end > heard_until and characters_after(joined, hit.end) < self.followed_chars:
                 self.unheard.append(hit)
                 continue
-            reach = self._guard_reach.get(hit.phrase_id, 0) if hit.method == "rule" and not commit else 0
-            if reach and characters_after(joined, hit.end) < reach:
+            reach = self._guard_reach.get(hit.phrase_id, 0) if hit.method == "rule" else 0
+            heard_after = characters_after(joined, hit.end)
+            wait = reach if self.guard_wait_chars is None else min(reach, self.guard_wait_chars)
+            if not commit and heard_after < wait:
                 self.held.append(hit)
                 continue
+            if heard_after < reach:  # (its guard may still come: in the next words, after a short pause)
+                self.pending.append(hit)
             self.reported.append(hit)
             new.append(hit)
         return new
 
+    def _settle(self, joined: list[Word], speaker: str, hits: list, fresh_from: float | None) -> None:
+        """Withdraw the pending hits of ``speaker`` that the words after them now cancel (the
+        hit is no longer found, though the words up to its end still show it: ``guarded``);
+        settle those whose guard's whole reach was heard, or that new words (from
+        ``fresh_from``) follow after a pause of ``guard_pause_s``. A hit its words no longer
+        hold at all (heard otherwise) is left to the second pass, as any first-pass alert:
+        withdrawing it on the first pass's own rehearing cost a true alert in real time
+        (w01's 跟你说了多少遍了, heard otherwise by its sentence's commit)."""
+        for hit in [h for h in self.pending if h.speaker == speaker]:
+            if fresh_from is not None and fresh_from - hit.end >= self.guard_pause_s:
+                self.pending.remove(hit)
+                continue
+            if joined[0].start > hit.start + 0.05 or joined[-1].end < hit.end - 0.05:
+                continue  # (these words do not hold it: context has moved past it, or they end before it)
+            if not self._found(hit, hits) and self._found(hit, self.matcher.match_segments(
+                    [segment_of([w for w in joined if w.start < hit.end - 0.05], speaker)])):
+                self.pending.remove(hit)
+                self.reported.remove(hit)  # (should later words show it after all, it is new again)
+                self.withdrawn.append(hit)
+            elif characters_after(joined, hit.end) >= self._guard_reach[hit.phrase_id]:
+                self.pending.remove(hit)
+
+    def _found(self, hit, hits: list) -> bool:
+        """Whether a forbidden hit of ``hits`` lies over ``hit``'s words."""
+        return any(h.kind == "forbidden" and h.start < hit.end and hit.start < h.end for h in hits)
+
+    def forget(self, hit) -> None:
+        """``hit`` was not alerted on after all (held for its speaker's role): report it again later."""
+        self.reported.remove(hit)
+        if hit in self.pending:
+            self.pending.remove(hit)
+
     def _already(self, hit) -> bool:
-        """Whether ``hit`` was reported: the same phrase about the same time, or any forbidden
+        """Whether ``hit`` was reported: the same phrase about the same time, any forbidden
         phrase over a sentence the meaning model reported (``monitor.meaning``: a rule that
-        fires there once the next words are heard is the same act)."""
+        fires there once the next words are heard is the same act), or a word-group rule's
+        hit over words another phrase was reported on (说明书上有，你自己看 then its 你自己看).
+        The code's own wording over a rule's words is reported: it names what the report
+        will (不知道，这事不归我管: 敷衍 heard first on 不知道…, then 这事不归我管)."""
         slack = self.overlap_slack_s
         return any(
             (old.phrase_id == hit.phrase_id or old.detected_by is not None)
             and old.start - slack < hit.end and hit.start < old.end + slack
+            or hit.method == "rule" and old.start < hit.end and hit.start < old.end
             for old in self.reported
         )
 

@@ -136,7 +136,8 @@ def test_monitor_live_streams_to_a_server_and_prints_its_alerts(server):
     # In real time the second phrase is sometimes misheard beyond matching (see
     # test_live: lockstep decoding hears both every time); the first always is.
     assert "你问我，我问谁？" in {a["canonical"] for a in alerts}
-    assert {a["canonical"] for a in alerts} <= {"你问我，我问谁？", "快下班了，明天再说。"}
+    # (besides, a look-ahead may hear 你问我，我问谁 first as the lexicon's 反问 rule)
+    assert {a["canonical"] for a in alerts if not a["phrase_id"].startswith("lexicon.")} <= {"你问我，我问谁？", "快下班了，明天再说。"}
     assert all(a["external_ref"] == "remote-d06" and a["latency_s"] >= 0 for a in alerts)
     assert len({a["call_id"] for a in alerts}) == 1 and alerts[0]["call_id"].startswith("live-")
     segments = [line for line in lines if line["type"] == "segment"]

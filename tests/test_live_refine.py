@@ -71,11 +71,13 @@ def test_refined_text_replaces_the_first_pass_in_transcript_report_and_events(tr
     assert report["live"]["refinement"]["not_refined"] == []
     # The refined text still holds both phrases the agent said, and no first-pass alert was withdrawn.
     alerts = report["live"]["alerts"]
-    assert {"你问我，我问谁？", "快下班了，明天再说。"} <= {a["canonical"] for a in alerts if not a["retracted"]}
+    standing = [a for a in alerts if not a["retracted"]]
+    assert {"你问我，我问谁？", "快下班了，明天再说。"} <= {a["canonical"] for a in standing}
     assert not sink.of("retracted") and all(a["pass"] in (1, 2) for a in alerts)
-    assert {e["phrase_id"] for e in report["events"] if e["kind"] == "forbidden"} >= {
-        a["phrase_id"] for a in alerts if not a["retracted"]
-    }
+    # Every standing alert lies on words the report holds a forbidden event on (a live alert may name the
+    # lexicon's rule that heard the words first, where the report names the code's own wording).
+    events = [e for e in report["events"] if e["kind"] == "forbidden"]
+    assert all(any(e["start"] < a["end"] and a["start"] < e["end"] for e in events) for a in standing)
 
 
 def test_refinement_raises_the_alert_a_first_pass_missed_as_pass_2(transcriber, broadband):
@@ -94,8 +96,10 @@ def test_refinement_raises_the_alert_a_first_pass_missed_as_pass_2(transcriber, 
     assert all(a["latency_s"] >= 0 and a["call_id"] == "d02" and a["kind"] == "forbidden" for a in second)
     live = call.report()["live"]["alerts"]
     assert {a["canonical"] for a in live if a["pass"] == 2} == {a["canonical"] for a in second}
-    # Every alert the agent's two rude sentences raised stands: none was withdrawn.
-    assert not sink.of("retracted") and not any(a["retracted"] for a in live)
+    # Every alert of the code's phrases the agent's two rude sentences raised stands; only a word-group rule's
+    # alert on a look-ahead's fragment (guard_pending) may have been withdrawn since.
+    assert all(a["guard_pending"] for a in live if a["retracted"])
+    assert len(sink.of("retracted")) == sum(a["retracted"] for a in live)
 
 
 def test_a_first_pass_alert_the_refined_text_does_not_support_is_retracted(transcriber, broadband):

@@ -441,3 +441,71 @@ def test_a_look_ahead_that_left_a_phrase_unreported_is_followed_sooner_and_sheds
     assert committed <= 22.165 - 19.8 + 0.6
     _, _, loaded, _ = _until_commit_of(transcriber, "归我管", 19.8, scale=2.0, pending=True)
     assert all(b - a >= 2 * options.recheck_every_s - 1e-6 for a, b in zip(loaded, loaded[1:-1])), loaded
+
+
+SHIRK = _words(("这事", 3.0, 3.4), ("我真", 3.4, 3.8), ("管不了,", 3.8, 4.4))
+
+
+@pytest.mark.parametrize(("after", "commit_with_it", "withdrawn"), [
+    # A polite continuation heard by a later look-ahead: the alert goes.
+    (_words(("但我", 4.6, 4.9), ("马上", 4.9, 5.2), ("帮您", 5.2, 5.5), ("转给同事。", 5.5, 6.3)), False, True),
+    # ... or only by the sentence's commit.
+    (_words(("不过", 4.7, 5.0), ("我这边", 5.0, 5.4), ("帮您", 5.4, 5.7), ("登记一下。", 5.7, 6.4)), True, True),
+    # No continuation: the alert stays.
+    ([], True, False),
+    # More words, none of them a guard: it stays.
+    (_words(("你自己", 4.6, 5.0), ("去找物业吧。", 5.0, 5.9)), True, False),
+    # The guard word beyond the rule's reach (its whole reach heard first): it stays.
+    (_words(("你去找物业", 4.6, 5.6), ("或者居委会", 5.6, 6.6), ("问问他们吧,", 6.6, 7.6), ("下次", 7.7, 8.0),
+            ("我帮您看看。", 8.0, 8.8)), False, False),
+])
+def test_a_guard_pending_hit_is_withdrawn_only_when_its_guard_follows(broadband_watch_matcher, after, commit_with_it,
+                                                                      withdrawn):
+    watch = PhraseWatch(broadband_watch_matcher, guard_wait_chars=0)
+    hits = watch.check(SHIRK, "agent", commit=False)
+    assert [h.phrase_id for h in hits] == ["lexicon.shirking.cannot_handle"] and watch.pending == hits
+    if after:  # a look-ahead that heard more
+        watch.check(SHIRK + after, "agent", commit=False)
+    if commit_with_it and not watch.withdrawn:
+        watch.check(SHIRK + after, "agent", commit=True)
+    assert [h.phrase_id for h in watch.withdrawn] == (["lexicon.shirking.cannot_handle"] if withdrawn else [])
+    assert (hits[0] in watch.reported) is not withdrawn
+    # Whatever stays pending settles once the speaker pauses: a later sentence's guard cannot withdraw it.
+    later = _words(("我帮您", 12.0, 12.6), ("看看。", 12.6, 13.0))
+    watch.check(later, "agent", commit=False)
+    assert watch.pending == [] and (hits[0] in watch.reported) is not withdrawn
+
+
+def test_guard_wait_chars_holds_a_rule_hit_that_many_characters_first(broadband_watch_matcher):
+    assert PhraseWatch(broadband_watch_matcher, guard_wait_chars=4).check(SHIRK, "agent", commit=False) == []
+    more = SHIRK + _words(("那个线路", 4.6, 5.4))
+    watch = PhraseWatch(broadband_watch_matcher, guard_wait_chars=4)
+    assert [h.phrase_id for h in watch.check(more, "agent", commit=False)] == ["lexicon.shirking.cannot_handle"]
+    assert watch.pending, "four characters are less than the rule's reach: its guard may still come"
+    # The whole reach (None, the default) waits and never withdraws.
+    default = PhraseWatch(broadband_watch_matcher)
+    assert default.check(more, "agent", commit=False) == [] and default.pending == []
+
+
+def test_a_pending_hit_is_withdrawn_by_the_next_utterance_only_within_a_short_pause(broadband_watch_matcher):
+    """这事我真管不了，(pause) 我帮您转过去: the commit does not end the guard's reach, a long pause does."""
+    for pause_s, withdrawn, wait in ((0.6, True, None), (1.2, False, None), (0.6, True, 0), (1.2, False, 0)):
+        watch = PhraseWatch(broadband_watch_matcher, guard_wait_chars=wait)
+        alerted = watch.check(SHIRK, "agent", commit=False)  # (None: held while provisional, alerted at the commit)
+        alerted += watch.check(SHIRK, "agent", commit=True)
+        assert [h.phrase_id for h in alerted] == ["lexicon.shirking.cannot_handle"]
+        assert watch.pending, "committed, its guard may still come in the next words"
+        start = SHIRK[-1].end + pause_s
+        watch.check(_words(("我帮您", start, start + 0.6), ("转过去。", start + 0.6, start + 1.2)), "agent", commit=False)
+        assert bool(watch.withdrawn) is withdrawn and watch.pending == []
+
+
+def test_a_pending_hit_its_committed_sentence_hears_otherwise_is_left_to_the_second_pass(broadband_watch_matcher):
+    """A look-ahead heard 这事我真管不了; the sentence's commit heard other words there. No guard cancelled
+    it: the first pass does not withdraw it on its own rehearing (the second pass judges it)."""
+    watch = PhraseWatch(broadband_watch_matcher, guard_wait_chars=0)
+    hits = watch.check(SHIRK, "agent", commit=False)
+    misheard = _words(("这是", 3.0, 3.4), ("我真", 3.4, 3.8), ("馆布料。", 3.8, 4.4))
+    watch.check(misheard, "agent", commit=False)
+    watch.check(misheard, "agent", commit=True)
+    assert watch.withdrawn == [] and hits[0] in watch.reported

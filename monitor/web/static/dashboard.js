@@ -123,7 +123,7 @@ function showRetracted(id, heardAgain, reason) {
   entry.alert.retracted = entry.alert.retracted_shown = true;
   entry.box.classList.add("retracted");
   entry.box.classList.remove("fresh");
-  const why = reason === "customer" ? "已撤回，判定为客户所说：" : "复核后撤回，复核听到：";
+  const why = reason === "customer" ? "已撤回，判定为客户所说：" : reason === "guarded" ? "已撤回，后文为礼貌协助：" : "复核后撤回，复核听到：";
   entry.box.append(el("div", "muted small", why + (heardAgain || "")));
   updateCounts();
 }
