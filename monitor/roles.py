@@ -37,6 +37,7 @@ Decisions a reader would otherwise have to guess:
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from monitor.asr import Segment
-from monitor.text import courtesy_acts
+from monitor.text import courtesy_acts, spoken, to_simplified
 
 if TYPE_CHECKING:
     from monitor.match import Hit
@@ -124,10 +125,25 @@ def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
     if "mandated" in kinds:
         score += MANDATED_HIT
     elif not customer and "cue" not in kinds:
-        score += COURTESY_HIT * len(courtesy_acts(text))
+        score += COURTESY_HIT * len(_courtesy_with_more_said(text))
     if "cue" in kinds:
         score -= CUE_HIT
     return float(np.clip(score, -TEXT_CAP, TEXT_CAP))
+
+
+BARE_COURTESY = re.compile(r"[你您]好|再见|拜拜|回见|慢走|好走|(早上|上午|中午|下午|晚上)好|早安|[喂嗯啊哦呃唉哎好的行那谢了吧呀就这样]")
+"""A greeting or farewell either side says, and the words that stand beside it (喂，你好;
+好的，谢谢，再见; 那就这样，拜拜): with nothing else said, the act is no sign of the agent."""
+MORE_SAID_CHARS = 3
+"""A greeting or farewell speaks for the agent when its sentence says at least this many
+characters besides ``BARE_COURTESY`` (喂您好，宽带维修这边; 感谢您的来电，再见)."""
+
+
+def _courtesy_with_more_said(text: str) -> dict[str, str]:
+    """The acts of courtesy in ``text`` (``text.courtesy_acts``) when it says more than a bare one."""
+    acts = courtesy_acts(text)
+    said = BARE_COURTESY.sub("", spoken(to_simplified(text)))
+    return acts if len(said) >= MORE_SAID_CHARS else {}
 
 
 @dataclass

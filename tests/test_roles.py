@@ -88,7 +88,7 @@ def test_greeting_and_farewell_are_told_by_their_kind(text, acts):
     [
         ("为你好宽带维修信价。", 0.0),
         ("感谢您的来电，再见！", 0.8),  # more than its 您 alone
-        ("好的，再见。", 0.0),
+        ("好的，再见。", None),  # either side says a bare farewell
         ("行了，就这样。", None),
     ],
 )
@@ -107,7 +107,7 @@ def test_a_customers_greeting_with_the_errand_is_no_sign_of_the_agent():
 
 def test_a_greeting_by_its_kind_counts_less_than_the_codes_phrase_and_not_twice():
     greeting = hit("bb.greeting.fault", 0.0, 1.0, "您好我是家庭宽带维护的工程师")
-    assert 0 < text_evidence("你好。", []) < text_evidence("你好。", [greeting])
+    assert 0 < text_evidence("你好，宽带维修。", []) < text_evidence("你好，宽带维修。", [greeting])
     # 您 and the code's greeting; its 您好 is not counted again by its kind
     assert text_evidence("您好，我是家庭宽带维护的工程师。", [greeting]) == pytest.approx(0.8 + 2.0)
 
@@ -515,3 +515,11 @@ def test_a_hit_made_of_two_sure_speakers_words_is_no_ones(customer_confidence, e
     # The agent's own words still count when they hold the whole phrase.
     segments[1] = replace(segments[1], text="红包我替师傅收下了，谢谢您。")
     assert [h.speaker for h in match_by_role(matcher, segments) if h.category == "bribery"] == ["agent"]
+
+
+@pytest.mark.parametrize("text, agent_evidence", [
+    ("喂，你好", False), ("好的，谢谢，再见", False), ("那就这样，拜拜", False), ("早上好", False),
+    ("为你好，宽带维修信价", True), ("感谢您的来电，祝您生活愉快，再见", True), ("您好，这里是客服中心", True),
+])
+def test_a_bare_greeting_or_farewell_either_side_says_is_no_sign_of_the_agent(text, agent_evidence):
+    assert (text_evidence(text, []) > 0) == agent_evidence
