@@ -71,6 +71,8 @@ def test_a_forbidden_phrases_own_words_are_no_cue():
         ("早上好，长兴燃气，请讲。", {"greeting"}),
         ("感谢您的来电，再见！", {"farewell"}),
         ("那就这样，再见。", {"farewell"}),
+        ("好的，那我们明天见。", {"farewell"}),
+        ("这事明天再说。", set()),
         ("您好，有问题随时打过来，拜拜。", {"greeting", "farewell"}),
         ("你好好想想。", set()),
         ("行了，就这样。", set()),
