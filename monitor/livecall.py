@@ -231,8 +231,6 @@ class LiveCall:
                 continue
             if sure and speaker == "customer":
                 continue  # the customer's words are no agent violation
-            if self.roles is not None and decoding_pass == 2 and not self._second_pass_on_mono(hit, speaker, sure):
-                continue
             event = {
                 "type": "alert",
                 "kind": hit.kind,
@@ -284,17 +282,6 @@ class LiveCall:
             return False
         text = "".join(w.text for w in words)
         return text_evidence(text, self.watch.matcher.match_text(text)) >= 0  # (a call's opening sentence too)
-
-    @staticmethod
-    def _second_pass_on_mono(hit, speaker: str, sure: bool) -> bool:
-        """Whether a phrase only the second pass heard alerts on a mono stream: the
-        meaning model's only in speech surely the agent's (as ``_meaning_hits`` judges
-        the first pass's), a rule's unless its stretch leans to the customer while the
-        voices are not yet told apart (as ``_early_on_mono`` waits for the first pass's).
-        The report judges the rest with the whole call's roles."""
-        if hit.detected_by is not None:
-            return sure and speaker == "agent"
-        return speaker == "agent"
 
     def _meaning_hits(self, segment: Segment) -> list:
         """The meaning model's deducting hit in a committed agent sentence where nothing

@@ -238,19 +238,3 @@ def test_a_live_call_is_filed_under_when_it_began_not_when_it_ended(tmp_path, br
     started, scored = (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc) for t in (row["started_at"], row["scored_at"]))
     assert abs(started - call.started_at) < dt.timedelta(seconds=1)
     assert scored - started > dt.timedelta(minutes=29)
-
-
-@pytest.mark.parametrize("detected_by, speaker, sure, alerts", [
-    ("meaning_model", "agent", True, True),
-    ("meaning_model", "agent", False, False),  # the model judges only speech surely the agent's
-    ("meaning_model", "customer", False, False),
-    (None, "agent", False, True),  # a rule's hit in uncertain speech alerts, its speaker uncertain
-    (None, "customer", False, False),  # ...unless the stretch leans to the customer
-])
-def test_a_phrase_only_the_second_pass_heard_on_mono_alerts_as_the_first_pass_would(detected_by, speaker, sure, alerts):
-    from monitor.livecall import LiveCall
-    from monitor.match import Hit
-
-    hit = Hit("meaning.scolding", "forbidden", "scolding", "训斥（按语义识别）", "你们每次都这样到底管不管", 0.8,
-              "一、第3条", 17.8, 20.5, "agent", "meaning" if detected_by else "rule", detected_by=detected_by)
-    assert LiveCall._second_pass_on_mono(hit, speaker, sure) == alerts
