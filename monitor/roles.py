@@ -131,7 +131,10 @@ def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
     return float(np.clip(score, -TEXT_CAP, TEXT_CAP))
 
 
-BARE_COURTESY = re.compile(r"[你您]好|再见|拜拜|回见|(明天|改天|下次|下回|回头)见|慢走|好走|(早上|上午|中午|下午|晚上)好|早安|[喂嗯啊哦呃唉哎好的行那谢了吧呀就这样]")
+BARE_COURTESY = re.compile(
+    r"[你您]好|再见|拜拜|回见|(明天|改天|下次|下回|回头)见|慢走|好走|(早上|上午|中午|下午|晚上)好|早安"
+    r"|[喂嗯啊哦呃唉哎好的行那谢了吧呀就这样]"
+)
 """A greeting or farewell either side says, and the words that stand beside it (喂，你好;
 好的，谢谢，再见; 那就这样，拜拜): with nothing else said, the act is no sign of the agent."""
 MORE_SAID_CHARS = 3
