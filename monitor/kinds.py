@@ -149,7 +149,7 @@ class KindRules:
             # Help offered before excuses only its own sentence: 我马上帮您转到账务组。那要等多久？我哪知道！
             # (a customer's question between, on a mono stream) is no polite 我帮您问问，我哪知道具体多久.
             # Help offered after reaches on (这个不归我们管。不过我马上帮您转给负责的同事).
-            low = _sentence_start(sentence_starts, start, start - before)
+            low = _opening(sentence_starts, start, start - before)
             helping = [g for g in group(self._unless[index])[1] if not _own_errand(text, g.start, clause_starts)]
             if _near(helping, low, end + rule.guard_within, chosen):
                 return True
@@ -237,16 +237,14 @@ def _spoken(shape: str) -> str:
 def _own_errand(text: str, start: int, clause_starts: list[bool] | None) -> bool:
     """Whether the guard word at ``start`` is the customer's own errand (``SELF_HELP`` shortly
     before it, in its clause)."""
-    low = max(0, start - SELF_HELP_REACH)
-    if clause_starts:
-        low = max([low] + [i for i in range(low, start + 1) if clause_starts[i]])
+    low = _opening(clause_starts, start, max(0, start - SELF_HELP_REACH))
     return any(cue in text[low:start] for cue in SELF_HELP)
 
 
-def _sentence_start(sentence_starts: list[bool] | None, start: int, low: int) -> int:
-    """``low``, or the opening of the sentence holding ``start`` when that is later."""
-    if sentence_starts:
-        low = max([low] + [i for i in range(max(low, 0), start + 1) if sentence_starts[i]])
+def _opening(starts: list[bool] | None, start: int, low: int) -> int:
+    """``low``, or the opening of the clause or sentence (``starts``) holding ``start`` when that is later."""
+    if starts:
+        low = max([low] + [i for i in range(max(low, 0), start + 1) if starts[i]])
     return low
 
 
