@@ -483,22 +483,18 @@ def match_by_role(matcher, segments: list[Segment]) -> list[Hit]:
     out = []
     for hit in hits:
         sentence = most_overlapping(segments, hit.start, hit.end)
-        sure = sentence is not None and _sure(sentence)
+        sure = sentence is not None and not uncertain_or_unknown(sentence)
         if sure and not _held_by_own_side(matcher, segments, hit, sentence.speaker):
             continue
         out.append(replace(hit, speaker=sentence.speaker if sure else "agent"))
     return out
 
 
-def _sure(segment: Segment) -> bool:
-    return segment.speaker_confidence is not None and not uncertain(segment)
-
-
 def _held_by_own_side(matcher, segments: list[Segment], hit: Hit, speaker: str, slack_s: float = 0.3) -> bool:
     """Whether ``hit`` is found in the sentences it spans less those it takes only part
     of that are surely not ``speaker``'s."""
     spanned = [s for s in segments if min(hit.end, s.end) - max(hit.start, s.start) > 0.1]
-    own = [s for s in spanned if s.speaker == speaker or not _sure(s)
+    own = [s for s in spanned if s.speaker == speaker or uncertain_or_unknown(s)
            or (s.start >= hit.start - slack_s and s.end <= hit.end + slack_s)]
     if len(own) == len(spanned):
         return True
