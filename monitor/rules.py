@@ -283,7 +283,14 @@ def judge(
     # said; only the deductions leave them out.
     events = sorted((h for h in agent_hits + held + meaning_review if h.kind in ("forbidden", "mandated")),
                     key=_time_key)
-    cues = sorted((h for h in hits if h.kind == "cue"), key=_time_key)
+    # The codes' scenario checks answer the customer (客户抱怨…时，应使用…): a cue in a sentence
+    # surely the agent's (保证以后不会再上不了网) is no complaint. Where no side is known, any speech may be.
+    sides_known = stereo or _roles_known(segments)
+    cues = sorted(
+        (h for h in hits if h.kind == "cue"
+         and (not sides_known or h.speaker != "agent" or _within_any(h, doubtful, any_speaker=True))),
+        key=_time_key,
+    )  # fmt: skip
     agent_start = agent_segments[0].start
     agent_end = max(s.end for s in agent_segments)
 

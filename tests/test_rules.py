@@ -171,6 +171,39 @@ def test_complaint_without_apology_fails_and_cites_trigger():
     assert deduction.points == 10 and deduction.article == "第31条"
 
 
+def _overpromise_call(confidence):
+    """A mono call whose only complaint words are in the agent's own promise."""
+    segments = [
+        Segment(0.5, 4.0, "您好，我是工程师小周", "agent", speaker_confidence=0.9),
+        Segment(5.0, 9.0, "您放心，保证以后再也不会上不了网。", "agent", speaker_confidence=confidence),
+        Segment(10.0, 12.0, "好的，谢谢。", "customer", speaker_confidence=0.9),
+    ]
+    return segments, [hit("bb.cue.complaint", 7.0, 8.5, "上不了网")]
+
+
+def test_complaint_words_in_the_agents_own_sentence_are_no_complaint():
+    segments, hits = _overpromise_call(confidence=0.9)
+    judgement = judge(segments, hits, phrasebook(), duration_s=13.0, stereo=False)
+
+    apology = checks_by_id(judgement)["apology_after_complaint"]
+    assert apology.applicable is False
+    assert not any(d.source == "apology_after_complaint" for d in judgement.deductions)
+
+
+def test_complaint_words_in_a_doubtful_sentence_still_ask_for_an_apology():
+    segments, hits = _overpromise_call(confidence=0.5)
+    judgement = judge(segments, hits, phrasebook(), duration_s=13.0, stereo=False)
+
+    assert checks_by_id(judgement)["apology_after_complaint"].applicable is True
+
+
+def test_complaint_words_on_the_agent_channel_of_a_stereo_call_are_no_complaint():
+    segments = [seg(0.5, 4.0, "您好"), seg(5.0, 9.0, "保证以后再也不会上不了网"), seg(10.0, 12.0, "好的", "customer")]
+    judgement = judge(segments, [hit("bb.cue.complaint", 7.0, 8.5, "上不了网")], phrasebook(), duration_s=13.0, stereo=True)
+
+    assert checks_by_id(judgement)["apology_after_complaint"].applicable is False
+
+
 def test_apology_too_late_after_complaint_fails():
     segments = [seg(0.5, 9.0, "您好"), seg(10.0, 12.0, "你有没有搞错", "customer"), seg(60.0, 64.0, "对不起")]
     hits = [
