@@ -295,7 +295,7 @@ def judge(
     agent_end = max(s.end for s in agent_segments)
 
     said = agent_hits + _courtesies(agent_segments)
-    checks = [_evaluate(check, said, cues, agent_start, agent_end) for check in phrasebook.checks]
+    checks = [_evaluate(check, said, cues, agent_start, agent_end, doubtful) for check in phrasebook.checks]
     deductions = [_check_deduction(check, result, phrasebook) for check, result in zip(phrasebook.checks, checks)]
     deductions = [d for d in deductions if d is not None]
     deductions += _violations([h for h in agent_hits if h.kind == "forbidden"], phrasebook)
@@ -640,7 +640,11 @@ def _courtesies(agent_segments: list[Segment]) -> list[Hit]:
     return hits
 
 
-def _evaluate(check: Check, agent_hits: list[Hit], cues: list[Hit], agent_start: float, agent_end: float) -> CheckResult:
+def _evaluate(
+    check: Check, agent_hits: list[Hit], cues: list[Hit], agent_start: float, agent_end: float, doubtful: list[Segment]
+) -> CheckResult:
+    """``doubtful`` are the sentences whose side is unsure: a passed check shows evidence
+    from the agent's sure sentences where it has any (not a customer's 喂，你好 taken for the agent's)."""
     expected = sorted(
         (h for h in agent_hits if h.kind != "forbidden" and h.category == check.expect and h.start is not None),
         key=_time_key,
@@ -660,7 +664,8 @@ def _evaluate(check: Check, agent_hits: list[Hit], cues: list[Hit], agent_start:
         ]
         if not unanswered:
             answers = [h for h in expected if h.start >= triggers[0].start]
-            return result(True, f"“{triggers[0].heard}”之后已按规范回应", [_evidence(answers[0])])
+            answer = _surest(answers, doubtful)
+            return result(True, f"“{triggers[0].heard}”之后已按规范回应", [_evidence(answer)])
         first = unanswered[0]
         limit = f"{window:g}秒内" if check.within_s is not None else "之后"
         return result(
@@ -673,7 +678,8 @@ def _evaluate(check: Check, agent_hits: list[Hit], cues: list[Hit], agent_start:
         deadline = agent_start + check.within_first_s
         in_time = [h for h in expected if h.start <= deadline]
         if in_time:
-            return result(True, f"{_clock(in_time[0].start)} 已说规范用语", [_evidence(in_time[0])])
+            shown = _surest(in_time, doubtful)
+            return result(True, f"{_clock(shown.start)} 已说规范用语", [_evidence(shown)])
         if expected:
             late = expected[0]
             return result(
@@ -685,7 +691,8 @@ def _evaluate(check: Check, agent_hits: list[Hit], cues: list[Hit], agent_start:
         earliest = agent_end - check.within_last_s
         in_time = [h for h in expected if (h.end if h.end is not None else h.start) >= earliest]
         if in_time:
-            return result(True, f"{_clock(in_time[-1].start)} 已说规范用语", [_evidence(in_time[-1])])
+            shown = _surest(in_time, doubtful, last=True)
+            return result(True, f"{_clock(shown.start)} 已说规范用语", [_evidence(shown)])
         if expected:
             early = expected[-1]
             return result(
@@ -696,8 +703,15 @@ def _evaluate(check: Check, agent_hits: list[Hit], cues: list[Hit], agent_start:
         return result(False, f"结束前{check.within_last_s:g}秒内未听到规范用语", [])
 
     if expected:
-        return result(True, f"{_clock(expected[0].start)} 已说规范用语", [_evidence(expected[0])])
+        said = _surest(expected, doubtful)
+        return result(True, f"{_clock(said.start)} 已说规范用语", [_evidence(said)])
     return result(False, "通话中未听到规范用语", [])
+
+
+def _surest(hits: list[Hit], doubtful: list[Segment], last: bool = False) -> Hit:
+    """The first (``last``: the last) of ``hits`` outside the doubtful sentences, else of all of them."""
+    sure = [h for h in hits if not _within_any(h, doubtful, any_speaker=True)] or hits
+    return sure[-1] if last else sure[0]
 
 
 def _check_deduction(check: Check, result: CheckResult, phrasebook: Phrasebook) -> Deduction | None:

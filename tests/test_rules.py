@@ -55,6 +55,20 @@ def test_late_greeting_fails_with_evidence():
     assert checks_by_id(judgement)["farewell"].passed is True
 
 
+def test_greeting_evidence_is_the_agents_sure_sentence_not_a_doubtful_hello():
+    segments = [
+        Segment(0.5, 1.5, "喂，你好。", "agent", speaker_confidence=0.55),
+        Segment(2.0, 6.0, "您好，我是工程师小赵", "agent", speaker_confidence=0.9),
+        Segment(8.0, 10.0, "好的，再见。", "agent", speaker_confidence=0.9),
+        Segment(10.5, 11.5, "再见。", "customer", speaker_confidence=0.55),
+    ]
+    judgement = judge(segments, [], phrasebook(), duration_s=12.0, stereo=False)
+
+    checks = checks_by_id(judgement)
+    assert checks["greeting"].passed and checks["greeting"].evidence[0].start == 2.0
+    assert checks["farewell"].passed and checks["farewell"].evidence[0].start == 8.0
+
+
 def test_greeting_window_counts_from_first_agent_speech():
     segments = [seg(25.0, 30.0, "您好，我是工程师小赵"), seg(40.0, 44.0, "再见")]
     hits = [hit("bb.greeting.fault", 25.0, 30.0, "您好我是工程师小赵")]
