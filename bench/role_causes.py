@@ -183,7 +183,7 @@ def main() -> None:
         tally, causes = Counter(), Counter()
         if args.verbose:
             print(directory)
-        for path in sorted(glob.glob(os.path.join(directory, "*.wav"))):
+        for path in sorted(glob.glob(os.path.join(directory, "*.wav")) + glob.glob(os.path.join(directory, "*.flac"))):
             measure(path, transcriber, args.cache, args.verbose, tally, causes)
         print(f"{directory[-28:]:28s} {tally['true deducted']:13d} {tally['true held']:5d} {tally['true dropped']:7d} {tally['true lost to roles']:4d}"
               f" {tally['customer deducted']:17d} {tally['customer held']:5d} {tally['customer not raised']:10d}"
