@@ -222,6 +222,8 @@ def piece_starts(frames: int) -> range:
 
 HOP = 160
 """Samples between the encoder's mel frames (10 ms)."""
+ENCODER_BANDS = 40
+"""The encoder's mel bands."""
 EDGE_FRAMES = 2
 """Frames at either end of a stretch whose 25 ms window reaches past it (by up to
 12.5 ms: the window is centred on its frame)."""
@@ -234,7 +236,7 @@ once would take half a gigabyte."""
 def _encoder_filters() -> tuple[np.ndarray, np.ndarray]:
     from faster_whisper.feature_extractor import FeatureExtractor
 
-    filters = FeatureExtractor.get_mel_filters(SAMPLE_RATE, 400, 40).astype(np.float32)
+    filters = FeatureExtractor.get_mel_filters(SAMPLE_RATE, 400, ENCODER_BANDS).astype(np.float32)
     return filters.T.copy(), np.hanning(401)[:-1].astype(np.float32)
 
 
@@ -294,8 +296,8 @@ class NoiseFloor:
     EDGES = np.arange(-14.0, 6.0, 0.02)
     """Histogram bin edges, log10 power (0.2 dB apart: finer than any voice's difference)."""
 
-    def __init__(self, bands: int = 40):
-        self.counts = np.zeros((bands, len(self.EDGES) + 1), np.int64)
+    def __init__(self):
+        self.counts = np.zeros((ENCODER_BANDS, len(self.EDGES) + 1), np.int64)
 
     def add(self, mel: np.ndarray) -> NoiseFloor:
         """Count ``power_mel`` frames, shape (frames, bands)."""
@@ -557,9 +559,12 @@ class RunningLoudness:
             return
         kept_from = max(first, int(np.ceil(audio.kept_from_s() * FRAMES_PER_SECOND)))
         samples = audio.between(kept_from / FRAMES_PER_SECOND, last / FRAMES_PER_SECOND)
-        mel, logs = _frames(samples, loudness=True) if samples is not None else (np.empty((0, 40)), np.empty((0, 1)))
-        logs = logs[: last - kept_from]
-        self._noise.add(mel[: last - kept_from])
+        if samples is not None:
+            mel, logs = _frames(samples, loudness=True)
+            self._noise.add(mel[: last - kept_from])
+            logs = logs[: last - kept_from]
+        else:
+            logs = np.empty((0, 1))
         if len(logs):
             self._loudest = max(self._loudest, float(logs.max()))
         silent = np.full(kept_from - first, self._loudest - 8.0, np.float32)
@@ -608,5 +613,5 @@ class RecentAudio:
         samples = self.between(start, end)
         if samples is None:
             return None
-        noise = np.zeros(_encoder_filters()[0].shape[1], np.float32) if noise is None else noise
+        noise = np.zeros(ENCODER_BANDS, np.float32) if noise is None else noise
         return Recording(samples, noise).describe(0.0, len(samples) / self.sample_rate)

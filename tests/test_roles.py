@@ -293,7 +293,7 @@ def test_line_noise_draws_a_sentences_voice_less_far_from_itself_with_the_noise_
     with the call's noise floor taken off first, each turn of a call with white noise added
     at -30 dBFS is described closer to the same turn heard without it."""
     from monitor.audio import load_call
-    from monitor.voices import Recording, speaker_encoder
+    from monitor.voices import ENCODER_BANDS, Recording, speaker_encoder
 
     if speaker_encoder() is None:
         pytest.skip("Resemblyzer's weights are not installed (pip install --no-deps resemblyzer==0.1.4)")
@@ -301,7 +301,7 @@ def test_line_noise_draws_a_sentences_voice_less_far_from_itself_with_the_noise_
     noisy = (samples + np.random.default_rng(1).normal(0, 10 ** (-30 / 20), len(samples))).astype(np.float32)
     turns = [t for t in _labels(name)["turns"] if t["end"] - t["start"] > 0.5]
     clean = Recording(samples)
-    kept, taken_off = Recording(noisy, np.zeros(40, np.float32)), Recording(noisy)
+    kept, taken_off = Recording(noisy, np.zeros(ENCODER_BANDS, np.float32)), Recording(noisy)
     closer = [float(clean.describe(t["start"], t["end"]) @ taken_off.describe(t["start"], t["end"]))
               - float(clean.describe(t["start"], t["end"]) @ kept.describe(t["start"], t["end"])) for t in turns]
     assert np.mean(closer) > 0 and np.mean(np.array(closer) > 0) >= 0.7
