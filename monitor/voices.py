@@ -293,7 +293,8 @@ class NoiseFloor:
     histogram of each band's log power over the frames heard: a live stream's is made as it
     is heard, in the same bounded memory however long the call, and equals a recording's."""
 
-    EDGES = np.arange(-14.0, 6.0, 0.02)
+    LOWEST, STEP = -14.0, 0.02
+    EDGES = np.arange(LOWEST, 6.0, STEP)
     """Histogram bin edges, log10 power (0.2 dB apart: finer than any voice's difference)."""
 
     def __init__(self):
@@ -302,10 +303,18 @@ class NoiseFloor:
     def add(self, mel: np.ndarray) -> NoiseFloor:
         """Count ``power_mel`` frames, shape (frames, bands)."""
         if len(mel):
-            bins = np.searchsorted(self.EDGES, np.log10(np.maximum(mel, 1e-14)))
             width = self.counts.shape[1]
-            flat = (bins + width * np.arange(mel.shape[1])).ravel()
-            self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
+            # bin k + 1 holds [EDGES[k], EDGES[k + 1]); 0 and the last, what lies beyond them.
+            # In place and in float32 (exact for these bin numbers): a long call has millions.
+            bins = np.log10(np.maximum(mel, np.float32(1e-30)))
+            bins -= np.float32(self.LOWEST)
+            bins /= np.float32(self.STEP)
+            np.floor(bins, out=bins)
+            np.clip(bins + 1, 0, width - 1, out=bins)
+            bins += np.arange(mel.shape[1], dtype=np.float32) * width  # each band its own bins
+            self.counts += np.bincount(bins.astype(np.int32).ravel(), minlength=self.counts.size).reshape(
+                self.counts.shape
+            )
         return self
 
     def power(self) -> np.ndarray | None:
