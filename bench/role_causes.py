@@ -10,7 +10,11 @@ between runs, as ``bench/roles.py`` keeps them). Per set it prints:
   ``true`` when it is the agent's and overlaps an agent turn tagged forbidden, ±1 s;
   ``customer`` when it is the customer's; ``other`` for the agent's words not labelled
   forbidden) and what became of them: ``deducted``, ``held`` (待复核), or ``dropped`` (surely
-  the customer's: no deduction, no review). ``customer deducted`` must stay 0;
+  the customer's: no deduction, no review); ``lost``: the agent's forbidden turns whose words
+  were heard but that no event stands for, put surely on the customer's side (a missed
+  violation that the events alone do not show). ``customer deducted`` must stay 0; the customer's
+  own 禁语-like lines (我哪知道, 你有没有搞错) should be surely the customer's, ``not raised``
+  as events at all, not ``held``: each held one is a review item that is no violation;
 - attribution: the share of transcript characters whose speaker is right;
 - the customer's sentences' highest confidence as the agent (what ``REVIEW_BELOW`` must stay
   above for no customer's words to cost the agent), over all their sentences and over those
@@ -36,6 +40,7 @@ import json
 import os
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -116,6 +121,25 @@ def measure(path: str, transcriber, cache: Path | None, verbose: bool, tally: Co
         if sentence.speaker == "agent" and speaker_at(turns, (sentence.start + sentence.end) / 2) == "customer":
             tally["customer as agent"] = max(tally["customer as agent"], sentence.speaker_confidence)
     wanted = forbidden_agent_turns(labels)
+    # The customer's own 禁语-like lines, found as if the agent said them (as match_by_role
+    # first matches): those no event stands for were surely the customer's (not raised).
+    forbidden = [e for e in report["events"] if e.get("kind") == "forbidden"]
+    heard = [h for h in matcher_for(phrasebook).match_segments([replace(s, speaker="agent") for s in labelled])
+             if h.kind == "forbidden"]  # fmt: skip
+    for hit in heard:
+        if speaker_at(turns, (hit.start + hit.end) / 2) == "customer" and not any(
+                overlaps(e["start"], e["end"], {"start": hit.start, "end": hit.end}, 0.0) for e in forbidden):
+            tally["customer not raised"] += 1
+            if verbose:
+                print(f"    customer not raised | {hit.heard}")
+    # The agent's forbidden turns no event stands for, though the words were heard: put
+    # surely on the customer's side (a sentence Whisper ran on from the customer's turn).
+    for turn in wanted:
+        if not any(overlaps(e["start"], e["end"], turn) for e in forbidden) and any(
+                overlaps(h.start, h.end, turn, 0.0) for h in heard):
+            tally["true lost to roles"] += 1
+            if verbose:
+                print(f"    true lost to roles | {turn['text']}")
     if verbose:
         separation = f"{voices.separation:.1f}" if voices else "-"
         print(f"  {labels['call_id']}: separation {separation}, voice 1 is the agent {named.voice1_is_agent:.2f},"
@@ -151,17 +175,19 @@ def main() -> None:
     args = parser.parse_args()
     transcriber = LazyTranscriber()
     print(f"review below confidence {roles.REVIEW_BELOW}")
-    print(f"{'set':28s} {'true deducted':>13s} {'held':>5s} {'dropped':>7s} {'customer deducted':>17s}"
-          f" {'held':>5s} {'other deducted':>14s} {'attribution':>11s} {'customer as agent':>17s}")  # fmt: skip
+    print(f"{'set':28s} {'true deducted':>13s} {'held':>5s} {'dropped':>7s} {'lost':>4s} {'customer deducted':>17s}"
+          f" {'held':>5s} {'not raised':>10s} {'other deducted':>14s} {'attribution':>11s}"
+          f" {'customer as agent':>17s}")  # fmt: skip
     everything, all_causes = Counter(), Counter()
     for directory in args.sets:
         tally, causes = Counter(), Counter()
         if args.verbose:
             print(directory)
-        for path in sorted(glob.glob(os.path.join(directory, "*.wav"))):
+        for path in sorted(glob.glob(os.path.join(directory, "*.wav")) + glob.glob(os.path.join(directory, "*.flac"))):
             measure(path, transcriber, args.cache, args.verbose, tally, causes)
-        print(f"{directory[-28:]:28s} {tally['true deducted']:13d} {tally['true held']:5d} {tally['true dropped']:7d}"
-              f" {tally['customer deducted']:17d} {tally['customer held']:5d} {tally['other deducted']:14d}"
+        print(f"{directory[-28:]:28s} {tally['true deducted']:13d} {tally['true held']:5d} {tally['true dropped']:7d} {tally['true lost to roles']:4d}"
+              f" {tally['customer deducted']:17d} {tally['customer held']:5d} {tally['customer not raised']:10d}"
+              f" {tally['other deducted']:14d}"
               f" {tally['right'] / max(1, tally['characters']):11.3f}"
               f" {tally['customer as agent']:8.3f} ({tally['customer forbidden as agent']:.3f})")  # fmt: skip
         for key in ("right", "characters"):
@@ -170,8 +196,9 @@ def main() -> None:
             everything[key] = max(everything[key], value) if key.startswith("customer") and "as agent" in key else (
                 everything[key] + value)
         all_causes.update(causes)
-    print(f"{'all':28s} {everything['true deducted']:13d} {everything['true held']:5d} {everything['true dropped']:7d}"
-          f" {everything['customer deducted']:17d} {everything['customer held']:5d} {everything['other deducted']:14d}"
+    print(f"{'all':28s} {everything['true deducted']:13d} {everything['true held']:5d} {everything['true dropped']:7d} {everything['true lost to roles']:4d}"
+          f" {everything['customer deducted']:17d} {everything['customer held']:5d} {everything['customer not raised']:10d}"
+              f" {everything['other deducted']:14d}"
           f" {everything['right'] / max(1, everything['characters']):11.3f}"
           f" {everything['customer as agent']:8.3f} ({everything['customer forbidden as agent']:.3f})")  # fmt: skip
     print("(customer as agent: the customer's highest confidence as the agent, all sentences (those with a forbidden"

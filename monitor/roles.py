@@ -589,10 +589,11 @@ class LiveRoles:
         certainty (``uncertain``), changed with it."""
         from monitor.voices import split_at_pauses
 
-        vector = self.audio.describe(segment.start, segment.end)
         self.loudness.extend(self.audio, segment.end)
+        noise = self.loudness.noise
+        vector = self.audio.describe(segment.start, segment.end, noise)
         pieces = split_at_pauses(self.loudness, [segment])
-        described = [vector] if len(pieces) == 1 else [self.audio.describe(p.start, p.end) for p in pieces]
+        described = [vector] if len(pieces) == 1 else [self.audio.describe(p.start, p.end, noise) for p in pieces]
         with self._lock:
             self.pieces += [(replace(p, words=[]), v) for p, v in zip(pieces, described)]
             score = text_evidence(segment.text, self.matcher.match_text(segment.text), first=not self.sentences)
@@ -619,7 +620,7 @@ class LiveRoles:
         them: the speech that tells them apart (a customer's outburst, often)
         is judged as its commit will judge it, not left to the words alone.
         """
-        vector = self.audio.describe(start, end)
+        vector = self.audio.describe(start, end, self.loudness.noise)
         segment = Segment(start, end, text)
         with self._lock:
             score = text_evidence(text, self.matcher.match_text(text), first=not self.sentences)

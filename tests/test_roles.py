@@ -268,6 +268,45 @@ def test_the_speaker_encoder_hears_one_real_customer_across_recordings():
     assert sides == customer or sides == [not c for c in customer]
 
 
+
+def test_the_noise_floor_of_a_stream_heard_in_pieces_is_the_recordings():
+    """A live stream's noise floor, counted as it is heard, is the whole recording's, and it
+    is the quietest tenth of each band's frames (within the histogram's 0.2 dB)."""
+    from monitor.audio import load_call
+    from monitor.voices import NOISE_QUANTILE, NoiseFloor, Recording
+
+    samples = load_call(str(DATA / "h02_both_rude_phone.flac"), "mono").agent
+    mel = Recording(samples).power_mel
+    whole = NoiseFloor().add(mel).power()
+    heard = NoiseFloor()
+    for first in range(0, len(mel), 137):
+        heard.add(mel[first : first + 137])
+    assert np.array_equal(heard.power(), whole)
+    exact = np.quantile(mel, NOISE_QUANTILE, axis=0)
+    assert np.all(np.abs(np.log10(whole) - np.log10(exact)) <= 0.02 + 1e-6)
+    assert NoiseFloor().power() is None
+
+
+@pytest.mark.parametrize("name", ["n05_no_greeting_customer_talks_more", "r01_real_customer", "h02_both_rude_phone"])
+def test_line_noise_draws_a_sentences_voice_less_far_from_itself_with_the_noise_floor_off(name):
+    """Hiss under every sentence (the same for both speakers) draws their voices together:
+    with the call's noise floor taken off first, each turn of a call with white noise added
+    at -30 dBFS is described closer to the same turn heard without it."""
+    from monitor.audio import load_call
+    from monitor.voices import ENCODER_BANDS, Recording, speaker_encoder
+
+    if speaker_encoder() is None:
+        pytest.skip("Resemblyzer's weights are not installed (pip install --no-deps resemblyzer==0.1.4)")
+    samples = load_call(str(DATA / f"{name}.flac"), "mono").agent
+    noisy = (samples + np.random.default_rng(1).normal(0, 10 ** (-30 / 20), len(samples))).astype(np.float32)
+    turns = [t for t in _labels(name)["turns"] if t["end"] - t["start"] > 0.5]
+    clean = Recording(samples)
+    kept, taken_off = Recording(noisy, np.zeros(ENCODER_BANDS, np.float32)), Recording(noisy)
+    closer = [float(clean.describe(t["start"], t["end"]) @ taken_off.describe(t["start"], t["end"]))
+              - float(clean.describe(t["start"], t["end"]) @ kept.describe(t["start"], t["end"])) for t in turns]
+    assert np.mean(closer) > 0 and np.mean(np.array(closer) > 0) >= 0.7
+
+
 # -- what an uncertain role costs --------------------------------------------------
 
 
