@@ -160,7 +160,7 @@ audio and log-Mel 7% (bare pays those too). Kept:
   sentence is described alone, 10 ms against 86 ms for a 2 s sentence. This
   script, base and new alternated set by set (load 3-8): s01-s02 0.60x ->
   0.58x, r5 0.66x -> 0.62x, k01-k05 0.67x -> 0.69x (within a run's noise of
-  +-5%), detection the same on every call.
+  +-5%), the shared samples 0.56x -> 0.52x; detection the same on every call.
 
 Tried and not kept: 1 s of encoder padding (again, the same process
 alternating call by call): 3.8% less CPU, but forbidden recall 20/22 ->
