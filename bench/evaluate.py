@@ -145,6 +145,26 @@ Tried and not kept:
   for speed;
 - CTranslate2 settings (threads, packed GEMM): bare runs on the same
   library with the same settings, so they move both sides of the ratio.
+
+Later still on 2026-11-28, on the dev sets /tmp/speed/calls (s01-s02),
+/tmp/roles5/fresh (r5_01-04) and /tmp/heldout4 (k01-k05), 11 short mono
+calls: cProfile of ``score_call`` put the first pass's generation at 46%,
+the encoder 25%, the speaker encoder's LSTM 9.5%, alignment 5.5%, VAD,
+audio and log-Mel 7% (bare pays those too). Kept:
+
+- the speaker encoder's LSTM run by ONNX Runtime (``voices.encoder_graph``)
+  instead of numpy steps: 2.63 s -> 1.30 s of CPU on those 11 calls, the whole
+  ``score_call`` 3.3% less (31.1 s -> 30.1 s), measured in one process with
+  the two encoders alternated call by call; every report the same (speakers,
+  confidences to 4 places, events, score). In a live mono stream, where each
+  sentence is described alone, 10 ms against 86 ms for a 2 s sentence. This
+  script, base and new alternated set by set (load 3-8): s01-s02 0.60x ->
+  0.58x, r5 0.66x -> 0.62x, k01-k05 0.67x -> 0.69x (within a run's noise of
+  +-5%), the shared samples 0.56x -> 0.52x; detection the same on every call.
+
+Tried and not kept: 1 s of encoder padding (again, the same process
+alternating call by call): 3.8% less CPU, but forbidden recall 20/22 ->
+19/22 on those sets and s02's score moved from 65 to 75.
 """
 
 from __future__ import annotations

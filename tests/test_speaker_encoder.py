@@ -1,4 +1,4 @@
-"""The numpy speaker encoder computes the LSTM it was trained as (torch's equations, gate order i, f, g, o)."""
+"""The speaker encoder (its ONNX graph) computes the LSTM it was trained as (torch's equations, gate order i, f, g, o)."""
 
 import numpy as np
 import pytest
