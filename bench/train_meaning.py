@@ -71,6 +71,12 @@ polite, 12/828 ordinary). Sealed ordinary lines, as the monitor judges them (rul
 at 0.47 and 那就周四吧 at 0.49 are new, under the lower review threshold). A sixth run on the same data less the last
 eight cases had chosen review 0.49 and put 6/250 to review.
 
+Run 2026-11-28, conduct6, eighth (4950 lines: conduct6's 66 new cases in tests/compliance_cases.yaml and 21 in
+tests/meaning_cases.yaml: accepted dinners, a sign to read alone, drugs through a rep, other bidders' prices, irony
+whose blame is in its second sentence, a polite transfer; ``--rounds 6``, 7 minutes on a loaded machine): deduct 0.71
+(held-out recall 491/829, precision 0.982, 5/746 polite and 4/828 ordinary lines fire), review 0.50 (642/829,
+precision 0.970, 8/746 polite, 12/828 ordinary). Sealed ordinary lines, judged alone: 0/250 deduct, 8/250 reach review.
+
     python bench/train_meaning.py            # cross-validate, choose thresholds, write the model
     python bench/train_meaning.py --check    # only print the training data's sha256 and the model's
 """
