@@ -70,6 +70,11 @@ STRETCH_GAP_S = 1.0
 one event: Whisper cuts one outburst into sentences (跟你讲了你也听不懂。| 省省吧。), and
 the agent who said it once should lose the points once."""
 
+HANDED_ON = ("shirking", "perfunctory", "refusing_outright", "refusing_contact")
+"""Kinds of pushing the customer off, which help offered in the agent's next sentence undoes (这事我们处理不了，|
+我这边帮您转到维修部门), as the rules' politeness guard reaches forward. A taunt or a reproach stays one whatever
+courtesy follows: 这么简单的表格都填不对，你小学毕业了吗？| 这个表格有两处填错了，我给您标出来了 (calls2 s2_04)."""
+
 
 def model_text(text: str) -> str:
     """What the model reads: normalised text (``monitor.normalize``), 您 read as 你 (Whisper
@@ -205,9 +210,11 @@ class MeaningModel:
         """The verdicts on the ``open_`` sentences (by ``id``; ``agent`` is all the agent's, in order), each also
         read with the agent's next sentence when it follows within ``STRETCH_GAP_S``, as one stretch of talk:
         Whisper and the speaker cut one thought into two sentences, and its meaning may lie in the second. A
-        sentence forbidden alone is cleared when the next one, not forbidden itself, turns the pair polite
-        (这事我们处理不了， | 我这边帮您转到维修部门), as the rules' politeness guard reaches forward; two sentences
-        harmless alone are both forbidden when the pair is (您可真够准时的。 | 我们都下班了您才来。)."""
+        sentence that pushes off (``HANDED_ON``) is cleared when the next one, not forbidden itself, turns the pair
+        harmless (这事我们处理不了， | 我这边帮您转到维修部门); two sentences harmless alone are both forbidden when
+        the pair is (我再跟你说一次。| 最后一次啊。; 您可真大方。| 合同都没看就签字了。). Clearing a doubtful sentence
+        of any kind by a harmless next one was tried: it cleared Whisper's mishearing of a true reproach (calls4
+        s4_02: 说明书上都有,愿不见自然,还问一。| 体温超过38度半…)."""
         following = {id(a): b for a, b in zip(agent, agent[1:])}
         pairs = [(a, b) for a in open_ if (b := following.get(id(a))) is not None
                  and id(b) in alone and b.start - a.end <= STRETCH_GAP_S]
@@ -216,7 +223,8 @@ class MeaningModel:
             first, second = alone[id(a)].probability, alone[id(b)].probability
             if second >= self.review_threshold:
                 continue
-            if first >= self.review_threshold and pair.probability < self.review_threshold:
+            if (first >= self.review_threshold and pair.probability < self.review_threshold
+                    and alone[id(a)].category in HANDED_ON):
                 verdicts.pop(id(a), None)
             elif first < self.review_threshold and pair.probability >= self.review_threshold:
                 verdicts[id(a)] = verdicts[id(b)] = pair
