@@ -23,7 +23,8 @@ The same measures on the calls' scripts as text (every word heard) tell the rule
 Call sets: ``bench/data/office/*.json`` (the 19 calls the rules were built on), ``sealed/calls1``–``calls5``
 (held out, each written before the changes it judged; their first looks are in ``FIRST_LOOK``), ``dev5/``
 (development calls written with conduct3's changes), ``dev6/`` (conduct5's development calls, one real human
-customer turn each: made by the shared ``real_customer_call.py``, see its README).
+customer turn each: made by the shared ``real_customer_call.py``, see its README), ``dev7/`` (conduct6's: accepted
+dinners, a sign to read alone, drugs through a rep, other bidders' prices; see its README).
 
 Cases: ``tests/compliance_cases.yaml`` (text only), the same measures per kind, a line
 being a turn: a polite line raising anything is a false alarm of that kind.
@@ -92,6 +93,9 @@ FIRST_LOOK = {
     # office 2/10, hospital 7/9, bribery 2/7 (2/6 after one line was relabelled private_deal), precision 1.00,
     # nothing on a customer's line; as text (rules only) 4/10, 8/9, 4/7. After conduct5's changes, the same
     # transcripts: 7/10, 9/9, 6/6; as text 10/10, 9/9, 6/6 (phrasebooks/README.md).
+    # dev7/ (ten development calls, conduct6, written at commit 37c053d before any change, run once as written):
+    # office 2/8, hospital 3/9, bribery 0/6, precision 1.00, nothing on a customer's line; as text (rules only)
+    # 1/8, 1/9, 0/6 (its README; after conduct6's changes, phrasebooks/README.md).
 }
 """The case batches written before being run, as they first ran (phrasebooks/README.md)."""
 

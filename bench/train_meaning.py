@@ -71,6 +71,15 @@ polite, 12/828 ordinary). Sealed ordinary lines, as the monitor judges them (rul
 at 0.47 and 那就周四吧 at 0.49 are new, under the lower review threshold). A sixth run on the same data less the last
 eight cases had chosen review 0.49 and put 6/250 to review.
 
+Run 2026-11-28, conduct6, tenth (4974 lines: conduct6's 70 new cases in tests/compliance_cases.yaml and 29 in
+tests/meaning_cases.yaml: accepted dinners, a sign to read alone, drugs through a rep, other bidders' prices, irony
+whose blame is in its second sentence and its first half alone as praise, invitations turned down, a polite transfer;
+``--rounds 6``, 6 minutes on a loaded machine): deduct 0.65 (held-out recall 558/829, precision 0.984, 5/746 polite
+and 4/828 ordinary lines fire), review 0.48 (655/829, precision 0.966, 11/746 polite, 12/828 ordinary). Sealed
+ordinary lines, judged alone: see phrasebooks/README.md (conduct6). The eighth and ninth runs (without the praise
+halves and the invitations) read 您可真准时 alone at 0.60 and a patient's invitation, given to the agent by role
+separation, as bribery at 0.49.
+
     python bench/train_meaning.py            # cross-validate, choose thresholds, write the model
     python bench/train_meaning.py --check    # only print the training data's sha256 and the model's
 """

@@ -8,7 +8,9 @@ the six kinds of the lexicon (shirking, scolding, mocking, swearing, perfunctory
 rhetorical) from ``none``, and generalises to unseen wordings; its figures, measured on
 batches it was not trained on, are in ``bench/kind_classifier.py``.
 
-The model judges one agent sentence at a time and only adds what the rules missed: a
+The model judges one agent sentence at a time, and each also with the agent's next sentence
+when it follows within ``STRETCH_GAP_S`` (a thought Whisper cut in two: a polite transfer whose help
+comes in the second sentence, an irony whose blame does). It only adds what the rules missed: a
 sentence where any forbidden phrase or rule already fired gets no second event. Its
 probability that a sentence is forbidden (1 − P(none)) decides what becomes of it:
 
@@ -67,6 +69,11 @@ STRETCH_GAP_S = 1.0
 """Agent sentences at most this far apart, each forbidden, are one stretch of such talk and
 one event: Whisper cuts one outburst into sentences (跟你讲了你也听不懂。| 省省吧。), and
 the agent who said it once should lose the points once."""
+
+HANDED_ON = ("shirking", "perfunctory", "refusing_outright", "refusing_contact")
+"""Kinds of pushing the customer off, which help offered in the agent's next sentence undoes (这事我们处理不了，|
+我这边帮您转到维修部门), as the rules' politeness guard reaches forward. A taunt or a reproach stays one whatever
+courtesy follows: 这么简单的表格都填不对，你小学毕业了吗？| 这个表格有两处填错了，我给您标出来了 (calls2 s2_04)."""
 
 
 def model_text(text: str) -> str:
@@ -156,14 +163,16 @@ class MeaningModel:
     def hits(self, phrasebook: Phrasebook, segments: list[Segment], found: list[Hit]) -> list[Hit]:
         """Forbidden events in the agent's sentences where nothing forbidden was ``found``
         (phrases and rules), at least ``review_threshold`` likely; customer sentences are
-        never judged. Sentences of one stretch (``STRETCH_GAP_S``) are one event, and a
-        stretch where a rule fired in any sentence adds none. A pure function of its inputs."""
+        never judged. Each sentence is read alone and with the agent's next (``_read_together``).
+        Sentences of one stretch (``STRETCH_GAP_S``) are one event, and a stretch where a rule
+        fired in any sentence adds none. A pure function of its inputs."""
         phrases = {p.category: p for p in phrasebook.meaning_phrases}
         taken = [h for h in found if h.kind == "forbidden" and h.speaker != "customer" and h.start is not None]
         agent = sorted((s for s in segments if s.speaker == "agent" and s.text.strip()), key=lambda s: (s.start, s.end))
         ruled = [any(h.start < s.end and s.start < h.end for h in taken) for s in agent]
         open_ = [s for s, r in zip(agent, ruled) if not r and read_length(s.text) >= MIN_CHARS]
-        verdicts = dict(zip(map(id, open_), self.judge([s.text for s in open_], set(phrases))))
+        alone = dict(zip(map(id, open_), self.judge([s.text for s in open_], set(phrases))))
+        verdicts = self._read_together(agent, open_, alone, set(phrases))
         out: list[Hit] = []
         stretch_end, stretch_hit = None, None  # the forbidden stretch the last sentence was part of
         for sentence, by_rule in zip(agent, ruled):
@@ -195,6 +204,31 @@ class MeaningModel:
             )
             out.append(stretch_hit)
         return out
+
+    def _read_together(self, agent: list[Segment], open_: list[Segment], alone: dict[int, Judged],
+                       kinds: set[str]) -> dict[int, Judged]:
+        """The verdicts on the ``open_`` sentences (by ``id``; ``agent`` is all the agent's, in order), each also
+        read with the agent's next sentence when it follows within ``STRETCH_GAP_S``, as one stretch of talk:
+        Whisper and the speaker cut one thought into two sentences, and its meaning may lie in the second. A
+        sentence that pushes off (``HANDED_ON``) is cleared when the next one, not forbidden itself, turns the pair
+        harmless (这事我们处理不了， | 我这边帮您转到维修部门); two sentences harmless alone are both forbidden when
+        the pair is (我再跟你说一次。| 最后一次啊。; 您可真大方。| 合同都没看就签字了。). Clearing a doubtful sentence
+        of any kind by a harmless next one was tried: it cleared Whisper's mishearing of a true reproach (calls4
+        s4_02: 说明书上都有,愿不见自然,还问一。| 体温超过38度半…)."""
+        following = {id(a): b for a, b in zip(agent, agent[1:])}
+        pairs = [(a, b) for a in open_ if (b := following.get(id(a))) is not None
+                 and id(b) in alone and b.start - a.end <= STRETCH_GAP_S]
+        verdicts = dict(alone)
+        for (a, b), pair in zip(pairs, self.judge([a.text + b.text for a, b in pairs], kinds)):
+            first, second = alone[id(a)].probability, alone[id(b)].probability
+            if second >= self.review_threshold:
+                continue
+            if (first >= self.review_threshold and pair.probability < self.review_threshold
+                    and alone[id(a)].category in HANDED_ON):
+                verdicts.pop(id(a), None)
+            elif first < self.review_threshold and pair.probability >= self.review_threshold:
+                verdicts[id(a)] = verdicts[id(b)] = pair
+        return verdicts
 
     def text_hits(self, phrasebook: Phrasebook, text: str, found: list[Hit]) -> list[Hit]:
         """``hits`` in bare text (``monitor match``): the text is the agent's, its sentences

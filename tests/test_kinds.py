@@ -77,3 +77,32 @@ def test_sentence_starts_follow_sentence_ends_not_commas():
     opened = [normalized.text[i] for i, s in enumerate(normalized.sentence_starts) if s]
     assert opened == ["好", "稍", "行"]
     assert sum(normalized.clause_starts) == 4
+
+
+@pytest.mark.parametrize("phrasebook, text, kind", [
+    # another bidder's or tenant's price, told to a bidder: a leak whoever the other party is
+    ("office", "宏达报的单价是三十二块，你们做到三十以下就行", "disclosure"),
+    ("office", "其他几家都报在五十万以上", "disclosure"),
+    ("investment", "隔壁那家签的是每平米四块二", "disclosure"),
+    ("office", "你们报个七十八万就稳了", "disclosure"),
+    # one's own price, the customer's own bid, a count that is no price, a public price
+    ("investment", "我们报的价是每平米四块，比市场价低", None),
+    ("office", "您报的是七十八万，我这边登记了", None),
+    ("customer_service", "您这个月报了两次修，我们再派师傅去看看", None),
+    ("office", "招标控制价八十万，别家报的价开标后都在官网公示", None),
+    # accepting a dinner gratefully; declining it, or keeping an appointment
+    ("investment", "您太客气了，那行，晚上我准到", "bribery"),
+    ("hospital", "那我就恭敬不如从命了", "bribery"),
+    ("office", "您太客气了，吃饭就不必了，有事随时找我", None),
+    ("customer_service", "您太客气了，明天上午师傅准到", None),
+    # a drug through a rep, or sent to the pharmacy
+    ("hospital", "我给你个药代的电话，你直接找他买", "private_deal"),
+    ("hospital", "医药代表不能直接卖药给病人，您到药房取", None),
+    # a sign to read alone, the agent busy; or pointed to with help
+    ("hospital", "门口有平面图，自己看，我这边忙着呢", "shirking"),
+    ("office", "您看那边的指示牌，我也可以带您过去", None),
+])
+def test_the_kinds_conduct6_added_fire_and_their_near_misses_do_not(phrasebook, text, kind):
+    matcher = matcher_for(load_phrasebook(phrasebook))
+    kinds = {h.category for h in matcher.match_text(text) if h.kind == "forbidden"}
+    assert (kind in kinds) if kind else not kinds, kinds

@@ -220,3 +220,23 @@ def test_fragments_and_short_replies_are_not_judged():
     assert max(j.probability for j in bundled_model().judge(short)) >= bundled_model().review_threshold
     judgement = judged(phrasebook, agent_call(*(("agent", line) for line in short)))
     assert not [e for e in judgement.events if e.kind == "forbidden"] and not judgement.review
+
+
+def test_a_sentence_is_read_with_the_agents_next_one():
+    """Whisper cuts a thought in two: the help that makes a transfer polite, or what makes a warning or praise
+    forbidden (an irony's blame), may come in the second sentence (issue 11, 3.)."""
+    model, phrasebook = bundled_model(), load_phrasebook("broadband")
+    excuse, help_ = "这事我们处理不了，", "我这边帮您转到维修部门，请稍等。"
+    assert model.judge([excuse])[0].probability >= model.review_threshold  # alone it reads as 推诿
+    transfer = [Segment(0.0, 1.5, excuse, "agent"), Segment(2.1, 4.0, help_, "agent")]
+    assert not model.hits(phrasebook, transfer, [])
+    apart = [Segment(0.0, 1.5, excuse, "agent"), Segment(6.0, 8.0, help_, "agent")]
+    assert [h.heard for h in model.hits(phrasebook, apart, [])] == [excuse]
+
+    # a warning cut in two: neither half is forbidden alone (a trained line, whose halves are not)
+    first, second = "我再跟你说一次。", "最后一次啊。"
+    assert all(j.probability < model.review_threshold for j in model.judge([first, second]))
+    cut = [Segment(0.0, 1.5, first, "agent"), Segment(1.9, 3.5, second, "agent")]
+    [hit] = model.hits(load_phrasebook("customer_service"), cut, [])
+    assert hit.category == "scolding" and hit.heard == first + second and (hit.start, hit.end) == (0.0, 3.5)
+    assert not model.hits(load_phrasebook("customer_service"), [cut[0], Segment(6.0, 7.5, second, "agent")], [])
