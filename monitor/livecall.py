@@ -98,6 +98,9 @@ class LiveCall:
         """Where each alert's latency went, one entry per alert in ``alerts`` (``_parts``)."""
         self._held: list[tuple] = []  # (hit, Sighting, why): phrases matched and held back, when first seen
         self._refined_wall: list[tuple[float, float]] = []  # when this call's second pass had the decoder
+        self.on_customer: list[tuple] = []
+        """(hit, pass) of phrases not alerted on: their speaker was surely the customer (on a mono
+        stream, by ``roles.LiveRoles``), for ``bench/live_latency.py`` to tell why a turn was missed."""
         self._guarded: list[tuple[dict, list]] = []
         """First-pass alerts withdrawn as ``guarded``, each with the words heard after its phrase
         that cancelled it (the second pass judges its refined text with them, ``_still_guarded``)."""
@@ -233,6 +236,7 @@ class LiveCall:
                 held_for_role = True
                 continue
             if sure and speaker == "customer":
+                self.on_customer.append((hit, decoding_pass))
                 continue  # the customer's words are no agent violation
             event = {
                 "type": "alert",
