@@ -137,6 +137,33 @@ pass between the phrase and the decode that heard it (``second_pass_s`` 0)
 and no lag: the look-aheads ran and misheard, as in lockstep. (An earlier
 version withdrew a pending alert whose sentence's commit heard it otherwise:
 in this run that cost w01 its 跟你说了多少遍了, so only a guard withdraws.)
+
+Measured 2026-11-28 (latency5), in lockstep with ``--cache`` on 28 development
+calls (the 10 samples, bench/data/latency_dev ld01-ld05, /tmp/heldout2 w01-w04,
+/tmp/heldout3 h3_01-h3_06, bench/data/live_heldout h1-h3): the first alert of
+each of the 36 flagged forbidden turns came p50/p95 0.57/1.72 call s after its
+phrase. Where that time went (``where it went``): hearing the phrase 73% (26
+heard by a cadence look-ahead, p50 0.39 s; 10 by one at a pause's onset, p50
+0.53 s), of it late hearing (more than 1 s, 6 alerts) 36% of all: short
+look-ahead windows of phone-band or noisy speech mishear the phrase
+(跟你说的多小变了 for 跟你说了多少遍了, 写了写了 for 行了行了) until a window of
+the whole sentence hears it; beam 3, or encoder padding from 1 to 30 s, heard
+those windows the same. The speaker's role 27% (17 alerts, p50 0.20 s): a
+sentence-final phrase on a mono call whose voices are not told apart yet waits
+for the pause's onset. No first alert waited for a guard or a commit. The
+decoding since the audio arrived (``decode_call_s``: the cached decodes' own
+times, as recorded at various loads) p50/p95 0.26/0.76 s before, 0.20/0.52 s
+after the pause's onset reused a decode that had reached the end of the speech
+(``UtteranceStream._missed_before``; 1701 -> 1640 windows decoded); policy and
+decoding together after the phrase, samples 0.75/1.13 -> 0.69/1.13 s (max 1.25;
+the samples at real time measured 0.77/1.17, max 1.38), all 0.91/1.95 ->
+0.86/1.95 s. Unchanged: alerts on customers' words 7 (none naming the agent
+surely), near misses 5, all withdrawn; live recall 38/42, batch (roles
+separated, as ``monitor score``) 34/42; live misses: 2 never heard by either
+pass, 2 first-pass alerts the second pass heard otherwise (``not_heard_again``;
+batch missed both too). Live transcript on ld01-ld05 (``bench/live_accuracy.py
+--no-realtime``, 638 characters): CER batch 0.241, first pass 0.270, refined
+0.229 (refined - batch = -0.013); CPU refined / first pass 1.17x.
 """
 
 from __future__ import annotations
