@@ -163,7 +163,19 @@ separated, as ``monitor score``) 34/42; live misses: 2 never heard by either
 pass, 2 first-pass alerts the second pass heard otherwise (``not_heard_again``;
 batch missed both too). Live transcript on ld01-ld05 (``bench/live_accuracy.py
 --no-realtime``, 638 characters): CER batch 0.241, first pass 0.270, refined
-0.229 (refined - batch = -0.013); CPU refined / first pass 1.17x.
+0.229 (refined - batch = -0.013); CPU refined / first pass 1.17x. In real
+time (``--summary``), before (51c9e46) and after alternately call by call on
+the samples d02-d09 (11 first-pass alerts, 8 flagged turns), the machine at
+load 1-3: latency_s p50/p95/max 0.83/1.20/1.21 -> 0.82/1.07/1.17 after the
+phrase, after the labelled turn's end p95 0.75 -> 0.68; held for the role 8 ->
+7 alerts (held_s p95 0.87 -> 0.79); the rest there: audio after the phrase p50
+0.20, decode p50 0.16 s. The role wait is what is left to cut on the samples
+(46% of the first alerts' call seconds after): a sentence-final phrase before
+the voices are told apart waits for Silero to find the pause (0.2-0.3 s after
+the last word). Tried and left: the pause look-ahead after 0.064 s of silence
+(was 0.1): in lockstep on the 28 calls the first alerts' policy part p50/p95
+0.57/1.72 -> 0.51/1.70 s, but 6% more windows decoded and one more alert on a
+customer's words (8).
 """
 
 from __future__ import annotations
