@@ -137,6 +137,45 @@ pass between the phrase and the decode that heard it (``second_pass_s`` 0)
 and no lag: the look-aheads ran and misheard, as in lockstep. (An earlier
 version withdrew a pending alert whose sentence's commit heard it otherwise:
 in this run that cost w01 its 跟你说了多少遍了, so only a guard withdraws.)
+
+Measured 2026-11-28 (latency5), in lockstep with ``--cache`` on 28 development
+calls (the 10 samples, bench/data/latency_dev ld01-ld05, /tmp/heldout2 w01-w04,
+/tmp/heldout3 h3_01-h3_06, bench/data/live_heldout h1-h3): the first alert of
+each of the 36 flagged forbidden turns came p50/p95 0.57/1.72 call s after its
+phrase. Where that time went (``where it went``): hearing the phrase 73% (26
+heard by a cadence look-ahead, p50 0.39 s; 10 by one at a pause's onset, p50
+0.53 s), of it late hearing (more than 1 s, 6 alerts) 36% of all: short
+look-ahead windows of phone-band or noisy speech mishear the phrase
+(跟你说的多小变了 for 跟你说了多少遍了, 写了写了 for 行了行了) until a window of
+the whole sentence hears it; beam 3, or encoder padding from 1 to 30 s, heard
+those windows the same. The speaker's role 27% (17 alerts, p50 0.20 s): a
+sentence-final phrase on a mono call whose voices are not told apart yet waits
+for the pause's onset. No first alert waited for a guard or a commit. The
+decoding since the audio arrived (``decode_call_s``: the cached decodes' own
+times, as recorded at various loads) p50/p95 0.26/0.76 s before, 0.20/0.52 s
+after the pause's onset reused a decode that had reached the end of the speech
+(``UtteranceStream._missed_before``; 1701 -> 1640 windows decoded); policy and
+decoding together after the phrase, samples 0.75/1.13 -> 0.69/1.13 s (max 1.25;
+the samples at real time measured 0.77/1.17, max 1.38), all 0.91/1.95 ->
+0.86/1.95 s. Unchanged: alerts on customers' words 7 (none naming the agent
+surely), near misses 5, all withdrawn; live recall 38/42, batch (roles
+separated, as ``monitor score``) 34/42; live misses: 2 never heard by either
+pass, 2 first-pass alerts the second pass heard otherwise (``not_heard_again``;
+batch missed both too). Live transcript on ld01-ld05 (``bench/live_accuracy.py
+--no-realtime``, 638 characters): CER batch 0.241, first pass 0.270, refined
+0.229 (refined - batch = -0.013); CPU refined / first pass 1.17x. In real
+time (``--summary``), before (51c9e46) and after alternately call by call on
+the samples d02-d09 (11 first-pass alerts, 8 flagged turns), the machine at
+load 1-3: latency_s p50/p95/max 0.83/1.20/1.21 -> 0.82/1.07/1.17 after the
+phrase, after the labelled turn's end p95 0.75 -> 0.68; held for the role 8 ->
+7 alerts (held_s p95 0.87 -> 0.79); the rest there: audio after the phrase p50
+0.20, decode p50 0.16 s. The role wait is what is left to cut on the samples
+(46% of the first alerts' call seconds after): a sentence-final phrase before
+the voices are told apart waits for Silero to find the pause (0.2-0.3 s after
+the last word). Tried and left: the pause look-ahead after 0.064 s of silence
+(was 0.1): in lockstep on the 28 calls the first alerts' policy part p50/p95
+0.57/1.72 -> 0.51/1.70 s, but 6% more windows decoded and one more alert on a
+customer's words (8).
 """
 
 from __future__ import annotations
@@ -159,6 +198,7 @@ from monitor.audio import SAMPLE_RATE, load_call
 from monitor.live import LiveCall
 from monitor.match import matcher_for
 from monitor.phrasebook import load_phrasebook
+from monitor.roles import match_by_role, separate_roles
 from monitor.sources import FileSource
 from monitor.stream import DecodeScheduler, StreamingOptions
 
@@ -178,6 +218,10 @@ class DecodeCache:
         folder.mkdir(parents=True, exist_ok=True)
         self.entries: dict = {}
         self.misses = 0
+        self.decodes = 0
+        """Windows decoded (or replayed) in this run."""
+        self.decode_s = 0.0
+        """What those decodes took when they were decoded (the first pass's CPU, at whatever load then)."""
 
     def for_call(self, name: str):
         """The transcriber to hand a call: decodes come from (and go to) the call's file."""
@@ -194,12 +238,33 @@ class DecodeCache:
             segments = self.transcriber.decode_window(samples, options, speaker, offset)
             self.entries[key] = (segments, time.perf_counter() - started)
             self.misses += 1
+        self.decodes += 1
+        self.decode_s += self.entries[key][1]
         return self.entries[key][0]
 
     def save(self) -> None:
         if self.misses:
             self.path.write_bytes(pickle.dumps(self.entries))
             self.misses = 0
+
+
+class DecodeWaits:
+    """A lockstep sink: for each alert, the seconds the decodes since the last block of audio took
+    when they were decoded (``DecodeCache``): the decoder's share of its latency on one call
+    alone in real time, without the machine's load of the moment (what one decoder spends
+    before it can alert on the audio just fed; an alert raised without a decode waits for none)."""
+
+    def __init__(self, cache: DecodeCache | None):
+        self.cache = cache
+        self.waits: list[float] = []
+        self._from = 0.0
+
+    def block(self) -> None:
+        self._from = self.cache.decode_s if self.cache else 0.0
+
+    def send(self, event: dict) -> None:
+        if event["type"] == "alert":
+            self.waits.append(round(self.cache.decode_s - self._from, 3) if self.cache else None)
 
 
 def recalled(turns: list[dict], hits: list[tuple[float, float]]) -> int:
@@ -214,11 +279,13 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
     phrasebook = load_phrasebook(labels.get("phrasebook", "broadband"))
     matcher = matcher_for(phrasebook)
     if lockstep:
-        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=False, options=options)
+        waits = DecodeWaits(cache)
+        call = LiveCall(wav.stem, phrasebook, matcher, [waits], stereo=False, options=options)
         samples = load_call(str(wav), "mono").agent
         decoder = cache.for_call(wav.stem) if cache else transcriber
         for at in range(0, len(samples), SAMPLE_RATE // 10):
             call.feed(samples[at : at + SAMPLE_RATE // 10, None])
+            waits.block()
             call.catch_up(decoder)
         call.end()
         call.catch_up(decoder)
@@ -235,7 +302,11 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
         call.wait()
     turns = forbidden_agent_turns(labels)
     alerts = []
-    for alert, parts in zip(call.alerts, getattr(call, "latency_parts", [{}] * len(call.alerts))):
+    decode_waits = waits.waits if lockstep and cache else [None] * len(call.alerts)
+    for alert, parts, decode_wait in zip(call.alerts, getattr(call, "latency_parts", [{}] * len(call.alerts)),
+                                         decode_waits):
+        if decode_wait is not None:
+            parts = {**parts, "decode_call_s": decode_wait}
         middle = (alert["start"] + alert["end"]) / 2
         alerts.append({**{k: alert[k] for k in ("phrase_id", "start", "end", "pass", "latency_s", "speaker",
                                                  "uncertain_speaker")}, "guard_pending": alert.get("guard_pending"),
@@ -249,15 +320,38 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
         if parts.get("withdrawn_at") is not None:
             alerts[-1]["shown_call_s"] = round(parts["withdrawn_at"] - parts["heard_to"], 3)
     live = [(a["start"], a["end"]) for a in alerts if a["speaker"] == "agent" and not a["retracted"]]
-    row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live),
+    missed = missed_turns(turns, alerts, call.on_customer)
+    row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live), "missed": missed,
            "alerts": alerts, "first_in_turn": first_in_turn(turns, alerts),
            "audio_s": round(call.duration_s, 2), "asr_s": round(call.asr_s, 2)}
-    if batch:
-        segments = transcriber.transcribe_call(load_call(str(wav)))
-        found = [(h.start, h.end) for h in matcher.match_segments(segments)
-                 if h.kind == "forbidden" and h.speaker == "agent"]
-        row["batch"] = recalled(turns, found)
+    if batch:  # as ``monitor score`` scores it: a mono call's roles separated (``pipeline.ScoreOptions``)
+        mono = lockstep or not call.stereo  # (in lockstep the live call heard the mono mix too)
+        audio = load_call(str(wav), "mono" if mono else "left")
+        segments = transcriber.transcribe_call(audio)
+        hits = matcher.match_segments(segments)
+        row["batch_any_speaker"] = recalled(turns, [(h.start, h.end) for h in hits if h.kind == "forbidden"])
+        if mono:
+            hits = match_by_role(matcher, separate_roles(audio.agent, segments, phrasebook))
+        row["batch"] = recalled(turns, [(h.start, h.end) for h in hits if h.kind == "forbidden" and h.speaker == "agent"])
     return row
+
+
+def missed_turns(turns: list[dict], alerts: list[dict], on_customer: list[tuple]) -> list[dict]:
+    """Why each labelled forbidden turn no standing alert on the agent's words flagged was missed:
+    an alert there withdrawn (by its reason: ``not_heard_again`` when the second pass heard the
+    words otherwise, ``guarded``, ``customer``), its phrase found but its speaker surely the
+    customer (``on_customer``, by pass), or nothing ever found there (neither pass heard a phrase)."""
+    missed = []
+    for turn in turns:
+        near = [a for a in alerts if overlaps(a["start"], a["end"], turn, LIVE_TOLERANCE_S)]
+        if any(a["speaker"] == "agent" and not a["retracted"] for a in near):
+            continue
+        customer = [f"pass {p}" for hit, p in on_customer if overlaps(hit.start, hit.end, turn, LIVE_TOLERANCE_S)]
+        why = ([f"withdrawn: {a.get('withdrawn_for')}" for a in near if a["retracted"]]
+               + [f"on the customer: {a['phrase_id']}" for a in near if not a["retracted"] and a["speaker"] != "agent"]
+               + [f"surely the customer's, {p}" for p in customer])
+        missed.append({"start": turn["start"], "end": turn["end"], "why": sorted(set(why)) or ["never heard"]})
+    return missed
 
 
 def first_in_turn(turns: list[dict], alerts: list[dict]) -> list[dict]:
@@ -271,7 +365,9 @@ def first_in_turn(turns: list[dict], alerts: list[dict]) -> list[dict]:
         if flagged:
             first = min(flagged, key=lambda a: a["heard_to"])
             firsts.append({"after_phrase_call_s": round(first["heard_to"] - first["end"], 3),
-                           "after_turn_call_s": round(first["heard_to"] - turn["end"], 3)})
+                           "after_turn_call_s": round(first["heard_to"] - turn["end"], 3),
+                           **{k: first.get(k) for k in ("audio_call_s", "held_audio_s", "held_for", "heard_by",
+                                                        "decode_s", "held_s", "decode_call_s")}})
     return firsts
 
 
@@ -334,7 +430,17 @@ def summary(rows: list[dict]) -> None:
     if all("batch" in row for row in rows):
         batch = sum(row["batch"] for row in rows)
         line += f"  batch {batch}/{turns}={batch / max(1, turns):.3f}"
+    if all("batch_any_speaker" in row for row in rows):
+        any_speaker = sum(row["batch_any_speaker"] for row in rows)
+        line += f" (a mono call's roles separated, as monitor score; any speaker's words: {any_speaker}/{turns})"
     print(line)
+    if all("missed" in row for row in rows):
+        reasons: dict[str, int] = {}
+        for row in rows:
+            for turn in row["missed"]:
+                for why in turn["why"]:
+                    reasons[why] = reasons.get(why, 0) + 1
+        print(f"  live misses by why (a turn may count under several): {dict(sorted(reasons.items()))}")
 
 
 def policy_summary(first: list[dict], rows: list[dict]) -> None:
@@ -355,6 +461,7 @@ def policy_summary(first: list[dict], rows: list[dict]) -> None:
         phrase, turn = [f["after_phrase_call_s"] for f in firsts], [f["after_turn_call_s"] for f in firsts]
         print(f"  first alert of each flagged forbidden turn ({len(firsts)}): after the phrase {percentiles(phrase)} "
               f"max={max(phrase, default=0):.2f}; after the turn's end {percentiles(turn)} max={max(turn, default=0):.2f}")
+        time_goes(firsts)
     withdrawn = [a for a in near if a.get("withdrawn_for") in ("guarded", "not_heard_again", "customer")]
     shown = [a["shown_call_s"] for a in withdrawn if a.get("shown_call_s") is not None]
     print(f"  near-miss alerts shown: {len(near)}, withdrawn {len(withdrawn)} "
@@ -364,6 +471,41 @@ def policy_summary(first: list[dict], rows: list[dict]) -> None:
     for a in near:
         print(f"    near miss {a['phrase_id']} {a['start']}-{a['end']} guard_pending={a.get('guard_pending')} "
               f"withdrawn={a.get('withdrawn_for')} shown={a.get('shown_call_s')}")
+
+
+def time_goes(firsts: list[dict]) -> None:
+    """Where the first alerts' latency went: hearing the phrase (call seconds from its end to the
+    decode that first matched it, by that decode's kind: a look-ahead, one at a pause's onset, or
+    the sentence's commit when no look-ahead heard it), then the hold for the speaker's role or the
+    politeness guard (call seconds), and in real time the decode wait (wall: queue and decode)."""
+    if not firsts or firsts[0].get("audio_call_s") is None:
+        return
+    total = sum(f["audio_call_s"] + f["held_audio_s"] for f in firsts)
+    print(f"  where it went ({len(firsts)} first alerts, {total:.1f} call s in all):")
+    for kind in ("look-ahead", "pause", "commit"):
+        mine = [f for f in firsts if f.get("heard_by") == kind]
+        if mine:
+            hearing = [f["audio_call_s"] for f in mine]
+            print(f"    heard by a {kind:10s} {len(mine):3d} alerts, hearing {percentiles(hearing)} "
+                  f"max={max(hearing):.2f}, {sum(hearing) / max(total, 1e-9):.0%} of the time")
+    for why in ("role", "guard"):
+        held = [f["held_audio_s"] for f in firsts if f.get("held_for") == why]
+        if held:
+            print(f"    held for {why:5s} {len(held):3d} alerts, {percentiles(held)} max={max(held):.2f}, "
+                  f"{sum(held) / max(total, 1e-9):.0%} of the time")
+    late = [f["audio_call_s"] for f in firsts if f["audio_call_s"] > 1.0]
+    print(f"    heard more than 1 s after the phrase: {len(late)} alerts ({sum(late) / max(total, 1e-9):.0%} of the time)")
+    simulated = [f for f in firsts if f.get("decode_call_s") is not None]
+    if simulated:
+        waits = [f["decode_call_s"] for f in simulated]
+        alone = [f["after_phrase_call_s"] + f["decode_call_s"] for f in simulated]
+        print(f"    decoding since the last block (lockstep, as decoded): {percentiles(waits)} max={max(waits):.2f}, "
+              f"{sum(waits) / max(total + sum(waits), 1e-9):.0%} of policy and decoding; with the policy part, "
+              f"after the phrase {percentiles(alone)} max={max(alone):.2f}")
+    decode = [f["decode_s"] for f in firsts if f.get("decode_s") is not None]
+    if decode:
+        print(f"    decode wait (wall) {percentiles(decode)} max={max(decode):.2f}; held (wall) "
+              f"{percentiles([f['held_s'] for f in firsts if f.get('held_s') is not None])}")
 
 
 def main() -> int:
@@ -416,6 +558,8 @@ def main() -> int:
     scheduler.close()
     print()
     summary(rows)
+    if cache:
+        print(f"windows decoded: {cache.decodes}, taking {cache.decode_s:.1f} s when decoded")
     return 0
 
 

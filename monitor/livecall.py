@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from monitor.alerts import WebhookSink
-from monitor.asr import Segment
+from monitor.asr import Segment, segment_of
 from monitor.meaning import model_for
 from monitor.roles import REVIEW_BELOW, LiveRoles, text_evidence, uncertain_or_unknown
 from monitor.sources import speaker_channels
@@ -98,6 +98,12 @@ class LiveCall:
         """Where each alert's latency went, one entry per alert in ``alerts`` (``_parts``)."""
         self._held: list[tuple] = []  # (hit, Sighting, why): phrases matched and held back, when first seen
         self._refined_wall: list[tuple[float, float]] = []  # when this call's second pass had the decoder
+        self.on_customer: list[tuple] = []
+        """(hit, pass) of phrases not alerted on: their speaker was surely the customer (on a mono
+        stream, by ``roles.LiveRoles``), for ``bench/live_latency.py`` to tell why a turn was missed."""
+        self._guarded: list[tuple[dict, list]] = []
+        """First-pass alerts withdrawn as ``guarded``, each with the words heard after its phrase
+        that cancelled it (the second pass judges its refined text with them, ``_still_guarded``)."""
 
     # --- feeding (source threads) ------------------------------------------------
     def feed(self, frames: np.ndarray) -> None:
@@ -171,7 +177,7 @@ class LiveCall:
         started = time.perf_counter()
         for event in stream.step(transcriber):
             if isinstance(event, Committed):
-                sighting = Sighting(time.monotonic(), stream.checked_until)  # (the pause that ended it was heard)
+                sighting = Sighting(time.monotonic(), stream.checked_until, "commit")  # (its ending pause was heard)
                 with self._lock:  # (a second pass may be replacing segments on another worker)
                     self.segments.append(event.segment)  # the stream's speaker: the report labels roles at the end
                 segment = self._with_role(event.segment)
@@ -179,17 +185,17 @@ class LiveCall:
                 with self._watch_lock:
                     self._withdraw_if_customer(segment)
                     hits = self.watch.check(event.segment.words, stream.speaker, commit=True)
-                    self._withdraw_guarded(event.segment.text, sighting)
+                    self._withdraw_guarded(event.segment.words, sighting)
                     hits += self._meaning_hits(segment)
                     self._alert(hits, event.segment.words, commit=True, sighting=sighting)
             elif isinstance(event, Hypothesis):
-                sighting = Sighting(time.monotonic(), event.audio_end)
+                sighting = Sighting(time.monotonic(), event.audio_end, "pause" if event.at_pause else "look-ahead")
                 text = "".join(w.text for w in event.words)
                 self._emit({"type": "partial", "call_id": self.call_id, "speaker": stream.speaker,
                             "start": round(event.words[0].start, 2), "end": round(event.words[-1].end, 2), "text": text})
                 with self._watch_lock:
                     hits = self.watch.check(event.words, stream.speaker, commit=False, heard_until=event.heard_until)
-                    self._withdraw_guarded(text, sighting)
+                    self._withdraw_guarded(event.words, sighting)
                     self._hold(self.watch.held, sighting, "guard")
                     unheard = bool(self.watch.unheard)
                     held_for_role = self._alert(hits, event.words, commit=False, sighting=sighting,
@@ -230,6 +236,7 @@ class LiveCall:
                 held_for_role = True
                 continue
             if sure and speaker == "customer":
+                self.on_customer.append((hit, decoding_pass))
                 continue  # the customer's words are no agent violation
             event = {
                 "type": "alert",
@@ -315,7 +322,9 @@ class LiveCall:
         that first matched it (``audio_s``), waiting for and doing that decode
         (``decode_s``, of which ``second_pass_s`` the decoder spent on this call's
         second pass), then held back by the alert policy (``held_s``; ``held_audio_s``
-        the same in call seconds, ``held_for`` the guard or the speaker's role).
+        the same in call seconds, ``held_for`` the guard or the speaker's role); ``heard_by``:
+        the kind of decode that first matched it (``Sighting.heard_by``: a phrase no look-ahead
+        heard waits for its sentence's commit).
         A second-pass alert has no parts."""
         if sighting is None:
             return {"held_for": None, "heard_to": None}
@@ -330,6 +339,7 @@ class LiveCall:
             "held_s": round(emitted - first.decoded, 3),
             "held_audio_s": round(sighting.heard_to - first.heard_to, 3),
             "held_for": why,
+            "heard_by": first.heard_by,
             "heard_to": round(sighting.heard_to, 3),
         }
 
@@ -487,18 +497,39 @@ class LiveCall:
         for alert in in_group:
             if not any(same(alert, hit) for hit in hits):
                 self._retract(alert, "not_heard_again", job_text(segments, job))
-        new = [h for h in hits if not any(same(a, h) for a in self.alerts if not a.get("retracted"))]
+        new = [h for h in hits if not any(same(a, h) for a in self.alerts if not a.get("retracted"))
+               and not self._still_guarded(h, segments, same)]
         self.watch.reported += new
         self._alert(new, [], commit=True, decoding_pass=2)
 
-    def _withdraw_guarded(self, heard: str, sighting: Sighting) -> None:
+    def _withdraw_guarded(self, words: list, sighting: Sighting) -> None:
         """Withdraw the ``guard_pending`` alerts whose politeness guard the last check heard
-        (``PhraseWatch.withdrawn``): 这个不归我们管 alerted at a comma's pause, then 不过我马上帮您…."""
+        (``PhraseWatch.withdrawn``) in ``words``: 这个不归我们管 alerted at a comma's pause, then 不过我马上帮您…."""
+        heard = "".join(w.text for w in words)
         for hit in self.watch.withdrawn:
             for alert in self.alerts:
                 if (alert["pass"] == 1 and alert.get("guard_pending") and not alert.get("retracted")
                         and alert["phrase_id"] == hit.phrase_id and alert["start"] == round(hit.start, 2)):
                     self._retract(alert, "guarded", heard, sighting.heard_to)
+                    self._guarded.append((alert, [w for w in words if w.start >= hit.end - 0.05]))
+
+    def _still_guarded(self, hit, segments: list[Segment], same) -> bool:
+        """Whether the second pass's ``hit`` is one the first pass withdrew as guarded, and
+        the refined text, read on with the words that cancelled it (those past the refined
+        text's end: a group may close between a phrase and its guard, ``RefineOptions.max_group_s``),
+        still has it cancelled. Only a changed verdict raises it again (h3_04: 你听我说完 withdrawn
+        by 不好意思，是我打断您了, the next group, then raised by its own group's refined text)."""
+        guards = [words for alert, words in self._guarded if same(alert, hit)]
+        if not guards or hit.detected_by is not None:  # (the meaning model judges the refined sentence whole)
+            return False
+        refined = [w for s in segments for w in s.words or []]
+        heard_to = refined[-1].end if refined else hit.end
+        for after in guards:
+            words = refined + [w for w in after if w.start >= heard_to - 0.05]
+            if not words or not any(h.kind == "forbidden" and h.start < hit.end and hit.start < h.end
+                                    for h in self.watch.matcher.match_segments([segment_of(words, hit.speaker)])):
+                return True
+        return False
 
     def _retract(self, alert: dict, reason: str, heard_again: str, heard_to: float | None = None) -> None:
         """Withdraw ``alert``; ``heard_to``: the call time heard when it was (else all audio looked at)."""
@@ -579,6 +610,9 @@ class Sighting:
     """Wall time (monotonic) the decode was done."""
     heard_to: float
     """Call time of the end of the audio it had heard."""
+    heard_by: str = "look-ahead"
+    """Which decode: ``look-ahead`` (an unfinished utterance), ``pause`` (a look-ahead at a pause's
+    onset, ``Hypothesis.at_pause``) or ``commit`` (the utterance, ended by its pause)."""
 
 
 def job_text(segments: list[Segment], job: RefineJob) -> str:

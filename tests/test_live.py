@@ -276,3 +276,52 @@ def test_a_rule_hit_alerted_before_its_guard_reach_is_withdrawn_when_the_guard_f
                             Hypothesis(polite, "agent", polite[-1].end, polite[-1].end - 0.2),
                             Committed(segment_of(polite, "agent"), final=True))
     assert [e for e in events if e["type"] in ("alert", "retracted")] == []
+
+
+def test_a_withdrawn_guarded_alert_comes_back_from_the_second_pass_only_if_its_verdict_changes():
+    """h3_04: a group closed between a rule's words and the guard that cancelled them (the group's
+    length, ``RefineOptions.max_group_s``); its refined text alone holds the hit unguarded. It stays
+    withdrawn, unless the refined text reads on without a guard (the first pass misheard one)."""
+    from monitor.asr import segment_of
+    from monitor.livecall import LiveCall
+    from monitor.stream import Committed, Hypothesis, RefineJob, StreamingOptions
+
+    book = load_phrasebook("broadband")
+    shirk = _spoken("这事", "我们", "处理不了，")
+    guard = _spoken("不过", "我马上", "帮您", "联系", "同事。", start=shirk[-1].end + 0.5)
+
+    def refined_with(refined: list[Word]) -> tuple[list, list]:
+        events: list[dict] = []
+
+        class Collect:
+            def send(self, event):
+                events.append(event)
+
+        call = LiveCall("scripted", book, matcher_for(book), [Collect()], stereo=True,
+                        options=StreamingOptions(guard_wait_chars=0))
+        call._fed_audio, call._fed_wall = [60.0], [0.0]
+        agent = call.streams[0]
+        looks = [Hypothesis(shirk, "agent", shirk[-1].end, shirk[-1].end, at_pause=True),
+                 Committed(segment_of(shirk, "agent"), final=True),
+                 Hypothesis(guard, "agent", guard[-1].end, guard[-1].end - 0.2),
+                 Committed(segment_of(guard, "agent"), final=True)]
+        for look in looks:
+            agent.step = lambda transcriber, look=look: iter([look])
+            call.step(agent, None)
+        assert [(e["phrase_id"], e["reason"]) for e in events if e["type"] == "retracted"] == [
+            ("lexicon.shirking.cannot_handle", "guarded")]
+        start = shirk[0].start
+        job = RefineJob("agent", start, np.zeros(round((refined[-1].end + 0.1 - start) * 16000), np.float32),
+                        [call.segments[0]])
+        call._apply_refinement(job, [segment_of(refined, "agent")])
+        return [e for e in events if e["type"] == "alert" and e["pass"] == 2], call.alerts
+
+    # The group held the phrase, not its guard: read on with the guard the first pass heard, it is still cancelled.
+    second, alerts = refined_with(shirk)
+    assert second == [] and [a["retracted"] for a in alerts] == [True]
+    # The refined group reads on past the phrase with no guard (你们自己想办法吧 where the first pass heard one):
+    # the verdict changed, the alert comes back as pass 2.
+    plain = shirk + _spoken("你们", "自己", "想办法吧，", "别再", "打来了。", start=shirk[-1].end + 0.5)
+    assert plain[-1].end > guard[-1].end
+    second, _ = refined_with(plain)
+    assert "lexicon.shirking.cannot_handle" in [a["phrase_id"] for a in second]

@@ -509,3 +509,43 @@ def test_a_pending_hit_its_committed_sentence_hears_otherwise_is_left_to_the_sec
     watch.check(misheard, "agent", commit=False)
     watch.check(misheard, "agent", commit=True)
     assert watch.withdrawn == [] and hits[0] in watch.reported
+
+
+def test_at_a_pause_the_words_of_a_decode_that_reached_the_end_of_speech_are_heard_without_decoding_again(transcriber):
+    """d02's 不知道，这事不归我管。 fed from several offsets, so that the cadence's look-ahead lands
+    at different points of it. Where the last look-ahead already reached the end of the speech,
+    the pause's onset reports its words as heard at the pause (``Hypothesis.at_pause``, all of it
+    heard) without decoding the same speech again; where it did not, the pause is decoded."""
+    turn_end = 22.165
+    reused = decoded = 0
+    for tenth in range(7):
+        start = 19.8 - tenth / 10
+        stream = UtteranceStream("agent")
+        audio = load_call(str(SAMPLES / "d02_fault_rude.wav")).agent[int(start * SAMPLE_RATE) :]
+        decodes: list[float] = []
+        original = stream._decode
+
+        def counted(transcriber, samples, stream=stream, decodes=decodes, original=original):
+            decodes.append(stream.fed_until)
+            return original(transcriber, samples)
+
+        stream._decode = counted
+        last: list = []
+        block = SAMPLE_RATE // 10
+        for offset in range(0, len(audio), block):
+            stream.feed(audio[offset : offset + block])
+            before = len(decodes)
+            events = list(stream.step(transcriber))
+            if any(isinstance(e, Committed) and "归我管" in e.segment.text for e in events):
+                break
+            for event in [e for e in events if isinstance(e, Hypothesis)]:
+                if event.at_pause and len(decodes) == before:
+                    reused += 1
+                    assert [w.text for w in event.words] == [w.text for w in last], "the last decode's words"
+                    assert event.heard_until == event.audio_end, "all heard: the speaker has paused"
+                    assert "归我管" in "".join(w.text for w in event.words)
+                elif event.at_pause:
+                    decoded += 1
+                last = event.words
+        assert decodes and all(d <= turn_end - start + StreamingOptions().pause_s + 0.3 for d in decodes)
+    assert reused and decoded, (reused, decoded)
