@@ -529,7 +529,13 @@ def _arguments(heard: list[tuple[Segment, SentenceSound]], calm: dict, rule: Arg
         )
         heard_text = " / ".join(s.text for s, _ in pairs)
         # Either voice may be mislabelled in a quarrel; what is held for review is whether the agent took part.
+        # The agent's sure sentences settle it when they are raised on their own: a crowded turn
+        # whose side is doubtful (我态度怎么了 run into 规定就是这样) does not unsettle it.
         agent_part = [s for s, _ in pairs if s.speaker == "agent"]
+        surely_agent = [(s, sound) for s, sound in pairs if s.speaker == "agent" and not uncertain(s)]
+        surely_raised = _mean_above(surely_agent, "agent", calm["agent"][0])
+        if surely_raised is not None and surely_raised >= rule.above_own_db:
+            agent_part = [s for s, _ in surely_agent]
         events.append(_conduct_event("argument", rule, agent_part, start, end, heard_text, detail, "both"))
     return events
 

@@ -134,6 +134,19 @@ def test_raised_voices_with_unhurried_turns_are_no_argument():
     assert events_of(calm_call(slow), VoiceRules(argument=ARGUMENT))[0] == []
 
 
+@pytest.mark.parametrize("doubtful_agent_turns, held", [
+    ([], False),
+    # v02 (mono, phone band): 我态度怎么了 run into 规定就是这样, its side doubtful; the agent's
+    # other raised turns are sure, so the agent surely took part.
+    [[(35.2, 37.0)], False],
+    [[(28.1, 30.0), (31.6, 33.5), (35.2, 37.0)], True],
+])  # fmt: skip
+def test_an_argument_is_held_only_when_the_agents_sure_turns_do_not_show_them_raised(doubtful_agent_turns, held):
+    quarrel = [(a, b, who, level, 0.5 if (a, b) in doubtful_agent_turns else 0.95) for a, b, who, level in QUARREL]
+    events, _ = events_of(calm_call(quarrel), VoiceRules(argument=ARGUMENT), stereo=False)
+    assert [(e.kind, e.uncertain_speaker) for e in events] == [("argument", held)]
+
+
 def test_a_customer_angry_all_call_long_is_measured_from_their_calm_moments():
     # Most of the customer's talk is loud: their median is the shouting, their calm level is not.
     angry = [(a, b, who, level) for a, b, who, level in QUARREL] + [(38, 45, "customer", -13.0)]
