@@ -7,12 +7,8 @@ SSB0241, SSB0671, SSB1056) into pieces of 1.2-2.6 s at their quietest moments: r
 import sys
 from pathlib import Path
 
-import numpy as np
-from faster_whisper.audio import decode_audio
-from scipy.io import wavfile
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "roles_heldout"))
-from cut_real import RATE, REAL, pieces  # noqa: E402
+from cut_real import write_pieces  # noqa: E402
 
 SPEAKERS = {"SSB0913": "aishell3_SSB09130033", "SSB0241": "aishell3_SSB02410161",
             "SSB0671": "aishell3_SSB06710128", "SSB1056": "aishell3_SSB10560454"}  # fmt: skip
@@ -20,11 +16,8 @@ SPEAKERS = {"SSB0913": "aishell3_SSB09130033", "SSB0241": "aishell3_SSB02410161"
 
 def main() -> None:
     out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/roles6/pieces")
-    out_dir.mkdir(parents=True, exist_ok=True)
     for name, stem in SPEAKERS.items():
-        for k, piece in enumerate(pieces(decode_audio(str(REAL / f"{stem}.wav"), RATE), 1.2, 2.6)):
-            wavfile.write(out_dir / f"{name}_{k}.wav", RATE, (piece * 32767).astype(np.int16))
-            print(out_dir / f"{name}_{k}.wav", round(len(piece) / RATE, 2))
+        write_pieces(out_dir, name, stem, 1.2, 2.6)
 
 
 if __name__ == "__main__":

@@ -31,19 +31,20 @@ def pieces(samples: np.ndarray, shortest: float = 1.5, longest: float = 3.5) -> 
     return out
 
 
-def main() -> None:
-    out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/roles_heldout/pieces")
+def write_pieces(out_dir: Path, name: str, stem: str, shortest: float = 1.5, longest: float = 3.5) -> None:
+    """Write corpus/real ``stem``'s pieces as ``name``_<k>.wav in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for n in range(750, 755):
-        for k, piece in enumerate(pieces(decode_audio(str(REAL / f"thchs30_D4_{n}.wav"), RATE))):
-            path = out_dir / f"D4_{n}_{k}.wav"
-            wavfile.write(path, RATE, (piece * 32767).astype(np.int16))
-            print(path, round(len(piece) / RATE, 2))
-    samples = decode_audio(str(REAL / "aishell3_SSB17110468.wav"), RATE)
-    for k, piece in enumerate(pieces(samples, shortest=1.2, longest=2.2)):
-        path = out_dir / f"SSB1711_{k}.wav"
+    for k, piece in enumerate(pieces(decode_audio(str(REAL / f"{stem}.wav"), RATE), shortest, longest)):
+        path = out_dir / f"{name}_{k}.wav"
         wavfile.write(path, RATE, (piece * 32767).astype(np.int16))
         print(path, round(len(piece) / RATE, 2))
+
+
+def main() -> None:
+    out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/roles_heldout/pieces")
+    for n in range(750, 755):
+        write_pieces(out_dir, f"D4_{n}", f"thchs30_D4_{n}")
+    write_pieces(out_dir, "SSB1711", "aishell3_SSB17110468", shortest=1.2, longest=2.2)
 
 
 if __name__ == "__main__":
