@@ -95,6 +95,12 @@ def test_sentence_starts_follow_sentence_ends_not_commas():
     ("hospital", "那我就恭敬不如从命了", "bribery"),
     ("office", "您太客气了，吃饭就不必了，有事随时找我", None),
     ("customer_service", "您太客气了，明天上午师傅准到", None),
+    # a visit or a job agreed: the date kept is the service's own, not a meal's
+    ("broadband", "您太客气了，这是我们应该做的，今晚我一定把线路调好", None),
+    ("broadband", "好的，那就这么说定了，周六上午我准时到您家安装", None),
+    ("broadband", "那就去您家看看，今晚之前给您修好", None),
+    ("broadband", "您太客气了，今晚我一定到您家调试", None),
+    ("customer_service", "那我就不推辞了，周六中午不见不散", "bribery"),
     # a drug through a rep, or sent to the pharmacy
     ("hospital", "我给你个药代的电话，你直接找他买", "private_deal"),
     ("hospital", "医药代表不能直接卖药给病人，您到药房取", None),
