@@ -141,6 +141,8 @@ class KindRules:
         politeness guard does not reach back across)."""
         if not self.rules:
             return []
+        if clause_starts:
+            clause_starts = _number_kept_whole(text, clause_starts)
         # Shapes see one clause at a time: ^ and $ are its ends.
         opens = [i for i, opening in enumerate(clause_starts or ()) if opening and i] + [len(text)]
         clauses = list(zip([0] + opens[:-1], opens))
@@ -257,6 +259,13 @@ def _own_errand(text: str, start: int, clause_starts: list[bool] | None) -> bool
     before it, in its clause)."""
     low = _opening(clause_starts, start, max(0, start - SELF_HELP_REACH))
     return any(cue in text[low:start] for cue in SELF_HELP)
+
+
+def _number_kept_whole(text: str, clause_starts: list[bool]) -> list[bool]:
+    """``clause_starts`` without the openings between two digits: a number read in groups
+    (手机是138 0571 2288, 139-0571-2288) is one number, not three clauses."""
+    return [start and not (0 < i < len(text) and text[i].isdigit() and text[i - 1].isdigit())
+            for i, start in enumerate(clause_starts)]
 
 
 def _opening(starts: list[bool] | None, start: int, low: int) -> int:

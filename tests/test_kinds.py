@@ -151,6 +151,9 @@ def test_a_bad_shape_word_is_refused_naming_the_file(tmp_path):
     # someone else's number or address read out; the caller's own checked, the technician's given
     ("hospital", "你问的那个产妇啊 她老公的电话是13812345678", "disclosure"),
     ("office", "你找李会计啊 她家住在阳光花园二期 你去那儿找吧", "disclosure"),
+    # a number Whisper writes in groups is one number, not three clauses
+    ("office", "王经理的私人号码是158 6033 4721，你就说是我给的", "disclosure"),
+    ("hospital", "他住在三楼 您可以上去看他", None),
     ("broadband", "您的手机号是13812345678对吗 我给您登记", None),
     ("broadband", "师傅的电话是13698765432 他半小时后联系您", None),
     # the task handed back; self-help offered with help
