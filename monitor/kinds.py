@@ -174,8 +174,8 @@ class KindRules:
             if any(_negated(negations, word.start, clause_starts, text)
                    for word in (chosen if rule.negate_each else chosen[:1])):
                 return True
-            # part of a longer, innocent word
-            return any(_overlap(o, m) and (o.start, o.end) != (m.start, m.end)
+            # part of a longer, innocent word, heard as written: 保证今天 only sounds like 保证金
+            return any(o.exact and _overlap(o, m) and (o.start, o.end) != (m.start, m.end)
                        for o in group(self._not_in[index])[1] for m in chosen)
 
         matches = []
