@@ -24,7 +24,8 @@ Call sets: ``bench/data/office/*.json`` (the 19 calls the rules were built on), 
 (held out, each written before the changes it judged; their first looks are in ``FIRST_LOOK``), ``dev5/``
 (development calls written with conduct3's changes), ``dev6/`` (conduct5's development calls, one real human
 customer turn each: made by the shared ``real_customer_call.py``, see its README), ``dev7/`` (conduct6's: accepted
-dinners, a sign to read alone, drugs through a rep, other bidders' prices; see its README).
+dinners, a sign to read alone, drugs through a rep, other bidders' prices; see its README), ``dev8/`` (conduct7's:
+a favour asked in return, money paid to the agent, a stake for a result, someone else's details, the task handed back).
 
 Cases: ``tests/compliance_cases.yaml`` (text only), the same measures per kind, a line
 being a turn: a polite line raising anything is a false alarm of that kind.

@@ -23,6 +23,12 @@ words. A rule's ``shapes`` say the structure instead (到底V不V, 不是…吗,
 Spoken spellings (啥/什么, 咋/怎么, 自个儿/自己) stand for one another in words and
 shapes alike, and a guard word that is the customer's own errand (你自个儿联系吧)
 guards nothing.
+
+A shape may also stand in a group, as one of its words (``re:`` before it): each part of
+a talk that comes in two clauses then says its structure, not its examples. A favour asked
+in return is something for me (给我(拿|带|弄|整)…(盒|条|瓶)) and a favour for you
+(我…给你(提前|优先|加急)) in either order; a leak is someone else (他/她/户主/王经理) and a
+number read out (手机是13905712288).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from typing import NamedTuple
 import ahocorasick
 
 from monitor.normalize import normalize, to_symbols
-from monitor.phrasebook import Rule
+from monitor.phrasebook import SHAPE_WORD, Rule
 
 SOUND_MIN_CHARS = 3
 """Words of at least this many characters also match by sound."""
@@ -101,6 +107,9 @@ class KindRules:
         self._not_after = [self._ids(rule.not_after) for rule in rules]
         self._not_in = [self._ids(rule.not_in) for rule in rules]
         self._shapes = [[re.compile(_spoken(shape)) for shape in rule.shapes] for rule in rules]
+        self._word_shapes = [(word_id, re.compile(_spoken(word[len(SHAPE_WORD):])))
+                             for word, word_id in self._word_ids.items() if word.startswith(SHAPE_WORD)]
+        """Group words that are shapes, by id."""
         named = {form for rule in rules for word in rule.by_sound for form in _forms(word)}
         self._sound_ids = {word_id for word, word_id in self._word_ids.items()
                            if len(word) >= SOUND_MIN_CHARS or word in named}
@@ -108,6 +117,8 @@ class KindRules:
         self._by_text = ahocorasick.Automaton()
         self._by_sound = ahocorasick.Automaton()
         for word, word_id in self._word_ids.items():
+            if word.startswith(SHAPE_WORD):
+                continue
             self._by_text.add_word(word, (word_id, len(word)))
             if word_id in self._sound_ids:
                 symbols = to_symbols(word)
@@ -119,7 +130,8 @@ class KindRules:
                 automaton.make_automaton()
 
     def _ids(self, words: list[str]) -> frozenset[int]:
-        return frozenset(self._word_ids.setdefault(form, len(self._word_ids)) for word in words for form in _forms(word))
+        return frozenset(self._word_ids.setdefault(form, len(self._word_ids))
+                         for word in words for form in ((word,) if word.startswith(SHAPE_WORD) else _forms(word)))
 
     def find(self, text: str, symbols: str, clause_starts: list[bool] | None = None,
              sentence_starts: list[bool] | None = None) -> list[RuleMatch]:
@@ -129,7 +141,12 @@ class KindRules:
         politeness guard does not reach back across)."""
         if not self.rules:
             return []
-        heard = self._occurrences(text, symbols)
+        if clause_starts:
+            clause_starts = _number_kept_whole(text, clause_starts)
+        # Shapes see one clause at a time: ^ and $ are its ends.
+        opens = [i for i, opening in enumerate(clause_starts or ()) if opening and i] + [len(text)]
+        clauses = list(zip([0] + opens[:-1], opens))
+        heard = self._occurrences(text, symbols, clauses)
         if clause_starts:  # a word is heard within one clause: 有本事 | 您放心 is no 有本事你
             heard = {word: kept for word, found in heard.items()
                      if (kept := [o for o in found if not any(clause_starts[o.start + 1:o.end])])}
@@ -157,13 +174,10 @@ class KindRules:
             if any(_negated(negations, word.start, clause_starts, text)
                    for word in (chosen if rule.negate_each else chosen[:1])):
                 return True
-            # part of a longer, innocent word
-            return any(_overlap(o, m) and (o.start, o.end) != (m.start, m.end)
+            # part of a longer, innocent word, heard as written: 保证今天 only sounds like 保证金
+            return any(o.exact and _overlap(o, m) and (o.start, o.end) != (m.start, m.end)
                        for o in group(self._not_in[index])[1] for m in chosen)
 
-        # Shapes see one clause at a time: ^ and $ are its ends.
-        opens = [i for i, opening in enumerate(clause_starts or ()) if opening and i] + [len(text)]
-        clauses = list(zip([0] + opens[:-1], opens))
         matches = []
         for index, rule in enumerate(self.rules):
             found = []
@@ -189,9 +203,15 @@ class KindRules:
             matches += _apart(found)
         return matches
 
-    def _occurrences(self, text: str, symbols: str) -> dict[int, list[Occurrence]]:
-        """Word id → where it was heard, as written or (long words, and those named ``by_sound``) alike in sound."""
+    def _occurrences(self, text: str, symbols: str, clauses: list[tuple[int, int]]) -> dict[int, list[Occurrence]]:
+        """Word id → where it was heard, as written or (long words, and those named ``by_sound``) alike in sound;
+        shape words where they match within one of the ``clauses`` (start, end)."""
         heard: defaultdict[int, list[Occurrence]] = defaultdict(list)
+        for word_id, shape in self._word_shapes:
+            found = [Occurrence(low + m.start(), low + m.end(), True)
+                     for low, high in clauses for m in shape.finditer(text[low:high]) if m.end() > m.start()]
+            if found:
+                heard[word_id] = found
         exact = set()  # (word, start) of words heard by sound too, heard as written
         if len(self._by_text):
             for end, (word_id, length) in self._by_text.iter(text):
@@ -239,6 +259,13 @@ def _own_errand(text: str, start: int, clause_starts: list[bool] | None) -> bool
     before it, in its clause)."""
     low = _opening(clause_starts, start, max(0, start - SELF_HELP_REACH))
     return any(cue in text[low:start] for cue in SELF_HELP)
+
+
+def _number_kept_whole(text: str, clause_starts: list[bool]) -> list[bool]:
+    """``clause_starts`` without the openings between two digits: a number read in groups
+    (手机是138 0571 2288, 139-0571-2288) is one number, not three clauses."""
+    return [start and not (0 < i < len(text) and text[i].isdigit() and text[i - 1].isdigit())
+            for i, start in enumerate(clause_starts)]
 
 
 def _opening(starts: list[bool] | None, start: int, low: int) -> int:

@@ -66,6 +66,11 @@ class Phrase:
     its word groups (``monitor.kinds``), and ``text`` names the kind."""
 
 
+SHAPE_WORD = "re:"
+"""A rule's group word that starts with this is a shape: a regular expression over one clause
+(``monitor.kinds``), heard where it matches."""
+
+
 @dataclass
 class Rule:
     """A kind of forbidden talk told by words that come together, not by one wording.
@@ -77,7 +82,8 @@ class Rule:
     id: str
     """Unique within the lexicon, e.g. ``shirking.not_mine``."""
     groups: list[list[str]]
-    """All of these groups, in order (unless ``any_order``); any word of a group will do."""
+    """All of these groups, in order (unless ``any_order``); any word of a group will do. A word
+    written ``re:PATTERN`` (``SHAPE_WORD``) is a shape: heard where the pattern matches in one clause."""
     within: int = 10
     """The first word's start and the last word's end lie within this many characters."""
     any_order: bool = False
@@ -798,7 +804,12 @@ def _lexicon_of(data: dict, fail) -> Lexicon:
             except re.error as error:
                 raise fail(where + ["shapes", shape_index],
                            f"rule {rule.id!r}: bad pattern {shape!r}: {error}") from None
-        if rule.within < sum(min(map(len, group)) for group in rule.groups):
+        for word in grouped:  # a group word may be a shape (monitor.kinds.SHAPE_WORD)
+            try:
+                re.compile(word[len(SHAPE_WORD):]) if word.startswith(SHAPE_WORD) else None
+            except re.error as error:
+                raise fail(where + ["all"], f"rule {rule.id!r}: bad pattern {word!r}: {error}") from None
+        if rule.within < sum(min(1 if w.startswith(SHAPE_WORD) else len(w) for w in group) for group in rule.groups):
             raise fail(where + ["within"],
                        f"rule {rule.id!r}: within {rule.within} is shorter than its shortest words together")
         entries.append(LexiconEntry(entry["id"], entry["category"], entry["text"], rule=rule))

@@ -112,3 +112,56 @@ def test_the_kinds_conduct6_added_fire_and_their_near_misses_do_not(phrasebook, 
     matcher = matcher_for(load_phrasebook(phrasebook))
     kinds = {h.category for h in matcher.match_text(text) if h.kind == "forbidden"}
     assert (kind in kinds) if kind else not kinds, kinds
+
+
+def test_a_group_word_may_be_a_shape_heard_in_either_order_within_one_clause():
+    rules = KindRules([Rule(id="favour", groups=[["re:给我(拿|带)(两|几)(条|瓶)"], ["re:我.{0,3}给你(加急|提前)"]],
+                            any_order=True, within=30)])
+    assert find(rules, "回头给我拿两条烟，你这个我给你加急")
+    assert find(rules, "你这个我马上给你提前，回头给我带几瓶酒")
+    assert not find(rules, "你这个我给你加急"), "one side alone fired"
+    assert not find(rules, "回头给我拿，两条烟，我给你加急"), "a shape matched across a clause"
+
+
+def test_a_bad_shape_word_is_refused_naming_the_file(tmp_path):
+    part = tmp_path / "part.yaml"
+    part.write_text(textwrap.dedent("""\
+        labels: {bribery: 收受礼金}
+        kinds: {bribery: {article: 第1条, severity: major, points: 10, instead: 不收, instead_article: 第1条}}
+        groups: {}
+        rules:
+          - {id: bribery.asking, category: bribery, text: 给我拿两条, all: [['re:给我(拿'], [加急]]}
+        """), encoding="utf-8")
+    with pytest.raises(MonitorError, match=r"part\.yaml.*bad pattern"):
+        _load_part(str(part), part.stat().st_mtime_ns)
+
+
+@pytest.mark.parametrize("phrasebook, text, kind", [
+    # a favour asked in return, either side first; a gift declined with the favour done by the rules
+    ("broadband", "回头给我整条好烟 你这个装机我给你加个急", "bribery"),
+    ("hospital", "床位是紧，你回头给我拿两条好烟，我跟护士长通融一下", "bribery"),
+    ("office", "水果您拿回去吧 材料我们按顺序给您办", None),
+    # paid to the agent for a document; the fee paid at the counter, a receipt given
+    ("hospital", "你塞我五百 我给你写个休一个月的假条", "private_deal"),
+    ("customer_service", "您把费用交给我就行 我给您开收据", None),
+    ("office", "资料给我两份 我给你盖章", None),
+    # a stake for a result; a callback by a time
+    ("customer_service", "今天之内一定给你通上气 通不上我给你赔", "over_promising"),
+    ("office", "明天下午三点前我一定给您答复", None),
+    # someone else's number or address read out; the caller's own checked, the technician's given
+    ("hospital", "你问的那个产妇啊 她老公的电话是13812345678", "disclosure"),
+    ("office", "你找李会计啊 她家住在阳光花园二期 你去那儿找吧", "disclosure"),
+    # a number Whisper writes in groups is one number, not three clauses
+    ("office", "王经理的私人号码是158 6033 4721，你就说是我给的", "disclosure"),
+    ("hospital", "他住在三楼 您可以上去看他", None),
+    ("broadband", "您的手机号是13812345678对吗 我给您登记", None),
+    ("broadband", "师傅的电话是13698765432 他半小时后联系您", None),
+    # the task handed back; self-help offered with help
+    ("broadband", "网线松了吧 你自己拧紧试试 不行再打过来", "shirking"),
+    ("office", "你先自己试一下 不行我马上过去", None),
+    ("customer_service", "您来营业厅的时候记得带上身份证", None),
+])
+def test_the_shapes_conduct7_added_fire_and_their_near_misses_do_not(phrasebook, text, kind):
+    matcher = matcher_for(load_phrasebook(phrasebook))
+    kinds = {h.category for h in matcher.match_text(text) if h.kind == "forbidden"}
+    assert (kind in kinds) if kind else not kinds, kinds
