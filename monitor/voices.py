@@ -167,17 +167,23 @@ class Recording:
         encoder = speaker_encoder()
         if encoder is None:
             return [cepstral_vector(self.mel, start, end) for start, end in spans]
-        described, mels = [], []
+        described, mels, vectors = [], [], []
         for index, (start, end) in enumerate(spans):
             first, last = HOP * round(start * SAMPLE_RATE / HOP), min(len(self.samples), int(end * SAMPLE_RATE))
-            if last - first < MIN_DESCRIBED_S * SAMPLE_RATE:
+            vectors.append(self._described.get((first, last)))
+            if vectors[-1] is not None or last - first < MIN_DESCRIBED_S * SAMPLE_RATE:
                 continue
-            described.append(index)
+            described.append((index, (first, last)))
             mels.append(without_noise(self.stretch_mel(first, last), self.noise) * level_gain(self.samples[first:last]))
-        vectors: list[np.ndarray | None] = [None] * len(spans)
-        for index, vector in zip(described, encoder.embed(mels)):
-            vectors[index] = vector
+        for (index, span), vector in zip(described, encoder.embed(mels)):
+            vectors[index] = self._described[span] = vector
         return vectors
+
+    @cached_property
+    def _described(self) -> dict[tuple[int, int], np.ndarray]:
+        """Embeddings already made, by their first and last sample: a sentence whose voice
+        was compared for cuts (``split_at_voice_changes``) is not described again."""
+        return {}
 
 
 def sentence_voices(recording: Recording, segments: list[Segment]) -> list[np.ndarray | None]:
@@ -538,23 +544,14 @@ VOICE_CHANGE_GAP_S = 0.25
 """A gap between two words at least this long inside a Whisper segment may be a change of
 speaker (``split_at_voice_changes``). On a mono call Whisper runs a reply given after a
 short pause (0.3-0.6 s) into the sentence before it, the pause too short for ``PAUSE_S``
-(which cannot be shorter: one speaker pauses as long between clauses). Measured on the dev
-sets' 160 word gaps of 0.2 s and more with a second of speech either side: the 8 where the
-speaker changed were 0.34-0.70 s long; the words' own gaps say nothing more."""
+(which cannot be shorter: one speaker pauses as long between clauses). On the dev sets'
+160 word gaps of 0.2 s and more with a second of speech either side, the 8 where the
+speaker changed were 0.34-0.70 s long: the gap's length alone says nothing more."""
 VOICE_SIDE_S = 1.0
 """Each side of a cut must hold at least this much speech: the voice of less is described
 from a syllable or two and lands anywhere."""
-SAME_VOICE_COSINE = ((1.0, 0.62), (3.0, 0.84))
-"""The speaker encoder's cosine between the two sides of a word gap below which they are
-two voices, at the shorter side's length (seconds), linear between the two points and
-flat beyond them. One speaker's two sides lie closer the more of each is heard. Measured
-with the encoder on the dev sets' word gaps (/tmp/roles5 sets, roles_dev6, roles_dev7):
-152 gaps of one speaker, shorter side 1.0-1.3 s: cosine 0.650 and more (5th percentile
-0.679); 1.3-1.6 s: 0.731; 1.6-2 s: 0.680 (one), 5th percentile 0.783; 2-3 s: 0.807;
-3 s and more: 0.869. The 8 gaps where the speaker changed: a real customer and the TTS
-agent 0.580-0.718, the TTS voice against itself pitch-shifted 0.838-0.876. The line cuts
-5 of the 8 and one gap of one speaker (0.680 at 1.9 s, whose sides the call's voices
-then put on the same side)."""
+FEWEST_OTHERS = 3
+"""The call's other sentences with a voice vector needed to compare two sides against."""
 
 
 def split_at_voice_changes(recording: Recording, segments: list[Segment]) -> list[Segment]:
@@ -564,41 +561,53 @@ def split_at_voice_changes(recording: Recording, segments: list[Segment]) -> lis
     pause are often one Whisper segment, which can have only one speaker, so one side's
     words go to the other (the agent's 这事不归我管 to the customer and lost; the customer's
     我哪知道 to the agent and deducted). A gap is a change when each side holds
-    ``VOICE_SIDE_S`` of speech and the two sides sound less alike than one speaker's do
-    (``SAME_VOICE_COSINE``); the most unlike gap is cut first, then each side is looked at
-    again. Only with the speaker encoder: the cepstrum follows what is said as much as who
-    says it."""
+    ``VOICE_SIDE_S`` of speech and the two sides sound like different sentences of the
+    call: their similarities to the call's other sentences are negatively correlated
+    (one side is like the sentences the other is unlike). The two sides' own cosine does
+    not tell: the line and the noise they share draw them together, more the shorter they
+    are, and a TTS voice against itself pitch-shifted is as alike as one speaker's halves.
+    On the dev sets' 160 word gaps (/tmp/roles5 sets, roles_dev6, roles_dev7, tests/data/
+    roles) the correlation was -1.00 to -0.27 at 6 of the 8 changes and at 2 gaps whose
+    sides each held one speaker's words mostly, and +0.03 to +1.00 at every gap of one
+    speaker; the own cosine overlapped (changes 0.58-0.88, one speaker 0.65 and up). The
+    2 changes missed are in a sentence of three turns (agent, customer, agent), whose every
+    cut leaves both voices on one side. The least correlated gap is cut first, then each
+    side is looked at again. Only with the speaker encoder: the cepstrum follows what is
+    said as much as who says it."""
     if speaker_encoder() is None:
         return list(segments)
+    vectors = sentence_voices(recording, segments)
     out: list[Segment] = []
-    for segment in segments:
-        out += _cut_at_voice_change(recording, segment)
+    for index, segment in enumerate(segments):
+        others = [v for k, v in enumerate(vectors) if k != index and v is not None]
+        out += _cut_at_voice_change(recording, segment, np.array(others))
     return out
 
 
-def _cut_at_voice_change(recording: Recording, segment: Segment) -> list[Segment]:
+def _cut_at_voice_change(recording: Recording, segment: Segment, others: np.ndarray) -> list[Segment]:
     words = segment.words
+    if len(others) < FEWEST_OTHERS:
+        return [segment]
     gaps = [i for i in range(len(words) - 1)
             if words[i + 1].start - words[i].end >= VOICE_CHANGE_GAP_S
             and words[i].end - words[0].start >= VOICE_SIDE_S and words[-1].end - words[i + 1].start >= VOICE_SIDE_S]
     if not gaps:
         return [segment]
-    spans = [span for i in gaps for span in ((words[0].start, words[i].end), (words[i + 1].start, words[-1].end))]
-    sides = recording.describe_all(spans)
-    (xs, ys) = zip(*SAME_VOICE_COSINE)
-    best, margin = None, 0.0
+    sides = recording.describe_all(
+        [span for i in gaps for span in ((words[0].start, words[i].end), (words[i + 1].start, words[-1].end))]
+    )
+    best, lowest = None, 0.0
     for k, i in enumerate(gaps):
         left, right = sides[2 * k], sides[2 * k + 1]
         if left is None or right is None:
             continue
-        shorter = min(words[i].end - words[0].start, words[-1].end - words[i + 1].start)
-        unlike = float(np.interp(shorter, xs, ys)) - float(left @ right)
-        if unlike > margin:
-            best, margin = i, unlike
+        correlation = float(np.corrcoef(others @ left, others @ right)[0, 1])
+        if correlation < lowest:
+            best, lowest = i, correlation
     if best is None:
         return [segment]
     before, after = _piece(segment, words[: best + 1]), _piece(segment, words[best + 1 :])
-    return _cut_at_voice_change(recording, before) + _cut_at_voice_change(recording, after)
+    return _cut_at_voice_change(recording, before, others) + _cut_at_voice_change(recording, after, others)
 
 
 def sentences_of(recording: Recording, segments: list[Segment]) -> list[Segment]:
