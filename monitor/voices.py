@@ -594,17 +594,28 @@ def _cut_at_voice_change(recording: Recording, segment: Segment, others: np.ndar
     words = segment.words
     if len(others) < FEWEST_OTHERS:
         return [segment]
-    gaps = [i for i in range(len(words) - 1)
-            if words[i + 1].start - words[i].end >= VOICE_CHANGE_GAP_S
-            and words[i].end - words[0].start >= VOICE_SIDE_S and words[-1].end - words[i + 1].start >= VOICE_SIDE_S]
-    if not gaps:
+    # The segment's clauses, between its gaps: each is described once, and a side of a gap
+    # is the mean of its clauses' voices, weighted by their length (the encoder's own voice
+    # of a stretch is the mean of its pieces'), not described again for every gap.
+    gaps = [i for i in range(len(words) - 1) if words[i + 1].start - words[i].end >= VOICE_CHANGE_GAP_S]
+    if not any(words[i].end - words[0].start >= VOICE_SIDE_S <= words[-1].end - words[i + 1].start for i in gaps):
         return [segment]
-    sides = recording.describe_all(
-        [span for i in gaps for span in ((words[0].start, words[i].end), (words[i + 1].start, words[-1].end))]
-    )
+    bounds = list(zip([0] + [i + 1 for i in gaps], [i + 1 for i in gaps] + [len(words)]))
+    clauses = recording.describe_all([(words[a].start, words[b - 1].end) for a, b in bounds])
+    lengths = [words[b - 1].end - words[a].start for a, b in bounds]
+
+    def voice(first: int, last: int) -> np.ndarray | None:
+        heard = [(v, n) for v, n in zip(clauses[first:last], lengths[first:last]) if v is not None]
+        if not heard:
+            return None
+        mean = sum(n * v for v, n in heard)
+        return mean / np.linalg.norm(mean)
+
     best, lowest = None, 0.0
     for k, i in enumerate(gaps):
-        left, right = sides[2 * k], sides[2 * k + 1]
+        if words[i].end - words[0].start < VOICE_SIDE_S or words[-1].end - words[i + 1].start < VOICE_SIDE_S:
+            continue
+        left, right = voice(0, k + 1), voice(k + 1, len(bounds))
         if left is None or right is None:
             continue
         to_left, to_right = others @ left, others @ right
