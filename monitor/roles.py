@@ -91,10 +91,6 @@ violations there)."""
 CALLER_INTRODUCES = re.compile(r"^[喂嗯啊哦]*([你您]好)?(我是|我们是|这里是|我这边是|我这里是)")
 """A sentence that opens by saying who is speaking (您好，我是…, 这里是…), read without
 punctuation: the caller's."""
-
-
-def _introduces_caller(text: str) -> bool:
-    return CALLER_INTRODUCES.match(spoken(to_simplified(text))) is not None
 TEXT_CAP = 4.0
 """No sentence's own words outweigh a clear voice by more than this."""
 
@@ -164,6 +160,11 @@ def _courtesy_with_more_said(text: str) -> dict[str, str]:
 def _says_more(text: str) -> bool:
     """Whether ``text`` says ``MORE_SAID_CHARS`` or more besides ``BARE_COURTESY``."""
     return len(BARE_COURTESY.sub("", spoken(to_simplified(text)))) >= MORE_SAID_CHARS
+
+
+def _introduces_caller(text: str) -> bool:
+    """Whether ``text`` opens by saying who is calling (``CALLER_INTRODUCES``)."""
+    return CALLER_INTRODUCES.match(spoken(to_simplified(text))) is not None
 
 
 @dataclass
