@@ -105,7 +105,7 @@ def measure(path: str, transcriber, cache: Path | None, verbose: bool, tally: Co
     # separate_roles, step by step, to keep what explains each sentence's confidence
     segments = [s for s in cached_transcript(transcriber, call, path, cache) if s.text.strip()]
     recording = acoustic.Recording(call.agent)
-    segments = acoustic.split_at_pauses(recording, segments)
+    segments = acoustic.sentences_of(recording, segments)
     vectors = acoustic.sentence_voices(recording, segments)
     scores = roles.text_scores(segments, matcher_for(phrasebook))
     voices = roles.voices_of(segments, vectors)

@@ -82,7 +82,15 @@ greeting opens that call, in one Whisper segment with the agent's 喂)."""
 CUE_HIT = 1.5
 """A phrasebook cue (a complaint such as 又断了) is the customer's."""
 OPENS_CALL = 1.0
-"""The agent answers the call: its first sentence leans agent."""
+"""The agent answers the call: its first sentence leans agent. Not on a call the agent
+makes (an outbound call, a callback): there the customer picks up with a bare 喂，你好(，哪位)
+and the agent's next sentence says who is calling (您好，我是宽带客服…), ``CALLER_INTRODUCES``.
+A bare 喂 the agent answers with, followed by the customer's errand, keeps it (bench/data/
+roles_heldout x01: dropping it for every bare first sentence held two of the agent's
+violations there)."""
+CALLER_INTRODUCES = re.compile(r"^[喂嗯啊哦]*([你您]好)?(我是|我们是|这里是|我这边是|我这里是)")
+"""A sentence that opens by saying who is speaking (您好，我是…, 这里是…), read without
+punctuation: the caller's."""
 TEXT_CAP = 4.0
 """No sentence's own words outweigh a clear voice by more than this."""
 
@@ -133,10 +141,11 @@ def text_evidence(text: str, hits: list[Hit], first: bool = False) -> float:
 
 BARE_COURTESY = re.compile(
     r"[你您]好|再见|拜拜|回见|(明天|改天|下次|下回|回头)见|慢走|好走|(早上|上午|中午|下午|晚上)好|早安"
-    r"|[喂嗯啊哦呃唉哎好的行那谢了吧呀就这样]"
+    r"|哪位|是谁|谁啊|[喂嗯啊哦呃唉哎好的行那谢了吧呀就这样]"
 )
 """A greeting or farewell either side says, and the words that stand beside it (喂，你好;
-好的，谢谢，再见; 那就这样，拜拜): with nothing else said, the act is no sign of the agent."""
+好的，谢谢，再见; 那就这样，拜拜; the callee's 喂，你好，哪位): with nothing else said, the
+act is no sign of the agent."""
 MORE_SAID_CHARS = 3
 """A greeting or farewell speaks for the agent when its sentence says at least this many
 characters besides ``BARE_COURTESY`` (喂您好，宽带维修这边; 感谢您的来电，再见)."""
@@ -145,8 +154,17 @@ characters besides ``BARE_COURTESY`` (喂您好，宽带维修这边; 感谢您�
 def _courtesy_with_more_said(text: str) -> dict[str, str]:
     """The acts of courtesy in ``text`` (``text.courtesy_acts``) when it says more than a bare one."""
     acts = courtesy_acts(text)
-    said = BARE_COURTESY.sub("", spoken(to_simplified(text)))
-    return acts if len(said) >= MORE_SAID_CHARS else {}
+    return acts if _says_more(text) else {}
+
+
+def _says_more(text: str) -> bool:
+    """Whether ``text`` says ``MORE_SAID_CHARS`` or more besides ``BARE_COURTESY``."""
+    return len(BARE_COURTESY.sub("", spoken(to_simplified(text)))) >= MORE_SAID_CHARS
+
+
+def _introduces_caller(text: str) -> bool:
+    """Whether ``text`` opens by saying who is calling (``CALLER_INTRODUCES``)."""
+    return CALLER_INTRODUCES.match(spoken(to_simplified(text))) is not None
 
 
 @dataclass
@@ -506,9 +524,9 @@ def separate_roles(
 ) -> list[Segment]:
     """Label the sentences of a mono call (16 kHz ``samples``) agent or customer.
 
-    Sentences that run over a silence are first cut there
-    (``voices.split_at_pauses``): one speaker's words and the other's reply
-    after a pause are often one Whisper segment.
+    Sentences that run over a silence, or whose voice changes at a gap between
+    words, are first cut there (``voices.sentences_of``): one speaker's words and
+    the other's reply after a pause are often one Whisper segment.
     """
     from monitor import voices as acoustic
     from monitor.match import matcher_for
@@ -517,15 +535,19 @@ def separate_roles(
     if not segments:
         return segments
     recording = acoustic.Recording(samples)
-    segments = acoustic.split_at_pauses(recording, segments)
+    segments = acoustic.sentences_of(recording, segments)
     vectors = acoustic.sentence_voices(recording, segments)
     voices = voices_of(segments, vectors)
     return label(segments, vectors, text_scores(segments, matcher_for(phrasebook)), voices)
 
 
 def text_scores(segments: list[Segment], matcher) -> list[float]:
-    """Each sentence's ``text_evidence``; the earliest one opens the call."""
-    first = min(range(len(segments)), key=lambda i: segments[i].start, default=None)
+    """Each sentence's ``text_evidence``; the earliest one opens the call, unless it is a bare
+    answer of the phone and the next one introduces the caller (``OPENS_CALL``)."""
+    order = sorted(range(len(segments)), key=lambda i: segments[i].start)
+    first = order[0] if order else None
+    if len(order) > 1 and not _says_more(segments[order[0]].text) and _introduces_caller(segments[order[1]].text):
+        first = None
     return [text_evidence(s.text, matcher.match_text(s.text), first=i == first) for i, s in enumerate(segments)]
 
 
