@@ -80,6 +80,13 @@ ordinary lines, judged alone: see phrasebooks/README.md (conduct6). The eighth a
 halves and the invitations) read 您可真准时 alone at 0.60 and a patient's invitation, given to the agent by role
 separation, as bribery at 0.49.
 
+Run 2026-11-28, precision7 (5137 lines: 92 near misses and their twins in tests/meaning_cases.yaml, written before
+the lexicon's help-after-refusal change, and 71 written after: offers to go along, numbers handed over, self-blame, jokes,
+repeats for the customer; ``--rounds 6``, 7 minutes on a loaded machine): deduct 0.60 (held-out recall 582/829, precision
+0.983, 6/746 polite and 4/828 ordinary lines fire), review 0.49 (646/829, precision 0.971, 8/746 polite, 11/828
+ordinary). Runs with 3-13 fewer of these lines chose 0.61-0.63 and 0.47-0.49: the thresholds move by a hundredth
+or two with each new case.
+
     python bench/train_meaning.py            # cross-validate, choose thresholds, write the model
     python bench/train_meaning.py --check    # only print the training data's sha256 and the model's
 """

@@ -165,3 +165,28 @@ def test_the_shapes_conduct7_added_fire_and_their_near_misses_do_not(phrasebook,
     matcher = matcher_for(load_phrasebook(phrasebook))
     kinds = {h.category for h in matcher.match_text(text) if h.kind == "forbidden"}
     assert (kind in kinds) if kind else not kinds, kinds
+
+
+# ---- precision7 (issues 11 and 14): polite near misses in office and hospital talk stay silent; their evil
+# twins, the same surface words said as 推诿/敷衍, still fire (the customer_service, broadband and investment
+# pairs are in tests/meaning_cases.yaml, types near_miss_* and evil_twin). Written before the rules were changed.
+@pytest.mark.parametrize("phrasebook, text, kind", [
+    ("hospital", "这病我们这儿看不了，你自己想办法", "shirking"),
+    ("hospital", "这病我们这儿看不了 我给您开个转诊单 到市一院找王主任 他是这方面的专家", None),
+    ("hospital", "我一个人说了不算 得科室开会定 定了我马上通知您家属", None),
+    ("hospital", "我一个人说了不算 你找别人去", "shirking"),
+    ("hospital", "今天的号挂满了 您明天早点来 或者我帮您问问下午有没有加号", None),
+    ("hospital", "号满了 我也没办法 你自己看着办", "shirking"),
+    ("hospital", "这个检查我们科做不了 得去放射科 我让护士带您过去", None),
+    ("hospital", "这个检查我们科做不了 你去放射科问去", "shirking"),
+    ("hospital", "您先别下床 刚做完手术 有事按铃叫我们", None),
+    ("office", "这事我做不了主 我请示一下处长 下午给您回电话", None),
+    ("office", "这事我做不了主 你找处长去", "shirking"),
+    ("office", "报销这块不归我们科管 我把财务小王的分机号给您 您直接打过去就行", None),
+    ("office", "报销不归我们管 爱找谁找谁去", "shirking"),
+    ("office", "我就是个办事员 这个得领导签字 我帮您把材料递上去", None),
+])
+def test_precision7_near_misses_in_office_and_hospital_stay_silent_and_their_twins_fire(phrasebook, text, kind):
+    matcher = matcher_for(load_phrasebook(phrasebook))
+    kinds = {h.category for h in matcher.match_text(text) if h.kind == "forbidden"}
+    assert (kind in kinds) if kind else not kinds, kinds

@@ -148,7 +148,7 @@ def test_a_provisional_rule_hit_waits_for_its_own_guard_reach_only():
     reach = {p.id: guard_reach(p.rule) for p in matcher.phrasebook.all_phrases() if p.rule}
     # 管不了 may still be followed by 但我马上帮您转给同事: held until the rule's politeness reach is heard.
     shirk = _spoken("这事", "我真", "管不了，")
-    assert 0 < reach["lexicon.shirking.cannot_handle"] < 20
+    assert 0 < reach["lexicon.shirking.cannot_handle"] <= 24  # help after a refusal often comes a clause or two later (lexicon HELP_AFTER)
     watch = PhraseWatch(matcher)
     assert watch.check(shirk, "agent", commit=False) == []
     assert [h.phrase_id for h in watch.held] == ["lexicon.shirking.cannot_handle"]
