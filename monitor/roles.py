@@ -643,12 +643,12 @@ class LiveRoles:
         and covered at least ``OPEN_REUSE_SHARE`` of it. A phrase held for its speaker's role
         is judged again at every look-ahead until its pause, and each judgement described the
         whole sentence so far with the speaker encoder on the decoding thread, ahead of the
-        alert (p50 0.12 s, p95 0.24 s of the alert's latency on the samples and latency_dev
-        ld06-ld10, the machine at load ~6); the few hundred ms heard since barely move the
-        vector of the sentence, and its commit describes it whole."""
+        alert (p50 0.13 s of the alert's latency, bench/live_latency.py); the few hundred ms
+        heard since barely move the sentence's vector, and its commit describes it whole.
+        Never a longer stretch's vector: a phrase the second pass heard is judged on its own audio."""
         described = self._open
         if (described is not None and abs(described[0] - start) <= OPEN_START_SLACK_S
-                and described[1] - described[0] >= OPEN_REUSE_SHARE * (end - start)):
+                and OPEN_REUSE_SHARE * (end - start) <= described[1] - described[0] <= end - start + OPEN_START_SLACK_S):
             return described[2]
         vector = self.audio.describe(start, end, self.loudness.noise)
         self._open = (start, end, vector)
