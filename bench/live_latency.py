@@ -176,6 +176,46 @@ the last word). Tried and left: the pause look-ahead after 0.064 s of silence
 (was 0.1): in lockstep on the 28 calls the first alerts' policy part p50/p95
 0.57/1.72 -> 0.51/1.70 s, but 6% more windows decoded and one more alert on a
 customer's words (8).
+
+Measured 2026-11-28 (latency6: the wait for the speaker's role on mono calls), on the
+10 samples and five fresh mono calls with real customer voices (bench/data/latency_dev
+ld06-ld10, written before measuring), with the 18 other development calls above for the
+guards. In lockstep with ``--cache``: of the 15 first-pass alerts held for the role on
+the samples and ld06-ld10, not one had its voices told apart (confidence None at every
+look): the real customers say nothing a customer says (no 你们, no complaint), so
+``LIVE_CUSTOMER_HEARD`` is never reached, and every sentence-final phrase waits for Silero
+to find the pause (0.1 s of silence, found 0.3-0.6 s after Whisper's last word end) or 4
+characters after it; the first alerts of flagged turns p50/p95/max 0.51/0.75/0.81 call s
+after the phrase, of which the role wait 48%. Tried and left (lockstep, 33 calls):
+- the decode's own gap after the last word as the pause: of 2096 look-aheads, 149 ended
+  0.25 s or more before their window's end, and in 106 of them (71%) the turn went on:
+  Whisper leaves out a word still being spoken (这是我们。 with 公司规定的 coming). With a
+  0.2 s gap and Silero's last frame below 0.35, the first alerts p50 0.57 -> 0.49 call s,
+  p95 1.64 -> 1.64 (samples and ld06-ld10: 0.51/0.75 -> 0.46/0.75), alerts on customers
+  9 -> 9: no gain at the tail for a release that would hear customers' sentences half;
+- a pause look-ahead after 0.064 s of silence only while a phrase waits: the role wait of
+  the first alerts p50/p95 0.25/0.80 -> 0.30/0.97 call s (Silero's lag is its probability's
+  slow fall, not the 0.1 s), 6 more windows;
+- alerting at once with the speaker uncertain: 3 of the hits held for the role and never
+  alerted were customers' words (d09 我不知道, w01 你问我，我问谁, h3_06 我也没办法), so
+  3 more alerts on customers.
+What was kept: ``LiveRoles.judge`` reuses the last description of the same uncommitted
+sentence (``_open_voice``): a held phrase was described again with the speaker encoder at
+every look-ahead, on the decoding thread ahead of the alert. Lockstep alerts identical on the
+33 calls (75 alerts, 9 on customers' words, none naming the agent surely; live recall 45/51).
+The emitting ``_alert`` took p50/p95 0.134/0.215 -> 0.025/0.137 s of wall time at load ~10
+(thread CPU 0.02/0.03 -> 0.01/0.02 s): under load the encoder's few tens of ms of CPU were
+a tenth of a second of latency. Estimated without load, base and new alternately call by
+call (lockstep call seconds of the policy + the decodes since the last block as recorded
++ the emitting call's thread CPU), the 19 first-pass alerts on the agent's words of the
+samples and ld06-ld10: p50/p95/max 0.63/0.94/1.04 -> 0.62/0.94/1.03 s; so on a quiet
+machine the change is worth about 10 ms, and the role wait (14 of the 19, p95 0.97 s)
+still sets the tail. In real time, base and new alternately call by call on the same 15
+calls, the machine at load 6-12 from other jobs throughout (decode_s p50 0.57 and 0.78 s):
+latency_s p50/p95 1.41/3.39 -> 1.76/3.45, held for the role held_s p50/p95 0.86/1.38 ->
+0.65/1.26; alerts on customers' words 2 and 2 (none naming the agent surely); live recall
+16/17 and 15/17 (ld09's 你有没有搞错 never heard in the second run, by either pass: the
+windows a loaded decoder gets to differ). Alert p95 <= 1.0 s in real time was not shown here.
 """
 
 from __future__ import annotations

@@ -53,7 +53,28 @@ class SetupPlugin(WorkerPlugin):
         self.args = args
 
     def setup(self, worker) -> None:
+        stop_profiling(worker)
         self.setup_function(*self.args, worker.state.nthreads)
+
+
+PROFILER_CALLBACKS = ("profile", "profile-cycle")
+"""A Dask worker's statistical profiler (``distributed.worker.profile``): every 10 ms,
+while a task runs, the worker's event loop takes the GIL and walks the stack of every
+task thread into the dashboard's profile."""
+
+
+def stop_profiling(worker) -> None:
+    """Stop ``worker``'s statistical profiler, for as long as the worker process lives.
+
+    A call's task runs for seconds of Python and numpy between CTranslate2's
+    decodes (VAD, matching, the speaker encoder), and the profiler's hundred stack
+    walks a second take the GIL from it; on one core they also take the core.
+    Nobody reads the profile of a scoring worker: a local batch has none.
+    (``bench/cluster_throughput.py``.)"""
+    for name in PROFILER_CALLBACKS:
+        callback = worker.periodic_callbacks.pop(name, None)
+        if callback is not None:
+            callback.stop()
 
 
 def connect(address: str) -> Client:

@@ -20,7 +20,7 @@ from distributed import Client, LocalCluster  # noqa: E402
 
 import monitor.batch  # noqa: E402
 from monitor.batch import BatchOptions, run_batch, start_scoring_process  # noqa: E402
-from monitor.cluster import SetupPlugin  # noqa: E402
+from monitor.cluster import PROFILER_CALLBACKS, SetupPlugin  # noqa: E402
 from monitor.store import open_store  # noqa: E402
 
 CALLS = ("d02_fault_rude", "d06_no_greeting_rude", "d09_service_condescending")
@@ -72,7 +72,10 @@ def test_cluster_reports_equal_local_ones_and_corrupt_input_is_an_error_row(clus
     # The corrupt file was one task that returned its error: nothing erred, so nothing was retried.
     with Client(cluster.scheduler_address, set_as_default=False) as client:
         erred = client.run_on_scheduler(lambda dask_scheduler: [k for k, t in dask_scheduler.tasks.items() if t.state == "erred"])
+        # The workers were set up for scoring: Dask's statistical profiler no longer samples their tasks.
+        profiling = client.run(lambda dask_worker: sorted(set(PROFILER_CALLBACKS) & set(dask_worker.periodic_callbacks)))
     assert erred == []
+    assert len(profiling) == 2 and all(names == [] for names in profiling.values())
 
 
 def test_one_worker_of_two_threads_scores_like_local_and_keeps_its_model(local_reports, tmp_path):

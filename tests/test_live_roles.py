@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from monitor.asr import Segment
@@ -148,3 +149,30 @@ def test_a_live_mono_report_separates_roles_like_batch(h01_live):
     assert all(t["speaker_confidence"] < REVIEW_BELOW and t["end"] - t["start"] < 1.0 for t in wrong), wrong
     assert all(t["speaker_confidence"] >= REVIEW_BELOW for t in transcript if t["end"] - t["start"] >= 1.0)
     assert not any(is_violation(e) for e in report["events"]), "the customer's words cost the agent nothing"
+
+
+def test_an_uncommitted_sentence_judged_again_as_it_grows_is_described_once():
+    """A phrase held for its role is judged at every look-ahead until its pause: the
+    sentence's voice vector is reused while its description covers 3/4 of it, and made
+    again for a sentence that grew past that, for another sentence, or for a shorter stretch."""
+    labels = _labels("r01_real_customer")
+    samples = load_call(str(DATA / "r01_real_customer.flac"), "mono").agent
+    roles = LiveRoles(matcher_for(load_phrasebook(labels["phrasebook"])))
+    turn = max(labels["turns"], key=lambda t: t["end"] - t["start"])
+    for at in range(0, int((turn["end"] + 0.5) * SAMPLE_RATE), BLOCK):
+        roles.feed(samples[at : at + BLOCK])
+    start, length = turn["start"], turn["end"] - turn["start"]
+    assert length > 2.0
+
+    def judged(from_s: float, to_s: float):
+        roles.judge(from_s, to_s, turn["text"])
+        return roles._open[2]
+
+    first = judged(start, start + 0.5 * length)
+    assert first is not None
+    assert judged(start + 0.05, start + 0.6 * length) is first, "a little more of the same sentence: the same vector"
+    grown = judged(start, start + length)
+    assert grown is not first and not np.array_equal(grown, first)
+    shorter = judged(start, start + 0.7 * length)
+    assert shorter is not grown, "never a longer stretch's vector"
+    assert judged(start + 0.5, start + 0.7 * length) is not shorter, "another start is another stretch"
