@@ -117,7 +117,7 @@ class StreamingOptions:
     """Characters a provisional rule hit waits for after it, when the rule's politeness
     guard (帮您, 马上…, ``phrasebook.Rule.unless``) may still follow and cancel it
     (这个不归我们管，不过我马上帮您联系…), before it alerts; at most the rule's own reach
-    (``guard_reach``, up to 12). An alert raised before its whole reach was heard is
+    (``guard_reach``, up to 24 characters after a refusal). An alert raised before its whole reach was heard is
     ``guard_pending``, and is withdrawn (reason ``guarded``, ``PhraseWatch.withdrawn``) should
     the guard follow before that reach is heard or the speaker pauses 1 s. None: wait
     for the whole reach or the sentence's commit. 0 (alert when heard, withdraw if the

@@ -109,7 +109,7 @@ def test_provisional_rule_hits_wait_for_a_politeness_guard_that_may_follow(broad
     # Without a guard, the committed utterance alerts, and so does provisional text long enough after it.
     assert [h.method for h in PhraseWatch(broadband_watch_matcher).check(shirk, "agent", commit=True)] == ["rule"]
     rest = _words(("你自己", 4.6, 5.0), ("去找别人吧", 5.0, 5.8), ("我这边", 5.9, 6.3), ("真的没时间", 6.3, 7.0), ("处理这种事情了", 7.0, 8.0),
-                  ("那就这样吧", 8.2, 8.9))
+                  ("那就这样吧", 8.2, 8.9), ("说了也", 9.0, 9.4), ("没用", 9.4, 9.8))
     assert [h.method for h in PhraseWatch(broadband_watch_matcher).check(shirk + rest, "agent", commit=False)] == ["rule"]
 
 
@@ -456,8 +456,8 @@ SHIRK = _words(("这事", 3.0, 3.4), ("我真", 3.4, 3.8), ("管不了,", 3.8, 4
     # More words, none of them a guard: it stays.
     (_words(("你自己", 4.6, 5.0), ("去找物业吧。", 5.0, 5.9)), True, False),
     # The guard word beyond the rule's reach (its whole reach heard first): it stays.
-    (_words(("你去找物业", 4.6, 5.6), ("或者居委会", 5.6, 6.6), ("问问他们吧,", 6.6, 7.6), ("下次", 7.7, 8.0),
-            ("我帮您看看。", 8.0, 8.8)), False, False),
+    (_words(("你去找物业", 4.6, 5.6), ("或者居委会", 5.6, 6.6), ("问问他们吧,", 6.6, 7.6), ("这种事", 7.7, 8.1),
+            ("一直都是", 8.1, 8.6), ("他们在管的,", 8.6, 9.4), ("下次", 9.5, 9.8), ("我帮您看看。", 9.8, 10.6)), False, False),
 ])
 def test_a_guard_pending_hit_is_withdrawn_only_when_its_guard_follows(broadband_watch_matcher, after, commit_with_it,
                                                                       withdrawn):
