@@ -160,6 +160,10 @@ def test_a_bad_shape_word_is_refused_naming_the_file(tmp_path):
     ("broadband", "网线松了吧 你自己拧紧试试 不行再打过来", "shirking"),
     ("office", "你先自己试一下 不行我马上过去", None),
     ("customer_service", "您来营业厅的时候记得带上身份证", None),
+    # the agent's own name in a self-introduction, and why the agent calls, are no one else's details
+    ("broadband", "我是老王，给你打电话是因为你欠费了", None),
+    ("broadband", "小宋，约了今天两点移机，打电话是想跟您说个情况", None),
+    ("office", "我是小李，听说老王被查了", "disclosure"),
 ])
 def test_the_shapes_conduct7_added_fire_and_their_near_misses_do_not(phrasebook, text, kind):
     matcher = matcher_for(load_phrasebook(phrasebook))
