@@ -331,7 +331,7 @@ def print_tally(
 def main() -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("calls", nargs="?", default=os.path.join(here, "..", "..", "shared", "samples", "calls"))
+    parser.add_argument("calls", nargs="?", default=os.path.join(here, "..", "samples"))  # the repo's copy of the shared samples
     parser.add_argument("--hotwords", action="store_true", help="bias decoding with the phrasebook's vocabulary")
     parser.add_argument("--model", default=None)
     parser.add_argument("--threads", type=int, default=SCORING_THREADS, help="CTranslate2 threads (0: its own choice)")

@@ -84,7 +84,8 @@ def live_call(wav: Path, labels: dict, transcriber, options: StreamingOptions, s
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("calls", nargs="*", default=["/work/shared/samples/calls"])
+    parser.add_argument("calls", nargs="*", default=[str(Path(__file__).resolve().parent.parent / "samples")],
+                        help="labelled calls (.wav beside .labels.json), or folders of them (default: the repo's samples)")
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--no-realtime", action="store_true", help="CER only (lockstep), no latency run")
     parser.add_argument("--realtime-only", action="store_true", help="latency and CPU only, no lockstep CER run")
@@ -95,7 +96,13 @@ def main() -> int:
                         help="also measure per-utterance refinement, refinement with the preceding text as prompt, and a "
                              "first pass with longer windows (LocalAgreement over 20 s, 1 s pauses)")
     args = parser.parse_args()
-    wavs = sorted(w for d in args.calls for w in Path(d).glob("*.wav"))
+    wavs = []
+    for call in map(Path, args.calls):
+        found = sorted(call.glob("*.wav")) if call.is_dir() else [call]
+        unlabelled = [w for w in found if not w.with_suffix("").with_suffix(".labels.json").is_file() or not w.is_file()]
+        if not found or unlabelled:
+            parser.error(f"{call}: no labelled call (a .wav beside its .labels.json) there")
+        wavs += found
     transcriber = Transcriber(cpu_threads=2)
     refine = RefineOptions(group_pause_s=args.group_pause, max_group_s=args.max_group, prompt_chars=args.prompt_chars)
     configs = {"first pass": StreamingOptions(refine=None), "refined": StreamingOptions(refine=refine)}

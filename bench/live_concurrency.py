@@ -29,7 +29,7 @@ from monitor.phrasebook import load_phrasebook
 from monitor.sources import BLOCK_S
 from monitor.stream import DecodeScheduler, LoadOptions
 
-CALLS = "/work/shared/samples/calls"
+CALLS = str(Path(__file__).resolve().parent.parent / "samples")  # the repo's copy of the shared samples
 
 
 def rss_mb() -> float:
