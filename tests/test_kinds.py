@@ -194,3 +194,120 @@ def test_precision7_near_misses_in_office_and_hospital_stay_silent_and_their_twi
     matcher = matcher_for(load_phrasebook(phrasebook))
     kinds = {h.category for h in matcher.match_text(text) if h.kind == "forbidden"}
     assert (kind in kinds) if kind else not kinds, kinds
+
+
+# ---- conduct8 (issue 14): accepting a gift or a treat, said the way agents say it. Written before the rules
+# were changed. An acceptance is seldom 我收下了: it is where to put the gift or hide it, an idiom of not standing
+# on ceremony, a joke or a small act (tasting it, keeping it "just this once"), a treat agreed with a day or a time,
+# and often a favour promised in return. Refusals, thanks for nothing material, the agent's own invitations to a
+# company event, small talk about meals and sales talk stay silent.
+ACCEPTING_GIFTS = [
+    # where to put it, or hide it
+    ("hospital", "行吧，搁床头柜里，别让护士长瞅见"),
+    ("office", "卡你塞我抽屉里就行，别让科长知道"),
+    ("broadband", "酒就放我电动车后筐里吧，回头我自己拿"),
+    ("customer_service", "那个信封你夹在资料里递给我就行"),
+    ("investment", "茶叶您让司机直接送我家楼下，我下楼拿"),
+    ("office", "东西别拿到单位来，晚上我去你那取"),
+    ("hospital", "红包压在病历底下吧，我待会儿收"),
+    ("office", "好好，放那边柜子顶上，我下班带走"),
+    # not standing on ceremony, not refusing a kindness twice
+    ("customer_service", "您都这么说了，我再推就见外了"),
+    ("investment", "既然是您一片心意，我再推辞就是不给面子了"),
+    ("hospital", "大姐您这么实在，那我就不矫情了"),
+    ("office", "行行行，咱俩谁跟谁，我不跟你客套了"),
+    ("broadband", "恭敬不如从命，那这箱水果我就带走了"),
+    ("customer_service", "那我就厚着脸皮收了啊"),
+    ("investment", "您一番好意，我再不收倒显得我不近人情了"),
+    # a joke or a small act: tasting it, keeping it just this once
+    ("broadband", "那我先尝一个，嗯，这橘子真甜，剩下的我带回去给孩子"),
+    ("hospital", "就这一回啊，下次来可不许再带东西了"),
+    ("office", "哈哈，那我就替领导把这瓶酒先保管着"),
+    ("customer_service", "行，这卡我先替您保管着，哈哈"),
+    ("investment", "茅台啊？那我得尝尝，开一瓶咱俩喝"),
+    ("hospital", "这回就破个例，东西我留下"),
+    ("broadband", "那我就沾沾你的光，这条烟我抽了"),
+    ("hospital", "我这人不爱收东西，你这个我就破例留下吧"),
+    ("broadband", "一点小东西还这么客气，那我装车上了啊"),
+    # a treat agreed with a day or a time
+    ("investment", "行啊，那就周五晚上，您定好包厢发我位置"),
+    ("office", "那就明天中午吧，老地方，你请客我就不客气了"),
+    ("customer_service", "好嘞，下礼拜三晚上七点，我带上小张一起去"),
+    ("broadband", "晚上那顿我肯定去，七点前我忙完就过来"),
+    ("hospital", "周末钓鱼啊，行，那我周六一早在医院门口等你"),
+    ("investment", "洗脚就算了，吃个饭可以，周四晚上吧"),
+    ("office", "那顿饭我去，地址你一会微信发我"),
+    # a favour promised in return
+    ("hospital", "心意我收着，你爸的床位我明天一早就给你调到单间"),
+    ("broadband", "这烟我拿了，你家宽带我给你免费升到千兆"),
+    ("customer_service", "卡我收了，您这投诉单我给您往上报，争取给您多赔点"),
+    ("office", "东西你放下吧，你那个审批我催着点，这周给你批下来"),
+    ("investment", "您这么够意思，那个铺位我给您留着，谁来也不给"),
+    ("hospital", "行，水果我留下了，手术我亲自给他做"),
+    ("office", "红包我先收了，你的材料明天我第一个给你审"),
+    ("broadband", "那我就不客气了，回头你家网络有啥事直接打我手机，随叫随到"),
+    ("customer_service", "礼品我就收下了，您下回来办业务直接找我，不用排队"),
+    ("investment", "这份礼我收了，下个月的租金我跟老板说给您缓缓"),
+    ("hospital", "大哥你这太客气了，那我就拿着了，回头手术的事我多上心"),
+    ("office", "那就谢谢张总了，卡我揣着，合同的事您放心"),
+    ("customer_service", "这么贵重的东西，那好吧，我先收起来，别跟别人说啊"),
+    ("investment", "行，那两条中华我拎走了，下回您来我请您喝茶"),
+]
+NOT_ACCEPTING = [
+    # refusals with the same surface words
+    ("hospital", "心意我领了，东西您拿回去，我们有规定不能收"),
+    ("office", "按规定不能收，您把卡收好"),
+    ("investment", "饭就不吃了，您的事我们按流程办"),
+    ("broadband", "这烟您自己留着抽吧，我们不收客户东西"),
+    ("customer_service", "您太客气了，礼品真不能收，您的问题我们一定尽快处理"),
+    ("hospital", "红包您收回去，手术我们一样认真做"),
+    ("office", "东西别往我抽屉里塞，被看见了我得挨处分"),
+    ("investment", "您的好意我心领了，吃饭真不用，周五我还得加班"),
+    ("broadband", "水果我不能要，您留着给孩子吃"),
+    ("customer_service", "谢谢您的好意，我们有纪律，一分钱都不能收"),
+    # the agent's thanks for nothing material
+    ("customer_service", "谢谢您的理解和支持，祝您生活愉快"),
+    ("hospital", "谢谢您夸奖，这是我们应该做的"),
+    ("office", "您太客气了，这都是我分内的事"),
+    ("broadband", "不客气，有问题随时打这个电话"),
+    ("investment", "感谢您对我们的信任，合同我们按流程走"),
+    ("hospital", "您别客气，我们应该做的，回去好好休息"),
+    # the agent inviting the customer to a company event
+    ("investment", "周六下午我们有个招商说明会，诚邀您来参加，现场有茶歇"),
+    ("customer_service", "下周三晚上七点营业厅有客户答谢会，欢迎您带家人来"),
+    ("office", "明天上午九点在三楼会议室开座谈会，您准时到就行"),
+    ("hospital", "周六上午我们科有义诊活动，您可以带老人来量血压"),
+    ("broadband", "周日我们在小区门口搞活动，办宽带送路由器，您可以过来看看"),
+    ("investment", "周五晚上我们公司年会，您要是有空一起来吃个饭"),
+    # small talk about meals
+    ("customer_service", "您吃饭了吗？我这边帮您查一下账单"),
+    ("hospital", "大爷早饭吃了吗，今天要空腹抽血，先别吃东西"),
+    ("office", "中午吃饭了吗，材料我帮您看一下"),
+    ("broadband", "您先吃饭，我七点过来装机"),
+    # sales talk
+    ("customer_service", "您尝尝我们的新套餐，每月多送十个G流量"),
+    ("broadband", "您可以试试我们的千兆套餐，第一个月免费"),
+    ("investment", "这个铺位您先看看，喜欢的话我给您留到周五"),
+    # things put down or hidden that are no gift; a one-off that is no gift
+    ("hospital", "东西先放这儿吧，检查完我们通知您来取"),
+    ("broadband", "光猫放桌上吧，别让孩子碰"),
+    ("office", "文件放我抽屉里吧，别让别人看见，涉密的"),
+    ("customer_service", "这个优惠就这一次啊，下个月恢复原价"),
+    ("hospital", "药您拿回去按时吃，下次复查别忘了带病历"),
+    ("office", "下不为例啊，下次材料要带齐"),
+    ("customer_service", "卡您收好，密码别告诉别人"),
+]
+
+
+def forbidden_kinds(phrasebook: str, text: str) -> set:
+    return {h.category for h in matcher_for(load_phrasebook(phrasebook)).match_text(text) if h.kind == "forbidden"}
+
+
+@pytest.mark.parametrize("phrasebook, text", ACCEPTING_GIFTS)
+def test_an_agent_accepting_a_gift_or_a_treat_is_bribery_however_it_is_said(phrasebook, text):
+    assert "bribery" in forbidden_kinds(phrasebook, text)
+
+
+@pytest.mark.parametrize("phrasebook, text", NOT_ACCEPTING)
+def test_refusals_thanks_invitations_and_small_talk_raise_no_bribery(phrasebook, text):
+    assert "bribery" not in forbidden_kinds(phrasebook, text)
