@@ -298,12 +298,66 @@ NOT_ACCEPTING = [
     ("customer_service", "卡您收好，密码别告诉别人"),
 ]
 
+# A second round, written after the rules were changed and measured once as written (9/20 acceptances, 15/15 silent),
+# then generalised: a place said by its ending (挂门后头, 搁我桌子底下), out of sight said otherwise (看不见, 这儿人多),
+# 推来推去 and 看不起您 as refusing twice, a count with no noun (这两瓶), an outing (打球), leave taken to come (请假出来).
+ACCEPTING_GIFTS += [
+    ("hospital", "你把袋子挂门后头吧，护士查房看不见"),
+    ("office", "搁我桌子底下就行，下午没人的时候我再拿"),
+    ("broadband", "那我就不跟你推来推去了，谢了啊兄弟"),
+    ("customer_service", "阿姨您太实在了，那我就收着了，下回您来我给您优先办"),
+    ("investment", "老板都这么说了，我再客气就是看不起您了"),
+    ("hospital", "那我就拿一个，剩下的你给护士站送去吧"),
+    ("office", "这月饼是自家做的啊，那我尝一块"),
+    ("broadband", "行，这两瓶我替你处理了，哈哈"),
+    ("customer_service", "明晚六点是吧，我下了班直接过去"),
+    ("investment", "周六打球可以啊，你订好场地叫我"),
+    ("hospital", "那就后天中午，医院对面那家，我请假出来"),
+    ("office", "卡我先收着，你那个报销我今天就给你签了"),
+    ("broadband", "烟我留下了，以后你家网有毛病我第一时间过来"),
+    ("customer_service", "那我就不客气了，您这单我让他们给您加急处理"),
+    ("hospital", "东西我就先收下了，你妈那个检查我给安排明天一早"),
+    ("office", "那我就却之不恭了，这事我肯定给你办得妥妥的"),
+    ("broadband", "这茶叶看着不错啊，那我就留着慢慢喝了"),
+    ("hospital", "放包里吧，出了门再说，这儿人多"),
+]
+KNOWN_MISSES = [
+    # thanks with a turn jumped (谢谢 also answers words), and 下不为例 alone (also a rule waived once)
+    pytest.param("investment", "谢谢老哥了，那个铺面下礼拜我先带您看，别人都排后面",
+                 marks=pytest.mark.xfail(strict=True, reason="谢谢老哥了 is thanks for words too")),
+    pytest.param("customer_service", "好吧好吧，就这一次，下不为例啊",
+                 marks=pytest.mark.xfail(strict=True, reason="这次破例，下不为例 also waives a rule for the customer")),
+]
+NOT_ACCEPTING += [
+    ("hospital", "阿姨您的心意我们领了，这袋水果请您带回去给叔叔吃"),
+    ("office", "您别往我桌上放了，单位有规定，我真不能收"),
+    ("broadband", "谢谢您的茶水，我喝口水就行，设备已经调好了"),
+    ("customer_service", "感谢您的认可，有问题随时联系我们"),
+    ("investment", "周六上午十点在售楼处有开盘活动，您可以过来看看"),
+    ("hospital", "您先去吃个午饭，下午两点来拿报告"),
+    ("office", "吃饭就不去了，谢谢您的好意，材料齐了我们马上办"),
+    ("broadband", "您家路由器先放这儿，我带回去检测，明天给您送回来"),
+    ("customer_service", "您尝试重启一下机顶盒，不行我再派师傅"),
+    ("investment", "这个位置很多人在问，您喜欢的话尽快交定金"),
+    ("hospital", "这药饭后吃，一天三次，别空腹"),
+    ("office", "您把申请表放前台吧，我下午统一收"),
+    ("broadband", "钱不用给我，您在手机上交就行"),
+    ("customer_service", "您太客气了，都是我们应该做的，祝您生活愉快"),
+    ("investment", "晚上七点我们有个线上直播讲解，您有空可以看看"),
+    # probes of the wider shapes: medicine disposed of, the customer's card and PIN, a form, evening work
+    ("hospital", "这两瓶药我帮您处理了"),
+    ("customer_service", "您把卡放包里收好，别让人看见密码"),
+    ("office", "那我先拿一张表"),
+    ("investment", "周六晚上的发布会我一定到"),
+    ("broadband", "钥匙放门口地垫底下，我下班自己拿"),
+]
+
 
 def forbidden_kinds(phrasebook: str, text: str) -> set:
     return {h.category for h in matcher_for(load_phrasebook(phrasebook)).match_text(text) if h.kind == "forbidden"}
 
 
-@pytest.mark.parametrize("phrasebook, text", ACCEPTING_GIFTS)
+@pytest.mark.parametrize("phrasebook, text", ACCEPTING_GIFTS + KNOWN_MISSES)
 def test_an_agent_accepting_a_gift_or_a_treat_is_bribery_however_it_is_said(phrasebook, text):
     assert "bribery" in forbidden_kinds(phrasebook, text)
 
