@@ -350,6 +350,12 @@ NOT_ACCEPTING += [
     ("office", "那我先拿一张表"),
     ("investment", "周六晚上的发布会我一定到"),
     ("broadband", "钥匙放门口地垫底下，我下班自己拿"),
+    # the customer pressing a gift: the giver's words stay silent even if a mono stream gives them to the agent
+    ("hospital", "大夫您就收下吧，放抽屉里，别让人看见"),
+    ("office", "一点心意，您别推了，再推就见外了"),
+    ("broadband", "东西我放您车上了，别让人看见"),
+    ("hospital", "卡您收着，我儿子的手术就拜托您了"),
+    ("investment", "周六晚上我请您吃饭，您可一定要来"),
 ]
 
 
