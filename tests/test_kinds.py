@@ -320,6 +320,22 @@ ACCEPTING_GIFTS += [
     ("office", "那我就却之不恭了，这事我肯定给你办得妥妥的"),
     ("broadband", "这茶叶看着不错啊，那我就留着慢慢喝了"),
     ("hospital", "放包里吧，出了门再说，这儿人多"),
+    # a third round, measured once as written (5/16 found, 10/10 silent), then generalised
+    ("hospital", "哎呀这怎么好意思，那我先替孩子谢谢你了，床位的事我盯着"),
+    ("office", "行，那箱苹果你让门卫转我一下，别登记"),
+    ("broadband", "嘿，你这么讲究，那这盒茶我带回去尝尝"),
+    ("customer_service", "那好，这张卡我先用着，你那个退费我下午就给你走完"),
+    ("investment", "成，周日上午高尔夫，你车来接我就行"),
+    ("hospital", "信封你塞我白大褂兜里吧，快点"),
+    ("office", "行了别推了，东西我拿着，你那事儿我放心上了"),
+    ("broadband", "你都拿来了我还能让你拎回去啊，放这吧"),
+    ("customer_service", "好好好，我不跟您争了，这份心意我领了也收了"),
+    ("investment", "晚上那个局我去，你把地址发我"),
+    ("hospital", "那我就借花献佛，拿去给科里的小姑娘们分分"),
+    ("office", "这酒我先存你那儿，改天咱俩一块喝"),
+    ("broadband", "放后备箱吧，我一会儿开走"),
+    ("customer_service", "您这太见外了，那我就不客气地收下了"),
+    ("investment", "兄弟你这么仗义，那下个月的物业费我给你先免了"),
 ]
 KNOWN_MISSES = [
     # thanks with a turn jumped (谢谢 also answers words), and 下不为例 alone (also a rule waived once)
@@ -327,6 +343,8 @@ KNOWN_MISSES = [
                  marks=pytest.mark.xfail(strict=True, reason="谢谢老哥了 is thanks for words too")),
     pytest.param("customer_service", "好吧好吧，就这一次，下不为例啊",
                  marks=pytest.mark.xfail(strict=True, reason="这次破例，下不为例 also waives a rule for the customer")),
+    pytest.param("hospital", "行吧，那明天早上六点你在停车场等我，给我就行",
+                 marks=pytest.mark.xfail(strict=True, reason="a hand-over arranged, nothing named: no shape says it yet")),
 ]
 NOT_ACCEPTING += [
     ("hospital", "阿姨您的心意我们领了，这袋水果请您带回去给叔叔吃"),
@@ -356,6 +374,20 @@ NOT_ACCEPTING += [
     ("broadband", "东西我放您车上了，别让人看见"),
     ("hospital", "卡您收着，我儿子的手术就拜托您了"),
     ("investment", "周六晚上我请您吃饭，您可一定要来"),
+    # the third round's near misses, and probes of its shapes
+    ("hospital", "您这锦旗我们挂在护士站了，谢谢您的鼓励"),
+    ("office", "东西您拎回去吧，我们这儿真不兴这个"),
+    ("broadband", "您别忙活了，茶我就不喝了，我赶下一家"),
+    ("customer_service", "您这张卡我先帮您注销，新卡三天内寄到"),
+    ("investment", "周日上午看房的客户多，您最好早点来"),
+    ("hospital", "您这东西先放护士站，家属来了再拿"),
+    ("office", "资料您放后备箱吧，我们到了单位再搬"),
+    ("broadband", "晚上七点后师傅不上门，明天一早给您修"),
+    ("customer_service", "您说的那个局，我们这边没有权限查"),
+    ("investment", "物业费下个月开始按新标准收，您可以在公众号查"),
+    ("customer_service", "您这卡我先拿着，办完还您"),
+    ("customer_service", "您的银行卡我先拿着"),
+    ("office", "这两箱资料放后备箱吧，我一会儿开走"),
 ]
 
 
