@@ -23,8 +23,9 @@ UNSEEN = [
     ("说你两句你还不乐意了", {"scolding", "mocking"}),
     ("你脑袋里装的都是什么", {"mocking", "scolding", "swearing"}),
 ]
-GIFT_KEPT = "行 这个卡我先替你保管着 手术排最前面"
-"""Keeping a gift no rule finds (保管着 for the patient): a line of sealed batch 5, never trained on."""
+GIFT_KEPT = "行 卡我先替你存着 手术排最前面"
+"""Keeping a gift no rule finds (存着 for the patient), never trained on: sealed batch 5's 这个卡我先替你保管着,
+which this test used before, a rule finds since conduct8 (bribery.goods_taken)."""
 POLITE = [
     "这个不归我们这边，但我马上帮您转给负责的同事",
     "您不用着急，我也理解您的心情",

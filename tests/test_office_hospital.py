@@ -19,6 +19,7 @@ from monitor.errors import MonitorError
 from monitor.match import matcher_for
 from monitor.phrasebook import PHRASEBOOK_DIR, bundled_phrasebooks, load_phrasebook
 from test_match import segments_from, with_known_misses
+from test_kinds import ACCEPTING_GIFTS
 
 HERE = Path(__file__).parent
 SEALED = sorted((HERE.parent / "bench" / "data" / "office" / "sealed").glob("batch*.yaml"))
@@ -65,7 +66,9 @@ def test_cases_recall_and_precision_and_cover_every_rule():
     assert len(positives) >= 60 and len(negatives) >= 40
     assert {c.get("type") for c in negatives} >= {"refusal", "qualified", "customer_forbidden_like", "privacy"}
     assert found / len(positives) >= 0.9 and found / (found + false_alarms) >= 0.95
-    raised = {h.phrase_id for c in positives for h in forbidden_hits(c)}
+    # the table's positives, and conduct8's acceptances (tests/test_kinds.py: the table is the meaning model's training data)
+    raised = {h.phrase_id for c in positives + [{"phrasebook": book, "text": text} for book, text in ACCEPTING_GIFTS]
+              for h in forbidden_hits(c)}
     rules = {p.id for p in load_phrasebook("hospital").included_phrases}
     assert rules and rules <= raised, sorted(rules - raised)
 
