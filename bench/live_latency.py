@@ -307,6 +307,46 @@ class DecodeWaits:
             self.waits.append(round(self.cache.decode_s - self._from, 3) if self.cache else None)
 
 
+class Heard:
+    """A sink keeping what each pass heard: the first pass's committed segments and
+    look-ahead texts, and the second pass's refined segments (``revised`` events)."""
+
+    def __init__(self):
+        self.first: list[tuple[float, float, str]] = []
+        self.partial: list[tuple[float, float, str]] = []
+        self.refined: list[tuple[float, float, str]] = []
+
+    def send(self, event: dict) -> None:
+        if event["type"] == "segment":
+            self.first.append((event["start"], event["end"], event["text"]))
+        elif event["type"] == "partial":
+            self.partial.append((event["start"], event["end"], event["text"]))
+        elif event["type"] == "revised":
+            self.refined += [(s["start"], s["end"], s["text"]) for s in event["segments"]]
+
+    def during(self, spans: list[tuple[float, float, str]], turn: dict) -> str:
+        return " | ".join(text for start, end, text in spans if overlaps(start, end, turn, LIVE_TOLERANCE_S))
+
+
+def by_pass(turns: list[dict], alerts: list[dict], heard: Heard | None) -> list[dict]:
+    """Each labelled forbidden turn: flagged by a standing first-pass alert on the agent's
+    words, by a second-pass one only, or by neither; with the label's text and what each
+    pass heard there (the first pass's committed text and its last look-ahead text)."""
+    rows = []
+    for turn in turns:
+        near = [a for a in alerts if a["speaker"] == "agent" and not a["retracted"]
+                and overlaps(a["start"], a["end"], turn, LIVE_TOLERANCE_S)]
+        shown = [a for a in alerts if a["pass"] == 1 and a["speaker"] == "agent"
+                 and overlaps(a["start"], a["end"], turn, LIVE_TOLERANCE_S)]
+        row = {"start": turn["start"], "end": turn["end"], "label": turn["text"],
+               "pass1": any(a["pass"] == 1 for a in near), "pass2": any(a["pass"] == 2 for a in near),
+               "pass1_shown": bool(shown)}
+        if heard is not None:
+            row.update(first=heard.during(heard.first, turn), refined=heard.during(heard.refined, turn))
+        rows.append(row)
+    return rows
+
+
 def recalled(turns: list[dict], hits: list[tuple[float, float]]) -> int:
     return sum(any(overlaps(start, end, turn, LIVE_TOLERANCE_S) for start, end in hits) for turn in turns)
 
@@ -316,11 +356,13 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
     """One call fed at speech speed (or ``lockstep``: its mono mix, decoded
     after each block): its alerts (with their latency parts) and recall."""
     labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
+    heard = Heard()
+    decoded_before = (cache.decodes, cache.decode_s) if cache else (0, 0.0)
     phrasebook = load_phrasebook(labels.get("phrasebook", "broadband"))
     matcher = matcher_for(phrasebook)
     if lockstep:
         waits = DecodeWaits(cache)
-        call = LiveCall(wav.stem, phrasebook, matcher, [waits], stereo=False, options=options)
+        call = LiveCall(wav.stem, phrasebook, matcher, [waits, heard], stereo=False, options=options)
         samples = load_call(str(wav), "mono").agent
         decoder = cache.for_call(wav.stem) if cache else transcriber
         for at in range(0, len(samples), SAMPLE_RATE // 10):
@@ -333,7 +375,7 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
             cache.save()
     else:
         source = FileSource(str(wav), realtime=True, time_scale=time_scale)
-        call = LiveCall(wav.stem, phrasebook, matcher, [], stereo=source.channels > 1, options=options)
+        call = LiveCall(wav.stem, phrasebook, matcher, [heard], stereo=source.channels > 1, options=options)
         call.scheduler = scheduler
         scheduler.add(call)
         for frames in source:
@@ -363,6 +405,9 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
     missed = missed_turns(turns, alerts, call.on_customer)
     row = {"call": wav.stem, "stereo": call.stereo, "turns": len(turns), "live": recalled(turns, live), "missed": missed,
            "alerts": alerts, "first_in_turn": first_in_turn(turns, alerts),
+           "by_pass": by_pass(turns, alerts, heard),
+           "decodes": cache.decodes - decoded_before[0] if cache else None,
+           "decode_s": round(cache.decode_s - decoded_before[1], 2) if cache else None,
            "audio_s": round(call.duration_s, 2), "asr_s": round(call.asr_s, 2)}
     if batch:  # as ``monitor score`` scores it: a mono call's roles separated (``pipeline.ScoreOptions``)
         mono = lockstep or not call.stereo  # (in lockstep the live call heard the mono mix too)
@@ -481,6 +526,27 @@ def summary(rows: list[dict]) -> None:
                 for why in turn["why"]:
                     reasons[why] = reasons.get(why, 0) + 1
         print(f"  live misses by why (a turn may count under several): {dict(sorted(reasons.items()))}")
+    if all("by_pass" in row for row in rows):
+        turns = [(row["call"], t) for row in rows for t in row["by_pass"]]
+        first = sum(t["pass1"] for _, t in turns)
+        second = sum(t["pass2"] and not t["pass1"] for _, t in turns)
+        print(f"forbidden turns by pass: {len(turns)} turns; a standing first-pass alert {first}, "
+              f"a second-pass alert only {second}, neither {len(turns) - first - second} "
+              f"(a first-pass alert shown, standing or not: {sum(t['pass1_shown'] for _, t in turns)})")
+    if all(row.get("decode_s") is not None for row in rows):
+        print(f"first and second pass decodes (lockstep, as decoded): {sum(row['decodes'] for row in rows)} windows, "
+              f"{sum(row['decode_s'] for row in rows):.1f} s")
+
+
+def first_pass_misses(rows: list[dict]) -> None:
+    """The labelled forbidden turns no standing first-pass alert flagged: the label's text,
+    what the first pass committed there and what the second pass heard."""
+    for row in rows:
+        for turn in row.get("by_pass", []):
+            if not turn["pass1"]:
+                print(f"{row['call']} {turn['start']:.1f}-{turn['end']:.1f} pass2={turn['pass2']} "
+                      f"shown={turn['pass1_shown']}\n  label:   {turn['label']}\n"
+                      f"  first:   {turn.get('first')}\n  refined: {turn.get('refined')}")
 
 
 def policy_summary(first: list[dict], rows: list[dict]) -> None:
@@ -560,9 +626,14 @@ def main() -> int:
                              "the same decodes on any machine; wall latencies then mean nothing, held_audio_s does")
     parser.add_argument("--partial-every", type=float, help="StreamingOptions.partial_every_s (look-ahead cadence)")
     parser.add_argument("--summary", nargs="+", metavar="JSONL", help="only summarise files written with --json")
+    parser.add_argument("--misses", action="store_true",
+                        help="with --summary: print the forbidden turns the first pass missed, label and heard text")
     parser.add_argument("--guard-wait", metavar="N|whole",
                         help="StreamingOptions.guard_wait_chars: characters a rule hit waits for its politeness guard "
                              "before a guard_pending alert; whole: its guard's whole reach (or the commit)")
+    parser.add_argument("--prompt-chars", type=int,
+                        help="StreamingOptions.prompt_chars: the first pass's prompt from the speaker's committed text "
+                             "(0: batch decoding's prompt)")
     parser.add_argument("--cache", type=Path, help="with --lockstep: keep each call's decodes here between runs")
     args = parser.parse_args()
     if args.summary:  # (over the calls every file holds, each call's last run)
@@ -572,6 +643,8 @@ def main() -> int:
         for path, run in zip(args.summary, runs):
             print(f"== {path}: {len(common)} calls")
             summary([run[call] for call in common])
+            if args.misses:
+                first_pass_misses([run[call] for call in common])
         return 0
     from monitor.asr import Transcriber
 
@@ -580,6 +653,8 @@ def main() -> int:
     options = StreamingOptions()
     if args.partial_every:
         options.partial_every_s = args.partial_every
+    if args.prompt_chars is not None:
+        options.prompt_chars = args.prompt_chars
     if args.guard_wait is not None:
         options.guard_wait_chars = None if args.guard_wait == "whole" else int(args.guard_wait)
     transcriber = Transcriber(cpu_threads=2)

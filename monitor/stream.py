@@ -671,11 +671,11 @@ class UtteranceStream:
         """Options for a window of ``samples``: the speaker's last words as its prompt."""
         # A few tokens more than the window can hold: room for fast speech, not for a loop.
         max_tokens = 8 + int(self.options.tokens_per_s * samples / SAMPLE_RATE)
+        said = "".join(w.text for w in self._said)[-self.options.prompt_chars :] if self.options.prompt_chars else ""
         return replace(
             self.options.transcription,
             max_new_tokens=max_tokens,
-            initial_prompt="".join(w.text for w in self._said)[-self.options.prompt_chars :]
-            or self.options.transcription.initial_prompt,
+            initial_prompt=said or self.options.transcription.initial_prompt,
         )
 
     def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:
