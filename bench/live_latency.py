@@ -634,6 +634,10 @@ def main() -> int:
     parser.add_argument("--prompt-chars", type=int,
                         help="StreamingOptions.prompt_chars: the first pass's prompt from the speaker's committed text "
                              "(0: batch decoding's prompt)")
+    parser.add_argument("--pause-beam", type=int, help="StreamingOptions.pause_beam_size")
+    parser.add_argument("--no-refine", action="store_true",
+                        help="no second pass (StreamingOptions.refine None): the first pass's CPU alone, "
+                             "as `time` measures the whole run")
     parser.add_argument("--cache", type=Path, help="with --lockstep: keep each call's decodes here between runs")
     args = parser.parse_args()
     if args.summary:  # (over the calls every file holds, each call's last run)
@@ -653,6 +657,10 @@ def main() -> int:
     options = StreamingOptions()
     if args.partial_every:
         options.partial_every_s = args.partial_every
+    if args.no_refine:
+        options.refine = None
+    if args.pause_beam is not None:
+        options.pause_beam_size = args.pause_beam
     if args.prompt_chars is not None:
         options.prompt_chars = args.prompt_chars
     if args.guard_wait is not None:

@@ -126,6 +126,11 @@ class StreamingOptions:
     after its phrase against 0.86/3.34 (4 characters: 0.84/2.27), and 0.24 against 0.60 s
     (p95) after the turn's end; near misses alerted 4 against 3, each withdrawn within
     0.7-2.0 s of call time."""
+    pause_beam_size: int | None = None
+    """Beam width of the decodes made once the speaker has stopped (the look-ahead at a
+    pause's onset, a commit's own decode): the window then holds the whole utterance, its
+    text is what the commit keeps, and there is about one such decode per utterance.
+    None: ``transcription.beam_size`` (greedy) for every decode."""
     min_lookahead_s: float = 1.0
     """Unfinished speech shorter than this is not decoded: Whisper tends to loop
     on a fraction of a word, at the cost of a full decode."""
@@ -535,7 +540,7 @@ class UtteranceStream:
                 cut = min(len(region), utterances[-1]["end"] + pad)  # trailing silence decodes as hallucination
                 following = speech[len(utterances)]["start"] if len(speech) > len(utterances) else None
                 words = self._lookahead_heard(utterances[-1]["end"], following) or self._decode(
-                    transcriber, self._audio[:cut]
+                    transcriber, self._audio[:cut], at_pause=True
                 )
                 words = self._with_unheard(transcriber, words, utterances, cut)
                 bounds = [self.buffer_start + u["start"] / SAMPLE_RATE for u in utterances[1:]]
@@ -579,7 +584,7 @@ class UtteranceStream:
                     yield Hypothesis(self._hypothesis[0], self.speaker, region_end, region_end, at_pause=True)
             if due:  # still speaking: look ahead
                 self.phrase_pending = False
-                words = self._decode(transcriber, region)
+                words = self._decode(transcriber, region, at_pause)
                 self._hypothesis = (words, region_end)
                 if at_pause:  # (the speaker has stopped: no word is being cut off)
                     self._heard_until = region_end
@@ -667,23 +672,29 @@ class UtteranceStream:
             self._group_segments.append(segment)
         return Committed(segment, final)
 
-    def _decoding(self, samples: int) -> TranscriptionOptions:
-        """Options for a window of ``samples``: the speaker's last words as its prompt."""
+    def _decoding(self, samples: int, at_pause: bool = False) -> TranscriptionOptions:
+        """Options for a window of ``samples``: the speaker's last words as its prompt;
+        ``at_pause`` (the speaker has stopped: the window holds the whole utterance so
+        far), ``StreamingOptions.pause_beam_size``."""
         # A few tokens more than the window can hold: room for fast speech, not for a loop.
         max_tokens = 8 + int(self.options.tokens_per_s * samples / SAMPLE_RATE)
         said = "".join(w.text for w in self._said)[-self.options.prompt_chars :] if self.options.prompt_chars else ""
-        return replace(
+        decoding = replace(
             self.options.transcription,
             max_new_tokens=max_tokens,
             initial_prompt=said or self.options.transcription.initial_prompt,
         )
+        if at_pause and self.options.pause_beam_size is not None:
+            decoding = replace(decoding, beam_size=self.options.pause_beam_size)
+        return decoding
 
-    def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:
+    def _decode(self, transcriber: Transcriber, samples: np.ndarray, at_pause: bool = False) -> list[Word]:
         self._decoded_until = self.buffer_start + len(samples) / SAMPLE_RATE
         self._heard_until = self._decoded_until - self.options.stable_margin_s  # (the last word may be cut off)
         self._reheard = False
         started = time.perf_counter()
-        segments = transcriber.decode_window(samples, self._decoding(len(samples)), self.speaker, self.buffer_start)
+        segments = transcriber.decode_window(samples, self._decoding(len(samples), at_pause), self.speaker,
+                                             self.buffer_start)
         words = [w for segment in segments for w in segment.words if w.text.strip()]
         words = without_repeated_head(self._said, words)
         log.debug(
