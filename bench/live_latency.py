@@ -216,6 +216,29 @@ latency_s p50/p95 1.41/3.39 -> 1.76/3.45, held for the role held_s p50/p95 0.86/
 0.65/1.26; alerts on customers' words 2 and 2 (none naming the agent surely); live recall
 16/17 and 15/17 (ld09's 你有没有搞错 never heard in the second run, by either pass: the
 windows a loaded decoder gets to differ). Alert p95 <= 1.0 s in real time was not shown here.
+
+Measured 2026-11-28 (livefirst: the first pass on noisy phone-band mono calls), in lockstep
+with ``--cache`` on /tmp/heldout5 (l01-l08, 8 noisy/phone mono calls, 19 forbidden agent
+turns) and the 33 development calls of /tmp/me/lroles/calls (51 turns). Per turn
+(``--summary --misses``): heldout5, a standing first-pass alert 11, a second-pass alert
+only 4, neither 4; of the 8 first-pass misses, 2 had a first-pass alert the second pass
+withdrew as ``not_heard_again`` (it misheard them: 别老打电话催我们 refined as 延老打电话吹我们),
+5 were first-pass mishearings (小学生 as 小些声, 私底下 as 肃底下, 爱人卡 as 爱颜卡: 4 the
+second pass heard right; 药代 as 腰带 by both), 1 both passes heard right and nothing matched
+(今晚就让您破费了: the phrasebook, not the first pass). No miss was a phrase cut across
+windows: the first pass's text of each missed turn, joined, matches nothing either.
+Over both sets the second pass withdrew 10 first-pass alerts as ``not_heard_again``: 8 on
+labelled forbidden turns of the agent's, 1 on a customer's words (uncertain), 1 on a near
+miss. Kept: those alerts stand (``LiveCall._revise_alerts``). Same decodes (policy only):
+heldout5 first-pass alerts standing 11 -> 13 of 19 turns, live recall 15 -> 17; first alert
+of each flagged turn p50/p95 1.16/3.27 -> 0.76/3.00 call s after its phrase; development
+42 -> 45 of 51, live recall 45 -> 47; alerts on customers' words standing 7 -> 8 (heldout5:
+l04's shirking.not_mine, uncertain) and 8 -> 8, naming the agent surely 0 and 0; a near miss standing
+0 -> 1 (h3_05's mocking.shabby). Tried and left (no forbidden turn flagged differently):
+the first pass prompted with batch decoding's prompt (``--prompt-chars 0``, 5 heldout5 and
+12 development calls); beam 3 for the decodes at a pause (pause look-ahead, a commit's own
+decode), 6 heldout5 and 19 development calls, at 1.08x the first pass's CPU (``--no-refine``
+under ``time``, l01, l05, ld04: 86.0 -> 92.8 CPU s with the model's load).
 """
 
 from __future__ import annotations
@@ -634,7 +657,6 @@ def main() -> int:
     parser.add_argument("--prompt-chars", type=int,
                         help="StreamingOptions.prompt_chars: the first pass's prompt from the speaker's committed text "
                              "(0: batch decoding's prompt)")
-    parser.add_argument("--pause-beam", type=int, help="StreamingOptions.pause_beam_size")
     parser.add_argument("--no-refine", action="store_true",
                         help="no second pass (StreamingOptions.refine None): the first pass's CPU alone, "
                              "as `time` measures the whole run")
@@ -659,8 +681,6 @@ def main() -> int:
         options.partial_every_s = args.partial_every
     if args.no_refine:
         options.refine = None
-    if args.pause_beam is not None:
-        options.pause_beam_size = args.pause_beam
     if args.prompt_chars is not None:
         options.prompt_chars = args.prompt_chars
     if args.guard_wait is not None:

@@ -126,11 +126,6 @@ class StreamingOptions:
     after its phrase against 0.86/3.34 (4 characters: 0.84/2.27), and 0.24 against 0.60 s
     (p95) after the turn's end; near misses alerted 4 against 3, each withdrawn within
     0.7-2.0 s of call time."""
-    pause_beam_size: int | None = None
-    """Beam width of the decodes made once the speaker has stopped (the look-ahead at a
-    pause's onset, a commit's own decode): the window then holds the whole utterance, its
-    text is what the commit keeps, and there is about one such decode per utterance.
-    None: ``transcription.beam_size`` (greedy) for every decode."""
     min_lookahead_s: float = 1.0
     """Unfinished speech shorter than this is not decoded: Whisper tends to loop
     on a fraction of a word, at the cost of a full decode."""
@@ -155,7 +150,11 @@ class StreamingOptions:
     """Characters of the speaker's committed text handed to Whisper as the
     preceding context of each window, as whisper_streaming does. A window that
     starts mid-sentence then continues the sentence, where the default prompt
-    (以下是普通话的句子。) would leak in as 以下是."""
+    (以下是普通话的句子。) would leak in as 以下是. 0: batch decoding's prompt for every
+    window; in lockstep on 5 noisy/phone mono calls (/tmp/heldout5) and 12 development
+    calls, it flagged the same forbidden turns on the first pass (its text differed by a
+    few characters either way; CER not measured; bench/live_latency.py). Nor did beam 3 for the decodes at a pause (pause
+    look-ahead and commit; 1.08x the first pass's CPU), on 6 and 19 calls."""
     tokens_per_s: float = 12.0
     """Most tokens decoded per second of window (Mandarin speech is about 6, fast
     speech with punctuation about 8). A window cut mid-word can make Whisper loop until its token
@@ -540,7 +539,7 @@ class UtteranceStream:
                 cut = min(len(region), utterances[-1]["end"] + pad)  # trailing silence decodes as hallucination
                 following = speech[len(utterances)]["start"] if len(speech) > len(utterances) else None
                 words = self._lookahead_heard(utterances[-1]["end"], following) or self._decode(
-                    transcriber, self._audio[:cut], at_pause=True
+                    transcriber, self._audio[:cut]
                 )
                 words = self._with_unheard(transcriber, words, utterances, cut)
                 bounds = [self.buffer_start + u["start"] / SAMPLE_RATE for u in utterances[1:]]
@@ -584,7 +583,7 @@ class UtteranceStream:
                     yield Hypothesis(self._hypothesis[0], self.speaker, region_end, region_end, at_pause=True)
             if due:  # still speaking: look ahead
                 self.phrase_pending = False
-                words = self._decode(transcriber, region, at_pause)
+                words = self._decode(transcriber, region)
                 self._hypothesis = (words, region_end)
                 if at_pause:  # (the speaker has stopped: no word is being cut off)
                     self._heard_until = region_end
@@ -672,29 +671,23 @@ class UtteranceStream:
             self._group_segments.append(segment)
         return Committed(segment, final)
 
-    def _decoding(self, samples: int, at_pause: bool = False) -> TranscriptionOptions:
-        """Options for a window of ``samples``: the speaker's last words as its prompt;
-        ``at_pause`` (the speaker has stopped: the window holds the whole utterance so
-        far), ``StreamingOptions.pause_beam_size``."""
+    def _decoding(self, samples: int) -> TranscriptionOptions:
+        """Options for a window of ``samples``: the speaker's last words as its prompt."""
         # A few tokens more than the window can hold: room for fast speech, not for a loop.
         max_tokens = 8 + int(self.options.tokens_per_s * samples / SAMPLE_RATE)
         said = "".join(w.text for w in self._said)[-self.options.prompt_chars :] if self.options.prompt_chars else ""
-        decoding = replace(
+        return replace(
             self.options.transcription,
             max_new_tokens=max_tokens,
             initial_prompt=said or self.options.transcription.initial_prompt,
         )
-        if at_pause and self.options.pause_beam_size is not None:
-            decoding = replace(decoding, beam_size=self.options.pause_beam_size)
-        return decoding
 
-    def _decode(self, transcriber: Transcriber, samples: np.ndarray, at_pause: bool = False) -> list[Word]:
+    def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:
         self._decoded_until = self.buffer_start + len(samples) / SAMPLE_RATE
         self._heard_until = self._decoded_until - self.options.stable_margin_s  # (the last word may be cut off)
         self._reheard = False
         started = time.perf_counter()
-        segments = transcriber.decode_window(samples, self._decoding(len(samples), at_pause), self.speaker,
-                                             self.buffer_start)
+        segments = transcriber.decode_window(samples, self._decoding(len(samples)), self.speaker, self.buffer_start)
         words = [w for segment in segments for w in segment.words if w.text.strip()]
         words = without_repeated_head(self._said, words)
         log.debug(

@@ -121,9 +121,9 @@ def test_stream_commits_each_utterance_and_bounds_the_window(transcriber, broadb
     windows: list[float] = []
     original = stream._decode
 
-    def measured(transcriber, samples, at_pause=False):
+    def measured(transcriber, samples):
         windows.append(len(samples) / SAMPLE_RATE)
-        return original(transcriber, samples, at_pause)
+        return original(transcriber, samples)
 
     stream._decode = measured
     events = []
@@ -388,9 +388,9 @@ def _until_commit_of(transcriber, phrase: str, start: float, scale: float = 1.0,
     decodes: list[float] = []
     original = stream._decode
 
-    def counted(transcriber, samples, at_pause=False):
+    def counted(transcriber, samples):
         decodes.append(stream.fed_until)
-        return original(transcriber, samples, at_pause)
+        return original(transcriber, samples)
 
     stream._decode = counted
     heard = at_pause = None
@@ -525,9 +525,9 @@ def test_at_a_pause_the_words_of_a_decode_that_reached_the_end_of_speech_are_hea
         decodes: list[float] = []
         original = stream._decode
 
-        def counted(transcriber, samples, at_pause=False, stream=stream, decodes=decodes, original=original):
+        def counted(transcriber, samples, stream=stream, decodes=decodes, original=original):
             decodes.append(stream.fed_until)
-            return original(transcriber, samples, at_pause)
+            return original(transcriber, samples)
 
         stream._decode = counted
         last: list = []
