@@ -237,7 +237,7 @@ l04's shirking.not_mine, uncertain) and 8 -> 8, naming the agent surely 0 and 0;
 0 -> 1 (h3_05's mocking.shabby). Tried and left (no forbidden turn flagged differently):
 the first pass prompted with batch decoding's prompt (``--prompt-chars 0``, 5 heldout5 and
 12 development calls); beam 3 for the decodes at a pause (pause look-ahead, a commit's own
-decode), 6 heldout5 and 19 development calls, at 1.08x the first pass's CPU (``--no-refine``
+decode), 6 heldout5 and 21 development calls, at 1.08x the first pass's CPU (``--no-refine``
 under ``time``, l01, l05, ld04: 86.0 -> 92.8 CPU s with the model's load).
 """
 

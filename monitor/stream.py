@@ -154,7 +154,7 @@ class StreamingOptions:
     window; in lockstep on 5 noisy/phone mono calls (/tmp/heldout5) and 12 development
     calls, it flagged the same forbidden turns on the first pass (its text differed by a
     few characters either way; CER not measured; bench/live_latency.py). Nor did beam 3 for the decodes at a pause (pause
-    look-ahead and commit; 1.08x the first pass's CPU), on 6 and 19 calls."""
+    look-ahead and commit; 1.08x the first pass's CPU), on 6 and 21 calls."""
     tokens_per_s: float = 12.0
     """Most tokens decoded per second of window (Mandarin speech is about 6, fast
     speech with punctuation about 8). A window cut mid-word can make Whisper loop until its token
