@@ -238,7 +238,11 @@ l04's shirking.not_mine, uncertain) and 8 -> 8, naming the agent surely 0 and 0;
 the first pass prompted with batch decoding's prompt (``--prompt-chars 0``, 5 heldout5 and
 12 development calls); beam 3 for the decodes at a pause (pause look-ahead, a commit's own
 decode), 6 heldout5 and 21 development calls, at 1.08x the first pass's CPU (``--no-refine``
-under ``time``, l01, l05, ld04: 86.0 -> 92.8 CPU s with the model's load).
+under ``time``, l01, l05, ld04: 86.0 -> 92.8 CPU s with the model's load); the meaning model
+on the first pass's committed mono sentences whose speaker is uncertain (``LiveCall._meaning_hits``
+judges only those surely the agent's): heldout5 first-pass 13 -> 15 turns (l07, l08: what the
+second pass's meaning model found, 5-6 s sooner), development 45 -> 45, but alerts on
+customers' words 8 -> 9 and 9 -> 10 (new first-pass meaning alerts on l02, l05, l06's customers).
 """
 
 from __future__ import annotations
