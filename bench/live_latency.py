@@ -241,7 +241,7 @@ decode), 6 heldout5 and 21 development calls, at 1.08x the first pass's CPU (``-
 under ``time``, l01, l05, ld04: 86.0 -> 92.8 CPU s with the model's load); the meaning model
 on the first pass's committed mono sentences whose speaker is uncertain (``LiveCall._meaning_hits``
 judges only those surely the agent's): heldout5 first-pass 13 -> 15 turns (l07, l08: what the
-second pass's meaning model found, 5-6 s sooner), development 45 -> 45, but alerts on
+second pass's meaning model found before), development 45 -> 45, but alerts on
 customers' words 8 -> 9 and 9 -> 10 (new first-pass meaning alerts on l02, l05, l06's customers).
 """
 
