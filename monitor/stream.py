@@ -150,7 +150,11 @@ class StreamingOptions:
     """Characters of the speaker's committed text handed to Whisper as the
     preceding context of each window, as whisper_streaming does. A window that
     starts mid-sentence then continues the sentence, where the default prompt
-    (以下是普通话的句子。) would leak in as 以下是."""
+    (以下是普通话的句子。) would leak in as 以下是. 0: batch decoding's prompt for every
+    window; in lockstep on 5 noisy/phone mono calls (/tmp/heldout5) and 12 development
+    calls, it flagged the same forbidden turns on the first pass (its text differed by a
+    few characters either way; CER not measured; bench/live_latency.py). Nor did beam 3 for the decodes at a pause (pause
+    look-ahead and commit; 1.08x the first pass's CPU), on 6 and 21 calls."""
     tokens_per_s: float = 12.0
     """Most tokens decoded per second of window (Mandarin speech is about 6, fast
     speech with punctuation about 8). A window cut mid-word can make Whisper loop until its token
@@ -671,11 +675,11 @@ class UtteranceStream:
         """Options for a window of ``samples``: the speaker's last words as its prompt."""
         # A few tokens more than the window can hold: room for fast speech, not for a loop.
         max_tokens = 8 + int(self.options.tokens_per_s * samples / SAMPLE_RATE)
+        said = "".join(w.text for w in self._said)[-self.options.prompt_chars :] if self.options.prompt_chars else ""
         return replace(
             self.options.transcription,
             max_new_tokens=max_tokens,
-            initial_prompt="".join(w.text for w in self._said)[-self.options.prompt_chars :]
-            or self.options.transcription.initial_prompt,
+            initial_prompt=said or self.options.transcription.initial_prompt,
         )
 
     def _decode(self, transcriber: Transcriber, samples: np.ndarray) -> list[Word]:

@@ -325,3 +325,35 @@ def test_a_withdrawn_guarded_alert_comes_back_from_the_second_pass_only_if_its_v
     assert plain[-1].end > guard[-1].end
     second, _ = refined_with(plain)
     assert "lexicon.shirking.cannot_handle" in [a["phrase_id"] for a in second]
+
+
+def test_a_first_pass_alert_the_second_pass_hears_otherwise_stands():
+    """l01 (heldout5, phone band with noise): the first pass heard 别老打电话催我们 and alerted; the second
+    pass misheard it as 延老打电话吹我们. The alert stands: on noisy mono calls the second pass mishears
+    too, and withdrawing what it did not hear again took back more true alerts than false ones."""
+    from monitor.asr import segment_of
+    from monitor.livecall import LiveCall
+    from monitor.stream import Committed, RefineJob
+
+    book = load_phrasebook("broadband")
+    events: list[dict] = []
+
+    class Collect:
+        def send(self, event):
+            events.append(event)
+
+    call = LiveCall("scripted", book, matcher_for(book), [Collect()], stereo=True)
+    call._fed_audio, call._fed_wall = [60.0], [0.0]
+    agent = call.streams[0]
+    heard = _spoken("您重启一下", "就好了，", "别老", "打电话", "催我们。")
+    agent.step = lambda transcriber: iter([Committed(segment_of(heard, "agent"), final=True)])
+    call.step(agent, None)
+    assert [e["phrase_id"] for e in events if e["type"] == "alert"] == ["lexicon.scolding.orders"]
+    misheard = _spoken("您重启一下", "就好了，", "延老", "打电话", "吹我们。")
+    job = RefineJob("agent", heard[0].start, np.zeros(round((heard[-1].end + 0.1 - heard[0].start) * 16000), np.float32),
+                    [call.segments[0]])
+    call._apply_refinement(job, [segment_of(misheard, "agent")])
+    assert "revised" in [e["type"] for e in events], "the refined text replaces the first pass's"
+    assert [e for e in events if e["type"] == "retracted"] == []
+    assert [(a["phrase_id"], bool(a.get("retracted"))) for a in call.alerts] == [("lexicon.scolding.orders", False)]
+    assert call.report()["live"]["alerts"][0]["retracted"] is False

@@ -549,3 +549,13 @@ def test_at_a_pause_the_words_of_a_decode_that_reached_the_end_of_speech_are_hea
                 last = event.words
         assert decodes and all(d <= turn_end - start + StreamingOptions().pause_s + 0.3 for d in decodes)
     assert reused and decoded, (reused, decoded)
+
+
+def test_prompt_chars_zero_prompts_with_batch_decodings_prompt_not_the_committed_text():
+    """``StreamingOptions.prompt_chars`` 0: every window gets the transcription's own prompt
+    (以下是普通话的句子。), not the whole committed text (a slice [-0:] is all of it)."""
+    said = _words(("这事", 1.0, 1.4), ("我真", 1.4, 1.8), ("管不了。", 1.8, 2.4))
+    for chars, prompt in ((0, StreamingOptions().transcription.initial_prompt), (4, "管不了。")):
+        stream = UtteranceStream("agent", StreamingOptions(prompt_chars=chars))
+        stream._commit(said, final=True)
+        assert stream._decoding(SAMPLE_RATE).initial_prompt == prompt, chars
