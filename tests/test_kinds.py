@@ -79,6 +79,11 @@ def test_sentence_starts_follow_sentence_ends_not_commas():
     assert sum(normalized.clause_starts) == 4
 
 
+def forbidden_kinds(phrasebook: str, text: str) -> set:
+    """The categories of the forbidden talk ``text`` raises in ``phrasebook``."""
+    return {h.category for h in matcher_for(load_phrasebook(phrasebook)).match_text(text) if h.kind == "forbidden"}
+
+
 @pytest.mark.parametrize("phrasebook, text, kind", [
     # another bidder's or tenant's price, told to a bidder: a leak whoever the other party is
     ("office", "宏达报的单价是三十二块，你们做到三十以下就行", "disclosure"),
@@ -109,8 +114,7 @@ def test_sentence_starts_follow_sentence_ends_not_commas():
     ("office", "您看那边的指示牌，我也可以带您过去", None),
 ])
 def test_the_kinds_conduct6_added_fire_and_their_near_misses_do_not(phrasebook, text, kind):
-    matcher = matcher_for(load_phrasebook(phrasebook))
-    kinds = {h.category for h in matcher.match_text(text) if h.kind == "forbidden"}
+    kinds = forbidden_kinds(phrasebook, text)
     assert (kind in kinds) if kind else not kinds, kinds
 
 
@@ -166,8 +170,7 @@ def test_a_bad_shape_word_is_refused_naming_the_file(tmp_path):
     ("office", "我是小李，听说老王被查了", "disclosure"),
 ])
 def test_the_shapes_conduct7_added_fire_and_their_near_misses_do_not(phrasebook, text, kind):
-    matcher = matcher_for(load_phrasebook(phrasebook))
-    kinds = {h.category for h in matcher.match_text(text) if h.kind == "forbidden"}
+    kinds = forbidden_kinds(phrasebook, text)
     assert (kind in kinds) if kind else not kinds, kinds
 
 
@@ -191,8 +194,7 @@ def test_the_shapes_conduct7_added_fire_and_their_near_misses_do_not(phrasebook,
     ("office", "我就是个办事员 这个得领导签字 我帮您把材料递上去", None),
 ])
 def test_precision7_near_misses_in_office_and_hospital_stay_silent_and_their_twins_fire(phrasebook, text, kind):
-    matcher = matcher_for(load_phrasebook(phrasebook))
-    kinds = {h.category for h in matcher.match_text(text) if h.kind == "forbidden"}
+    kinds = forbidden_kinds(phrasebook, text)
     assert (kind in kinds) if kind else not kinds, kinds
 
 
@@ -389,10 +391,6 @@ NOT_ACCEPTING += [
     ("customer_service", "您的银行卡我先拿着"),
     ("office", "这两箱资料放后备箱吧，我一会儿开走"),
 ]
-
-
-def forbidden_kinds(phrasebook: str, text: str) -> set:
-    return {h.category for h in matcher_for(load_phrasebook(phrasebook)).match_text(text) if h.kind == "forbidden"}
 
 
 @pytest.mark.parametrize("phrasebook, text", ACCEPTING_GIFTS + KNOWN_MISSES)
