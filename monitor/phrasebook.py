@@ -804,9 +804,9 @@ def _lexicon_of(data: dict, fail) -> Lexicon:
             except re.error as error:
                 raise fail(where + ["shapes", shape_index],
                            f"rule {rule.id!r}: bad pattern {shape!r}: {error}") from None
-        for word in grouped:  # a group word may be a shape (monitor.kinds.SHAPE_WORD)
+        for word in (w for w in grouped if w.startswith(SHAPE_WORD)):  # a group word may be a shape
             try:
-                re.compile(word[len(SHAPE_WORD):]) if word.startswith(SHAPE_WORD) else None
+                re.compile(word[len(SHAPE_WORD):])
             except re.error as error:
                 raise fail(where + ["all"], f"rule {rule.id!r}: bad pattern {word!r}: {error}") from None
         if rule.within < sum(min(1 if w.startswith(SHAPE_WORD) else len(w) for w in group) for group in rule.groups):
