@@ -41,7 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cer import cer_text
-from labelled import latency_summary
+from labelled import labelled_calls, labels_of, latency_summary
 from rapidfuzz.distance import Levenshtein
 
 from monitor.asr import Transcriber
@@ -96,13 +96,10 @@ def main() -> int:
                         help="also measure per-utterance refinement, refinement with the preceding text as prompt, and a "
                              "first pass with longer windows (LocalAgreement over 20 s, 1 s pauses)")
     args = parser.parse_args()
-    wavs = []
-    for call in map(Path, args.calls):
-        found = sorted(call.glob("*.wav")) if call.is_dir() else [call]
-        unlabelled = [w for w in found if not w.with_suffix("").with_suffix(".labels.json").is_file() or not w.is_file()]
-        if not found or unlabelled:
-            parser.error(f"{call}: no labelled call (a .wav beside its .labels.json) there")
-        wavs += found
+    try:
+        wavs = labelled_calls(args.calls)
+    except ValueError as error:
+        parser.error(str(error))
     transcriber = Transcriber(cpu_threads=2)
     refine = RefineOptions(group_pause_s=args.group_pause, max_group_s=args.max_group, prompt_chars=args.prompt_chars)
     configs = {"first pass": StreamingOptions(refine=None), "refined": StreamingOptions(refine=refine)}
@@ -122,7 +119,7 @@ def main() -> int:
         print(f"{'call':24s} {'chars':>5s} {'batch':>6s} " + " ".join(f"{n[:13]:>13s}" for n in lockstep)
               + "  refined: groups, alerts pass 2, retracted")
     for wav in wavs if lockstep else []:
-        labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
+        labels = json.loads(labels_of(wav).read_text())
         ref = reference(labels)
         ref_chars += len(ref)
         started = time.process_time()
@@ -160,7 +157,7 @@ def main() -> int:
         latencies, pass2_latencies, retracted, not_refined = [], [], 0, 0
         started = time.process_time()
         for wav in wavs:
-            labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
+            labels = json.loads(labels_of(wav).read_text())
             call = live_call(wav, labels, transcriber, options, scheduler, args.time_scale)
             latencies += [a["latency_s"] for a in call.alerts if a["pass"] == 1]
             pass2_latencies += [a["latency_s"] for a in call.alerts if a["pass"] == 2]

@@ -258,7 +258,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labelled import forbidden_agent_turns, latency_summary, overlaps
+from labelled import forbidden_agent_turns, labelled_calls, labels_of, latency_summary, overlaps
 from roles import TURN_SLACK_S, speaker_at, turn_at
 
 from monitor.audio import SAMPLE_RATE, load_call
@@ -382,7 +382,7 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
              options: StreamingOptions | None = None, cache: DecodeCache | None = None) -> dict:
     """One call fed at speech speed (or ``lockstep``: its mono mix, decoded
     after each block): its alerts (with their latency parts) and recall."""
-    labels = json.loads(wav.with_suffix("").with_suffix(".labels.json").read_text())
+    labels = json.loads(labels_of(wav).read_text())
     heard = Heard()
     decoded_before = (cache.decodes, cache.decode_s) if cache else (0, 0.0)
     phrasebook = load_phrasebook(labels.get("phrasebook", "broadband"))
@@ -678,8 +678,10 @@ def main() -> int:
         return 0
     from monitor.asr import Transcriber
 
-    wavs = [w for c in map(Path, args.calls)
-            for w in (sorted([*c.glob("*.wav"), *c.glob("*.flac")]) if c.is_dir() else [c])]
+    try:
+        wavs = labelled_calls(args.calls)
+    except ValueError as error:
+        parser.error(str(error))
     options = StreamingOptions()
     if args.partial_every:
         options.partial_every_s = args.partial_every
