@@ -450,8 +450,8 @@ def run_call(wav: Path, transcriber, scheduler, time_scale: float, batch: bool, 
 
 def missed_turns(turns: list[dict], alerts: list[dict], on_customer: list[tuple]) -> list[dict]:
     """Why each labelled forbidden turn no standing alert on the agent's words flagged was missed:
-    an alert there withdrawn (by its reason: ``not_heard_again`` when the second pass heard the
-    words otherwise, ``guarded``, ``customer``), its phrase found but its speaker surely the
+    an alert there withdrawn (by its reason: ``guarded``, ``customer``; ``not_heard_again`` in runs
+    of code before a first-pass alert stood when the second pass heard the words otherwise), its phrase found but its speaker surely the
     customer (``on_customer``, by pass), or nothing ever found there (neither pass heard a phrase)."""
     missed = []
     for turn in turns:
