@@ -22,6 +22,16 @@ from monitor.stream import PhraseWatch, guard_reach
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
+class Collect:
+    """A sink keeping every event a live call sends, in order."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+
+    def send(self, event: dict) -> None:
+        self.events.append(event)
+
+
 def _webhook_receiver():
     received: list[dict] = []
 
@@ -169,13 +179,10 @@ def test_a_mono_provisional_alert_is_withdrawn_when_its_sentence_is_surely_the_c
     from monitor.livecall import LiveCall
 
     book = load_phrasebook("broadband")
-    events: list[dict] = []
+    collect = Collect()
+    events = collect.events
 
-    class Collect:
-        def send(self, event):
-            events.append(event)
-
-    call = LiveCall("mono", book, matcher_for(book), [Collect()], stereo=False)
+    call = LiveCall("mono", book, matcher_for(book), [collect], stereo=False)
     # As a provisional alert on speech whose voice leaned to the agent is raised.
     alert = {"type": "alert", "kind": "forbidden", "phrase_id": "bb.forbidden.ask_me", "canonical": "你问我，我问谁？",
              "start": 16.0, "end": 17.6, "speaker": "agent", "speaker_confidence": 0.6, "uncertain_speaker": True,
@@ -201,13 +208,10 @@ def test_before_a_mono_streams_voices_are_told_apart_a_provisional_hit_alerts_on
     book = load_phrasebook("broadband")
 
     def provisional(*pieces: str, at_pause: bool = False) -> list[dict]:
-        events: list[dict] = []
+        collect = Collect()
+        events = collect.events
 
-        class Collect:
-            def send(self, event):
-                events.append(event)
-
-        call = LiveCall("mono", book, matcher_for(book), [Collect()], stereo=False)
+        call = LiveCall("mono", book, matcher_for(book), [collect], stereo=False)
         call._fed_audio, call._fed_wall = [30.0], [0.0]
         words = _spoken(*pieces)
         hits = call.watch.check(words, "agent", commit=False)
@@ -235,13 +239,10 @@ def _scripted_call(options, *looks):
     from monitor.livecall import LiveCall
 
     book = load_phrasebook("broadband")
-    events: list[dict] = []
+    collect = Collect()
+    events = collect.events
 
-    class Collect:
-        def send(self, event):
-            events.append(event)
-
-    call = LiveCall("scripted", book, matcher_for(book), [Collect()], stereo=True, options=options)
+    call = LiveCall("scripted", book, matcher_for(book), [collect], stereo=True, options=options)
     call._fed_audio, call._fed_wall = [60.0], [0.0]
     agent = call.streams[0]
     for look in looks:
@@ -291,13 +292,10 @@ def test_a_withdrawn_guarded_alert_comes_back_from_the_second_pass_only_if_its_v
     guard = _spoken("不过", "我马上", "帮您", "联系", "同事。", start=shirk[-1].end + 0.5)
 
     def refined_with(refined: list[Word]) -> tuple[list, list]:
-        events: list[dict] = []
+        collect = Collect()
+        events = collect.events
 
-        class Collect:
-            def send(self, event):
-                events.append(event)
-
-        call = LiveCall("scripted", book, matcher_for(book), [Collect()], stereo=True,
+        call = LiveCall("scripted", book, matcher_for(book), [collect], stereo=True,
                         options=StreamingOptions(guard_wait_chars=0))
         call._fed_audio, call._fed_wall = [60.0], [0.0]
         agent = call.streams[0]
@@ -336,13 +334,10 @@ def test_a_first_pass_alert_the_second_pass_hears_otherwise_stands():
     from monitor.stream import Committed, RefineJob
 
     book = load_phrasebook("broadband")
-    events: list[dict] = []
+    collect = Collect()
+    events = collect.events
 
-    class Collect:
-        def send(self, event):
-            events.append(event)
-
-    call = LiveCall("scripted", book, matcher_for(book), [Collect()], stereo=True)
+    call = LiveCall("scripted", book, matcher_for(book), [collect], stereo=True)
     call._fed_audio, call._fed_wall = [60.0], [0.0]
     agent = call.streams[0]
     heard = _spoken("您重启一下", "就好了，", "别老", "打电话", "催我们。")
